@@ -1,0 +1,143 @@
+//! The one place that wires state, router and server: [`Application::build`] connects,
+//! checks the database role, builds both schemas and binds; `run_until_stopped` serves
+//! until the shutdown future resolves. Tests call the same two functions with port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::db::{self, DbError};
+use crate::graphql::{self, PublicSchema, SchemaOptions, StaffSchema};
+use crate::observability::Metrics;
+use crate::tenancy::Db;
+
+/// Shared, cheaply cloned state of every request.
+#[derive(Clone)]
+pub struct AppState {
+    /// The app role's pool, behind the tenancy API.
+    pub db: Db,
+    /// Staff/integration schema.
+    pub staff_schema: StaffSchema,
+    /// Diner schema.
+    pub public_schema: PublicSchema,
+    /// Settings.
+    pub config: Arc<Config>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    pool_for_health: sqlx::PgPool,
+}
+
+impl AppState {
+    /// Whether the database answers and all migrations are applied.
+    pub async fn migrations_current(&self) -> Result<bool, sqlx::Error> {
+        db::migrations_current(&self.pool_for_health).await
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Database connection, role check or migrations state.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Could not bind the listen address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A built, bound, not yet serving server.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+/// Makes rustls use the ring provider (compiled in already for sqlx) process-wide.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Application {
+    /// Connects as the app role, refuses an unsafe role, builds schemas and binds.
+    pub async fn build(config: Config) -> Result<Application, StartError> {
+        install_tls_provider();
+        let pool = db::pool(
+            config.database_url.expose_secret(),
+            config.database_max_connections,
+        )
+        .await?;
+        db::check_app_role(&pool).await?;
+        let metrics = Arc::new(Metrics::new());
+        let options = SchemaOptions {
+            limits: config.limits,
+            introspection: config.introspection,
+            metrics: Some(metrics.clone()),
+        };
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen_addr,
+                source,
+            })?;
+        let state = AppState {
+            db: Db::new(pool.clone()),
+            staff_schema: graphql::staff_schema(&options),
+            public_schema: graphql::public_schema(&options),
+            config: Arc::new(config),
+            metrics,
+            pool_for_health: pool,
+        };
+        Ok(Application { listener, state })
+    }
+
+    /// The bound address (tests bind port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests and closes the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let db = self.state.db.clone();
+        let router = crate::http::router(self.state);
+        tracing::info!(addr = %self.listener.local_addr()?, "venueql serving");
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        db.close().await;
+        tracing::info!("venueql stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested");
+}

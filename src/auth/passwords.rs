@@ -1,0 +1,92 @@
+//! Password hashing: Argon2id with OWASP's recommended parameters (m=19 MiB, t=2, p=1).
+
+use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::error::AppError;
+
+fn hasher() -> Argon2<'static> {
+    Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(19 * 1024, 2, 1, None).expect("valid Argon2 parameters"),
+    )
+}
+
+/// Hashes `password` into a PHC string for storage.
+pub fn hash_password(password: &str) -> Result<String, AppError> {
+    let salt = SaltString::generate(&mut OsRng);
+    hasher()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| AppError::internal(e.to_string()))
+}
+
+/// The minimum password rules (SPEC §3), naming the rule that failed.
+pub fn check_policy(password: &str) -> Result<(), AppError> {
+    let missing = [
+        (password.chars().count() >= 12, "at least 12 characters"),
+        (
+            password.chars().any(char::is_uppercase),
+            "an upper-case letter",
+        ),
+        (
+            password.chars().any(char::is_lowercase),
+            "a lower-case letter",
+        ),
+        (password.chars().any(|c| c.is_ascii_digit()), "a digit"),
+        (
+            password
+                .chars()
+                .any(|c| !c.is_alphanumeric() && !c.is_whitespace()),
+            "a symbol",
+        ),
+    ];
+    let failed: Vec<&str> = missing
+        .iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, rule)| *rule)
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::bad_input(format!(
+            "password needs {}",
+            failed.join(", ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::{PasswordHash, PasswordVerifier};
+
+    #[test]
+    fn hash_is_argon2id_and_verifies() {
+        let hash = hash_password("Correct-Horse-9").unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        let parsed = PasswordHash::new(&hash).unwrap();
+        assert!(
+            hasher()
+                .verify_password(b"Correct-Horse-9", &parsed)
+                .is_ok()
+        );
+        assert!(hasher().verify_password(b"wrong", &parsed).is_err());
+    }
+
+    #[test]
+    fn policy_names_every_missing_rule() {
+        assert!(check_policy("Correct-Horse-9").is_ok());
+        let message = check_policy("short").unwrap_err().client_message();
+        assert!(
+            message.contains("12 characters")
+                && message.contains("digit")
+                && message.contains("symbol"),
+            "{message}"
+        );
+    }
+}

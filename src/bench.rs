@@ -1,0 +1,322 @@
+//! `venueql bench`: starts a private cluster and the real server on loopback, seeds two
+//! venues, and measures in one run the menu query over HTTP at each concurrency, beside
+//! the same SQL through the app pool under the venue scope (RLS on) and through a
+//! superuser pool with only an explicit `WHERE venue_id` (no isolation), so the cost of
+//! tenant isolation and of the HTTP/GraphQL layers can be read off side by side.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::app::{Application, install_tls_provider};
+use crate::auth::Permissions;
+use crate::config::Config;
+use crate::db::{self, RoleUrls};
+use crate::dev::{self, Cluster, ClusterOptions, random_secret};
+use crate::menu::{Allergen, CategoryFields, ItemFields};
+use crate::tenancy::{CrossTenantDoor, Db, VenueId};
+use crate::{admin, menu};
+
+/// Options of `venueql bench`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchOptions {
+    /// Comma-separated concurrency levels.
+    #[arg(long, default_value = "8,32,64", value_delimiter = ',')]
+    pub concurrency: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+}
+
+type DynError = Box<dyn std::error::Error + Send + Sync>;
+
+const MENU_QUERY: &str = r#"{"query":"{ menu { categories { name items { name priceMinor currency allergens available } } } }"}"#;
+
+/// Throughput and latency of one measurement.
+struct Sample {
+    label: String,
+    concurrency: usize,
+    requests: usize,
+    errors: usize,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn summarise(
+    label: &str,
+    concurrency: usize,
+    elapsed: Duration,
+    mut latencies: Vec<Duration>,
+    errors: usize,
+) -> Sample {
+    latencies.sort_unstable();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Sample {
+        label: label.to_string(),
+        concurrency,
+        requests: latencies.len(),
+        errors,
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+    }
+}
+
+/// Runs `work` from `concurrency` tasks for `seconds`, timing each call.
+async fn drive<F, Fut>(label: &str, concurrency: usize, seconds: u64, work: F) -> Sample
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let work = Arc::new(work);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let work = work.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut errors) = (Vec::new(), 0usize);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                if work().await {
+                    latencies.push(t.elapsed())
+                } else {
+                    errors += 1
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for task in tasks {
+        let (l, e) = task.await.expect("bench task");
+        latencies.extend(l);
+        errors += e;
+    }
+    summarise(label, concurrency, started.elapsed(), latencies, errors)
+}
+
+async fn raw_menu_sql(conn: &mut sqlx::PgConnection, venue: Uuid) -> Result<usize, sqlx::Error> {
+    let categories: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, name FROM menu_categories WHERE venue_id = $1 ORDER BY position, name",
+    )
+    .bind(venue)
+    .fetch_all(&mut *conn)
+    .await?;
+    let items: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT id, name, price_minor FROM menu_items WHERE venue_id = $1 AND (available OR $2) ORDER BY position, name",
+    )
+    .bind(venue)
+    .bind(true)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(categories.len() + items.len())
+}
+
+async fn seed_bench_venue(
+    door: &CrossTenantDoor,
+    slug: &str,
+) -> Result<(VenueId, String), DynError> {
+    let actor = "operator:venueql-bench";
+    let venue = admin::create_venue(door, actor, slug, slug, "EUR")
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let tx = door.open_cross_tenant(actor, "seed bench menu").await?;
+    let mut tx = tx.into_venue(venue.venue_id()).await?;
+    let who = crate::audit::Who::operator(actor);
+    for c in 0..5 {
+        let fields = CategoryFields {
+            name: Some(format!("Category {c}")),
+            position: Some(c),
+        };
+        let category = menu::create_category(&mut tx, &who, fields)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        for i in 0..8 {
+            let fields = ItemFields {
+                category_id: Some(category.id),
+                name: Some(format!("Item {c}-{i}")),
+                description: Some("A bench item with a description of typical length".into()),
+                price_minor: Some(450 + i64::from(i) * 10),
+                allergens: Some(vec![Allergen::Milk, Allergen::Eggs]),
+                available: Some(true),
+                position: Some(i),
+            };
+            menu::create_item(&mut tx, &who, fields)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+        }
+    }
+    tx.commit().await?;
+    let token = admin::issue_token(door, actor, slug, "bench", Permissions::MENU_VIEW)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok((venue.venue_id(), token.token))
+}
+
+fn resident_memory_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs the benchmark and prints a table and one JSON line per measurement.
+pub async fn run(options: BenchOptions) -> Result<(), DynError> {
+    install_tls_provider();
+    let dir = std::env::temp_dir().join(format!("venueql-bench-{}", std::process::id()));
+    let superuser_password = random_secret();
+    let cluster = Cluster::start(&ClusterOptions {
+        dir: dir.clone(),
+        superuser_password,
+        throwaway: false,
+    })?;
+    let result = measure(&cluster, &options).await;
+    cluster.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynError> {
+    let secret = random_secret();
+    let urls = RoleUrls {
+        app: cluster.url("venueql_app", &secret, "venueql"),
+        owner: cluster.url("venueql_owner", &secret, "venueql"),
+        platform: cluster.url("venueql_platform", &secret, "venueql"),
+    };
+    db::init(&cluster.superuser_url("postgres"), &urls, None).await?;
+    db::migrate(&urls.owner).await?;
+    let door = CrossTenantDoor::new(db::pool(&urls.platform, 2).await?);
+    let (venue, token) = seed_bench_venue(&door, "bench-a").await?;
+    seed_bench_venue(&door, "bench-b").await?;
+
+    let max_concurrency = options.concurrency.iter().copied().max().unwrap_or(8);
+    let pool_size = 16u32;
+    let config = Config::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(urls.app.clone()),
+        "LISTEN_ADDR" => Some("127.0.0.1:0".into()),
+        "DATABASE_MAX_CONNECTIONS" => Some(pool_size.to_string()),
+        _ => None,
+    })?;
+    let app = Application::build(config).await?;
+    let url = format!("http://{}/graphql", app.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stop_rx.await;
+    }));
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(max_concurrency)
+        .build()?;
+    let app_db = Db::new(db::pool(&urls.app, pool_size).await?);
+    let superuser: PgPool = db::pool(&cluster.superuser_url("venueql"), pool_size).await?;
+    let auth = format!("Bearer {token}");
+
+    let mut samples = Vec::new();
+    for &concurrency in &options.concurrency {
+        let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
+        samples.push(
+            drive(
+                "graphql menu over HTTP",
+                concurrency,
+                options.seconds,
+                move || {
+                    let request = client
+                        .post(&url)
+                        .header("authorization", &auth)
+                        .header("content-type", "application/json")
+                        .body(MENU_QUERY);
+                    async move {
+                        match request.send().await {
+                            Ok(response) => {
+                                response.status().is_success()
+                                    && response
+                                        .bytes()
+                                        .await
+                                        .is_ok_and(|b| !b.starts_with(b"{\"errors"))
+                            }
+                            Err(_) => false,
+                        }
+                    }
+                },
+            )
+            .await,
+        );
+        let db = app_db.clone();
+        samples.push(
+            drive(
+                "raw SQL, app role, venue scope (RLS)",
+                concurrency,
+                options.seconds,
+                move || {
+                    let db = db.clone();
+                    async move {
+                        let Ok(mut tx) = db.venue_tx(venue).await else {
+                            return false;
+                        };
+                        let ok = raw_menu_sql(tx.conn(), venue.as_uuid())
+                            .await
+                            .is_ok_and(|n| n == 45);
+                        ok && tx.commit().await.is_ok()
+                    }
+                },
+            )
+            .await,
+        );
+        let pool = superuser.clone();
+        samples.push(
+            drive(
+                "raw SQL, no isolation (superuser)",
+                concurrency,
+                options.seconds,
+                move || {
+                    let pool = pool.clone();
+                    async move {
+                        let Ok(mut tx) = pool.begin().await else {
+                            return false;
+                        };
+                        let ok = raw_menu_sql(&mut tx, venue.as_uuid())
+                            .await
+                            .is_ok_and(|n| n == 45);
+                        ok && tx.commit().await.is_ok()
+                    }
+                },
+            )
+            .await,
+        );
+    }
+    println!(
+        "{:<40} {:>5} {:>9} {:>7} {:>10} {:>9} {:>9}",
+        "measurement", "conc", "requests", "errors", "req/s", "p50 ms", "p99 ms"
+    );
+    for s in &samples {
+        println!(
+            "{:<40} {:>5} {:>9} {:>7} {:>10.0} {:>9.2} {:>9.2}",
+            s.label, s.concurrency, s.requests, s.errors, s.per_second, s.p50_ms, s.p99_ms
+        );
+    }
+    for s in &samples {
+        println!(
+            "{}",
+            serde_json::json!({ "measurement": s.label, "concurrency": s.concurrency, "requests": s.requests,
+                "errors": s.errors, "per_second": s.per_second.round(), "p50_ms": s.p50_ms, "p99_ms": s.p99_ms })
+        );
+    }
+    println!(
+        "process resident memory (server + load generator): {:.0} MB",
+        resident_memory_mb()
+    );
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    let _ = dev::find_pg_bindir();
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! `venueql dev`: the embedded default. Starts (or reuses) a private PostgreSQL cluster in
+//! the data directory, creates the roles, migrates, seeds two demo venues once, writes
+//! `dev.json`, and serves until Ctrl-C/SIGTERM, then stops the server and the cluster.
+
+pub mod cluster;
+
+pub use cluster::{Cluster, ClusterError, ClusterOptions, find_pg_bindir, random_secret};
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::admin;
+use crate::app::{Application, shutdown_signal};
+use crate::audit::Who;
+use crate::auth::Permissions;
+use crate::config::Config;
+use crate::db::{self, RoleUrls};
+use crate::error::AppError;
+use crate::menu::{self, Allergen, CategoryFields, ItemFields};
+use crate::tenancy::CrossTenantDoor;
+
+/// Options of `venueql dev`.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    /// Data directory (default `.venueql/`).
+    pub data_dir: PathBuf,
+    /// Listen address (default `LISTEN_ADDR` or 127.0.0.1:8080).
+    pub listen: Option<SocketAddr>,
+}
+
+/// Secrets `venueql dev` generates once and keeps in `DIR/secrets.json` (mode 0600).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DevSecrets {
+    superuser_password: String,
+    owner_password: String,
+    app_password: String,
+    platform_password: String,
+    seed: Option<DemoSeed>,
+}
+
+/// What the demo seed created, as written to `dev.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoSeed {
+    /// The demo staff member (member of both venues with every permission).
+    pub manager: DemoLogin,
+    /// The demo venues.
+    pub venues: Vec<DemoVenue>,
+}
+
+/// A demo login.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoLogin {
+    /// Email.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A demo venue and its API tokens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoVenue {
+    /// Slug.
+    pub slug: String,
+    /// Venue id.
+    pub id: Uuid,
+    /// API tokens with their permission names.
+    pub tokens: Vec<DemoToken>,
+}
+
+/// A demo API token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoToken {
+    /// What it is for (`everything`, `casual`).
+    pub name: String,
+    /// Token id.
+    pub token_id: Uuid,
+    /// The bearer token.
+    pub token: String,
+    /// Permission names.
+    pub permissions: Vec<String>,
+}
+
+type DynError = Box<dyn std::error::Error + Send + Sync>;
+
+fn load_or_create_secrets(path: &Path) -> Result<DevSecrets, DynError> {
+    if let Ok(text) = fs::read_to_string(path) {
+        return Ok(serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not valid: {e}", path.display()))?);
+    }
+    let secrets = DevSecrets {
+        superuser_password: random_secret(),
+        owner_password: random_secret(),
+        app_password: random_secret(),
+        platform_password: random_secret(),
+        seed: None,
+    };
+    save_secrets(path, &secrets)?;
+    Ok(secrets)
+}
+
+fn save_secrets(path: &Path, secrets: &DevSecrets) -> Result<(), DynError> {
+    fs::write(path, serde_json::to_string_pretty(secrets)?)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// The role URLs of a `venueql dev` cluster (the environment wins where set).
+fn dev_urls(cluster: &Cluster, secrets: &DevSecrets) -> RoleUrls {
+    let env_or = |name: &str, default: String| std::env::var(name).unwrap_or(default);
+    RoleUrls {
+        app: env_or(
+            "DATABASE_URL",
+            cluster.url("venueql_app", &secrets.app_password, "venueql"),
+        ),
+        owner: env_or(
+            "DATABASE_OWNER_URL",
+            cluster.url("venueql_owner", &secrets.owner_password, "venueql"),
+        ),
+        platform: env_or(
+            "DATABASE_PLATFORM_URL",
+            cluster.url("venueql_platform", &secrets.platform_password, "venueql"),
+        ),
+    }
+}
+
+/// Runs `venueql dev` until Ctrl-C or SIGTERM.
+pub async fn run(options: DevOptions) -> Result<(), DynError> {
+    fs::create_dir_all(&options.data_dir)?;
+    let secrets_path = options.data_dir.join("secrets.json");
+    let mut secrets = load_or_create_secrets(&secrets_path)?;
+    let cluster = Cluster::start(&ClusterOptions {
+        dir: options.data_dir.clone(),
+        superuser_password: secrets.superuser_password.clone(),
+        throwaway: false,
+    })?;
+    let result = serve_on(&cluster, &options, &secrets_path, &mut secrets).await;
+    cluster.stop();
+    result
+}
+
+async fn serve_on(
+    cluster: &Cluster,
+    options: &DevOptions,
+    secrets_path: &Path,
+    secrets: &mut DevSecrets,
+) -> Result<(), DynError> {
+    let urls = dev_urls(cluster, secrets);
+    db::init(&cluster.superuser_url("postgres"), &urls, None).await?;
+    db::migrate(&urls.owner).await?;
+    if secrets.seed.is_none() {
+        let door = CrossTenantDoor::new(db::pool(&urls.platform, 2).await?);
+        secrets.seed = Some(
+            seed_demo(&door)
+                .await
+                .map_err(|e| format!("seeding the demo venues failed: {e:?}"))?,
+        );
+        save_secrets(secrets_path, secrets)?;
+    }
+    let listen = options.listen.map(|a| a.to_string());
+    let config = Config::from_lookup(|name| match (name, std::env::var(name).ok()) {
+        (_, Some(value)) if !(name == "LISTEN_ADDR" && listen.is_some()) => Some(value),
+        ("DATABASE_URL", _) => Some(urls.app.clone()),
+        ("LISTEN_ADDR", _) => listen.clone(),
+        ("GRAPHQL_INTROSPECTION" | "GRAPHIQL", _) => Some("true".into()),
+        _ => None,
+    })?;
+    let app = Application::build(config).await?;
+    let addr = app.local_addr();
+    let dev_json = write_dev_json(
+        &options.data_dir,
+        addr,
+        &urls,
+        secrets.seed.as_ref().expect("seeded above"),
+    )?;
+    println!(
+        "venueql dev: serving http://{addr}/graphql (GraphiQL in a browser); PostgreSQL on 127.0.0.1:{}",
+        cluster.port()
+    );
+    println!(
+        "venueql dev: tokens, URLs and the demo login are in {}",
+        dev_json.display()
+    );
+    println!("venueql dev: Ctrl-C stops the server, then the database");
+    app.run_until_stopped(shutdown_signal()).await?;
+    Ok(())
+}
+
+fn write_dev_json(
+    dir: &Path,
+    addr: SocketAddr,
+    urls: &RoleUrls,
+    seed: &DemoSeed,
+) -> Result<PathBuf, DynError> {
+    let venues: Vec<serde_json::Value> = seed
+        .venues
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "slug": v.slug,
+                "id": v.id,
+                "public_graphql_url": format!("http://{addr}/v/{}/graphql", v.slug),
+                "tokens": v.tokens,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "graphql_url": format!("http://{addr}/graphql"),
+        "database_url": urls.app,
+        "owner_database_url": urls.owner,
+        "platform_database_url": urls.platform,
+        "manager": seed.manager,
+        "venues": venues,
+    });
+    let path = dir.join("dev.json");
+    fs::write(&path, serde_json::to_string_pretty(&body)?)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+    Ok(path)
+}
+
+/// (category, [(name, description, price_minor, allergens, available)]) of a demo menu.
+type DemoMenu = &'static [(
+    &'static str,
+    &'static [(&'static str, &'static str, i64, &'static [Allergen], bool)],
+)];
+
+const CAFE_MENU: DemoMenu = &[
+    (
+        "Coffee",
+        &[
+            ("Espresso", "Double shot, house blend", 250, &[], true),
+            (
+                "Flat White",
+                "Double shot with steamed whole milk",
+                380,
+                &[Allergen::Milk],
+                true,
+            ),
+            (
+                "Oat Latte",
+                "Double shot with oat milk",
+                420,
+                &[Allergen::CerealsContainingGluten],
+                true,
+            ),
+        ],
+    ),
+    (
+        "Food",
+        &[
+            (
+                "Butter Croissant",
+                "Baked this morning",
+                300,
+                &[
+                    Allergen::CerealsContainingGluten,
+                    Allergen::Milk,
+                    Allergen::Eggs,
+                ],
+                true,
+            ),
+            (
+                "Peanut Butter Toast",
+                "Sourdough, crunchy peanut butter, banana",
+                550,
+                &[Allergen::Peanuts, Allergen::CerealsContainingGluten],
+                true,
+            ),
+            (
+                "Seasonal Soup",
+                "Ask the team; served with bread",
+                650,
+                &[Allergen::Celery, Allergen::CerealsContainingGluten],
+                false,
+            ),
+        ],
+    ),
+];
+
+const BISTRO_MENU: DemoMenu = &[
+    (
+        "Starters",
+        &[
+            (
+                "Moules Marinières",
+                "Mussels, white wine, cream",
+                950,
+                &[Allergen::Molluscs, Allergen::Sulphites, Allergen::Milk],
+                true,
+            ),
+            (
+                "Caesar Salad",
+                "Romaine, anchovy dressing, croutons",
+                850,
+                &[
+                    Allergen::Eggs,
+                    Allergen::Fish,
+                    Allergen::Milk,
+                    Allergen::CerealsContainingGluten,
+                ],
+                true,
+            ),
+        ],
+    ),
+    (
+        "Mains",
+        &[
+            (
+                "Fish and Chips",
+                "Beer-battered haddock, triple-cooked chips",
+                1650,
+                &[Allergen::Fish, Allergen::CerealsContainingGluten],
+                true,
+            ),
+            (
+                "Satay Chicken",
+                "Peanut sauce, sesame rice",
+                1550,
+                &[Allergen::Peanuts, Allergen::Soybeans, Allergen::Sesame],
+                true,
+            ),
+        ],
+    ),
+];
+
+/// Seeds a venue's menu through the door.
+pub async fn seed_menu(
+    door: &CrossTenantDoor,
+    actor: &str,
+    venue: crate::tenancy::VenueId,
+    menu: DemoMenu,
+) -> Result<(), AppError> {
+    let tx = door.open_cross_tenant(actor, "seed demo menu").await?;
+    let mut tx = tx.into_venue(venue).await?;
+    let who = Who::operator(actor);
+    for (position, (category, items)) in menu.iter().enumerate() {
+        let fields = CategoryFields {
+            name: Some((*category).into()),
+            position: Some(position as i32),
+        };
+        let category = menu::create_category(&mut tx, &who, fields).await?;
+        for (item_position, (name, description, price, allergens, available)) in
+            items.iter().enumerate()
+        {
+            let fields = ItemFields {
+                category_id: Some(category.id),
+                name: Some((*name).into()),
+                description: Some((*description).into()),
+                price_minor: Some(*price),
+                allergens: Some(allergens.to_vec()),
+                available: Some(*available),
+                position: Some(item_position as i32),
+            };
+            menu::create_item(&mut tx, &who, fields).await?;
+        }
+    }
+    Ok(tx.commit().await?)
+}
+
+/// Seeds the two demo venues, their menus, a manager and two tokens per venue (one with
+/// every permission, one "casual" with only ORDERS_QUEUE).
+pub async fn seed_demo(door: &CrossTenantDoor) -> Result<DemoSeed, AppError> {
+    let actor = "operator:venueql-dev";
+    let manager = DemoLogin {
+        email: "manager@demo.venueql.test".into(),
+        password: format!("Dev-{}-9a", random_secret()),
+    };
+    admin::create_staff(door, actor, &manager.email, &manager.password).await?;
+    let mut venues = Vec::new();
+    for (slug, name, currency, menu) in [
+        ("demo-cafe", "Demo Café", "EUR", CAFE_MENU),
+        ("demo-bistro", "Demo Bistro", "GBP", BISTRO_MENU),
+    ] {
+        let venue = admin::create_venue(door, actor, slug, name, currency).await?;
+        seed_menu(door, actor, venue.venue_id(), menu).await?;
+        admin::grant(door, actor, slug, &manager.email, Permissions::all()).await?;
+        let mut tokens = Vec::new();
+        for (token_name, permissions) in [
+            ("everything", Permissions::all()),
+            ("casual", Permissions::ORDERS_QUEUE),
+        ] {
+            let issued = admin::issue_token(door, actor, slug, token_name, permissions).await?;
+            tokens.push(DemoToken {
+                name: token_name.into(),
+                token_id: issued.token_id,
+                token: issued.token,
+                permissions: permissions.names().into_iter().map(String::from).collect(),
+            });
+        }
+        venues.push(DemoVenue {
+            slug: slug.into(),
+            id: venue.id,
+            tokens,
+        });
+    }
+    Ok(DemoSeed { manager, venues })
+}

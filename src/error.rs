@@ -1,0 +1,114 @@
+//! The feature-layer error: what went wrong in terms a client may see, plus an opaque
+//! internal variant whose detail is logged and never sent.
+//!
+//! `AppError` deliberately does not implement `Display`, so `?` cannot turn it into an
+//! `async_graphql::Error` through the blanket `Display` conversion (which would leak the
+//! text); the only conversion is the one in `graphql::error`, which adds `extensions.code`.
+
+use std::fmt;
+
+/// A failure of a feature operation, classified by what the caller should do about it.
+pub enum AppError {
+    /// No credential, or one that is malformed, unknown, expired or revoked.
+    Unauthenticated(&'static str),
+    /// The credential lacks a permission the operation needs.
+    Forbidden,
+    /// The object does not exist at this venue (another venue's object looks the same).
+    NotFound(&'static str),
+    /// The input is wrong; the message says what and how to fix it.
+    BadUserInput(String),
+    /// Anything else; logged with the request id, reported, and shown as "internal error".
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl AppError {
+    /// The stable `extensions.code` clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Unauthenticated(_) => "UNAUTHENTICATED",
+            AppError::Forbidden => "FORBIDDEN",
+            AppError::NotFound(_) => "NOT_FOUND",
+            AppError::BadUserInput(_) => "BAD_USER_INPUT",
+            AppError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The message a client may see: never SQL, stack traces or secrets.
+    pub fn client_message(&self) -> String {
+        match self {
+            AppError::Unauthenticated(why) => (*why).to_string(),
+            AppError::Forbidden => "you do not have permission to do this".into(),
+            AppError::NotFound(what) => format!("{what} not found"),
+            AppError::BadUserInput(message) => message.clone(),
+            AppError::Internal(_) => "internal error".into(),
+        }
+    }
+
+    /// Shorthand for a bad-input error.
+    pub fn bad_input(message: impl Into<String>) -> AppError {
+        AppError::BadUserInput(message.into())
+    }
+
+    /// Wraps any error as an internal one.
+    pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> AppError {
+        AppError::Internal(error.into())
+    }
+}
+
+impl fmt::Debug for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Internal(source) => write!(f, "Internal({source})"),
+            other => write!(f, "{}({})", other.code(), other.client_message()),
+        }
+    }
+}
+
+/// Database constraint names that mean "bad input" or "not found", with the message to
+/// show. A violated constraint that is not listed is an internal error.
+const CONSTRAINT_ERRORS: &[(&str, Option<&str>, &str)] = &[
+    (
+        "venues_slug_key",
+        None,
+        "a venue with this slug already exists",
+    ),
+    (
+        "venues_slug_format",
+        None,
+        "slug must be 1-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen",
+    ),
+    (
+        "venues_currency_format",
+        None,
+        "currency must be a three-letter ISO 4217 code such as EUR",
+    ),
+    (
+        "staff_email_key",
+        None,
+        "a staff member with this email already exists",
+    ),
+    (
+        "menu_categories_name_key",
+        None,
+        "a menu category with this name already exists",
+    ),
+    ("menu_items_category_fkey", Some("menu category"), ""),
+];
+
+impl From<sqlx::Error> for AppError {
+    fn from(error: sqlx::Error) -> AppError {
+        if let Some(db_error) = error.as_database_error() {
+            if let Some(constraint) = db_error.constraint() {
+                for (name, not_found, message) in CONSTRAINT_ERRORS {
+                    if *name == constraint {
+                        return match not_found {
+                            Some(what) => AppError::NotFound(what),
+                            None => AppError::BadUserInput((*message).to_string()),
+                        };
+                    }
+                }
+            }
+        }
+        AppError::Internal(Box::new(error))
+    }
+}

@@ -1,0 +1,22 @@
+//! `#[graphql(guard = "Requires(Permissions::X)")]`: every staff field and mutation
+//! declares the permission bits it needs; the guard runs before the resolver.
+
+use async_graphql::{Context, Guard, Result};
+
+use super::context;
+use crate::auth::Permissions;
+use crate::error::AppError;
+
+/// Requires all of the given permission bits at the caller's venue.
+pub struct Requires(pub Permissions);
+
+impl Guard for Requires {
+    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
+        let staff = context::staff(ctx)?;
+        if staff.permissions.contains(self.0) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden.into())
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Schema assembly: one `#[Object]` per feature, merged; limits and the guardrails
+//! extension applied the same way to both schemas. Schemas are built without runtime
+//! data (the pool and caller arrive per request), so `venueql schema` needs no database.
+
+pub mod context;
+pub mod error;
+pub mod guard;
+pub mod guardrails;
+
+use std::sync::Arc;
+
+use async_graphql::{
+    EmptyMutation, EmptySubscription, MergedObject, ObjectType, Schema, SchemaBuilder,
+    SubscriptionType,
+};
+
+use crate::config::GraphqlLimits;
+use crate::menu::graphql::{MenuMutation, MenuQuery, PublicMenuQuery};
+use crate::observability::Metrics;
+
+/// Root query of the staff/integration endpoint (`/graphql`).
+#[derive(MergedObject, Default)]
+pub struct StaffQuery(MenuQuery);
+
+/// Root mutation of the staff/integration endpoint.
+#[derive(MergedObject, Default)]
+pub struct StaffMutation(MenuMutation);
+
+/// Root query of the diner endpoint (`/v/{slug}/graphql`).
+#[derive(MergedObject, Default)]
+pub struct PublicQuery(PublicMenuQuery);
+
+/// The staff/integration schema.
+pub type StaffSchema = Schema<StaffQuery, StaffMutation, EmptySubscription>;
+/// The diner schema.
+pub type PublicSchema = Schema<PublicQuery, EmptyMutation, EmptySubscription>;
+
+/// How a schema is built at run time.
+#[derive(Clone, Default)]
+pub struct SchemaOptions {
+    /// Query limits.
+    pub limits: GraphqlLimits,
+    /// Answer introspection queries.
+    pub introspection: bool,
+    /// Where per-operation metrics go.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+fn with_limits<Q, M, S>(builder: SchemaBuilder<Q, M, S>, options: &SchemaOptions) -> Schema<Q, M, S>
+where
+    Q: ObjectType + 'static,
+    M: ObjectType + 'static,
+    S: SubscriptionType + 'static,
+{
+    let mut builder = builder
+        .limit_depth(options.limits.max_depth)
+        .limit_complexity(options.limits.max_complexity)
+        .limit_recursive_depth(32)
+        .limit_directives(8)
+        .extension(guardrails::GuardrailsFactory {
+            max_aliases: options.limits.max_aliases,
+            metrics: options.metrics.clone(),
+        });
+    if !options.introspection {
+        builder = builder.disable_introspection().disable_suggestions();
+    }
+    builder.finish()
+}
+
+/// Builds the staff schema.
+pub fn staff_schema(options: &SchemaOptions) -> StaffSchema {
+    with_limits(
+        Schema::build(
+            StaffQuery::default(),
+            StaffMutation::default(),
+            EmptySubscription,
+        ),
+        options,
+    )
+}
+
+/// Builds the diner schema.
+pub fn public_schema(options: &SchemaOptions) -> PublicSchema {
+    with_limits(
+        Schema::build(PublicQuery::default(), EmptyMutation, EmptySubscription),
+        options,
+    )
+}
+
+/// SDL of the staff schema, as committed in `schema.graphql`.
+pub fn staff_sdl() -> String {
+    staff_schema(&SchemaOptions::default()).sdl()
+}
+
+/// SDL of the diner schema, as committed in `schema.public.graphql`.
+pub fn public_sdl() -> String {
+    public_schema(&SchemaOptions::default()).sdl()
+}

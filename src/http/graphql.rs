@@ -1,0 +1,268 @@
+//! The two GraphQL endpoints. The staff endpoint takes the venue from the bearer token
+//! (authoritative) and refuses a request that names another venue by host name or the
+//! `X-Venue` header; the diner endpoint takes it from the path or host name.
+
+use std::net::SocketAddr;
+
+use async_graphql::{BatchRequest, BatchResponse};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Json};
+use secrecy::SecretString;
+
+use super::{RequestId, error_response};
+use crate::app::AppState;
+use crate::auth::{Principal, api_tokens};
+use crate::error::AppError;
+use crate::graphql::context::{PublicCtx, StaffCtx};
+use crate::venues::{self, Venue};
+
+/// Reads the body as a GraphQL request or a bounded batch of them.
+fn parse_batch(
+    body: Result<Bytes, BytesRejection>,
+    max_batch: usize,
+    max_bytes: usize,
+) -> Result<BatchRequest, Response> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let message = format!("request body exceeds the limit of {max_bytes} bytes");
+            error_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &message)
+        } else {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "could not read the request body",
+            )
+        }
+    })?;
+    let batch: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
+        let message =
+            format!("request body is not a GraphQL request in JSON ({{\"query\": \"...\"}}): {e}");
+        error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message)
+    })?;
+    if let BatchRequest::Batch(requests) = &batch {
+        if requests.is_empty() || requests.len() > max_batch {
+            let message = format!(
+                "a batch must hold 1 to {max_batch} operations; this one holds {}",
+                requests.len()
+            );
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                "BATCH_LIMIT_EXCEEDED",
+                &message,
+            ));
+        }
+    }
+    Ok(batch)
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<Result<SecretString, ()>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| SecretString::from(t.trim().to_string()));
+    Some(token.ok_or(()))
+}
+
+/// The venue slug named by the host name `{slug}.{PUBLIC_HOST_SUFFIX}`, if any.
+fn host_slug(headers: &HeaderMap, suffix: Option<&str>) -> Option<String> {
+    let suffix = suffix?;
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let host = host
+        .rsplit_once(':')
+        .map_or(host, |(name, _port)| name)
+        .to_ascii_lowercase();
+    let slug = host.strip_suffix(suffix)?.strip_suffix('.')?;
+    (!slug.is_empty() && !slug.contains('.')).then(|| slug.to_string())
+}
+
+fn unauthenticated(message: &str) -> Response {
+    let mut response = error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"venueql\""),
+    );
+    response
+}
+
+fn internal(error: AppError) -> Response {
+    if let AppError::Internal(source) = &error {
+        crate::observability::report_internal(source.as_ref());
+    }
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "internal error",
+    )
+}
+
+/// Refuses a request that names (by host name or `X-Venue`, slug or id) another venue
+/// than the token's. Says nothing about whether the named venue exists.
+async fn check_named_venue(
+    state: &AppState,
+    headers: &HeaderMap,
+    staff: &StaffCtx,
+) -> Result<(), Response> {
+    let named: Vec<String> = host_slug(headers, state.config.public_host_suffix.as_deref())
+        .into_iter()
+        .chain(
+            headers
+                .get("x-venue")
+                .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()),
+        )
+        .collect();
+    if named.is_empty() {
+        return Ok(());
+    }
+    let own = venues::find_by_id(&state.db, staff.venue)
+        .await
+        .map_err(internal)?;
+    let own = own.ok_or_else(|| unauthenticated("invalid or revoked token"))?;
+    let id = own.id.to_string();
+    if named.iter().all(|n| *n == own.slug || *n == id) {
+        Ok(())
+    } else {
+        Err(error_response(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "this request names a different venue than the one its token is bound to",
+        ))
+    }
+}
+
+async fn execute_staff(state: &AppState, batch: BatchRequest, staff: StaffCtx) -> BatchResponse {
+    let batch = batch.data(staff).data(state.db.clone());
+    state.staff_schema.execute_batch(batch).await
+}
+
+async fn execute_public(
+    state: &AppState,
+    batch: BatchRequest,
+    venue: Venue,
+    request_id: String,
+) -> BatchResponse {
+    let batch = batch
+        .data(PublicCtx { venue, request_id })
+        .data(state.db.clone());
+    state.public_schema.execute_batch(batch).await
+}
+
+/// `POST /graphql`: staff and integrations with a bearer token. Without a token, a
+/// request to a venue host name is served the diner schema of that venue.
+pub async fn staff(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let token = match bearer_token(&headers) {
+        Some(Ok(token)) => token,
+        Some(Err(())) => {
+            return unauthenticated("the Authorization header must be `Bearer <token>`");
+        }
+        None => {
+            if let Some(slug) = host_slug(&headers, state.config.public_host_suffix.as_deref()) {
+                return public_for_slug(&state, &slug, request_id, body).await;
+            }
+            return unauthenticated(
+                "authentication required: send `Authorization: Bearer <token>`",
+            );
+        }
+    };
+    let verified = match api_tokens::verify(&state.db, &token).await {
+        Ok(verified) => verified,
+        Err(AppError::Unauthenticated(message)) => return unauthenticated(message),
+        Err(other) => return internal(other),
+    };
+    let staff = StaffCtx {
+        venue: verified.venue,
+        principal: Principal::ApiToken(verified.token_id),
+        permissions: verified.permissions,
+        request_id,
+        ip: Some(peer.ip()),
+    };
+    if let Err(response) = check_named_venue(&state, &headers, &staff).await {
+        return response;
+    }
+    let batch = match parse_batch(
+        body,
+        state.config.limits.max_batch,
+        state.config.max_body_bytes,
+    ) {
+        Ok(batch) => batch,
+        Err(response) => return response,
+    };
+    Json(execute_staff(&state, batch, staff).await).into_response()
+}
+
+async fn public_for_slug(
+    state: &AppState,
+    slug: &str,
+    request_id: String,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let venue = match venues::find_by_slug(&state.db, slug).await {
+        Ok(Some(venue)) => venue,
+        Ok(None) => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no venue with this slug",
+            );
+        }
+        Err(error) => return internal(error),
+    };
+    let batch = match parse_batch(
+        body,
+        state.config.limits.max_batch,
+        state.config.max_body_bytes,
+    ) {
+        Ok(batch) => batch,
+        Err(response) => return response,
+    };
+    Json(execute_public(state, batch, venue, request_id).await).into_response()
+}
+
+/// `POST /v/{slug}/graphql`: the diner's anonymous endpoint for one venue.
+pub async fn public(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(slug): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    public_for_slug(&state, &slug, request_id, body).await
+}
+
+/// `GET /graphql`: GraphiQL when enabled (`venueql dev`), otherwise a clear refusal.
+pub async fn graphiql(State(state): State<AppState>) -> Response {
+    if !state.config.graphiql {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "BAD_REQUEST",
+            "send GraphQL requests with POST",
+        );
+    }
+    Html(GRAPHIQL_PAGE).into_response()
+}
+
+const GRAPHIQL_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>venueql GraphiQL (dev)</title>
+<link rel="stylesheet" href="https://unpkg.com/graphiql@3/graphiql.min.css"></head>
+<body style="margin:0"><div id="graphiql" style="height:100vh"></div>
+<script src="https://unpkg.com/react@18/umd/react.production.min.js"></script>
+<script src="https://unpkg.com/react-dom@18/umd/react-dom.production.min.js"></script>
+<script src="https://unpkg.com/graphiql@3/graphiql.min.js"></script>
+<script>
+const fetcher = GraphiQL.createFetcher({ url: '/graphql' });
+ReactDOM.createRoot(document.getElementById('graphiql')).render(
+  React.createElement(GraphiQL, { fetcher, defaultHeaders: '{"Authorization": "Bearer <token from .venueql/dev.json>"}' }));
+</script></body></html>"#;

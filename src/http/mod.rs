@@ -1,0 +1,115 @@
+//! HTTP: routes and middleware (request id + access log + metrics, body and time
+//! limits, panic catching). Handlers live in `graphql` (the two GraphQL endpoints) and
+//! `ops` (health, readiness, metrics, security.txt).
+
+pub mod graphql;
+pub mod ops;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
+
+use crate::app::AppState;
+
+/// The request id of the current request (from a well-formed `X-Request-Id`, or new).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    Router::new()
+        .route("/graphql", post(graphql::staff).get(graphql::graphiql))
+        .route("/v/{slug}/graphql", post(graphql::public))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/.well-known/security.txt", get(ops::security_txt))
+        .fallback(|| async {
+            error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
+        })
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+            )
+        }))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// A JSON error body in GraphQL's shape, for failures before GraphQL execution.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body =
+        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, axum::Json(body)).into_response()
+}
+
+fn valid_request_id(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    let ok = (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    ok.then(|| text.to_string())
+}
+
+/// A low-cardinality route label for metrics and logs.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/graphql" => "/graphql",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        "/.well-known/security.txt" => "/.well-known/security.txt",
+        p if p.starts_with("/v/") && p.ends_with("/graphql") => "/v/{slug}/graphql",
+        _ => "other",
+    }
+}
+
+/// Assigns the request id, runs the request inside a span carrying it, echoes it in the
+/// response, logs one line per request and records HTTP metrics.
+async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(valid_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+    let route = route_label(request.uri().path());
+    let method = request.method().to_string();
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, route = route);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.observe_http(route, &method, status, elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "request finished"
+        )
+    });
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}

@@ -1,0 +1,21 @@
+//! venueql: a multi-tenant GraphQL payments-and-ordering API for hospitality venues.
+//!
+//! The module tree mirrors ARCHITECTURE.md: `http` → `graphql` → feature rooms
+//! (`menu`, `venues`, `staff`, `auth`, `audit`) → `tenancy` → PostgreSQL.
+
+pub mod admin;
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod bench;
+pub mod config;
+pub mod db;
+pub mod dev;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod menu;
+pub mod observability;
+pub mod staff;
+pub mod tenancy;
+pub mod venues;

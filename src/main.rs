@@ -1,0 +1,268 @@
+//! The `venueql` command line: parse, then call into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use venueql::auth::Permissions;
+use venueql::config::Config;
+use venueql::db::{self, RoleUrls};
+use venueql::tenancy::CrossTenantDoor;
+use venueql::{admin, app, audit, bench, dev, graphql, observability};
+
+#[derive(Parser)]
+#[command(
+    name = "venueql",
+    version,
+    about = "Multi-tenant GraphQL ordering and payments API for venues"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (settings from the environment; see README).
+    Serve,
+    /// Apply pending migrations as the owner role (DATABASE_OWNER_URL).
+    Migrate,
+    /// Database set-up.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Run the embedded default: a private PostgreSQL cluster, demo venues, the server.
+    Dev {
+        /// Where the cluster, its secrets and dev.json live.
+        #[arg(long, default_value = ".venueql")]
+        data_dir: PathBuf,
+        /// Listen address (default LISTEN_ADDR or 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Print the GraphQL schema (SDL) generated from the code.
+    Schema {
+        /// The diner schema of /v/{slug}/graphql instead of the staff schema.
+        #[arg(long)]
+        public: bool,
+    },
+    /// Operator commands; print JSON. Database URLs from the environment.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Load-test a private server over loopback and report throughput and latency.
+    Bench(bench::BenchOptions),
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create the owner, app and platform roles and the database, idempotently.
+    Init {
+        /// A superuser connection, used only for this command.
+        #[arg(long)]
+        superuser_url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a venue.
+    CreateVenue {
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+    },
+    /// Create a staff identity.
+    CreateStaff {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+    },
+    /// Set a staff member's permissions at a venue.
+    Grant {
+        #[arg(long)]
+        venue: String,
+        #[arg(long)]
+        email: String,
+        /// Comma-separated names (e.g. MENU_VIEW,MENU_EDIT) or ALL.
+        #[arg(long)]
+        permissions: String,
+    },
+    /// Issue a venue API token (shown once).
+    IssueToken {
+        #[arg(long)]
+        venue: String,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated names (e.g. MENU_VIEW,MENU_EDIT) or ALL.
+        #[arg(long)]
+        permissions: String,
+    },
+    /// Revoke a venue API token.
+    RevokeToken {
+        #[arg(long)]
+        venue: String,
+        #[arg(long)]
+        token_id: Uuid,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every venue's audit hash chain; exit 1 if any is broken.
+    Verify,
+}
+
+type DynError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    observability::init_logging();
+    let _sentry = observability::init_sentry();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("venueql: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serialisable output")
+    );
+}
+
+fn app_error(error: venueql::error::AppError) -> DynError {
+    format!("{}: {}", error.code(), error.client_message()).into()
+}
+
+fn permissions(list: &str) -> Result<Permissions, DynError> {
+    Ok(Permissions::parse_list(list)?)
+}
+
+async fn door() -> Result<CrossTenantDoor, DynError> {
+    app::install_tls_provider();
+    let url =
+        std::env::var("DATABASE_PLATFORM_URL").map_err(|_| "DATABASE_PLATFORM_URL is not set")?;
+    Ok(CrossTenantDoor::new(db::pool(&url, 2).await?))
+}
+
+async fn run(command: Command) -> Result<ExitCode, DynError> {
+    match command {
+        Command::Serve => {
+            let application = app::Application::build(Config::from_env()?).await?;
+            application
+                .run_until_stopped(app::shutdown_signal())
+                .await?;
+        }
+        Command::Migrate => {
+            app::install_tls_provider();
+            let url =
+                std::env::var("DATABASE_OWNER_URL").map_err(|_| "DATABASE_OWNER_URL is not set")?;
+            db::migrate(&url).await?;
+            print_json(&serde_json::json!({ "migrated": true }));
+        }
+        Command::Db {
+            command: DbCommand::Init { superuser_url },
+        } => {
+            app::install_tls_provider();
+            db::init(&superuser_url, &RoleUrls::from_env()?, None).await?;
+            print_json(&serde_json::json!({ "initialised": true }));
+        }
+        Command::Dev { data_dir, listen } => dev::run(dev::DevOptions { data_dir, listen }).await?,
+        Command::Schema { public } => print!(
+            "{}",
+            if public {
+                graphql::public_sdl()
+            } else {
+                graphql::staff_sdl()
+            }
+        ),
+        Command::Admin { command } => run_admin(command).await?,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let reports = audit::verify_all(&door().await?, &admin::operator_actor())
+                .await
+                .map_err(app_error)?;
+            let intact = reports.iter().all(|r| r.problems.is_empty());
+            print_json(&serde_json::json!({ "intact": intact, "venues": reports }));
+            if !intact {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Bench(options) => bench::run(options).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_admin(command: AdminCommand) -> Result<(), DynError> {
+    let door = door().await?;
+    let actor = admin::operator_actor();
+    match command {
+        AdminCommand::CreateVenue {
+            slug,
+            name,
+            currency,
+        } => print_json(
+            &admin::create_venue(&door, &actor, &slug, &name, &currency)
+                .await
+                .map_err(app_error)?,
+        ),
+        AdminCommand::CreateStaff { email, password } => print_json(
+            &admin::create_staff(&door, &actor, &email, &password)
+                .await
+                .map_err(app_error)?,
+        ),
+        AdminCommand::Grant {
+            venue,
+            email,
+            permissions: list,
+        } => {
+            let granted = permissions(&list)?;
+            admin::grant(&door, &actor, &venue, &email, granted)
+                .await
+                .map_err(app_error)?;
+            print_json(
+                &serde_json::json!({ "venue": venue, "email": email, "permissions": granted.names() }),
+            );
+        }
+        AdminCommand::IssueToken {
+            venue,
+            name,
+            permissions: list,
+        } => print_json(
+            &admin::issue_token(&door, &actor, &venue, &name, permissions(&list)?)
+                .await
+                .map_err(app_error)?,
+        ),
+        AdminCommand::RevokeToken { venue, token_id } => {
+            admin::revoke_token(&door, &actor, &venue, token_id)
+                .await
+                .map_err(app_error)?;
+            print_json(&serde_json::json!({ "revoked": true, "token_id": token_id }));
+        }
+    }
+    Ok(())
+}

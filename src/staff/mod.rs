@@ -1,0 +1,102 @@
+//! Staff identities (platform-level) and their memberships at venues (tenant).
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::audit::{self, Change, Who};
+use crate::auth::{Permissions, passwords};
+use crate::error::AppError;
+use crate::tenancy::{PlatformTx, VenueTx};
+
+/// A staff identity.
+#[derive(Clone, Debug, Serialize)]
+pub struct Staff {
+    /// Staff id.
+    pub id: Uuid,
+    /// Normalised (lower-case) email.
+    pub email: String,
+}
+
+fn normalise_email(email: &str) -> Result<String, AppError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+    if valid {
+        Ok(email)
+    } else {
+        Err(AppError::bad_input(format!(
+            "{email:?} is not a valid email address"
+        )))
+    }
+}
+
+/// Creates a staff identity with an Argon2id password hash (stored in the private schema).
+pub async fn create(tx: &mut PlatformTx, email: &str, password: &str) -> Result<Staff, AppError> {
+    let email = normalise_email(email)?;
+    passwords::check_policy(password)?;
+    let hash = passwords::hash_password(password)?;
+    let id: Uuid = sqlx::query_scalar("INSERT INTO staff (email) VALUES ($1) RETURNING id")
+        .bind(&email)
+        .fetch_one(tx.conn())
+        .await?;
+    sqlx::query("SELECT private.set_staff_password($1, $2)")
+        .bind(id)
+        .bind(hash)
+        .execute(tx.conn())
+        .await?;
+    Ok(Staff { id, email })
+}
+
+/// Finds a staff identity by email (operator commands).
+pub async fn find_by_email(tx: &mut PlatformTx, email: &str) -> Result<Staff, AppError> {
+    let email = normalise_email(email)?;
+    let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM staff WHERE email = $1")
+        .bind(&email)
+        .fetch_optional(tx.conn())
+        .await?;
+    id.map(|id| Staff {
+        id,
+        email: email.clone(),
+    })
+    .ok_or_else(|| AppError::bad_input(format!("no staff member with email {email:?}")))
+}
+
+/// Sets a staff member's permissions at the transaction's venue (creating the membership),
+/// with an audit row.
+pub async fn grant(
+    tx: &mut VenueTx,
+    who: &Who,
+    staff: &Staff,
+    permissions: Permissions,
+) -> Result<(), AppError> {
+    let before: Option<i64> =
+        sqlx::query_scalar("SELECT permissions FROM memberships WHERE staff_id = $1")
+            .bind(staff.id)
+            .fetch_optional(tx.conn())
+            .await?;
+    sqlx::query(
+        "INSERT INTO memberships (venue_id, staff_id, permissions) VALUES ($1, $2, $3) \
+         ON CONFLICT (venue_id, staff_id) DO UPDATE SET permissions = EXCLUDED.permissions",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(staff.id)
+    .bind(permissions.to_db())
+    .execute(tx.conn())
+    .await?;
+    audit::record(
+        tx,
+        who,
+        Change {
+            action: "membership.granted",
+            target_type: "staff",
+            target_id: staff.id.to_string(),
+            before: before.map(
+                |bits| serde_json::json!({ "permissions": Permissions::from_db(bits).names() }),
+            ),
+            after: Some(serde_json::json!({ "permissions": permissions.names() })),
+        },
+    )
+    .await
+}

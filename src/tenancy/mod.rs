@@ -1,0 +1,113 @@
+//! Tenant isolation, made structural: the only way to reach tenant tables is a
+//! [`VenueTx`], which can only be created for one [`VenueId`] and sets the
+//! transaction-local venue setting before anything else runs. Cross-tenant work goes
+//! through the separately named [`CrossTenantDoor`], which uses its own database role and
+//! records every use.
+
+mod door;
+
+pub use door::{CrossTenantDoor, PlatformTx};
+
+use std::fmt;
+
+use serde::Serialize;
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+/// The transaction-local setting the row-level security policies compare `venue_id` with.
+pub const VENUE_SETTING: &str = "venueql.venue_id";
+
+/// The id of a venue (a tenant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct VenueId(Uuid);
+
+impl VenueId {
+    /// Wraps a venue id read from a trusted source (the database, a verified token).
+    pub fn from_uuid(id: Uuid) -> VenueId {
+        VenueId(id)
+    }
+
+    /// The raw id.
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for VenueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The app role's connection pool. Feature code never sees the pool: it asks for a
+/// [`VenueTx`], or reads platform-level tables through [`Db::platform_level`].
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+}
+
+impl Db {
+    /// Wraps the app role's pool.
+    pub fn new(pool: PgPool) -> Db {
+        Db { pool }
+    }
+
+    /// Begins a transaction scoped to `venue`: every tenant table shows only its rows.
+    pub async fn venue_tx(&self, venue: VenueId) -> Result<VenueTx, sqlx::Error> {
+        VenueTx::scope(self.pool.begin().await?, venue).await
+    }
+
+    /// The pool for platform-level tables (venues) and the narrow private functions. No
+    /// venue is set on it, so every tenant table reads as empty here.
+    pub(crate) fn platform_level(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Connections in use and idle, for `/metrics`.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
+    /// Closes the pool (graceful shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A database transaction scoped to one venue: the only handle that reaches tenant tables.
+pub struct VenueTx {
+    venue: VenueId,
+    tx: Transaction<'static, Postgres>,
+}
+
+impl VenueTx {
+    /// Sets the transaction-local venue setting on a fresh transaction.
+    async fn scope(
+        mut tx: Transaction<'static, Postgres>,
+        venue: VenueId,
+    ) -> Result<VenueTx, sqlx::Error> {
+        sqlx::query("SELECT set_config($1, $2, true)")
+            .bind(VENUE_SETTING)
+            .bind(venue.to_string())
+            .execute(&mut *tx)
+            .await?;
+        Ok(VenueTx { venue, tx })
+    }
+
+    /// The venue this transaction is scoped to.
+    pub fn venue(&self) -> VenueId {
+        self.venue
+    }
+
+    /// The connection, for running queries inside the venue scope.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Commits the transaction; the venue setting ends with it.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}

@@ -1,0 +1,103 @@
+//! Venues (tenants): platform-level rows, created only through the cross-tenant door.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::AppError;
+use crate::tenancy::{Db, PlatformTx, VenueId};
+
+/// A venue as the rest of the code sees it.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Venue {
+    /// Venue id.
+    pub id: Uuid,
+    /// URL name, `/v/{slug}/graphql` and `{slug}.{PUBLIC_HOST_SUFFIX}`.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// ISO 4217 currency of every price at the venue.
+    pub currency: String,
+}
+
+impl Venue {
+    /// The venue's id as a tenant key.
+    pub fn venue_id(&self) -> VenueId {
+        VenueId::from_uuid(self.id)
+    }
+}
+
+/// Checks a slug against the rules the database enforces, with a clear message.
+pub fn validate_slug(slug: &str) -> Result<(), AppError> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 63
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-')
+        && !slug.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::bad_input(
+            "slug must be 1-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen",
+        ))
+    }
+}
+
+/// Finds a venue by slug (public information: the diner page shows it).
+pub async fn find_by_slug(db: &Db, slug: &str) -> Result<Option<Venue>, AppError> {
+    if validate_slug(slug).is_err() {
+        return Ok(None);
+    }
+    Ok(
+        sqlx::query_as("SELECT id, slug, name, currency FROM venues WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(db.platform_level())
+            .await?,
+    )
+}
+
+/// Finds a venue by id (the caller's own venue, from its token).
+pub async fn find_by_id(db: &Db, venue: VenueId) -> Result<Option<Venue>, AppError> {
+    Ok(
+        sqlx::query_as("SELECT id, slug, name, currency FROM venues WHERE id = $1")
+            .bind(venue.as_uuid())
+            .fetch_optional(db.platform_level())
+            .await?,
+    )
+}
+
+/// Finds a venue by slug through the door (operator commands).
+pub async fn find_by_slug_platform(tx: &mut PlatformTx, slug: &str) -> Result<Venue, AppError> {
+    sqlx::query_as("SELECT id, slug, name, currency FROM venues WHERE slug = $1")
+        .bind(slug)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or_else(|| AppError::bad_input(format!("no venue with slug {slug:?}")))
+}
+
+/// Inserts a venue (platform-level; the door has recorded why).
+pub async fn insert(
+    tx: &mut PlatformTx,
+    slug: &str,
+    name: &str,
+    currency: &str,
+) -> Result<Venue, AppError> {
+    validate_slug(slug)?;
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(AppError::bad_input("name must be 1 to 200 characters"));
+    }
+    let currency = currency.trim().to_ascii_uppercase();
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(AppError::bad_input(
+            "currency must be a three-letter ISO 4217 code such as EUR",
+        ));
+    }
+    Ok(sqlx::query_as("INSERT INTO venues (slug, name, currency) VALUES ($1, $2, $3) RETURNING id, slug, name, currency")
+        .bind(slug)
+        .bind(name)
+        .bind(&currency)
+        .fetch_one(tx.conn())
+        .await?)
+}
