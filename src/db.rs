@@ -204,17 +204,40 @@ pub async fn init(
     ensure_login_role(&mut conn, &owner, None).await?;
     ensure_login_role(&mut conn, &app, Some(APP_GROUP)).await?;
     ensure_login_role(&mut conn, &platform, Some(PLATFORM_GROUP)).await?;
+    ensure_database(&mut conn, &owner, template).await?;
+    conn.close().await?;
+    Ok(())
+}
 
+/// Creates the database of `urls` (when missing) for roles that already exist, e.g. one
+/// database per test cloned from a migrated template.
+pub async fn create_database(
+    superuser_url: &str,
+    urls: &RoleUrls,
+    template: Option<&str>,
+) -> Result<(), DbError> {
+    let owner = url_parts("DATABASE_OWNER_URL", &urls.owner)?;
+    let mut conn = connect(superuser_url).await?;
+    ensure_database(&mut conn, &owner, template).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+async fn ensure_database(
+    conn: &mut PgConnection,
+    owner: &UrlParts,
+    template: Option<&str>,
+) -> Result<(), DbError> {
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&owner.database)
-            .fetch_one(&mut conn)
+            .fetch_one(&mut *conn)
             .await?;
     if !exists {
         match template {
             Some(t) => {
                 execute_formatted(
-                    &mut conn,
+                    conn,
                     "CREATE DATABASE %I OWNER %I TEMPLATE %I",
                     &[&owner.database, &owner.user, t],
                 )
@@ -222,7 +245,7 @@ pub async fn init(
             }
             None => {
                 execute_formatted(
-                    &mut conn,
+                    conn,
                     "CREATE DATABASE %I OWNER %I",
                     &[&owner.database, &owner.user],
                 )
@@ -231,18 +254,17 @@ pub async fn init(
         }
     }
     execute_formatted(
-        &mut conn,
+        conn,
         "REVOKE ALL ON DATABASE %I FROM PUBLIC",
         &[&owner.database],
     )
     .await?;
     execute_formatted(
-        &mut conn,
+        conn,
         "GRANT CONNECT ON DATABASE %I TO %I, %I",
         &[&owner.database, APP_GROUP, PLATFORM_GROUP],
     )
     .await?;
-    conn.close().await?;
     Ok(())
 }
 

@@ -97,17 +97,15 @@ const CONSTRAINT_ERRORS: &[(&str, Option<&str>, &str)] = &[
 
 impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> AppError {
-        if let Some(db_error) = error.as_database_error() {
-            if let Some(constraint) = db_error.constraint() {
-                for (name, not_found, message) in CONSTRAINT_ERRORS {
-                    if *name == constraint {
-                        return match not_found {
-                            Some(what) => AppError::NotFound(what),
-                            None => AppError::BadUserInput((*message).to_string()),
-                        };
-                    }
-                }
-            }
+        let constraint = error.as_database_error().and_then(|e| e.constraint());
+        if let Some((_, not_found, message)) = CONSTRAINT_ERRORS
+            .iter()
+            .find(|(name, ..)| Some(*name) == constraint)
+        {
+            return match not_found {
+                Some(what) => AppError::NotFound(what),
+                None => AppError::BadUserInput((*message).to_string()),
+            };
         }
         AppError::Internal(Box::new(error))
     }

@@ -12,7 +12,7 @@ use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// Why the embedded cluster could not be started.
@@ -40,7 +40,7 @@ pub struct Cluster {
     port: u16,
     pid: u32,
     superuser_password: String,
-    exited: mpsc::Receiver<String>,
+    exited: Mutex<mpsc::Receiver<String>>,
 }
 
 /// Superuser name of embedded clusters.
@@ -54,10 +54,10 @@ pub fn find_pg_bindir() -> Result<PathBuf, ClusterError> {
             .iter()
             .all(|b| dir.join(b).is_file())
     };
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d)) {
-            return Ok(dir);
-        }
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d))
+    {
+        return Ok(dir);
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -93,10 +93,11 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>, ClusterError> {
     for wanted in ["postgres", "nobody"] {
         for line in passwd.lines() {
             let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() > 3 && fields[0] == wanted {
-                if let (Ok(uid), Ok(gid)) = (fields[2].parse(), fields[3].parse()) {
-                    return Ok(Some((uid, gid)));
-                }
+            if fields.len() > 3
+                && fields[0] == wanted
+                && let (Ok(uid), Ok(gid)) = (fields[2].parse(), fields[3].parse())
+            {
+                return Ok(Some((uid, gid)));
             }
         }
     }
@@ -212,7 +213,7 @@ impl Cluster {
             port,
             pid,
             superuser_password: options.superuser_password.clone(),
-            exited,
+            exited: Mutex::new(exited),
         };
         cluster.wait_ready(&bindir, &log)?;
         Ok(cluster)
@@ -221,7 +222,7 @@ impl Cluster {
     fn wait_ready(&self, bindir: &Path, log: &Path) -> Result<(), ClusterError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(status) = self.exited.try_recv() {
+            if let Ok(status) = self.exited.lock().expect("exit channel").try_recv() {
                 return Err(fail(format!(
                     "PostgreSQL exited during start ({status}); log tail:\n{}",
                     log_tail(log)
@@ -283,7 +284,11 @@ impl Cluster {
         unsafe {
             libc::kill(self.pid as libc::pid_t, libc::SIGINT);
         }
-        let _ = self.exited.recv_timeout(Duration::from_secs(30));
+        let _ = self
+            .exited
+            .lock()
+            .expect("exit channel")
+            .recv_timeout(Duration::from_secs(30));
     }
 }
 

@@ -21,6 +21,8 @@ pub struct GuardrailsFactory {
     pub max_aliases: usize,
     /// Where operation counts and latencies go.
     pub metrics: Option<Arc<Metrics>>,
+    /// Whether introspection is answered; when not, asking gets a clear error.
+    pub introspection: bool,
 }
 
 impl ExtensionFactory for GuardrailsFactory {
@@ -28,6 +30,7 @@ impl ExtensionFactory for GuardrailsFactory {
         Arc::new(Guardrails {
             max_aliases: self.max_aliases,
             metrics: self.metrics.clone(),
+            introspection: self.introspection,
             kinds: Mutex::new(Vec::new()),
         })
     }
@@ -37,6 +40,7 @@ impl ExtensionFactory for GuardrailsFactory {
 pub struct Guardrails {
     max_aliases: usize,
     metrics: Option<Arc<Metrics>>,
+    introspection: bool,
     /// (operation name, kind) of each operation in the parsed document.
     kinds: Mutex<Vec<(Option<String>, &'static str)>>,
 }
@@ -75,6 +79,21 @@ fn count_aliases(set: &SelectionSet) -> usize {
             Selection::FragmentSpread(_) => 0,
         })
         .sum()
+}
+
+/// Whether any operation asks for `__schema` or `__type` at its root.
+fn asks_introspection(doc: &ExecutableDocument) -> bool {
+    doc.operations.iter().any(|(_, op)| {
+        op.node
+            .selection_set
+            .node
+            .items
+            .iter()
+            .any(|item| match &item.node {
+                Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type"),
+                _ => false,
+            })
+    })
 }
 
 /// Aliases in every operation and fragment of the document (fragments counted once each,
@@ -116,6 +135,13 @@ impl Extension for Guardrails {
                 ServerError::new(message, None),
                 "QUERY_LIMIT_EXCEEDED",
             ));
+        }
+        if !self.introspection && asks_introspection(&doc) {
+            let error = ServerError::new(
+                "introspection is disabled on this server; the schema is published as schema.graphql",
+                None,
+            );
+            return Err(with_code(error, "INTROSPECTION_DISABLED"));
         }
         let kinds = match &doc.operations {
             DocumentOperations::Single(op) => vec![(None, kind_name(op.node.ty))],

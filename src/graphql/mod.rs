@@ -60,6 +60,7 @@ where
         .extension(guardrails::GuardrailsFactory {
             max_aliases: options.limits.max_aliases,
             metrics: options.metrics.clone(),
+            introspection: options.introspection,
         });
     if !options.introspection {
         builder = builder.disable_introspection().disable_suggestions();

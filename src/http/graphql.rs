@@ -13,48 +13,56 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
 use secrecy::SecretString;
 
-use super::{RequestId, error_response};
+use super::{RequestError, RequestId};
 use crate::app::AppState;
 use crate::auth::{Principal, api_tokens};
 use crate::error::AppError;
 use crate::graphql::context::{PublicCtx, StaffCtx};
 use crate::venues::{self, Venue};
 
-/// Reads the body as a GraphQL request or a bounded batch of them.
+fn bad_request(code: &'static str, message: impl Into<String>) -> RequestError {
+    RequestError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// Reads the body as a GraphQL request or a bounded batch (JSON array) of them.
 fn parse_batch(
     body: Result<Bytes, BytesRejection>,
     max_batch: usize,
     max_bytes: usize,
-) -> Result<BatchRequest, Response> {
+) -> Result<BatchRequest, RequestError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             let message = format!("request body exceeds the limit of {max_bytes} bytes");
-            error_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &message)
+            RequestError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message)
         } else {
-            error_response(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                "could not read the request body",
-            )
+            bad_request("BAD_REQUEST", "could not read the request body")
         }
     })?;
-    let batch: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
-        let message =
-            format!("request body is not a GraphQL request in JSON ({{\"query\": \"...\"}}): {e}");
-        error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message)
-    })?;
-    if let BatchRequest::Batch(requests) = &batch {
+    let bad_json = |e: serde_json::Error| {
+        bad_request(
+            "BAD_REQUEST",
+            format!("request body is not a GraphQL request in JSON ({{\"query\": \"...\"}}): {e}"),
+        )
+    };
+    let batch = if body.trim_ascii_start().starts_with(b"[") {
+        let requests: Vec<async_graphql::Request> =
+            serde_json::from_slice(&body).map_err(bad_json)?;
         if requests.is_empty() || requests.len() > max_batch {
             let message = format!(
                 "a batch must hold 1 to {max_batch} operations; this one holds {}",
                 requests.len()
             );
-            return Err(error_response(
-                StatusCode::BAD_REQUEST,
-                "BATCH_LIMIT_EXCEEDED",
-                &message,
-            ));
+            return Err(bad_request("BATCH_LIMIT_EXCEEDED", message));
         }
+        BatchRequest::Batch(requests)
+    } else {
+        BatchRequest::Single(serde_json::from_slice(&body).map_err(bad_json)?)
+    };
+    if batch.iter().any(|request| request.query.trim().is_empty()) {
+        return Err(bad_request(
+            "BAD_REQUEST",
+            "the request has no query: send {\"query\": \"...\"}",
+        ));
     }
     Ok(batch)
 }
@@ -84,24 +92,24 @@ fn host_slug(headers: &HeaderMap, suffix: Option<&str>) -> Option<String> {
     (!slug.is_empty() && !slug.contains('.')).then(|| slug.to_string())
 }
 
-fn unauthenticated(message: &str) -> Response {
-    let mut response = error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message);
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"venueql\""),
-    );
-    response
+fn unauthenticated(message: &str) -> RequestError {
+    RequestError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
 }
 
-fn internal(error: AppError) -> Response {
-    if let AppError::Internal(source) = &error {
-        crate::observability::report_internal(source.as_ref());
+/// Maps a feature error met before execution (token check, venue lookup) to a refusal.
+fn refusal(error: AppError) -> RequestError {
+    match error {
+        AppError::Unauthenticated(message) => unauthenticated(message),
+        AppError::Internal(source) => {
+            crate::observability::report_internal(source.as_ref());
+            RequestError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "internal error",
+            )
+        }
+        other => bad_request(other.code(), other.client_message()),
     }
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "INTERNAL",
-        "internal error",
-    )
 }
 
 /// Refuses a request that names (by host name or `X-Venue`, slug or id) another venue
@@ -110,7 +118,7 @@ async fn check_named_venue(
     state: &AppState,
     headers: &HeaderMap,
     staff: &StaffCtx,
-) -> Result<(), Response> {
+) -> Result<(), RequestError> {
     let named: Vec<String> = host_slug(headers, state.config.public_host_suffix.as_deref())
         .into_iter()
         .chain(
@@ -124,16 +132,17 @@ async fn check_named_venue(
     }
     let own = venues::find_by_id(&state.db, staff.venue)
         .await
-        .map_err(internal)?;
+        .map_err(refusal)?;
     let own = own.ok_or_else(|| unauthenticated("invalid or revoked token"))?;
     let id = own.id.to_string();
     if named.iter().all(|n| *n == own.slug || *n == id) {
         Ok(())
     } else {
-        Err(error_response(
+        let message = "this request names a different venue than the one its token is bound to";
+        Err(RequestError::new(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
-            "this request names a different venue than the one its token is bound to",
+            message,
         ))
     }
 }
@@ -164,25 +173,37 @@ pub async fn staff(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let token = match bearer_token(&headers) {
+    staff_response(&state, request_id, peer, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn staff_response(
+    state: &AppState,
+    request_id: String,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RequestError> {
+    let token = match bearer_token(headers) {
         Some(Ok(token)) => token,
         Some(Err(())) => {
-            return unauthenticated("the Authorization header must be `Bearer <token>`");
+            return Err(unauthenticated(
+                "the Authorization header must be `Bearer <token>`",
+            ));
         }
         None => {
-            if let Some(slug) = host_slug(&headers, state.config.public_host_suffix.as_deref()) {
-                return public_for_slug(&state, &slug, request_id, body).await;
+            if let Some(slug) = host_slug(headers, state.config.public_host_suffix.as_deref()) {
+                return public_response(state, &slug, request_id, body).await;
             }
-            return unauthenticated(
+            return Err(unauthenticated(
                 "authentication required: send `Authorization: Bearer <token>`",
-            );
+            ));
         }
     };
-    let verified = match api_tokens::verify(&state.db, &token).await {
-        Ok(verified) => verified,
-        Err(AppError::Unauthenticated(message)) => return unauthenticated(message),
-        Err(other) => return internal(other),
-    };
+    let verified = api_tokens::verify(&state.db, &token)
+        .await
+        .map_err(refusal)?;
     let staff = StaffCtx {
         venue: verified.venue,
         principal: Principal::ApiToken(verified.token_id),
@@ -190,46 +211,37 @@ pub async fn staff(
         request_id,
         ip: Some(peer.ip()),
     };
-    if let Err(response) = check_named_venue(&state, &headers, &staff).await {
-        return response;
-    }
-    let batch = match parse_batch(
+    check_named_venue(state, headers, &staff).await?;
+    let batch = parse_batch(
         body,
         state.config.limits.max_batch,
         state.config.max_body_bytes,
-    ) {
-        Ok(batch) => batch,
-        Err(response) => return response,
-    };
-    Json(execute_staff(&state, batch, staff).await).into_response()
+    )?;
+    Ok(Json(execute_staff(state, batch, staff).await).into_response())
 }
 
-async fn public_for_slug(
+async fn public_response(
     state: &AppState,
     slug: &str,
     request_id: String,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let venue = match venues::find_by_slug(&state.db, slug).await {
-        Ok(Some(venue)) => venue,
-        Ok(None) => {
-            return error_response(
+) -> Result<Response, RequestError> {
+    let venue = venues::find_by_slug(&state.db, slug)
+        .await
+        .map_err(refusal)?
+        .ok_or_else(|| {
+            RequestError::new(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
                 "no venue with this slug",
-            );
-        }
-        Err(error) => return internal(error),
-    };
-    let batch = match parse_batch(
+            )
+        })?;
+    let batch = parse_batch(
         body,
         state.config.limits.max_batch,
         state.config.max_body_bytes,
-    ) {
-        Ok(batch) => batch,
-        Err(response) => return response,
-    };
-    Json(execute_public(state, batch, venue, request_id).await).into_response()
+    )?;
+    Ok(Json(execute_public(state, batch, venue, request_id).await).into_response())
 }
 
 /// `POST /v/{slug}/graphql`: the diner's anonymous endpoint for one venue.
@@ -239,17 +251,20 @@ pub async fn public(
     Path(slug): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    public_for_slug(&state, &slug, request_id, body).await
+    public_response(&state, &slug, request_id, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /graphql`: GraphiQL when enabled (`venueql dev`), otherwise a clear refusal.
 pub async fn graphiql(State(state): State<AppState>) -> Response {
     if !state.config.graphiql {
-        return error_response(
+        let refusal = RequestError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "BAD_REQUEST",
             "send GraphQL requests with POST",
         );
+        return refusal.into_response();
     }
     Html(GRAPHIQL_PAGE).into_response()
 }

@@ -59,6 +59,41 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
     (status, axum::Json(body)).into_response()
 }
 
+/// A request refused before GraphQL execution: status, stable code, safe message.
+#[derive(Debug)]
+pub struct RequestError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `extensions.code`.
+    pub code: &'static str,
+    /// What is wrong, for the client.
+    pub message: String,
+}
+
+impl RequestError {
+    /// A refusal with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> RequestError {
+        RequestError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        let mut response = error_response(self.status, self.code, &self.message);
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge = HeaderValue::from_static("Bearer realm=\"venueql\"");
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, challenge);
+        }
+        response
+    }
+}
+
 fn valid_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
     let ok = (1..=64).contains(&text.len())

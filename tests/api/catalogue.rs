@@ -1,0 +1,209 @@
+//! The catalogue test: every table and view is either tenant-scoped (venue_id leads the
+//! primary key, RLS enabled and forced, a venue policy) or on the one platform-level
+//! list; views are security_invoker; SECURITY DEFINER functions pin search_path; and the
+//! app role holds exactly the privileges deliberately granted.
+
+use sqlx::{Connection, PgConnection};
+
+use crate::helpers::TestApp;
+
+/// Platform-level tables: no venue_id, reached by the app role only as listed below.
+const PLATFORM_LEVEL: &[&str] = &[
+    "private.api_token_hashes",
+    "private.staff_passwords",
+    "public._sqlx_migrations",
+    "public.platform_audit_events",
+    "public.staff",
+    "public.venues",
+];
+
+/// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
+const APP_PRIVILEGES: &[&str] = &[
+    "database CONNECT",
+    "function private.lookup_api_token(p_token_hash bytea) EXECUTE",
+    "function public.audit_canonical(e audit_events) EXECUTE",
+    "function public.current_venue_id() EXECUTE",
+    "schema private USAGE",
+    "schema public USAGE",
+    "table public._sqlx_migrations SELECT",
+    "table public.api_tokens SELECT",
+    "table public.audit_events INSERT",
+    "table public.audit_events SELECT",
+    "table public.memberships SELECT",
+    "table public.menu_categories DELETE",
+    "table public.menu_categories INSERT",
+    "table public.menu_categories SELECT",
+    "table public.menu_categories(name) UPDATE",
+    "table public.menu_categories(position) UPDATE",
+    "table public.menu_items DELETE",
+    "table public.menu_items INSERT",
+    "table public.menu_items SELECT",
+    "table public.menu_items(allergens) UPDATE",
+    "table public.menu_items(available) UPDATE",
+    "table public.menu_items(category_id) UPDATE",
+    "table public.menu_items(description) UPDATE",
+    "table public.menu_items(name) UPDATE",
+    "table public.menu_items(position) UPDATE",
+    "table public.menu_items(price_minor) UPDATE",
+    "table public.menu_items(updated_at) UPDATE",
+    "table public.venues(currency) SELECT",
+    "table public.venues(id) SELECT",
+    "table public.venues(name) SELECT",
+    "table public.venues(slug) SELECT",
+];
+
+/// One table or view of the catalogue with its isolation properties.
+#[derive(Debug, sqlx::FromRow)]
+struct Relation {
+    name: String,
+    kind: String,
+    rls: bool,
+    forced: bool,
+    policies: i64,
+    pk_first: Option<String>,
+    expressions: Vec<String>,
+    options: Option<Vec<String>>,
+}
+
+const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'";
+
+#[tokio::test]
+async fn every_relation_is_tenant_scoped_or_listed_as_platform_level() {
+    let app = TestApp::spawn().await;
+    let mut conn = PgConnection::connect(&app.urls.owner).await.unwrap();
+    let rows: Vec<Relation> = sqlx::query_as(&format!(
+        "SELECT n.nspname || '.' || c.relname AS name, c.relkind::text AS kind, c.relrowsecurity AS rls, c.relforcerowsecurity AS forced, \
+           (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies, \
+           (SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+             WHERE i.indrelid = c.oid AND i.indisprimary) AS pk_first, \
+           ARRAY(SELECT pg_get_expr(p.polqual, p.polrelid) || ' / ' || COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), '') \
+             FROM pg_policy p WHERE p.polrelid = c.oid) AS expressions, \
+           c.reloptions::text[] AS options \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {USER_SCHEMAS} ORDER BY 1"
+    ))
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(rows.len() >= 11, "catalogue looks empty: {rows:?}");
+    let mut problems = Vec::new();
+    for Relation {
+        name,
+        kind,
+        rls,
+        forced,
+        policies,
+        pk_first,
+        expressions,
+        options,
+    } in rows
+    {
+        if kind == "v" || kind == "m" {
+            let invoker = options
+                .unwrap_or_default()
+                .iter()
+                .any(|o| o == "security_invoker=true");
+            if !invoker {
+                problems.push(format!("{name}: view is not security_invoker"));
+            }
+            continue;
+        }
+        if PLATFORM_LEVEL.contains(&name.as_str()) {
+            continue;
+        }
+        if !(rls && forced) {
+            problems.push(format!("{name}: row-level security not enabled and forced"));
+        }
+        if policies == 0
+            || !expressions
+                .iter()
+                .all(|e| e.matches("current_venue_id()").count() == 2)
+        {
+            problems.push(format!("{name}: no venue policy on current_venue_id() for USING and WITH CHECK: {expressions:?}"));
+        }
+        if pk_first.as_deref() != Some("venue_id") {
+            problems.push(format!(
+                "{name}: primary key does not start with venue_id ({pk_first:?})"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "tables that are neither tenant-scoped nor listed in PLATFORM_LEVEL:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn security_definer_functions_pin_their_search_path() {
+    let app = TestApp::spawn().await;
+    let mut conn = PgConnection::connect(&app.urls.owner).await.unwrap();
+    let unpinned: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE {USER_SCHEMAS} AND p.prosecdef \
+           AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')"
+    ))
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        unpinned.is_empty(),
+        "SECURITY DEFINER functions without a pinned search_path: {unpinned:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_app_role_holds_exactly_the_privileges_deliberately_granted() {
+    let app = TestApp::spawn().await;
+    let mut conn = PgConnection::connect(&app.urls.owner).await.unwrap();
+    let role = "venueql_app";
+    let actual: Vec<String> = sqlx::query_scalar(&format!(
+        "WITH rels AS (SELECT c.oid, n.nspname || '.' || c.relname AS name, c.relkind FROM pg_class c \
+                       JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','p','v','m','f') AND {USER_SCHEMAS}), \
+              privs(p) AS (VALUES ('SELECT'), ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE'), ('REFERENCES'), ('TRIGGER')) \
+         SELECT 'table ' || r.name || ' ' || privs.p FROM rels r, privs WHERE has_table_privilege($1, r.oid, privs.p) \
+         UNION ALL \
+         SELECT 'table ' || r.name || '(' || a.attname || ') ' || privs.p FROM rels r \
+           JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped, privs \
+           WHERE privs.p IN ('SELECT', 'INSERT', 'UPDATE', 'REFERENCES') \
+             AND NOT has_table_privilege($1, r.oid, privs.p) AND has_column_privilege($1, r.oid, a.attnum, privs.p) \
+         UNION ALL \
+         SELECT 'sequence ' || n.nspname || '.' || c.relname || ' ' || p FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, \
+           unnest(ARRAY['USAGE', 'SELECT', 'UPDATE']) p WHERE c.relkind = 'S' AND {USER_SCHEMAS} AND has_sequence_privilege($1, c.oid, p) \
+         UNION ALL \
+         SELECT 'function ' || n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') EXECUTE' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+           WHERE {USER_SCHEMAS} AND has_function_privilege($1, p.oid, 'EXECUTE') \
+         UNION ALL \
+         SELECT 'schema ' || n.nspname || ' ' || p FROM pg_namespace n, unnest(ARRAY['USAGE', 'CREATE']) p \
+           WHERE {USER_SCHEMAS} AND has_schema_privilege($1, n.oid, p) \
+         UNION ALL \
+         SELECT 'database ' || p FROM unnest(ARRAY['CONNECT', 'CREATE', 'TEMPORARY']) p \
+           WHERE has_database_privilege($1, current_database(), p) \
+         ORDER BY 1"
+    ))
+    .bind(role)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let unexpected: Vec<&String> = actual
+        .iter()
+        .filter(|p| !APP_PRIVILEGES.contains(&p.as_str()))
+        .collect();
+    let missing: Vec<&&str> = APP_PRIVILEGES
+        .iter()
+        .filter(|p| !actual.contains(&p.to_string()))
+        .collect();
+    assert!(
+        unexpected.is_empty() && missing.is_empty(),
+        "app role privileges differ from APP_PRIVILEGES.\nnot deliberately granted: {unexpected:#?}\nexpected but missing: {missing:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_app_role_is_no_superuser_has_no_bypassrls_and_owns_nothing() {
+    let app = TestApp::spawn().await;
+    let pool = venueql::db::pool(&app.urls.app, 1).await.unwrap();
+    venueql::db::check_app_role(&pool)
+        .await
+        .expect("the app role passes the start-up check");
+}

@@ -1,0 +1,214 @@
+//! Cross-tenant tests generated from the live schema: every root field of both schemas
+//! must have a case here (a new field without one fails the suite), and each case is run
+//! with venue B's credentials against venue A's ids.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, error_code};
+
+/// One operation per staff root field, using A's ids through `$item` and `$category`.
+const STAFF_CASES: &[(&str, &str)] = &[
+    (
+        "menu",
+        "query { menu { categories { id name items { id name } } } }",
+    ),
+    (
+        "menuItem",
+        "query($item: ID!) { menuItem(id: $item) { id name } }",
+    ),
+    (
+        "searchMenu",
+        "query { searchMenu(text: \"alpha\") { id name } }",
+    ),
+    (
+        "createMenuCategory",
+        "mutation { createMenuCategory(input: { name: \"Alpha Drinks\" }) { id } }",
+    ),
+    (
+        "updateMenuCategory",
+        "mutation($category: ID!) { updateMenuCategory(id: $category, input: { name: \"Stolen\" }) { id name } }",
+    ),
+    (
+        "deleteMenuCategory",
+        "mutation($category: ID!) { deleteMenuCategory(id: $category) }",
+    ),
+    (
+        "createMenuItem",
+        "mutation($category: ID!) { createMenuItem(input: { categoryId: $category, name: \"Planted\", priceMinor: 1 }) { id } }",
+    ),
+    (
+        "updateMenuItem",
+        "mutation($item: ID!) { updateMenuItem(id: $item, input: { priceMinor: 1 }) { id } }",
+    ),
+    (
+        "deleteMenuItem",
+        "mutation($item: ID!) { deleteMenuItem(id: $item) }",
+    ),
+];
+
+/// One operation per diner root field.
+const PUBLIC_CASES: &[(&str, &str)] = &[
+    ("venue", "query { venue { slug name } }"),
+    (
+        "menu",
+        "query { menu { categories { id name items { id name } } } }",
+    ),
+    (
+        "searchMenu",
+        "query { searchMenu(text: \"alpha\") { id name } }",
+    ),
+];
+
+async fn root_fields(app: &TestApp, path: &str, token: Option<&str>) -> BTreeSet<String> {
+    let query = r#"{"query":"{ __schema { queryType { fields { name } } mutationType { fields { name } } } }"}"#;
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let (_, body) = app.post(path, &headers, query).await;
+    ["queryType", "mutationType"]
+        .iter()
+        .flat_map(|t| {
+            body["data"]["__schema"][t]["fields"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn assert_covered(live: BTreeSet<String>, cases: &[(&str, &str)], which: &str) {
+    let covered: BTreeSet<String> = cases.iter().map(|(name, _)| name.to_string()).collect();
+    let missing: Vec<&String> = live.difference(&covered).collect();
+    assert!(
+        missing.is_empty(),
+        "{which} root fields without a cross-tenant case (add them to {which}_CASES): {missing:?}"
+    );
+    assert!(
+        live.len() == covered.len(),
+        "{which}_CASES names fields the schema does not have"
+    );
+}
+
+/// Everything of venue A that must never appear in venue B's responses.
+fn a_secrets(app: &TestApp) -> Vec<String> {
+    let mut secrets = app.a.item_names.clone();
+    secrets.extend(app.a.item_ids.iter().map(|id| id.to_string()));
+    secrets.push(app.a.category_id.to_string());
+    secrets.push(app.a.id.to_string());
+    secrets
+}
+
+fn variables(app: &TestApp) -> Value {
+    json!({ "item": app.a.item_ids[0], "category": app.a.category_id })
+}
+
+#[tokio::test]
+async fn venue_b_can_neither_see_nor_change_venue_a_through_any_staff_field() {
+    let app = TestApp::spawn().await;
+    assert_covered(
+        root_fields(&app, "/graphql", Some(&app.b.full)).await,
+        STAFF_CASES,
+        "STAFF",
+    );
+    let menu_before = app
+        .gql(
+            &app.a.full,
+            "{ menu { categories { id name items { id name priceMinor } } } }",
+            json!({}),
+        )
+        .await;
+    for (field, operation) in STAFF_CASES {
+        let response = app.gql(&app.b.full, operation, variables(&app)).await;
+        let text = response.to_string();
+        for secret in a_secrets(&app) {
+            assert!(
+                !text.contains(&secret),
+                "{field}: venue B saw venue A's {secret:?}: {text}"
+            );
+        }
+        let data = &response["data"][field];
+        let refused = error_code(&response) == "NOT_FOUND";
+        let harmless = data.is_null()
+            || data.is_array()
+            || data.get("categories").is_some()
+            || data.get("id").is_some();
+        assert!(refused || harmless, "{field}: unexpected answer {text}");
+        if operation.starts_with("mutation") && !refused {
+            // A mutation that succeeded must have acted on B's own venue only.
+            assert!(
+                *field == "createMenuCategory" || *field == "createMenuItem",
+                "{field} succeeded across venues: {text}"
+            );
+        }
+    }
+    let menu_after = app
+        .gql(
+            &app.a.full,
+            "{ menu { categories { id name items { id name priceMinor } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        menu_before, menu_after,
+        "venue A's menu changed under venue B's mutations"
+    );
+}
+
+#[tokio::test]
+async fn a_token_without_the_needed_bits_is_refused_every_staff_field() {
+    let app = TestApp::spawn().await;
+    for token in [&app.a.casual, &app.a.nothing] {
+        for (field, operation) in STAFF_CASES {
+            let response = app.gql(token, operation, variables(&app)).await;
+            assert_eq!(error_code(&response), "FORBIDDEN", "{field}: {response}");
+            assert!(
+                response["data"].is_null() || response["data"][field].is_null(),
+                "{field}: {response}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn venue_bs_public_endpoint_never_shows_venue_a() {
+    let app = TestApp::spawn().await;
+    assert_covered(
+        root_fields(&app, "/v/bravo/graphql", None).await,
+        PUBLIC_CASES,
+        "PUBLIC",
+    );
+    for (field, operation) in PUBLIC_CASES {
+        let response = app.public_gql("bravo", operation, variables(&app)).await;
+        let text = response.to_string();
+        assert!(response["errors"].is_null(), "{field}: {text}");
+        for secret in a_secrets(&app) {
+            assert!(
+                !text.contains(&secret),
+                "{field}: B's public endpoint shows A's {secret:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_public_endpoint_has_no_staff_fields_or_mutations() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .public_gql("alpha", "mutation { deleteMenuItem(id: \"x\") }", json!({}))
+        .await;
+    assert_eq!(
+        error_code(&response),
+        "GRAPHQL_VALIDATION_FAILED",
+        "{response}"
+    );
+    let response = app
+        .public_gql("alpha", "{ menuItem(id: \"x\") { id } }", json!({}))
+        .await;
+    assert_eq!(
+        error_code(&response),
+        "GRAPHQL_VALIDATION_FAILED",
+        "{response}"
+    );
+}

@@ -1,0 +1,361 @@
+//! `TestApp::spawn`: a fresh database with two seeded venues (A and B) and the server
+//! running against it. Everything here goes through the same library code as production.
+
+use std::sync::OnceLock;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use venueql::admin;
+use venueql::app::Application;
+use venueql::auth::Permissions;
+use venueql::config::Config;
+use venueql::db::{self, RoleUrls};
+use venueql::dev::{Cluster, ClusterOptions, random_secret, seed_menu};
+use venueql::menu::Allergen;
+use venueql::tenancy::{CrossTenantDoor, Db, VenueId};
+
+const TEMPLATE: &str = "venueql_template";
+const ACTOR: &str = "operator:test";
+
+/// The suite's cluster, started once per test process.
+pub struct TestCluster {
+    pub cluster: Cluster,
+    pub password: String,
+}
+
+impl TestCluster {
+    pub fn urls(&self, database: &str) -> RoleUrls {
+        RoleUrls {
+            app: self.cluster.url("venueql_app", &self.password, database),
+            owner: self.cluster.url("venueql_owner", &self.password, database),
+            platform: self
+                .cluster
+                .url("venueql_platform", &self.password, database),
+        }
+    }
+}
+
+/// Removes clusters left by earlier test processes that are gone.
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name
+            .strip_prefix("venueql-test-")
+            .and_then(|p| p.parse::<u32>().ok())
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+pub fn cluster() -> &'static TestCluster {
+    static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        std::thread::spawn(|| {
+            venueql::app::install_tls_provider();
+            remove_stale_clusters();
+            let dir = std::env::temp_dir().join(format!("venueql-test-{}", std::process::id()));
+            let password = random_secret();
+            let cluster = Cluster::start(&ClusterOptions {
+                dir,
+                superuser_password: password.clone(),
+                throwaway: true,
+            })
+            .expect("start the test PostgreSQL cluster");
+            let test_cluster = TestCluster { cluster, password };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let urls = test_cluster.urls(TEMPLATE);
+                db::init(&test_cluster.cluster.superuser_url("postgres"), &urls, None)
+                    .await
+                    .expect("db init");
+                db::migrate(&urls.owner)
+                    .await
+                    .expect("migrate the template");
+            });
+            test_cluster
+        })
+        .join()
+        .expect("cluster start-up thread")
+    })
+}
+
+/// A seeded venue of the test database.
+pub struct TestVenue {
+    pub id: Uuid,
+    /// Token with every permission.
+    pub full: String,
+    pub full_id: Uuid,
+    /// Token with only ORDERS_QUEUE.
+    pub casual: String,
+    /// Token with no permission at all.
+    pub nothing: String,
+    /// The first category's id.
+    pub category_id: Uuid,
+    /// Every item id (the last one is unavailable).
+    pub item_ids: Vec<Uuid>,
+    /// Item names, all starting with the venue's name prefix.
+    pub item_names: Vec<String>,
+}
+
+impl TestVenue {
+    pub fn venue_id(&self) -> VenueId {
+        VenueId::from_uuid(self.id)
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub database: String,
+    pub urls: RoleUrls,
+    pub door: CrossTenantDoor,
+    /// The app role's pool, for direct SQL checks.
+    pub app_pool: PgPool,
+    pub a: TestVenue,
+    pub b: TestVenue,
+}
+
+type Menu = &'static [(
+    &'static str,
+    &'static [(&'static str, &'static str, i64, &'static [Allergen], bool)],
+)];
+
+const MENU_A: Menu = &[
+    (
+        "Alpha Drinks",
+        &[
+            ("Alpha Espresso", "alpha coffee", 250, &[], true),
+            (
+                "Alpha Latte",
+                "alpha milk coffee",
+                380,
+                &[Allergen::Milk],
+                true,
+            ),
+        ],
+    ),
+    (
+        "Alpha Food",
+        &[
+            (
+                "Alpha Peanut Toast",
+                "alpha toast",
+                550,
+                &[Allergen::Peanuts],
+                true,
+            ),
+            (
+                "Alpha Secret Soup",
+                "alpha unavailable",
+                650,
+                &[Allergen::Celery],
+                false,
+            ),
+        ],
+    ),
+];
+
+const MENU_B: Menu = &[
+    (
+        "Bravo Drinks",
+        &[
+            ("Bravo Espresso", "bravo coffee", 260, &[], true),
+            (
+                "Bravo Latte",
+                "bravo milk coffee",
+                390,
+                &[Allergen::Milk],
+                true,
+            ),
+        ],
+    ),
+    (
+        "Bravo Food",
+        &[
+            (
+                "Bravo Peanut Toast",
+                "bravo toast",
+                560,
+                &[Allergen::Peanuts],
+                true,
+            ),
+            (
+                "Bravo Secret Soup",
+                "bravo unavailable",
+                660,
+                &[Allergen::Celery],
+                false,
+            ),
+        ],
+    ),
+];
+
+async fn seed_venue(door: &CrossTenantDoor, app_db: &Db, slug: &str, menu: Menu) -> TestVenue {
+    let venue = admin::create_venue(door, ACTOR, slug, slug, "EUR")
+        .await
+        .expect("create venue");
+    seed_menu(door, ACTOR, venue.venue_id(), menu)
+        .await
+        .expect("seed menu");
+    let issue = |name: &'static str, permissions: Permissions| async move {
+        admin::issue_token(door, ACTOR, slug, name, permissions)
+            .await
+            .expect("issue token")
+    };
+    let full = issue("full", Permissions::all()).await;
+    let casual = issue("casual", Permissions::ORDERS_QUEUE).await;
+    let nothing = issue("nothing", Permissions::empty()).await;
+    let mut tx = app_db.venue_tx(venue.venue_id()).await.unwrap();
+    let category_id: Uuid =
+        sqlx::query_scalar("SELECT id FROM menu_categories ORDER BY position LIMIT 1")
+            .fetch_one(tx.conn())
+            .await
+            .unwrap();
+    let items: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT i.id, i.name FROM menu_items i JOIN menu_categories c ON (c.venue_id, c.id) = (i.venue_id, i.category_id) \
+         ORDER BY c.position, i.position",
+    )
+    .fetch_all(tx.conn())
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    TestVenue {
+        id: venue.id,
+        full: full.token,
+        full_id: full.token_id,
+        casual: casual.token,
+        nothing: nothing.token,
+        category_id,
+        item_ids: items.iter().map(|(id, _)| *id).collect(),
+        item_names: items.into_iter().map(|(_, name)| name).collect(),
+    }
+}
+
+impl TestApp {
+    /// A fresh database with venues A and B and the server on a free port.
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| None).await
+    }
+
+    /// As `spawn`, with extra settings (`name -> value`) for the server.
+    pub async fn spawn_with(settings: impl Fn(&str) -> Option<String>) -> TestApp {
+        let cluster = cluster();
+        let database = format!("t_{}", Uuid::new_v4().simple());
+        let urls = cluster.urls(&database);
+        db::create_database(
+            &cluster.cluster.superuser_url("postgres"),
+            &urls,
+            Some(TEMPLATE),
+        )
+        .await
+        .expect("create the test database");
+        let door = CrossTenantDoor::new(db::pool(&urls.platform, 2).await.unwrap());
+        let app_pool = db::pool(&urls.app, 4).await.unwrap();
+        let app_db = Db::new(app_pool.clone());
+        let a = seed_venue(&door, &app_db, "alpha", MENU_A).await;
+        let b = seed_venue(&door, &app_db, "bravo", MENU_B).await;
+
+        let app_url = urls.app.clone();
+        let config = Config::from_lookup(|name| {
+            settings(name).or_else(|| match name {
+                "DATABASE_URL" => Some(app_url.clone()),
+                "LISTEN_ADDR" => Some("127.0.0.1:0".into()),
+                "DATABASE_MAX_CONNECTIONS" => Some("4".into()),
+                "PUBLIC_HOST_SUFFIX" => Some("venues.test".into()),
+                "GRAPHQL_INTROSPECTION" => Some("true".into()),
+                _ => None,
+            })
+        })
+        .expect("test config");
+        let app = Application::build(config).await.expect("build the server");
+        let base = format!("http://{}", app.local_addr());
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            database,
+            urls,
+            door,
+            app_pool,
+            a,
+            b,
+        }
+    }
+
+    /// POSTs a raw body to `path` with extra headers; returns status and JSON body.
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.body(body).send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let json = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
+        (status, json)
+    }
+
+    /// A staff GraphQL request with `token`.
+    pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {
+        let auth = format!("Bearer {token}");
+        let body = json!({ "query": query, "variables": variables }).to_string();
+        let (status, json) = self
+            .post("/graphql", &[("authorization", &auth)], body)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        json
+    }
+
+    /// A diner GraphQL request at `/v/{slug}/graphql`.
+    pub async fn public_gql(&self, slug: &str, query: &str, variables: Value) -> Value {
+        let body = json!({ "query": query, "variables": variables }).to_string();
+        let (status, json) = self.post(&format!("/v/{slug}/graphql"), &[], body).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        json
+    }
+
+    /// Number of audit events at `venue` with `action`.
+    pub async fn audit_count(&self, venue: &TestVenue, action: &str) -> i64 {
+        let db = Db::new(self.app_pool.clone());
+        let mut tx = db.venue_tx(venue.venue_id()).await.unwrap();
+        let n = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE action = $1")
+            .bind(action)
+            .fetch_one(tx.conn())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        n
+    }
+
+    /// The superuser URL of this test's database (only for tamper and role-check tests).
+    pub fn superuser_url(&self) -> String {
+        cluster().cluster.superuser_url(&self.database)
+    }
+}
+
+/// The `extensions.code` of the first error, or "" when there is none.
+pub fn error_code(response: &Value) -> &str {
+    response["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("")
+}

@@ -1,0 +1,15 @@
+//! The integration suite: one binary, one throwaway PostgreSQL cluster per run, one
+//! database per test (cloned from a migrated template), the real server on port 0,
+//! connecting as the app role.
+
+mod helpers;
+
+mod catalogue;
+mod cli;
+mod cross_tenant;
+mod limits;
+mod menu;
+mod ops;
+mod schema;
+mod tenancy;
+mod tokens;

@@ -1,0 +1,282 @@
+//! The menu through the real server: queries, mutations, their audit rows, bad input.
+
+use serde_json::json;
+
+use crate::helpers::{TestApp, error_code};
+
+/// An audit row as the menu tests read it.
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    action: String,
+    actor: String,
+    request_id: Option<String>,
+    ip: Option<String>,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+}
+
+const MENU: &str =
+    "{ menu { categories { id name items { id name priceMinor currency allergens available } } } }";
+
+#[tokio::test]
+async fn a_full_token_reads_the_whole_menu_including_unavailable_items() {
+    let app = TestApp::spawn().await;
+    let response = app.gql(&app.a.full, MENU, json!({})).await;
+    let categories = response["data"]["menu"]["categories"].as_array().unwrap();
+    let names: Vec<&str> = categories
+        .iter()
+        .flat_map(|c| c["items"].as_array().unwrap())
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Alpha Espresso",
+            "Alpha Latte",
+            "Alpha Peanut Toast",
+            "Alpha Secret Soup"
+        ]
+    );
+    let latte = &categories[0]["items"][1];
+    assert_eq!(latte["priceMinor"], 380);
+    assert_eq!(latte["currency"], "EUR");
+    assert_eq!(latte["allergens"], json!(["MILK"]));
+}
+
+#[tokio::test]
+async fn the_public_menu_shows_only_available_items_of_that_venue() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .public_gql(
+            "alpha",
+            "{ venue { slug name } menu { categories { name items { name } } } }",
+            json!({}),
+        )
+        .await;
+    let text = response.to_string();
+    assert!(
+        text.contains("Alpha Peanut Toast") && !text.contains("Alpha Secret Soup"),
+        "{text}"
+    );
+    assert!(!text.contains("Bravo"), "{text}");
+    assert_eq!(response["data"]["venue"]["slug"], "alpha");
+}
+
+#[tokio::test]
+async fn an_unknown_slug_is_not_found() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app
+        .post(
+            "/v/nowhere/graphql",
+            &[],
+            r#"{"query":"{ menu { categories { name } } }"}"#,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(error_code(&body), "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn search_matches_word_prefixes_within_the_venue() {
+    let app = TestApp::spawn().await;
+    let query = "query($t: String!) { searchMenu(text: $t) { name } }";
+    let found = app.gql(&app.a.full, query, json!({ "t": "pean" })).await;
+    assert_eq!(
+        found["data"]["searchMenu"],
+        json!([{ "name": "Alpha Peanut Toast" }])
+    );
+    let found = app
+        .gql(&app.a.full, query, json!({ "t": "milk coff" }))
+        .await;
+    assert_eq!(
+        found["data"]["searchMenu"],
+        json!([{ "name": "Alpha Latte" }])
+    );
+    let public = app.public_gql("alpha", query, json!({ "t": "soup" })).await;
+    assert_eq!(
+        public["data"]["searchMenu"],
+        json!([]),
+        "unavailable items are not public"
+    );
+    let bad = app.gql(&app.a.full, query, json!({ "t": " &|! " })).await;
+    assert_eq!(error_code(&bad), "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn creating_updating_and_deleting_items_writes_audit_rows_with_actor_and_request() {
+    let app = TestApp::spawn().await;
+    let create = "mutation($c: ID!) { createMenuItem(input: { categoryId: $c, name: \"Alpha Mocha\", priceMinor: 450, allergens: [MILK, SOYBEANS] }) { id name priceMinor currency allergens available } }";
+    let created = app
+        .gql(&app.a.full, create, json!({ "c": app.a.category_id }))
+        .await;
+    let item = &created["data"]["createMenuItem"];
+    assert_eq!(item["currency"], "EUR");
+    assert_eq!(item["allergens"], json!(["MILK", "SOYBEANS"]));
+    let id = item["id"].as_str().unwrap().to_string();
+
+    let update = "mutation($id: ID!) { updateMenuItem(id: $id, input: { priceMinor: 475, available: false }) { priceMinor available name } }";
+    let updated = app.gql(&app.a.full, update, json!({ "id": id })).await;
+    assert_eq!(
+        updated["data"]["updateMenuItem"],
+        json!({ "priceMinor": 475, "available": false, "name": "Alpha Mocha" })
+    );
+
+    let deleted = app
+        .gql(
+            &app.a.full,
+            "mutation($id: ID!) { deleteMenuItem(id: $id) }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(deleted["data"]["deleteMenuItem"], id);
+
+    let db = venueql::tenancy::Db::new(app.app_pool.clone());
+    let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
+    let rows: Vec<AuditRow> = sqlx::query_as(
+        "SELECT action, actor, request_id, host(ip) AS ip, before, after FROM audit_events WHERE target_id = $1 ORDER BY seq",
+    )
+    .bind(&id)
+    .fetch_all(tx.conn())
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "menu_item.created",
+            "menu_item.updated",
+            "menu_item.deleted"
+        ]
+    );
+    for AuditRow {
+        actor,
+        request_id,
+        ip,
+        ..
+    } in &rows
+    {
+        assert_eq!(actor, &format!("api_token:{}", app.a.full_id));
+        assert!(request_id.as_deref().is_some_and(|r| !r.is_empty()));
+        assert_eq!(ip.as_deref(), Some("127.0.0.1"));
+    }
+    assert_eq!(rows[1].before.as_ref().unwrap()["price_minor"], 450);
+    assert_eq!(rows[1].after.as_ref().unwrap()["price_minor"], 475);
+    assert!(rows[2].after.is_none());
+}
+
+#[tokio::test]
+async fn categories_can_be_created_renamed_and_deleted_once_empty() {
+    let app = TestApp::spawn().await;
+    let created = app.gql(&app.a.full, "mutation { createMenuCategory(input: { name: \"Alpha Desserts\", position: 5 }) { id name position items { id } } }", json!({})).await;
+    let id = created["data"]["createMenuCategory"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let renamed = app.gql(&app.a.full, "mutation($id: ID!) { updateMenuCategory(id: $id, input: { name: \"Alpha Sweets\" }) { name position } }", json!({ "id": id })).await;
+    assert_eq!(
+        renamed["data"]["updateMenuCategory"],
+        json!({ "name": "Alpha Sweets", "position": 5 })
+    );
+    let full = app
+        .gql(
+            &app.a.full,
+            "mutation($id: ID!) { deleteMenuCategory(id: $id) }",
+            json!({ "id": app.a.category_id }),
+        )
+        .await;
+    assert_eq!(error_code(&full), "BAD_USER_INPUT");
+    assert!(
+        full["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("still has 2 item(s)"),
+        "{full}"
+    );
+    let empty = app
+        .gql(
+            &app.a.full,
+            "mutation($id: ID!) { deleteMenuCategory(id: $id) }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(empty["data"]["deleteMenuCategory"], id);
+    assert_eq!(app.audit_count(&app.a, "menu_category.deleted").await, 1);
+    let duplicate = app
+        .gql(
+            &app.a.full,
+            "mutation { createMenuCategory(input: { name: \"Alpha Drinks\" }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&duplicate), "BAD_USER_INPUT");
+    assert_eq!(
+        duplicate["errors"][0]["message"],
+        "a menu category with this name already exists"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let before = app.gql(&app.a.full, MENU, json!({})).await;
+    let audit_before = app.audit_count(&app.a, "menu_item.created").await;
+    let cases = [
+        (
+            "createMenuItem(input: { categoryId: $c, name: \"X\", priceMinor: -1 }) { id }",
+            "priceMinor must be between 0 and 100000000",
+        ),
+        (
+            "createMenuItem(input: { categoryId: $c, name: \"X\", priceMinor: 100000001 }) { id }",
+            "priceMinor must be between 0 and 100000000",
+        ),
+        (
+            "createMenuItem(input: { categoryId: $c, name: \"  \", priceMinor: 100 }) { id }",
+            "name must be 1 to 200 characters",
+        ),
+        (
+            "createMenuItem(input: { categoryId: \"not-a-uuid\", name: \"X\", priceMinor: 100 }) { id }",
+            "categoryId is not a valid id",
+        ),
+        (
+            "updateMenuItem(id: \"42\", input: { name: \"X\" }) { id }",
+            "id is not a valid id",
+        ),
+        (
+            "createMenuItem(input: { categoryId: \"00000000-0000-0000-0000-000000000000\", name: \"X\", priceMinor: 1 }) { id }",
+            "menu category not found",
+        ),
+    ];
+    for (mutation, message) in cases {
+        let query = if mutation.contains("$c") {
+            format!("mutation($c: ID!) {{ {mutation} }}")
+        } else {
+            format!("mutation {{ {mutation} }}")
+        };
+        let variables = if mutation.contains("$c") {
+            json!({ "c": app.a.category_id })
+        } else {
+            json!({})
+        };
+        let response = app.gql(&app.a.full, &query, variables).await;
+        let got = response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(got.starts_with(message), "{mutation}: {response}");
+        assert!(
+            matches!(error_code(&response), "BAD_USER_INPUT" | "NOT_FOUND"),
+            "{response}"
+        );
+    }
+    let wrong_enum = app.gql(&app.a.full, "mutation($c: ID!) { createMenuItem(input: { categoryId: $c, name: \"X\", priceMinor: 1, allergens: [GLUTEN] }) { id } }", json!({ "c": app.a.category_id })).await;
+    assert_eq!(
+        error_code(&wrong_enum),
+        "GRAPHQL_VALIDATION_FAILED",
+        "{wrong_enum}"
+    );
+    assert_eq!(app.gql(&app.a.full, MENU, json!({})).await, before);
+    assert_eq!(
+        app.audit_count(&app.a, "menu_item.created").await,
+        audit_before
+    );
+}
