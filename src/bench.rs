@@ -14,7 +14,7 @@ use crate::app::{Application, install_tls_provider};
 use crate::auth::Permissions;
 use crate::config::Config;
 use crate::db::{self, RoleUrls};
-use crate::dev::{self, Cluster, ClusterOptions, random_secret};
+use crate::dev::{Cluster, ClusterOptions, random_secret};
 use crate::menu::{Allergen, CategoryFields, ItemFields};
 use crate::tenancy::{CrossTenantDoor, Db, VenueId};
 use crate::{admin, menu};
@@ -317,6 +317,5 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     );
     let _ = stop_tx.send(());
     let _ = server.await;
-    let _ = dev::find_pg_bindir();
     Ok(())
 }

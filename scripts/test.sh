@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite (README's test command; .ci/run calls it too).
+# The tests start their own throwaway PostgreSQL cluster from the machine's PostgreSQL
+# server binaries; this installs them first when they are missing (Debian/Ubuntu, root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have_pg() {
+  command -v initdb >/dev/null 2>&1 && return 0
+  command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ] && return 0
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+
+if ! have_pg; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: PostgreSQL server binaries missing; installing them with apt-get" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "test.sh: PostgreSQL server binaries (initdb, postgres) are missing; install them, e.g. 'sudo apt-get install postgresql'" >&2
+    exit 1
+  fi
+fi
+
+exec cargo test --locked "$@"
