@@ -131,6 +131,7 @@ type DynError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    app::install_tls_provider();
     observability::init_logging();
     let _sentry = observability::init_sentry();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -7,6 +7,7 @@ mod helpers;
 mod catalogue;
 mod cli;
 mod cross_tenant;
+mod dev;
 mod limits;
 mod menu;
 mod ops;

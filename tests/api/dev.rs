@@ -1,0 +1,141 @@
+//! `venueql dev` as a new user runs it: the binary, a fresh data directory, the demo
+//! tokens from dev.json, SIGTERM, and a second run that reuses the directory.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct DevRun {
+    child: Child,
+    dev_json: Value,
+}
+
+impl Drop for DevRun {
+    /// A failing test must not leave a server running.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn start(dir: &Path) -> DevRun {
+    let _ = std::fs::remove_file(dir.join("dev.json"));
+    let child = Command::new(env!("CARGO_BIN_EXE_venueql"))
+        .args(["dev", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .env_remove("DATABASE_URL")
+        .env_remove("DATABASE_OWNER_URL")
+        .env_remove("DATABASE_PLATFORM_URL")
+        .spawn()
+        .expect("start venueql dev");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join("dev.json")) {
+            return DevRun {
+                child,
+                dev_json: serde_json::from_str(&text).expect("dev.json is JSON"),
+            };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "venueql dev wrote no dev.json within 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stop(mut run: DevRun, dir: &Path) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(run.child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = run.child.wait().unwrap();
+    assert!(status.success(), "venueql dev exited with {status}");
+    assert!(
+        !dir.join("pgdata/postmaster.pid").exists(),
+        "PostgreSQL is still running after venueql dev stopped"
+    );
+}
+
+fn token<'a>(dev: &'a Value, venue: usize, name: &str) -> &'a str {
+    let tokens = dev["venues"][venue]["tokens"].as_array().unwrap();
+    tokens.iter().find(|t| t["name"] == name).unwrap()["token"]
+        .as_str()
+        .unwrap()
+}
+
+async fn query(url: &str, token: Option<&str>, query: &str) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .json(&json!({ "query": query }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn venueql_dev_serves_the_demo_menu_stops_cleanly_and_reuses_its_directory() {
+    venueql::app::install_tls_provider();
+    let dir = std::env::temp_dir().join(format!("venueql-devtest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = start(&dir);
+    let dev = run.dev_json.clone();
+    let url = dev["graphql_url"].as_str().unwrap().to_string();
+    for key in [
+        "database_url",
+        "owner_database_url",
+        "platform_database_url",
+    ] {
+        assert!(
+            dev[key].as_str().unwrap().starts_with("postgres://"),
+            "{key} missing from dev.json"
+        );
+    }
+    assert_eq!(
+        dev["venues"][0]["tokens"][1]["permissions"],
+        json!(["ORDERS_QUEUE"])
+    );
+
+    let menu = "{ menu { categories { name items { name priceMinor allergens } } } }";
+    let full = query(&url, Some(token(&dev, 0, "everything")), menu).await;
+    assert!(full["errors"].is_null(), "{full}");
+    assert!(full.to_string().contains("Peanut Butter Toast"), "{full}");
+    let casual = query(&url, Some(token(&dev, 0, "casual")), menu).await;
+    assert_eq!(
+        casual["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{casual}"
+    );
+    let public = query(
+        dev["venues"][1]["public_graphql_url"].as_str().unwrap(),
+        None,
+        "{ venue { slug } }",
+    )
+    .await;
+    assert_eq!(public["data"]["venue"]["slug"], "demo-bistro");
+    stop(run, &dir);
+
+    let again = start(&dir);
+    let identity = |d: &Value| -> Vec<Value> {
+        d["venues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| json!([v["slug"], v["id"], v["tokens"]]))
+            .collect()
+    };
+    assert_eq!(
+        identity(&again.dev_json),
+        identity(&dev),
+        "a second run reuses the seeded venues and tokens"
+    );
+    let url = again.dev_json["graphql_url"].as_str().unwrap().to_string();
+    let full = query(&url, Some(token(&dev, 0, "everything")), menu).await;
+    assert!(full["errors"].is_null(), "{full}");
+    stop(again, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
