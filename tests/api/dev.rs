@@ -34,13 +34,15 @@ fn start(dir: &Path) -> DevRun {
         .env_remove("DATABASE_PLATFORM_URL")
         .spawn()
         .expect("start venueql dev");
+    let mut run = DevRun {
+        child,
+        dev_json: Value::Null,
+    };
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Ok(text) = std::fs::read_to_string(dir.join("dev.json")) {
-            return DevRun {
-                child,
-                dev_json: serde_json::from_str(&text).expect("dev.json is JSON"),
-            };
+            run.dev_json = serde_json::from_str(&text).expect("dev.json is JSON");
+            return run;
         }
         assert!(
             Instant::now() < deadline,
