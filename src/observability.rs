@@ -56,10 +56,43 @@ pub fn init_sentry() -> Option<sentry::ClientInitGuard> {
     Some(sentry::init((dsn, options)))
 }
 
-/// Logs an internal error (the current span carries the request id) and reports it.
+/// What error reports need to know about the request being served.
+pub struct RequestScope {
+    /// The request id.
+    pub request_id: String,
+    /// The venue, once the credential has been verified.
+    pub venue: std::sync::OnceLock<String>,
+}
+
+tokio::task_local! {
+    /// Set by the HTTP middleware for the duration of each request.
+    pub static REQUEST_SCOPE: RequestScope;
+}
+
+/// Records the request's venue in its log span and for error reports.
+pub fn set_request_venue(venue: &str) {
+    tracing::Span::current().record("venue", venue);
+    let _ = REQUEST_SCOPE.try_with(|scope| scope.venue.set(venue.to_string()));
+}
+
+/// Logs an internal error (the current span carries the request id and venue) and
+/// reports it to Sentry tagged with both.
 pub fn report_internal(error: &(dyn std::error::Error + 'static)) {
     tracing::error!(error = %error, "internal error");
-    sentry::capture_error(error);
+    let (request_id, venue) = REQUEST_SCOPE
+        .try_with(|scope| (Some(scope.request_id.clone()), scope.venue.get().cloned()))
+        .unwrap_or((None, None));
+    sentry::with_scope(
+        |scope| {
+            if let Some(request_id) = &request_id {
+                scope.set_tag("request_id", request_id);
+            }
+            if let Some(venue) = &venue {
+                scope.set_tag("venue", venue);
+            }
+        },
+        || sentry::capture_error(error),
+    );
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -204,6 +204,7 @@ async fn staff_response(
     let verified = api_tokens::verify(&state.db, &token)
         .await
         .map_err(refusal)?;
+    crate::observability::set_request_venue(&verified.venue.to_string());
     let staff = StaffCtx {
         venue: verified.venue,
         principal: Principal::ApiToken(verified.token_id),
@@ -236,6 +237,7 @@ async fn public_response(
                 "no venue with this slug",
             )
         })?;
+    crate::observability::set_request_venue(&venue.id.to_string());
     let batch = parse_batch(
         body,
         state.config.limits.max_batch,

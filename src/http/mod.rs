@@ -18,6 +18,7 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
 use crate::app::AppState;
+use crate::observability::{REQUEST_SCOPE, RequestScope};
 
 /// The request id of the current request (from a well-formed `X-Request-Id`, or new).
 #[derive(Clone, Debug)]
@@ -129,10 +130,22 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         .insert(RequestId(request_id.clone()));
     let route = route_label(request.uri().path());
     let method = request.method().to_string();
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %method, route = route);
+    // Error level, so the request id and venue stay on error lines whatever the log filter.
+    let span = tracing::error_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route = route,
+        venue = tracing::field::Empty
+    );
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let scope = RequestScope {
+        request_id: request_id.clone(),
+        venue: Default::default(),
+    };
+    let mut response = REQUEST_SCOPE
+        .scope(scope, next.run(request).instrument(span.clone()))
+        .await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.observe_http(route, &method, status, elapsed);

@@ -201,3 +201,32 @@ async fn serve_exits_non_zero_naming_the_problem_when_run_as_the_owner() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn db_init_and_migrate_are_idempotent_commands() {
+    let cluster = crate::helpers::cluster();
+    let urls = cluster.urls("t_init_twice");
+    let superuser = cluster.cluster.superuser_url("postgres");
+    for _ in 0..2 {
+        for args in [
+            &["db", "init", "--superuser-url", superuser.as_str()][..],
+            &["migrate"][..],
+        ] {
+            let output = Command::new(env!("CARGO_BIN_EXE_venueql"))
+                .args(args)
+                .env("DATABASE_URL", &urls.app)
+                .env("DATABASE_OWNER_URL", &urls.owner)
+                .env("DATABASE_PLATFORM_URL", &urls.platform)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    let pool = venueql::db::pool(&urls.app, 1).await.unwrap();
+    venueql::db::check_app_role(&pool).await.unwrap();
+    assert!(venueql::db::migrations_current(&pool).await.unwrap());
+}

@@ -2,24 +2,16 @@
 //! tokens from dev.json, SIGTERM, and a second run that reuses the directory.
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
+
+use crate::helpers::KillOnDrop;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 struct DevRun {
-    child: Child,
+    child: KillOnDrop,
     dev_json: Value,
-}
-
-impl Drop for DevRun {
-    /// A failing test must not leave a server running.
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 fn start(dir: &Path) -> DevRun {
@@ -33,6 +25,7 @@ fn start(dir: &Path) -> DevRun {
         .env_remove("DATABASE_OWNER_URL")
         .env_remove("DATABASE_PLATFORM_URL")
         .spawn()
+        .map(KillOnDrop)
         .expect("start venueql dev");
     let mut run = DevRun {
         child,
@@ -53,10 +46,10 @@ fn start(dir: &Path) -> DevRun {
 }
 
 fn stop(mut run: DevRun, dir: &Path) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(run.child.id() as libc::pid_t, libc::SIGTERM) };
-    let status = run.child.wait().unwrap();
-    assert!(status.success(), "venueql dev exited with {status}");
+    assert!(
+        run.child.terminate(),
+        "venueql dev did not exit cleanly on SIGTERM"
+    );
     assert!(
         !dir.join("pgdata/postmaster.pid").exists(),
         "PostgreSQL is still running after venueql dev stopped"

@@ -359,3 +359,33 @@ pub fn error_code(response: &Value) -> &str {
         .as_str()
         .unwrap_or("")
 }
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// Sends SIGTERM and waits for the process; true when it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        self.0.wait().is_ok_and(|status| status.success())
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

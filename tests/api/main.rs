@@ -12,5 +12,6 @@ mod limits;
 mod menu;
 mod ops;
 mod schema;
+mod sentry;
 mod tenancy;
 mod tokens;
