@@ -223,7 +223,7 @@ fn write_dev_json(
 }
 
 /// (category, [(name, description, price_minor, allergens, available)]) of a demo menu.
-type DemoMenu = &'static [(
+pub type DemoMenu = &'static [(
     &'static str,
     &'static [(&'static str, &'static str, i64, &'static [Allergen], bool)],
 )];

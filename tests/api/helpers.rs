@@ -13,7 +13,7 @@ use venueql::app::Application;
 use venueql::auth::Permissions;
 use venueql::config::Config;
 use venueql::db::{self, RoleUrls};
-use venueql::dev::{Cluster, ClusterOptions, random_secret, seed_menu};
+use venueql::dev::{Cluster, ClusterOptions, DemoMenu, random_secret, seed_menu};
 use venueql::menu::Allergen;
 use venueql::tenancy::{CrossTenantDoor, Db, VenueId};
 
@@ -126,12 +126,7 @@ pub struct TestApp {
     pub b: TestVenue,
 }
 
-type Menu = &'static [(
-    &'static str,
-    &'static [(&'static str, &'static str, i64, &'static [Allergen], bool)],
-)];
-
-const MENU_A: Menu = &[
+const MENU_A: DemoMenu = &[
     (
         "Alpha Drinks",
         &[
@@ -166,7 +161,7 @@ const MENU_A: Menu = &[
     ),
 ];
 
-const MENU_B: Menu = &[
+const MENU_B: DemoMenu = &[
     (
         "Bravo Drinks",
         &[
@@ -201,7 +196,7 @@ const MENU_B: Menu = &[
     ),
 ];
 
-async fn seed_venue(door: &CrossTenantDoor, app_db: &Db, slug: &str, menu: Menu) -> TestVenue {
+async fn seed_venue(door: &CrossTenantDoor, app_db: &Db, slug: &str, menu: DemoMenu) -> TestVenue {
     let venue = admin::create_venue(door, ACTOR, slug, slug, "EUR")
         .await
         .expect("create venue");
@@ -345,6 +340,18 @@ impl TestApp {
             .unwrap();
         tx.commit().await.unwrap();
         n
+    }
+
+    /// Breaks the database under the running server (the owner renames a column the menu
+    /// reads), so the next menu query fails inside the server.
+    pub async fn break_menu_items(&self) {
+        let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&self.urls.owner)
+            .await
+            .unwrap();
+        sqlx::query("ALTER TABLE menu_items RENAME COLUMN description TO description_gone")
+            .execute(&mut owner)
+            .await
+            .unwrap();
     }
 
     /// The superuser URL of this test's database (only for tamper and role-check tests).

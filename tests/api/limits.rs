@@ -157,14 +157,7 @@ async fn introspection_can_be_switched_off() {
 #[tokio::test]
 async fn internal_errors_never_reach_the_client() {
     let app = TestApp::spawn().await;
-    // Break the database under the server: the owner renames a column the menu reads.
-    let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&app.urls.owner)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE menu_items RENAME COLUMN description TO description_gone")
-        .execute(&mut owner)
-        .await
-        .unwrap();
+    app.break_menu_items().await;
     let response = app
         .gql(&app.a.full, "{ menu { categories { name } } }", json!({}))
         .await;

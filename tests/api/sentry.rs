@@ -58,13 +58,7 @@ async fn internal_errors_are_reported_to_sentry_without_secrets() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&app.urls.owner)
-        .await
-        .unwrap();
-    sqlx::query("ALTER TABLE menu_items RENAME COLUMN description TO description_gone")
-        .execute(&mut owner)
-        .await
-        .unwrap();
+    app.break_menu_items().await;
     let response: serde_json::Value = reqwest::Client::new()
         .post(format!("{base}/graphql"))
         .bearer_auth(&app.a.full)
