@@ -6,7 +6,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::audit::{self, Change, Who};
-use crate::auth::{Permissions, api_tokens};
+use crate::auth::{Permissions, api_tokens, oauth};
 use crate::error::AppError;
 use crate::staff;
 use crate::tenancy::CrossTenantDoor;
@@ -14,9 +14,7 @@ use crate::venues::{self, Venue};
 
 /// The operator name recorded as the actor of admin commands: `operator:$USER`.
 pub fn operator_actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
     format!("operator:{user}")
 }
 
@@ -122,4 +120,41 @@ pub async fn revoke_token(
     api_tokens::revoke(&mut tx, &Who::operator(actor), token_id).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// `admin create-client`: registers an OAuth client (SPA: public, any venue of its person;
+/// integration and POS: confidential, bound to `venue_slug`).
+pub async fn create_client(
+    door: &CrossTenantDoor,
+    actor: &str,
+    kind: &str,
+    name: &str,
+    venue_slug: Option<&str>,
+    redirect_uris: &[String],
+    permissions: Permissions,
+) -> Result<oauth::CreatedClient, AppError> {
+    let mut tx = door.open_cross_tenant(actor, "admin create-client").await?;
+    let venue = match venue_slug {
+        Some(slug) => Some(venues::find_by_slug_platform(&mut tx, slug).await?),
+        None => None,
+    };
+    let created = oauth::create_client(&mut tx, kind, name, venue.as_ref(), redirect_uris, permissions).await?;
+    match venue {
+        Some(venue) => {
+            let mut tx = tx.into_venue(venue.venue_id()).await?;
+            let after = serde_json::json!({ "client_id": created.client_id, "kind": kind, "name": created.name,
+                "permissions": created.permissions });
+            let change = Change {
+                action: "oauth_client.created",
+                target_type: "oauth_client",
+                target_id: created.client_id.clone(),
+                before: None,
+                after: Some(after),
+            };
+            audit::record(&mut tx, &Who::operator(actor), change).await?;
+            tx.commit().await?;
+        }
+        None => tx.commit().await?,
+    }
+    Ok(created)
 }

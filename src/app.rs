@@ -69,11 +69,7 @@ impl Application {
     /// Connects as the app role, refuses an unsafe role, builds schemas and binds.
     pub async fn build(config: Config) -> Result<Application, StartError> {
         install_tls_provider();
-        let pool = db::pool(
-            config.database_url.expose_secret(),
-            config.database_max_connections,
-        )
-        .await?;
+        let pool = db::pool(config.database_url.expose_secret(), config.database_max_connections).await?;
         db::check_app_role(&pool).await?;
         let metrics = Arc::new(Metrics::new());
         let options = SchemaOptions {
@@ -83,10 +79,7 @@ impl Application {
         };
         let listener = TcpListener::bind(config.listen_addr)
             .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen_addr,
-                source,
-            })?;
+            .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
         let state = AppState {
             db: Db::new(pool.clone()),
             staff_schema: graphql::staff_schema(&options),
@@ -100,25 +93,17 @@ impl Application {
 
     /// The bound address (tests bind port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests and closes the pool.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let db = self.state.db.clone();
         let router = crate::http::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "venueql serving");
-        axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await?;
         db.close().await;
         tracing::info!("venueql stopped");
         Ok(())

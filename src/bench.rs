@@ -32,7 +32,8 @@ pub struct BenchOptions {
 
 type DynError = Box<dyn std::error::Error + Send + Sync>;
 
-const MENU_QUERY: &str = r#"{"query":"{ menu { categories { name items { name priceMinor currency allergens available } } } }"}"#;
+const MENU_QUERY: &str =
+    r#"{"query":"{ menu { categories { name items { name priceMinor currency allergens available } } } }"}"#;
 
 /// Throughput and latency of one measurement.
 struct Sample {
@@ -85,11 +86,7 @@ where
             let (mut latencies, mut errors) = (Vec::new(), 0usize);
             while Instant::now() < deadline {
                 let t = Instant::now();
-                if work().await {
-                    latencies.push(t.elapsed())
-                } else {
-                    errors += 1
-                }
+                if work().await { latencies.push(t.elapsed()) } else { errors += 1 }
             }
             (latencies, errors)
         }));
@@ -104,12 +101,11 @@ where
 }
 
 async fn raw_menu_sql(conn: &mut sqlx::PgConnection, venue: Uuid) -> Result<usize, sqlx::Error> {
-    let categories: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT id, name FROM menu_categories WHERE venue_id = $1 ORDER BY position, name",
-    )
-    .bind(venue)
-    .fetch_all(&mut *conn)
-    .await?;
+    let categories: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, name FROM menu_categories WHERE venue_id = $1 ORDER BY position, name")
+            .bind(venue)
+            .fetch_all(&mut *conn)
+            .await?;
     let items: Vec<(Uuid, String, i64)> = sqlx::query_as(
         "SELECT id, name, price_minor FROM menu_items WHERE venue_id = $1 AND (available OR $2) ORDER BY position, name",
     )
@@ -120,25 +116,15 @@ async fn raw_menu_sql(conn: &mut sqlx::PgConnection, venue: Uuid) -> Result<usiz
     Ok(categories.len() + items.len())
 }
 
-async fn seed_bench_venue(
-    door: &CrossTenantDoor,
-    slug: &str,
-) -> Result<(VenueId, String), DynError> {
+async fn seed_bench_venue(door: &CrossTenantDoor, slug: &str) -> Result<(VenueId, String), DynError> {
     let actor = "operator:venueql-bench";
-    let venue = admin::create_venue(door, actor, slug, slug, "EUR")
-        .await
-        .map_err(|e| format!("{e:?}"))?;
+    let venue = admin::create_venue(door, actor, slug, slug, "EUR").await.map_err(|e| format!("{e:?}"))?;
     let tx = door.open_cross_tenant(actor, "seed bench menu").await?;
     let mut tx = tx.into_venue(venue.venue_id()).await?;
     let who = crate::audit::Who::operator(actor);
     for c in 0..5 {
-        let fields = CategoryFields {
-            name: Some(format!("Category {c}")),
-            position: Some(c),
-        };
-        let category = menu::create_category(&mut tx, &who, fields)
-            .await
-            .map_err(|e| format!("{e:?}"))?;
+        let fields = CategoryFields { name: Some(format!("Category {c}")), position: Some(c) };
+        let category = menu::create_category(&mut tx, &who, fields).await.map_err(|e| format!("{e:?}"))?;
         for i in 0..8 {
             let fields = ItemFields {
                 category_id: Some(category.id),
@@ -149,15 +135,12 @@ async fn seed_bench_venue(
                 available: Some(true),
                 position: Some(i),
             };
-            menu::create_item(&mut tx, &who, fields)
-                .await
-                .map_err(|e| format!("{e:?}"))?;
+            menu::create_item(&mut tx, &who, fields).await.map_err(|e| format!("{e:?}"))?;
         }
     }
     tx.commit().await?;
-    let token = admin::issue_token(door, actor, slug, "bench", Permissions::MENU_VIEW)
-        .await
-        .map_err(|e| format!("{e:?}"))?;
+    let token =
+        admin::issue_token(door, actor, slug, "bench", Permissions::MENU_VIEW).await.map_err(|e| format!("{e:?}"))?;
     Ok((venue.venue_id(), token.token))
 }
 
@@ -175,11 +158,7 @@ pub async fn run(options: BenchOptions) -> Result<(), DynError> {
     install_tls_provider();
     let dir = std::env::temp_dir().join(format!("venueql-bench-{}", std::process::id()));
     let superuser_password = random_secret();
-    let cluster = Cluster::start(&ClusterOptions {
-        dir: dir.clone(),
-        superuser_password,
-        throwaway: false,
-    })?;
+    let cluster = Cluster::start(&ClusterOptions { dir: dir.clone(), superuser_password, throwaway: false })?;
     let result = measure(&cluster, &options).await;
     cluster.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -214,9 +193,7 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
         let _ = stop_rx.await;
     }));
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(max_concurrency)
-        .build()?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(max_concurrency).build()?;
     let app_db = Db::new(db::pool(&urls.app, pool_size).await?);
     let superuser: PgPool = db::pool(&cluster.superuser_url("venueql"), pool_size).await?;
     let auth = format!("Bearer {token}");
@@ -225,72 +202,50 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     for &concurrency in &options.concurrency {
         let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
         samples.push(
-            drive(
-                "graphql menu over HTTP",
-                concurrency,
-                options.seconds,
-                move || {
-                    let request = client
-                        .post(&url)
-                        .header("authorization", &auth)
-                        .header("content-type", "application/json")
-                        .body(MENU_QUERY);
-                    async move {
-                        match request.send().await {
-                            Ok(response) => {
-                                response.status().is_success()
-                                    && response
-                                        .bytes()
-                                        .await
-                                        .is_ok_and(|b| !b.starts_with(b"{\"errors"))
-                            }
-                            Err(_) => false,
+            drive("graphql menu over HTTP", concurrency, options.seconds, move || {
+                let request = client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .body(MENU_QUERY);
+                async move {
+                    match request.send().await {
+                        Ok(response) => {
+                            response.status().is_success()
+                                && response.bytes().await.is_ok_and(|b| !b.starts_with(b"{\"errors"))
                         }
+                        Err(_) => false,
                     }
-                },
-            )
+                }
+            })
             .await,
         );
         let db = app_db.clone();
         samples.push(
-            drive(
-                "raw SQL, app role, venue scope (RLS)",
-                concurrency,
-                options.seconds,
-                move || {
-                    let db = db.clone();
-                    async move {
-                        let Ok(mut tx) = db.venue_tx(venue).await else {
-                            return false;
-                        };
-                        let ok = raw_menu_sql(tx.conn(), venue.as_uuid())
-                            .await
-                            .is_ok_and(|n| n == 45);
-                        ok && tx.commit().await.is_ok()
-                    }
-                },
-            )
+            drive("raw SQL, app role, venue scope (RLS)", concurrency, options.seconds, move || {
+                let db = db.clone();
+                async move {
+                    let Ok(mut tx) = db.venue_tx(venue).await else {
+                        return false;
+                    };
+                    let ok = raw_menu_sql(tx.conn(), venue.as_uuid()).await.is_ok_and(|n| n == 45);
+                    ok && tx.commit().await.is_ok()
+                }
+            })
             .await,
         );
         let pool = superuser.clone();
         samples.push(
-            drive(
-                "raw SQL, no isolation (superuser)",
-                concurrency,
-                options.seconds,
-                move || {
-                    let pool = pool.clone();
-                    async move {
-                        let Ok(mut tx) = pool.begin().await else {
-                            return false;
-                        };
-                        let ok = raw_menu_sql(&mut tx, venue.as_uuid())
-                            .await
-                            .is_ok_and(|n| n == 45);
-                        ok && tx.commit().await.is_ok()
-                    }
-                },
-            )
+            drive("raw SQL, no isolation (superuser)", concurrency, options.seconds, move || {
+                let pool = pool.clone();
+                async move {
+                    let Ok(mut tx) = pool.begin().await else {
+                        return false;
+                    };
+                    let ok = raw_menu_sql(&mut tx, venue.as_uuid()).await.is_ok_and(|n| n == 45);
+                    ok && tx.commit().await.is_ok()
+                }
+            })
             .await,
         );
     }
@@ -311,10 +266,7 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
                 "errors": s.errors, "per_second": s.per_second.round(), "p50_ms": s.p50_ms, "p99_ms": s.p99_ms })
         );
     }
-    println!(
-        "process resident memory (server + load generator): {:.0} MB",
-        resident_memory_mb()
-    );
+    println!("process resident memory (server + load generator): {:.0} MB", resident_memory_mb());
     let _ = stop_tx.send(());
     let _ = server.await;
     Ok(())

@@ -2,9 +2,11 @@
 //! `SecretString`s so they cannot end up in logs through `Debug`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use base64::Engine;
+use secrecy::{SecretBox, SecretString};
 
 /// Everything `venueql serve` needs to run; built once at start.
 #[derive(Clone, Debug)]
@@ -29,6 +31,15 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Contact line of `/.well-known/security.txt` (`SECURITY_CONTACT`).
     pub security_contact: String,
+    /// The server's public base URL, the OAuth issuer (`PUBLIC_BASE_URL`).
+    pub public_base_url: String,
+    /// Lifetime of OAuth access tokens (`ACCESS_TOKEN_TTL_SECS`, default 900).
+    pub access_token_ttl: Duration,
+    /// Lifetime of OAuth refresh tokens (`REFRESH_TOKEN_TTL_SECS`, default 30 days).
+    pub refresh_token_ttl: Duration,
+    /// Master key (`APP_KEY`, base64 of 32 bytes); keys login tickets. When unset, a
+    /// random per-process key is used (logins then do not span restarts or replicas).
+    pub app_key: Arc<SecretBox<[u8; 32]>>,
 }
 
 /// Depth, complexity, alias and batch limits for GraphQL requests.
@@ -46,12 +57,7 @@ pub struct GraphqlLimits {
 
 impl Default for GraphqlLimits {
     fn default() -> Self {
-        GraphqlLimits {
-            max_depth: 10,
-            max_complexity: 1000,
-            max_aliases: 30,
-            max_batch: 10,
-        }
+        GraphqlLimits { max_depth: 10, max_complexity: 1000, max_aliases: 30, max_batch: 10 }
     }
 }
 
@@ -68,39 +74,56 @@ impl Config {
 
     /// Reads the server settings through `lookup`, so tests need not touch the environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let database_url = lookup("DATABASE_URL").ok_or_else(|| {
-            ConfigError("DATABASE_URL is not set: it must be the app role's PostgreSQL URL".into())
-        })?;
+        let database_url = lookup("DATABASE_URL")
+            .ok_or_else(|| ConfigError("DATABASE_URL is not set: it must be the app role's PostgreSQL URL".into()))?;
         let defaults = GraphqlLimits::default();
+        let listen_addr: SocketAddr =
+            parse_or(&lookup, "LISTEN_ADDR", "127.0.0.1:8080".parse().expect("valid default"))?;
         Ok(Config {
             database_url: database_url.into(),
-            listen_addr: parse_or(
-                &lookup,
-                "LISTEN_ADDR",
-                "127.0.0.1:8080".parse().expect("valid default"),
-            )?,
-            public_host_suffix: lookup("PUBLIC_HOST_SUFFIX")
-                .filter(|s| !s.is_empty())
-                .map(|s| s.to_ascii_lowercase()),
+            listen_addr,
+            public_host_suffix: lookup("PUBLIC_HOST_SUFFIX").filter(|s| !s.is_empty()).map(|s| s.to_ascii_lowercase()),
             database_max_connections: parse_or(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
             introspection: parse_bool_or(&lookup, "GRAPHQL_INTROSPECTION", false)?,
             graphiql: parse_bool_or(&lookup, "GRAPHIQL", false)?,
             limits: GraphqlLimits {
                 max_depth: parse_or(&lookup, "GRAPHQL_MAX_DEPTH", defaults.max_depth)?,
-                max_complexity: parse_or(
-                    &lookup,
-                    "GRAPHQL_MAX_COMPLEXITY",
-                    defaults.max_complexity,
-                )?,
+                max_complexity: parse_or(&lookup, "GRAPHQL_MAX_COMPLEXITY", defaults.max_complexity)?,
                 max_aliases: parse_or(&lookup, "GRAPHQL_MAX_ALIASES", defaults.max_aliases)?,
                 max_batch: parse_or(&lookup, "GRAPHQL_MAX_BATCH", defaults.max_batch)?,
             },
             max_body_bytes: parse_or(&lookup, "MAX_BODY_BYTES", 1024 * 1024)?,
             request_timeout: Duration::from_secs(parse_or(&lookup, "REQUEST_TIMEOUT_SECS", 30)?),
-            security_contact: lookup("SECURITY_CONTACT")
-                .unwrap_or_else(|| "mailto:security@venueql.invalid".into()),
+            security_contact: lookup("SECURITY_CONTACT").unwrap_or_else(|| "mailto:security@venueql.invalid".into()),
+            public_base_url: lookup("PUBLIC_BASE_URL")
+                .map(|url| url.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| format!("http://{listen_addr}")),
+            access_token_ttl: Duration::from_secs(parse_or(&lookup, "ACCESS_TOKEN_TTL_SECS", 900)?),
+            refresh_token_ttl: Duration::from_secs(parse_or(&lookup, "REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?),
+            app_key: Arc::new(parse_app_key(lookup("APP_KEY"))?),
         })
     }
+}
+
+/// Decodes `APP_KEY` (base64 of exactly 32 bytes), or makes a random one when unset.
+fn parse_app_key(raw: Option<String>) -> Result<SecretBox<[u8; 32]>, ConfigError> {
+    let mut key = [0u8; 32];
+    match raw.filter(|k| !k.trim().is_empty()) {
+        Some(raw) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(raw.trim())
+                .map_err(|_| ConfigError("APP_KEY must be base64 (standard alphabet)".into()))?;
+            if bytes.len() != 32 {
+                return Err(ConfigError(format!("APP_KEY must decode to 32 bytes, not {}", bytes.len())));
+            }
+            key.copy_from_slice(&bytes);
+        }
+        None => {
+            tracing::warn!("APP_KEY is not set: using a random key; login pages will not survive a restart");
+            getrandom::fill(&mut key).expect("the OS random source is available");
+        }
+    }
+    Ok(SecretBox::new(Box::new(key)))
 }
 
 fn parse_or<T: std::str::FromStr>(
@@ -110,24 +133,15 @@ fn parse_or<T: std::str::FromStr>(
 ) -> Result<T, ConfigError> {
     match lookup(name) {
         None => Ok(default),
-        Some(raw) => raw
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError(format!("{name} has an invalid value {raw:?}"))),
+        Some(raw) => raw.trim().parse().map_err(|_| ConfigError(format!("{name} has an invalid value {raw:?}"))),
     }
 }
 
-fn parse_bool_or(
-    lookup: &impl Fn(&str) -> Option<String>,
-    name: &str,
-    default: bool,
-) -> Result<bool, ConfigError> {
+fn parse_bool_or(lookup: &impl Fn(&str) -> Option<String>, name: &str, default: bool) -> Result<bool, ConfigError> {
     match lookup(name).as_deref().map(str::trim) {
         None => Ok(default),
         Some("1" | "true" | "on" | "yes") => Ok(true),
         Some("0" | "false" | "off" | "no") => Ok(false),
-        Some(other) => Err(ConfigError(format!(
-            "{name} must be true or false, not {other:?}"
-        ))),
+        Some(other) => Err(ConfigError(format!("{name} must be true or false, not {other:?}"))),
     }
 }

@@ -49,8 +49,7 @@ impl RoleUrls {
     /// Reads the three URLs from the environment, naming any that is missing.
     pub fn from_env() -> Result<RoleUrls, DbError> {
         let get = |name: &str| {
-            std::env::var(name)
-                .map_err(|_| DbError::Url(format!("{name} is not set (see README: configuration)")))
+            std::env::var(name).map_err(|_| DbError::Url(format!("{name} is not set (see README: configuration)")))
         };
         Ok(RoleUrls {
             app: get("DATABASE_URL")?,
@@ -68,8 +67,7 @@ struct UrlParts {
 }
 
 fn url_parts(name: &str, raw: &str) -> Result<UrlParts, DbError> {
-    let url = url::Url::parse(raw)
-        .map_err(|e| DbError::Url(format!("{name} is not a valid URL: {e}")))?;
+    let url = url::Url::parse(raw).map_err(|e| DbError::Url(format!("{name} is not a valid URL: {e}")))?;
     let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
     let user = decode(url.username());
     if user.is_empty() {
@@ -79,11 +77,7 @@ fn url_parts(name: &str, raw: &str) -> Result<UrlParts, DbError> {
     if database.is_empty() {
         return Err(DbError::Url(format!("{name} names no database")));
     }
-    Ok(UrlParts {
-        user,
-        password: url.password().map(decode),
-        database,
-    })
+    Ok(UrlParts { user, password: url.password().map(decode), database })
 }
 
 async fn connect(url: &str) -> Result<PgConnection, DbError> {
@@ -102,11 +96,7 @@ pub async fn pool(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
 
 /// Runs a DDL statement built by PostgreSQL's own `format()`, so names and passwords are
 /// quoted by the server rather than by string pasting.
-async fn execute_formatted(
-    conn: &mut PgConnection,
-    template: &str,
-    args: &[&str],
-) -> Result<(), DbError> {
+async fn execute_formatted(conn: &mut PgConnection, template: &str, args: &[&str]) -> Result<(), DbError> {
     let placeholders: Vec<String> = (1..=args.len()).map(|i| format!("${i}")).collect();
     let sql = format!("SELECT format('{template}', {})", placeholders.join(", "));
     let mut query = sqlx::query_scalar::<_, String>(&sql);
@@ -119,53 +109,27 @@ async fn execute_formatted(
 }
 
 async fn role_exists(conn: &mut PgConnection, role: &str) -> Result<bool, DbError> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-            .bind(role)
-            .fetch_one(&mut *conn)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(role)
+        .fetch_one(&mut *conn)
+        .await?)
 }
 
 /// Creates `login` (with its password) and, when it differs from `group`, the NOLOGIN
 /// group role it joins. Existing roles get their password and attributes reset.
-async fn ensure_login_role(
-    conn: &mut PgConnection,
-    login: &UrlParts,
-    group: Option<&str>,
-) -> Result<(), DbError> {
+async fn ensure_login_role(conn: &mut PgConnection, login: &UrlParts, group: Option<&str>) -> Result<(), DbError> {
     let attributes = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOREPLICATION INHERIT LOGIN";
-    let verb = if role_exists(conn, &login.user).await? {
-        "ALTER"
-    } else {
-        "CREATE"
-    };
+    let verb = if role_exists(conn, &login.user).await? { "ALTER" } else { "CREATE" };
     match &login.password {
         Some(password) => {
-            execute_formatted(
-                conn,
-                &format!("{verb} ROLE %I {attributes} PASSWORD %L"),
-                &[&login.user, password],
-            )
-            .await?
+            execute_formatted(conn, &format!("{verb} ROLE %I {attributes} PASSWORD %L"), &[&login.user, password])
+                .await?
         }
-        None => {
-            execute_formatted(
-                conn,
-                &format!("{verb} ROLE %I {attributes}"),
-                &[&login.user],
-            )
-            .await?
-        }
+        None => execute_formatted(conn, &format!("{verb} ROLE %I {attributes}"), &[&login.user]).await?,
     }
     if let Some(group) = group.filter(|g| *g != login.user) {
         if !role_exists(conn, group).await? {
-            execute_formatted(
-                conn,
-                "CREATE ROLE %I NOLOGIN NOSUPERUSER NOBYPASSRLS",
-                &[group],
-            )
-            .await?;
+            execute_formatted(conn, "CREATE ROLE %I NOLOGIN NOSUPERUSER NOBYPASSRLS", &[group]).await?;
         }
         execute_formatted(conn, "GRANT %I TO %I", &[group, &login.user]).await?;
     }
@@ -174,30 +138,20 @@ async fn ensure_login_role(
 
 /// `venueql db init`: creates the owner, app and platform roles and the database (owned by
 /// the owner role), idempotently. With `template`, a new database is cloned from it.
-pub async fn init(
-    superuser_url: &str,
-    urls: &RoleUrls,
-    template: Option<&str>,
-) -> Result<(), DbError> {
+pub async fn init(superuser_url: &str, urls: &RoleUrls, template: Option<&str>) -> Result<(), DbError> {
     let owner = url_parts("DATABASE_OWNER_URL", &urls.owner)?;
     let app = url_parts("DATABASE_URL", &urls.app)?;
     let platform = url_parts("DATABASE_PLATFORM_URL", &urls.platform)?;
     for (name, other) in [("DATABASE_URL", &app), ("DATABASE_PLATFORM_URL", &platform)] {
         if other.database != owner.database {
-            return Err(DbError::Url(format!(
-                "{name} and DATABASE_OWNER_URL must name the same database"
-            )));
+            return Err(DbError::Url(format!("{name} and DATABASE_OWNER_URL must name the same database")));
         }
         if other.user == owner.user {
-            return Err(DbError::Url(format!(
-                "{name} must use a different user than DATABASE_OWNER_URL"
-            )));
+            return Err(DbError::Url(format!("{name} must use a different user than DATABASE_OWNER_URL")));
         }
     }
     if app.user == platform.user {
-        return Err(DbError::Url(
-            "DATABASE_URL and DATABASE_PLATFORM_URL must use different users".into(),
-        ));
+        return Err(DbError::Url("DATABASE_URL and DATABASE_PLATFORM_URL must use different users".into()));
     }
 
     let mut conn = connect(superuser_url).await?;
@@ -211,11 +165,7 @@ pub async fn init(
 
 /// Creates the database of `urls` (when missing) for roles that already exist, e.g. one
 /// database per test cloned from a migrated template.
-pub async fn create_database(
-    superuser_url: &str,
-    urls: &RoleUrls,
-    template: Option<&str>,
-) -> Result<(), DbError> {
+pub async fn create_database(superuser_url: &str, urls: &RoleUrls, template: Option<&str>) -> Result<(), DbError> {
     let owner = url_parts("DATABASE_OWNER_URL", &urls.owner)?;
     let mut conn = connect(superuser_url).await?;
     ensure_database(&mut conn, &owner, template).await?;
@@ -223,48 +173,23 @@ pub async fn create_database(
     Ok(())
 }
 
-async fn ensure_database(
-    conn: &mut PgConnection,
-    owner: &UrlParts,
-    template: Option<&str>,
-) -> Result<(), DbError> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&owner.database)
-            .fetch_one(&mut *conn)
-            .await?;
+async fn ensure_database(conn: &mut PgConnection, owner: &UrlParts, template: Option<&str>) -> Result<(), DbError> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&owner.database)
+        .fetch_one(&mut *conn)
+        .await?;
     if !exists {
         match template {
             Some(t) => {
-                execute_formatted(
-                    conn,
-                    "CREATE DATABASE %I OWNER %I TEMPLATE %I",
-                    &[&owner.database, &owner.user, t],
-                )
-                .await?
+                execute_formatted(conn, "CREATE DATABASE %I OWNER %I TEMPLATE %I", &[&owner.database, &owner.user, t])
+                    .await?
             }
-            None => {
-                execute_formatted(
-                    conn,
-                    "CREATE DATABASE %I OWNER %I",
-                    &[&owner.database, &owner.user],
-                )
-                .await?
-            }
+            None => execute_formatted(conn, "CREATE DATABASE %I OWNER %I", &[&owner.database, &owner.user]).await?,
         }
     }
-    execute_formatted(
-        conn,
-        "REVOKE ALL ON DATABASE %I FROM PUBLIC",
-        &[&owner.database],
-    )
-    .await?;
-    execute_formatted(
-        conn,
-        "GRANT CONNECT ON DATABASE %I TO %I, %I",
-        &[&owner.database, APP_GROUP, PLATFORM_GROUP],
-    )
-    .await?;
+    execute_formatted(conn, "REVOKE ALL ON DATABASE %I FROM PUBLIC", &[&owner.database]).await?;
+    execute_formatted(conn, "GRANT CONNECT ON DATABASE %I TO %I, %I", &[&owner.database, APP_GROUP, PLATFORM_GROUP])
+        .await?;
     Ok(())
 }
 
@@ -278,14 +203,10 @@ pub async fn migrate(owner_url: &str) -> Result<(), DbError> {
 
 /// Whether every embedded migration has been applied (for `/readyz`).
 pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(pool)
-            .await?;
-    Ok(MIGRATOR
-        .iter()
-        .filter(|m| m.migration_type.is_up_migration())
-        .all(|m| applied.contains(&m.version)))
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(pool)
+        .await?;
+    Ok(MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).all(|m| applied.contains(&m.version)))
 }
 
 /// Refuses a server role that would not be subject to row-level security: a superuser,

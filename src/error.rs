@@ -67,41 +67,22 @@ impl fmt::Debug for AppError {
 /// Database constraint names that mean "bad input" or "not found", with the message to
 /// show. A violated constraint that is not listed is an internal error.
 const CONSTRAINT_ERRORS: &[(&str, Option<&str>, &str)] = &[
-    (
-        "venues_slug_key",
-        None,
-        "a venue with this slug already exists",
-    ),
+    ("venues_slug_key", None, "a venue with this slug already exists"),
     (
         "venues_slug_format",
         None,
         "slug must be 1-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen",
     ),
-    (
-        "venues_currency_format",
-        None,
-        "currency must be a three-letter ISO 4217 code such as EUR",
-    ),
-    (
-        "staff_email_key",
-        None,
-        "a staff member with this email already exists",
-    ),
-    (
-        "menu_categories_name_key",
-        None,
-        "a menu category with this name already exists",
-    ),
+    ("venues_currency_format", None, "currency must be a three-letter ISO 4217 code such as EUR"),
+    ("staff_email_key", None, "a staff member with this email already exists"),
+    ("menu_categories_name_key", None, "a menu category with this name already exists"),
     ("menu_items_category_fkey", Some("menu category"), ""),
 ];
 
 impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> AppError {
         let constraint = error.as_database_error().and_then(|e| e.constraint());
-        if let Some((_, not_found, message)) = CONSTRAINT_ERRORS
-            .iter()
-            .find(|(name, ..)| Some(*name) == constraint)
-        {
+        if let Some((_, not_found, message)) = CONSTRAINT_ERRORS.iter().find(|(name, ..)| Some(*name) == constraint) {
             return match not_found {
                 Some(what) => AppError::NotFound(what),
                 None => AppError::BadUserInput((*message).to_string()),

@@ -14,11 +14,7 @@ use venueql::tenancy::CrossTenantDoor;
 use venueql::{admin, app, audit, bench, dev, graphql, observability};
 
 #[derive(Parser)]
-#[command(
-    name = "venueql",
-    version,
-    about = "Multi-tenant GraphQL ordering and payments API for venues"
-)]
+#[command(name = "venueql", version, about = "Multi-tenant GraphQL ordering and payments API for venues")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -112,6 +108,23 @@ enum AdminCommand {
         #[arg(long)]
         permissions: String,
     },
+    /// Register an OAuth client; prints client_id (and client_secret, shown once).
+    CreateClient {
+        /// spa (public, hosted login), integration (client credentials) or pos (PIN).
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        name: String,
+        /// The venue of an integration or POS client.
+        #[arg(long)]
+        venue: Option<String>,
+        /// Exact redirect URI (repeatable; SPA clients).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Permissions of an integration's client-credentials tokens.
+        #[arg(long, default_value = "")]
+        permissions: String,
+    },
     /// Revoke a venue API token.
     RevokeToken {
         #[arg(long)]
@@ -134,10 +147,7 @@ fn main() -> ExitCode {
     app::install_tls_provider();
     observability::init_logging();
     let _sentry = observability::init_sentry();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(error) => {
@@ -148,10 +158,7 @@ fn main() -> ExitCode {
 }
 
 fn print_json(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("serialisable output")
-    );
+    println!("{}", serde_json::to_string_pretty(value).expect("serialisable output"));
 }
 
 fn app_error(error: venueql::error::AppError) -> DynError {
@@ -164,8 +171,7 @@ fn permissions(list: &str) -> Result<Permissions, DynError> {
 
 async fn door() -> Result<CrossTenantDoor, DynError> {
     app::install_tls_provider();
-    let url =
-        std::env::var("DATABASE_PLATFORM_URL").map_err(|_| "DATABASE_PLATFORM_URL is not set")?;
+    let url = std::env::var("DATABASE_PLATFORM_URL").map_err(|_| "DATABASE_PLATFORM_URL is not set")?;
     Ok(CrossTenantDoor::new(db::pool(&url, 2).await?))
 }
 
@@ -173,40 +179,24 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
     match command {
         Command::Serve => {
             let application = app::Application::build(Config::from_env()?).await?;
-            application
-                .run_until_stopped(app::shutdown_signal())
-                .await?;
+            application.run_until_stopped(app::shutdown_signal()).await?;
         }
         Command::Migrate => {
             app::install_tls_provider();
-            let url =
-                std::env::var("DATABASE_OWNER_URL").map_err(|_| "DATABASE_OWNER_URL is not set")?;
+            let url = std::env::var("DATABASE_OWNER_URL").map_err(|_| "DATABASE_OWNER_URL is not set")?;
             db::migrate(&url).await?;
             print_json(&serde_json::json!({ "migrated": true }));
         }
-        Command::Db {
-            command: DbCommand::Init { superuser_url },
-        } => {
+        Command::Db { command: DbCommand::Init { superuser_url } } => {
             app::install_tls_provider();
             db::init(&superuser_url, &RoleUrls::from_env()?, None).await?;
             print_json(&serde_json::json!({ "initialised": true }));
         }
         Command::Dev { data_dir, listen } => dev::run(dev::DevOptions { data_dir, listen }).await?,
-        Command::Schema { public } => print!(
-            "{}",
-            if public {
-                graphql::public_sdl()
-            } else {
-                graphql::staff_sdl()
-            }
-        ),
+        Command::Schema { public } => print!("{}", if public { graphql::public_sdl() } else { graphql::staff_sdl() }),
         Command::Admin { command } => run_admin(command).await?,
-        Command::Audit {
-            command: AuditCommand::Verify,
-        } => {
-            let reports = audit::verify_all(&door().await?, &admin::operator_actor())
-                .await
-                .map_err(app_error)?;
+        Command::Audit { command: AuditCommand::Verify } => {
+            let reports = audit::verify_all(&door().await?, &admin::operator_actor()).await.map_err(app_error)?;
             let intact = reports.iter().all(|r| r.problems.is_empty());
             print_json(&serde_json::json!({ "intact": intact, "venues": reports }));
             if !intact {
@@ -222,46 +212,36 @@ async fn run_admin(command: AdminCommand) -> Result<(), DynError> {
     let door = door().await?;
     let actor = admin::operator_actor();
     match command {
-        AdminCommand::CreateVenue {
-            slug,
-            name,
-            currency,
-        } => print_json(
-            &admin::create_venue(&door, &actor, &slug, &name, &currency)
-                .await
-                .map_err(app_error)?,
-        ),
-        AdminCommand::CreateStaff { email, password } => print_json(
-            &admin::create_staff(&door, &actor, &email, &password)
-                .await
-                .map_err(app_error)?,
-        ),
-        AdminCommand::Grant {
-            venue,
-            email,
-            permissions: list,
-        } => {
-            let granted = permissions(&list)?;
-            admin::grant(&door, &actor, &venue, &email, granted)
-                .await
-                .map_err(app_error)?;
-            print_json(
-                &serde_json::json!({ "venue": venue, "email": email, "permissions": granted.names() }),
-            );
+        AdminCommand::CreateVenue { slug, name, currency } => {
+            print_json(&admin::create_venue(&door, &actor, &slug, &name, &currency).await.map_err(app_error)?)
         }
-        AdminCommand::IssueToken {
-            venue,
-            name,
-            permissions: list,
-        } => print_json(
-            &admin::issue_token(&door, &actor, &venue, &name, permissions(&list)?)
-                .await
-                .map_err(app_error)?,
-        ),
+        AdminCommand::CreateStaff { email, password } => {
+            print_json(&admin::create_staff(&door, &actor, &email, &password).await.map_err(app_error)?)
+        }
+        AdminCommand::Grant { venue, email, permissions: list } => {
+            let granted = permissions(&list)?;
+            admin::grant(&door, &actor, &venue, &email, granted).await.map_err(app_error)?;
+            print_json(&serde_json::json!({ "venue": venue, "email": email, "permissions": granted.names() }));
+        }
+        AdminCommand::IssueToken { venue, name, permissions: list } => {
+            print_json(&admin::issue_token(&door, &actor, &venue, &name, permissions(&list)?).await.map_err(app_error)?)
+        }
+        AdminCommand::CreateClient { kind, name, venue, redirect_uris, permissions: list } => {
+            let created = admin::create_client(
+                &door,
+                &actor,
+                &kind,
+                &name,
+                venue.as_deref(),
+                &redirect_uris,
+                permissions(&list)?,
+            )
+            .await
+            .map_err(app_error)?;
+            print_json(&created)
+        }
         AdminCommand::RevokeToken { venue, token_id } => {
-            admin::revoke_token(&door, &actor, &venue, token_id)
-                .await
-                .map_err(app_error)?;
+            admin::revoke_token(&door, &actor, &venue, token_id).await.map_err(app_error)?;
             print_json(&serde_json::json!({ "revoked": true, "token_id": token_id }));
         }
     }

@@ -14,20 +14,12 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global log subscriber: JSON lines unless `LOG_FORMAT=text`; level from
 /// `RUST_LOG` (default `info`).
 pub fn init_logging() {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if std::env::var("LOG_FORMAT").as_deref() == Ok("text") {
         builder.try_init()
     } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init()
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
     };
 }
 
@@ -45,10 +37,7 @@ pub fn init_sentry() -> Option<sentry::ClientInitGuard> {
             request.data = None;
             request.cookies = None;
             request.headers.retain(|name, _| {
-                !matches!(
-                    name.to_ascii_lowercase().as_str(),
-                    "authorization" | "cookie" | "stripe-signature"
-                )
+                !matches!(name.to_ascii_lowercase().as_str(), "authorization" | "cookie" | "stripe-signature")
             });
         }
         Some(event)
@@ -146,43 +135,21 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("venueql");
         let http_requests = Family::<HttpLabels, Counter>::default();
-        let http_duration: HistogramFamily<RouteLabels> =
-            Family::new_with_constructor(latency_histogram);
+        let http_duration: HistogramFamily<RouteLabels> = Family::new_with_constructor(latency_histogram);
         let graphql_operations = Family::<OperationOutcomeLabels, Counter>::default();
-        let graphql_duration: HistogramFamily<OperationLabels> =
-            Family::new_with_constructor(latency_histogram);
+        let graphql_duration: HistogramFamily<OperationLabels> = Family::new_with_constructor(latency_histogram);
         let pool_connections = Gauge::default();
         let pool_idle = Gauge::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by route, method and status",
-            http_requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route",
-            http_duration.clone(),
-        );
-        registry.register(
-            "graphql_operations",
-            "GraphQL operations by kind and outcome",
-            graphql_operations.clone(),
-        );
+        registry.register("http_requests", "HTTP requests by route, method and status", http_requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency by route", http_duration.clone());
+        registry.register("graphql_operations", "GraphQL operations by kind and outcome", graphql_operations.clone());
         registry.register(
             "graphql_operation_duration_seconds",
             "GraphQL execution latency by operation kind",
             graphql_duration.clone(),
         );
-        registry.register(
-            "db_pool_connections",
-            "Open connections in the app pool",
-            pool_connections.clone(),
-        );
-        registry.register(
-            "db_pool_idle_connections",
-            "Idle connections in the app pool",
-            pool_idle.clone(),
-        );
+        registry.register("db_pool_connections", "Open connections in the app pool", pool_connections.clone());
+        registry.register("db_pool_idle_connections", "Idle connections in the app pool", pool_idle.clone());
         Metrics {
             registry,
             http_requests,
@@ -196,32 +163,17 @@ impl Metrics {
 
     /// Counts one HTTP request and its latency.
     pub fn observe_http(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let labels = HttpLabels {
-            route: route.to_string(),
-            method: method.to_string(),
-            status,
-        };
+        let labels = HttpLabels { route: route.to_string(), method: method.to_string(), status };
         self.http_requests.get_or_create(&labels).inc();
-        self.http_duration
-            .get_or_create(&RouteLabels {
-                route: route.to_string(),
-            })
-            .observe(elapsed.as_secs_f64());
+        self.http_duration.get_or_create(&RouteLabels { route: route.to_string() }).observe(elapsed.as_secs_f64());
     }
 
     /// Counts one GraphQL operation and its execution latency.
     pub fn observe_graphql(&self, kind: &str, ok: bool, elapsed: Duration) {
         let outcome = if ok { "ok" } else { "error" };
-        let labels = OperationOutcomeLabels {
-            kind: kind.to_string(),
-            outcome: outcome.to_string(),
-        };
+        let labels = OperationOutcomeLabels { kind: kind.to_string(), outcome: outcome.to_string() };
         self.graphql_operations.get_or_create(&labels).inc();
-        self.graphql_duration
-            .get_or_create(&OperationLabels {
-                kind: kind.to_string(),
-            })
-            .observe(elapsed.as_secs_f64());
+        self.graphql_duration.get_or_create(&OperationLabels { kind: kind.to_string() }).observe(elapsed.as_secs_f64());
     }
 
     /// Renders the text exposition format, with the pool gauges read now.
@@ -229,8 +181,7 @@ impl Metrics {
         self.pool_connections.set(i64::from(pool_connections));
         self.pool_idle.set(pool_idle as i64);
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }

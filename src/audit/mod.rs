@@ -23,11 +23,7 @@ pub struct Who {
 impl Who {
     /// An operator acting from the command line.
     pub fn operator(actor: &str) -> Who {
-        Who {
-            actor: actor.to_string(),
-            request_id: None,
-            ip: None,
-        }
+        Who { actor: actor.to_string(), request_id: None, ip: None }
     }
 }
 
@@ -80,22 +76,15 @@ pub struct ChainReport {
 /// `venueql audit verify`: recomputes every venue's hash chain through the cross-tenant
 /// door, one venue scope at a time. Detects edited rows (hash mismatch), removed or
 /// reordered rows (sequence gaps, broken links), even when made by a superuser.
-pub async fn verify_all(
-    door: &crate::tenancy::CrossTenantDoor,
-    actor: &str,
-) -> Result<Vec<ChainReport>, AppError> {
+pub async fn verify_all(door: &crate::tenancy::CrossTenantDoor, actor: &str) -> Result<Vec<ChainReport>, AppError> {
     let mut tx = door.open_cross_tenant(actor, "audit verify").await?;
     let venues: Vec<(uuid::Uuid, String)> =
-        sqlx::query_as("SELECT id, slug FROM venues ORDER BY slug")
-            .fetch_all(tx.conn())
-            .await?;
+        sqlx::query_as("SELECT id, slug FROM venues ORDER BY slug").fetch_all(tx.conn()).await?;
     tx.commit().await?;
     let mut reports = Vec::new();
     for (id, slug) in venues {
         let tx = door.open_cross_tenant(actor, "audit verify").await?;
-        let mut tx = tx
-            .into_venue(crate::tenancy::VenueId::from_uuid(id))
-            .await?;
+        let mut tx = tx.into_venue(crate::tenancy::VenueId::from_uuid(id)).await?;
         let rows: Vec<(i64, bool, bool)> = sqlx::query_as(
             "SELECT seq, \
                     prev_hash = COALESCE(lag(row_hash) OVER (ORDER BY seq), '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea), \
@@ -108,27 +97,16 @@ pub async fn verify_all(
         let mut problems = Vec::new();
         for (index, (seq, linked, intact)) in rows.iter().enumerate() {
             if *seq != index as i64 + 1 {
-                problems.push(format!(
-                    "event {seq}: expected sequence number {} (a row is missing)",
-                    index + 1
-                ));
+                problems.push(format!("event {seq}: expected sequence number {} (a row is missing)", index + 1));
             }
             if !linked {
-                problems.push(format!(
-                    "event {seq}: prev_hash does not match the previous row"
-                ));
+                problems.push(format!("event {seq}: prev_hash does not match the previous row"));
             }
             if !intact {
-                problems.push(format!(
-                    "event {seq}: content does not match its hash (edited)"
-                ));
+                problems.push(format!("event {seq}: content does not match its hash (edited)"));
             }
         }
-        reports.push(ChainReport {
-            venue: slug,
-            events: rows.len() as i64,
-            problems,
-        });
+        reports.push(ChainReport { venue: slug, events: rows.len() as i64, problems });
     }
     Ok(reports)
 }

@@ -1,20 +1,16 @@
 //! Venue API tokens: opaque bearer tokens bound to one venue, shown once, stored only as
 //! a SHA-256 hash in the private schema, revocable with effect on the next request.
 
-use base64::Engine;
-use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
+use secrecy::SecretString;
 use uuid::Uuid;
 
-use super::Permissions;
+use super::{Caller, INVALID_TOKEN, Permissions, Principal, secrets};
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId, VenueTx};
 
 /// Prefix that makes a venueql API token recognisable (secret scanners, logs review).
 pub const TOKEN_PREFIX: &str = "vqat_";
-const TOKEN_RANDOM_BYTES: usize = 32;
-const TOKEN_LEN: usize = TOKEN_PREFIX.len() + 43;
 
 /// A freshly issued token: the only time the token text exists outside the caller.
 pub struct IssuedToken {
@@ -24,55 +20,23 @@ pub struct IssuedToken {
     pub token: SecretString,
 }
 
-/// What a valid token proves.
-#[derive(Clone, Copy, Debug)]
-pub struct VerifiedToken {
-    /// The venue the token is bound to.
-    pub venue: VenueId,
-    /// The token's id.
-    pub token_id: Uuid,
-    /// The token's permissions at that venue.
-    pub permissions: Permissions,
-}
-
-fn hash_token(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
-fn new_token_text() -> String {
-    let mut bytes = [0u8; TOKEN_RANDOM_BYTES];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    format!(
-        "{TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
-}
-
 /// Issues a token at the transaction's venue, with an audit row.
-pub async fn issue(
-    tx: &mut VenueTx,
-    who: &Who,
-    name: &str,
-    permissions: Permissions,
-) -> Result<IssuedToken, AppError> {
+pub async fn issue(tx: &mut VenueTx, who: &Who, name: &str, permissions: Permissions) -> Result<IssuedToken, AppError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(AppError::bad_input(
-            "token name must be 1 to 200 characters",
-        ));
+        return Err(AppError::bad_input("token name must be 1 to 200 characters"));
     }
-    let token = new_token_text();
-    let token_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO api_tokens (venue_id, name, permissions) VALUES ($1, $2, $3) RETURNING id",
-    )
-    .bind(tx.venue().as_uuid())
-    .bind(name)
-    .bind(permissions.to_db())
-    .fetch_one(tx.conn())
-    .await?;
+    let token = secrets::new_secret(TOKEN_PREFIX);
+    let token_id: Uuid =
+        sqlx::query_scalar("INSERT INTO api_tokens (venue_id, name, permissions) VALUES ($1, $2, $3) RETURNING id")
+            .bind(tx.venue().as_uuid())
+            .bind(name)
+            .bind(permissions.to_db())
+            .fetch_one(tx.conn())
+            .await?;
     sqlx::query("SELECT private.store_api_token_hash($1, $2)")
         .bind(token_id)
-        .bind(hash_token(&token))
+        .bind(secrets::hash(&token))
         .execute(tx.conn())
         .await?;
     let after = serde_json::json!({ "name": name, "permissions": permissions.names() });
@@ -88,29 +52,22 @@ pub async fn issue(
         },
     )
     .await?;
-    Ok(IssuedToken {
-        token_id,
-        token: token.into(),
-    })
+    Ok(IssuedToken { token_id, token: token.into() })
 }
 
 /// Revokes a token of the transaction's venue, with an audit row. Revoking twice is
 /// refused; another venue's token is "not found".
 pub async fn revoke(tx: &mut VenueTx, who: &Who, token_id: Uuid) -> Result<(), AppError> {
-    let revoked: Option<bool> =
-        sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM api_tokens WHERE id = $1")
-            .bind(token_id)
-            .fetch_optional(tx.conn())
-            .await?;
+    let revoked: Option<bool> = sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM api_tokens WHERE id = $1")
+        .bind(token_id)
+        .fetch_optional(tx.conn())
+        .await?;
     match revoked {
         None => return Err(AppError::NotFound("API token")),
         Some(true) => return Err(AppError::bad_input("this token is already revoked")),
         Some(false) => {}
     }
-    sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE id = $1")
-        .bind(token_id)
-        .execute(tx.conn())
-        .await?;
+    sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE id = $1").bind(token_id).execute(tx.conn()).await?;
     audit::record(
         tx,
         who,
@@ -125,35 +82,25 @@ pub async fn revoke(tx: &mut VenueTx, who: &Who, token_id: Uuid) -> Result<(), A
     .await
 }
 
-/// Checks a bearer token: well-formed, known, not revoked. Every failure is the same
-/// "invalid or revoked token", so a caller learns nothing about other venues' tokens.
-pub async fn verify(db: &Db, token: &SecretString) -> Result<VerifiedToken, AppError> {
-    const INVALID: AppError = AppError::Unauthenticated("invalid or revoked token");
-    let token = token.expose_secret();
-    if token.len() != TOKEN_LEN || !token.starts_with(TOKEN_PREFIX) {
-        return Err(INVALID);
+/// Checks a venue API token: well-formed, known, not revoked.
+pub async fn verify(db: &Db, token: &str) -> Result<Caller, AppError> {
+    if !secrets::looks_like(token, TOKEN_PREFIX) {
+        return Err(INVALID_TOKEN);
     }
-    let found: Option<(Uuid, Uuid)> =
-        sqlx::query_as("SELECT venue_id, token_id FROM private.lookup_api_token($1)")
-            .bind(hash_token(token))
-            .fetch_optional(db.platform_level())
-            .await?;
-    let Some((venue, token_id)) = found else {
-        return Err(INVALID);
-    };
+    let mut tx = db.resolving_tx().await?;
+    let found: Option<(Uuid, Uuid)> = sqlx::query_as("SELECT venue_id, token_id FROM private.lookup_api_token($1)")
+        .bind(secrets::hash(token))
+        .fetch_optional(tx.conn())
+        .await?;
+    let Some((venue, token_id)) = found else { return Err(INVALID_TOKEN) };
     let venue = VenueId::from_uuid(venue);
-    let mut tx = db.venue_tx(venue).await?;
-    let permissions: Option<i64> = sqlx::query_scalar(
-        "SELECT permissions FROM api_tokens WHERE id = $1 AND revoked_at IS NULL",
-    )
-    .bind(token_id)
-    .fetch_optional(tx.conn())
-    .await?;
+    let mut tx = tx.into_venue(venue).await?;
+    let permissions: Option<i64> =
+        sqlx::query_scalar("SELECT permissions FROM api_tokens WHERE id = $1 AND revoked_at IS NULL")
+            .bind(token_id)
+            .fetch_optional(tx.conn())
+            .await?;
     tx.commit().await?;
-    let permissions = permissions.ok_or(INVALID)?;
-    Ok(VerifiedToken {
-        venue,
-        token_id,
-        permissions: Permissions::from_db(permissions),
-    })
+    let permissions = permissions.ok_or(INVALID_TOKEN)?;
+    Ok(Caller { venue, principal: Principal::ApiToken(token_id), permissions: Permissions::from_db(permissions) })
 }

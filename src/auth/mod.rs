@@ -1,18 +1,40 @@
 //! Who is calling and what they may do: permission flags, venue API tokens, passwords.
 
 pub mod api_tokens;
+pub mod graphql;
+pub mod login;
+pub mod oauth;
 pub mod passwords;
 pub mod permissions;
+pub mod secrets;
 
 pub use permissions::Permissions;
 
+use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
+use crate::error::AppError;
+use crate::tenancy::{Db, VenueId};
+
 /// The authenticated caller behind a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     /// A venue API token (integration bearer token).
     ApiToken(Uuid),
+    /// A person, through an OAuth grant (hosted login or PIN).
+    Staff {
+        /// The person.
+        staff_id: Uuid,
+        /// The grant (session) the token belongs to.
+        grant_id: Uuid,
+    },
+    /// An integration, through a client-credentials grant.
+    Client {
+        /// The OAuth client.
+        client_id: String,
+        /// The grant the token belongs to.
+        grant_id: Uuid,
+    },
 }
 
 impl Principal {
@@ -20,6 +42,43 @@ impl Principal {
     pub fn actor(&self) -> String {
         match self {
             Principal::ApiToken(id) => format!("api_token:{id}"),
+            Principal::Staff { staff_id, .. } => format!("staff:{staff_id}"),
+            Principal::Client { client_id, .. } => format!("oauth_client:{client_id}"),
+        }
+    }
+
+    /// The person behind the request, if it is one.
+    pub fn staff_id(&self) -> Option<Uuid> {
+        match self {
+            Principal::Staff { staff_id, .. } => Some(*staff_id),
+            _ => None,
         }
     }
 }
+
+/// What a verified bearer credential proves: who, at which venue, allowed to do what.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The one venue the credential is bound to.
+    pub venue: VenueId,
+    /// Who is calling.
+    pub principal: Principal,
+    /// What they may do there now.
+    pub permissions: Permissions,
+}
+
+/// Verifies a bearer token of any kind (venue API token or OAuth access token). Every
+/// failure is the same "invalid or revoked token".
+pub async fn authenticate_bearer(db: &Db, token: &SecretString) -> Result<Caller, AppError> {
+    let text = token.expose_secret();
+    if text.starts_with(api_tokens::TOKEN_PREFIX) {
+        api_tokens::verify(db, text).await
+    } else if text.starts_with(oauth::ACCESS_PREFIX) {
+        oauth::verify_access_token(db, text).await
+    } else {
+        Err(INVALID_TOKEN)
+    }
+}
+
+/// The one answer to a bad bearer token.
+pub const INVALID_TOKEN: AppError = AppError::Unauthenticated("invalid or revoked token");

@@ -26,35 +26,13 @@ pub fn hash_password(password: &str) -> Result<String, AppError> {
 pub fn check_policy(password: &str) -> Result<(), AppError> {
     let missing = [
         (password.chars().count() >= 12, "at least 12 characters"),
-        (
-            password.chars().any(char::is_uppercase),
-            "an upper-case letter",
-        ),
-        (
-            password.chars().any(char::is_lowercase),
-            "a lower-case letter",
-        ),
+        (password.chars().any(char::is_uppercase), "an upper-case letter"),
+        (password.chars().any(char::is_lowercase), "a lower-case letter"),
         (password.chars().any(|c| c.is_ascii_digit()), "a digit"),
-        (
-            password
-                .chars()
-                .any(|c| !c.is_alphanumeric() && !c.is_whitespace()),
-            "a symbol",
-        ),
+        (password.chars().any(|c| !c.is_alphanumeric() && !c.is_whitespace()), "a symbol"),
     ];
-    let failed: Vec<&str> = missing
-        .iter()
-        .filter(|(ok, _)| !ok)
-        .map(|(_, rule)| *rule)
-        .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::bad_input(format!(
-            "password needs {}",
-            failed.join(", ")
-        )))
-    }
+    let failed: Vec<&str> = missing.iter().filter(|(ok, _)| !ok).map(|(_, rule)| *rule).collect();
+    if failed.is_empty() { Ok(()) } else { Err(AppError::bad_input(format!("password needs {}", failed.join(", ")))) }
 }
 
 #[cfg(test)]
@@ -65,16 +43,9 @@ mod tests {
     #[test]
     fn hash_is_argon2id_and_verifies() {
         let hash = hash_password("Correct-Horse-9").unwrap();
-        assert!(
-            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-            "{hash}"
-        );
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
         let parsed = PasswordHash::new(&hash).unwrap();
-        assert!(
-            hasher()
-                .verify_password(b"Correct-Horse-9", &parsed)
-                .is_ok()
-        );
+        assert!(hasher().verify_password(b"Correct-Horse-9", &parsed).is_ok());
         assert!(hasher().verify_password(b"wrong", &parsed).is_err());
     }
 
@@ -83,9 +54,7 @@ mod tests {
         assert!(check_policy("Correct-Horse-9").is_ok());
         let message = check_policy("short").unwrap_err().client_message();
         assert!(
-            message.contains("12 characters")
-                && message.contains("digit")
-                && message.contains("symbol"),
+            message.contains("12 characters") && message.contains("digit") && message.contains("symbol"),
             "{message}"
         );
     }

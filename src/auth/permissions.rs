@@ -88,10 +88,7 @@ mod tests {
     #[test]
     fn unknown_name_is_refused_with_the_known_list() {
         let error = Permissions::parse_list("MENU_VIEW,ROOT").unwrap_err();
-        assert!(
-            error.contains("\"ROOT\"") && error.contains("ORDERS_QUEUE"),
-            "{error}"
-        );
+        assert!(error.contains("\"ROOT\"") && error.contains("ORDERS_QUEUE"), "{error}");
     }
 
     #[test]

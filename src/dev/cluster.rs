@@ -49,11 +49,7 @@ pub const SUPERUSER: &str = "venueql_super";
 /// Finds `initdb`, `postgres` and `pg_isready`: on PATH, via `pg_config --bindir`, or in
 /// the newest `/usr/lib/postgresql/*/bin`.
 pub fn find_pg_bindir() -> Result<PathBuf, ClusterError> {
-    let has_tools = |dir: &Path| {
-        ["initdb", "postgres", "pg_isready"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-    };
+    let has_tools = |dir: &Path| ["initdb", "postgres", "pg_isready"].iter().all(|b| dir.join(b).is_file());
     if let Some(path) = std::env::var_os("PATH")
         && let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d))
     {
@@ -88,8 +84,7 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>, ClusterError> {
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
     }
-    let passwd = fs::read_to_string("/etc/passwd")
-        .map_err(|e| fail(format!("cannot read /etc/passwd: {e}")))?;
+    let passwd = fs::read_to_string("/etc/passwd").map_err(|e| fail(format!("cannot read /etc/passwd: {e}")))?;
     for wanted in ["postgres", "nobody"] {
         for line in passwd.lines() {
             let fields: Vec<&str> = line.split(':').collect();
@@ -101,9 +96,7 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>, ClusterError> {
             }
         }
     }
-    Err(fail(
-        "running as root, but neither a `postgres` nor a `nobody` user exists to run PostgreSQL as",
-    ))
+    Err(fail("running as root, but neither a `postgres` nor a `nobody` user exists to run PostgreSQL as"))
 }
 
 fn command_as(bin: &Path, user: Option<(u32, u32)>) -> Command {
@@ -119,19 +112,14 @@ fn make_owned_dir(path: &Path, user: Option<(u32, u32)>, mode: u32) -> Result<()
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .map_err(|e| fail(format!("cannot set permissions on {}: {e}", path.display())))?;
     if let Some((uid, gid)) = user {
-        chown(path, Some(uid), Some(gid))
-            .map_err(|e| fail(format!("cannot chown {}: {e}", path.display())))?;
+        chown(path, Some(uid), Some(gid)).map_err(|e| fail(format!("cannot chown {}: {e}", path.display())))?;
     }
     Ok(())
 }
 
 fn free_port() -> Result<u16, ClusterError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| fail(format!("no free port: {e}")))?;
-    Ok(listener
-        .local_addr()
-        .map_err(|e| fail(e.to_string()))?
-        .port())
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| fail(format!("no free port: {e}")))?;
+    Ok(listener.local_addr().map_err(|e| fail(e.to_string()))?.port())
 }
 
 fn log_tail(log: &Path) -> String {
@@ -150,20 +138,12 @@ impl Cluster {
     pub fn start(options: &ClusterOptions) -> Result<Cluster, ClusterError> {
         let bindir = find_pg_bindir()?;
         let user = unprivileged_user()?;
-        fs::create_dir_all(&options.dir)
-            .map_err(|e| fail(format!("cannot create {}: {e}", options.dir.display())))?;
-        fs::set_permissions(&options.dir, fs::Permissions::from_mode(0o755))
-            .map_err(|e| fail(e.to_string()))?;
+        fs::create_dir_all(&options.dir).map_err(|e| fail(format!("cannot create {}: {e}", options.dir.display())))?;
+        fs::set_permissions(&options.dir, fs::Permissions::from_mode(0o755)).map_err(|e| fail(e.to_string()))?;
         let pgdata = options.dir.join("pgdata");
         let log = options.dir.join("postgres.log");
         if !pgdata.join("PG_VERSION").exists() {
-            initdb(
-                &bindir,
-                user,
-                &options.dir,
-                &pgdata,
-                &options.superuser_password,
-            )?;
+            initdb(&bindir, user, &options.dir, &pgdata, &options.superuser_password)?;
         }
         let port = free_port()?;
         let log_file = fs::OpenOptions::new()
@@ -175,28 +155,14 @@ impl Cluster {
         command
             .arg("-D")
             .arg(&pgdata)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "unix_socket_directories=",
-            ])
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
             .args(["-c", "max_connections=200"])
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().map_err(|e| fail(e.to_string()))?)
             .stderr(log_file)
             .process_group(0);
         if options.throwaway {
-            command.args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ]);
+            command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
         }
         // SAFETY: prctl is async-signal-safe; it runs in the child after the uid change,
         // so the parent-death signal survives it.
@@ -209,12 +175,8 @@ impl Cluster {
             });
         }
         let (pid, exited) = spawn_kept(command)?;
-        let cluster = Cluster {
-            port,
-            pid,
-            superuser_password: options.superuser_password.clone(),
-            exited: Mutex::new(exited),
-        };
+        let cluster =
+            Cluster { port, pid, superuser_password: options.superuser_password.clone(), exited: Mutex::new(exited) };
         cluster.wait_ready(&bindir, &log)?;
         Ok(cluster)
     }
@@ -223,21 +185,10 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(status) = self.exited.lock().expect("exit channel").try_recv() {
-                return Err(fail(format!(
-                    "PostgreSQL exited during start ({status}); log tail:\n{}",
-                    log_tail(log)
-                )));
+                return Err(fail(format!("PostgreSQL exited during start ({status}); log tail:\n{}", log_tail(log))));
             }
             let ready = Command::new(bindir.join("pg_isready"))
-                .args([
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-t",
-                    "1",
-                ])
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", "1"])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
@@ -245,10 +196,7 @@ impl Cluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(fail(format!(
-                    "PostgreSQL did not become ready in 60 s; log tail:\n{}",
-                    log_tail(log)
-                )));
+                return Err(fail(format!("PostgreSQL did not become ready in 60 s; log tail:\n{}", log_tail(log))));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -266,16 +214,8 @@ impl Cluster {
 
     /// A URL for `user` with `password` on database `database` of this cluster.
     pub fn url(&self, user: &str, password: &str, database: &str) -> String {
-        let enc = |s: &str| {
-            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-        };
-        format!(
-            "postgres://{}:{}@127.0.0.1:{}/{}",
-            enc(user),
-            enc(password),
-            self.port,
-            enc(database)
-        )
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+        format!("postgres://{}:{}@127.0.0.1:{}/{}", enc(user), enc(password), self.port, enc(database))
     }
 
     /// Fast shutdown (SIGINT): waits for PostgreSQL to exit, at most 30 s.
@@ -284,11 +224,7 @@ impl Cluster {
         unsafe {
             libc::kill(self.pid as libc::pid_t, libc::SIGINT);
         }
-        let _ = self
-            .exited
-            .lock()
-            .expect("exit channel")
-            .recv_timeout(Duration::from_secs(30));
+        let _ = self.exited.lock().expect("exit channel").recv_timeout(Duration::from_secs(30));
     }
 }
 
@@ -302,10 +238,7 @@ fn spawn_kept(mut command: Command) -> Result<(u32, mpsc::Receiver<String>), Clu
         .spawn(move || match command.spawn() {
             Ok(mut child) => {
                 let _ = started_tx.send(Ok(child.id()));
-                let status = child
-                    .wait()
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|e| e.to_string());
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                 let _ = exited_tx.send(status);
             }
             Err(e) => {
@@ -313,10 +246,8 @@ fn spawn_kept(mut command: Command) -> Result<(u32, mpsc::Receiver<String>), Clu
             }
         })
         .map_err(|e| fail(format!("cannot spawn keeper thread: {e}")))?;
-    let pid = started_rx
-        .recv()
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(|e| fail(format!("cannot start postgres: {e}")))?;
+    let pid =
+        started_rx.recv().map_err(|e| fail(e.to_string()))?.map_err(|e| fail(format!("cannot start postgres: {e}")))?;
     Ok((pid, exited_rx))
 }
 
@@ -329,24 +260,15 @@ fn initdb(
 ) -> Result<(), ClusterError> {
     make_owned_dir(pgdata, user, 0o700)?;
     let pwfile = dir.join(".initdb-pw");
-    fs::write(&pwfile, password)
-        .map_err(|e| fail(format!("cannot write {}: {e}", pwfile.display())))?;
-    fs::set_permissions(&pwfile, fs::Permissions::from_mode(0o600))
-        .map_err(|e| fail(e.to_string()))?;
+    fs::write(&pwfile, password).map_err(|e| fail(format!("cannot write {}: {e}", pwfile.display())))?;
+    fs::set_permissions(&pwfile, fs::Permissions::from_mode(0o600)).map_err(|e| fail(e.to_string()))?;
     if let Some((uid, gid)) = user {
         chown(&pwfile, Some(uid), Some(gid)).map_err(|e| fail(e.to_string()))?;
     }
     let output = command_as(&bindir.join("initdb"), user)
         .arg("-D")
         .arg(pgdata)
-        .args([
-            "-U",
-            SUPERUSER,
-            "--auth-host=scram-sha-256",
-            "--auth-local=reject",
-            "-E",
-            "UTF8",
-        ])
+        .args(["-U", SUPERUSER, "--auth-host=scram-sha-256", "--auth-local=reject", "-E", "UTF8"])
         .args(["--locale=C", "--no-instructions"])
         .arg(format!("--pwfile={}", pwfile.display()))
         .output();

@@ -89,8 +89,7 @@ type DynError = Box<dyn std::error::Error + Send + Sync>;
 
 fn load_or_create_secrets(path: &Path) -> Result<DevSecrets, DynError> {
     if let Ok(text) = fs::read_to_string(path) {
-        return Ok(serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not valid: {e}", path.display()))?);
+        return Ok(serde_json::from_str(&text).map_err(|e| format!("{} is not valid: {e}", path.display()))?);
     }
     let secrets = DevSecrets {
         superuser_password: random_secret(),
@@ -113,14 +112,8 @@ fn save_secrets(path: &Path, secrets: &DevSecrets) -> Result<(), DynError> {
 fn dev_urls(cluster: &Cluster, secrets: &DevSecrets) -> RoleUrls {
     let env_or = |name: &str, default: String| std::env::var(name).unwrap_or(default);
     RoleUrls {
-        app: env_or(
-            "DATABASE_URL",
-            cluster.url("venueql_app", &secrets.app_password, "venueql"),
-        ),
-        owner: env_or(
-            "DATABASE_OWNER_URL",
-            cluster.url("venueql_owner", &secrets.owner_password, "venueql"),
-        ),
+        app: env_or("DATABASE_URL", cluster.url("venueql_app", &secrets.app_password, "venueql")),
+        owner: env_or("DATABASE_OWNER_URL", cluster.url("venueql_owner", &secrets.owner_password, "venueql")),
         platform: env_or(
             "DATABASE_PLATFORM_URL",
             cluster.url("venueql_platform", &secrets.platform_password, "venueql"),
@@ -154,11 +147,7 @@ async fn serve_on(
     db::migrate(&urls.owner).await?;
     if secrets.seed.is_none() {
         let door = CrossTenantDoor::new(db::pool(&urls.platform, 2).await?);
-        secrets.seed = Some(
-            seed_demo(&door)
-                .await
-                .map_err(|e| format!("seeding the demo venues failed: {e:?}"))?,
-        );
+        secrets.seed = Some(seed_demo(&door).await.map_err(|e| format!("seeding the demo venues failed: {e:?}"))?);
         save_secrets(secrets_path, secrets)?;
     }
     let listen = options.listen.map(|a| a.to_string());
@@ -171,31 +160,18 @@ async fn serve_on(
     })?;
     let app = Application::build(config).await?;
     let addr = app.local_addr();
-    let dev_json = write_dev_json(
-        &options.data_dir,
-        addr,
-        &urls,
-        secrets.seed.as_ref().expect("seeded above"),
-    )?;
+    let dev_json = write_dev_json(&options.data_dir, addr, &urls, secrets.seed.as_ref().expect("seeded above"))?;
     println!(
         "venueql dev: serving http://{addr}/graphql (GraphiQL in a browser); PostgreSQL on 127.0.0.1:{}",
         cluster.port()
     );
-    println!(
-        "venueql dev: tokens, URLs and the demo login are in {}",
-        dev_json.display()
-    );
+    println!("venueql dev: tokens, URLs and the demo login are in {}", dev_json.display());
     println!("venueql dev: Ctrl-C stops the server, then the database");
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
 }
 
-fn write_dev_json(
-    dir: &Path,
-    addr: SocketAddr,
-    urls: &RoleUrls,
-    seed: &DemoSeed,
-) -> Result<PathBuf, DynError> {
+fn write_dev_json(dir: &Path, addr: SocketAddr, urls: &RoleUrls, seed: &DemoSeed) -> Result<PathBuf, DynError> {
     let venues: Vec<serde_json::Value> = seed
         .venues
         .iter()
@@ -223,30 +199,16 @@ fn write_dev_json(
 }
 
 /// (category, [(name, description, price_minor, allergens, available)]) of a demo menu.
-pub type DemoMenu = &'static [(
-    &'static str,
-    &'static [(&'static str, &'static str, i64, &'static [Allergen], bool)],
-)];
+pub type DemoMenu =
+    &'static [(&'static str, &'static [(&'static str, &'static str, i64, &'static [Allergen], bool)])];
 
 const CAFE_MENU: DemoMenu = &[
     (
         "Coffee",
         &[
             ("Espresso", "Double shot, house blend", 250, &[], true),
-            (
-                "Flat White",
-                "Double shot with steamed whole milk",
-                380,
-                &[Allergen::Milk],
-                true,
-            ),
-            (
-                "Oat Latte",
-                "Double shot with oat milk",
-                420,
-                &[Allergen::CerealsContainingGluten],
-                true,
-            ),
+            ("Flat White", "Double shot with steamed whole milk", 380, &[Allergen::Milk], true),
+            ("Oat Latte", "Double shot with oat milk", 420, &[Allergen::CerealsContainingGluten], true),
         ],
     ),
     (
@@ -256,11 +218,7 @@ const CAFE_MENU: DemoMenu = &[
                 "Butter Croissant",
                 "Baked this morning",
                 300,
-                &[
-                    Allergen::CerealsContainingGluten,
-                    Allergen::Milk,
-                    Allergen::Eggs,
-                ],
+                &[Allergen::CerealsContainingGluten, Allergen::Milk, Allergen::Eggs],
                 true,
             ),
             (
@@ -296,12 +254,7 @@ const BISTRO_MENU: DemoMenu = &[
                 "Caesar Salad",
                 "Romaine, anchovy dressing, croutons",
                 850,
-                &[
-                    Allergen::Eggs,
-                    Allergen::Fish,
-                    Allergen::Milk,
-                    Allergen::CerealsContainingGluten,
-                ],
+                &[Allergen::Eggs, Allergen::Fish, Allergen::Milk, Allergen::CerealsContainingGluten],
                 true,
             ),
         ],
@@ -338,14 +291,9 @@ pub async fn seed_menu(
     let mut tx = tx.into_venue(venue).await?;
     let who = Who::operator(actor);
     for (position, (category, items)) in menu.iter().enumerate() {
-        let fields = CategoryFields {
-            name: Some((*category).into()),
-            position: Some(position as i32),
-        };
+        let fields = CategoryFields { name: Some((*category).into()), position: Some(position as i32) };
         let category = menu::create_category(&mut tx, &who, fields).await?;
-        for (item_position, (name, description, price, allergens, available)) in
-            items.iter().enumerate()
-        {
+        for (item_position, (name, description, price, allergens, available)) in items.iter().enumerate() {
             let fields = ItemFields {
                 category_id: Some(category.id),
                 name: Some((*name).into()),
@@ -365,24 +313,18 @@ pub async fn seed_menu(
 /// every permission, one "casual" with only ORDERS_QUEUE).
 pub async fn seed_demo(door: &CrossTenantDoor) -> Result<DemoSeed, AppError> {
     let actor = "operator:venueql-dev";
-    let manager = DemoLogin {
-        email: "manager@demo.venueql.test".into(),
-        password: format!("Dev-{}-9a", random_secret()),
-    };
+    let manager =
+        DemoLogin { email: "manager@demo.venueql.test".into(), password: format!("Dev-{}-9a", random_secret()) };
     admin::create_staff(door, actor, &manager.email, &manager.password).await?;
     let mut venues = Vec::new();
-    for (slug, name, currency, menu) in [
-        ("demo-cafe", "Demo Café", "EUR", CAFE_MENU),
-        ("demo-bistro", "Demo Bistro", "GBP", BISTRO_MENU),
-    ] {
+    for (slug, name, currency, menu) in
+        [("demo-cafe", "Demo Café", "EUR", CAFE_MENU), ("demo-bistro", "Demo Bistro", "GBP", BISTRO_MENU)]
+    {
         let venue = admin::create_venue(door, actor, slug, name, currency).await?;
         seed_menu(door, actor, venue.venue_id(), menu).await?;
         admin::grant(door, actor, slug, &manager.email, Permissions::all()).await?;
         let mut tokens = Vec::new();
-        for (token_name, permissions) in [
-            ("everything", Permissions::all()),
-            ("casual", Permissions::ORDERS_QUEUE),
-        ] {
+        for (token_name, permissions) in [("everything", Permissions::all()), ("casual", Permissions::ORDERS_QUEUE)] {
             let issued = admin::issue_token(door, actor, slug, token_name, permissions).await?;
             tokens.push(DemoToken {
                 name: token_name.into(),
@@ -391,11 +333,7 @@ pub async fn seed_demo(door: &CrossTenantDoor) -> Result<DemoSeed, AppError> {
                 permissions: permissions.names().into_iter().map(String::from).collect(),
             });
         }
-        venues.push(DemoVenue {
-            slug: slug.into(),
-            id: venue.id,
-            tokens,
-        });
+        venues.push(DemoVenue { slug: slug.into(), id: venue.id, tokens });
     }
     Ok(DemoSeed { manager, venues })
 }

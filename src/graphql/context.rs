@@ -29,11 +29,7 @@ pub struct StaffCtx {
 impl StaffCtx {
     /// The audit identity of this request.
     pub fn who(&self) -> Who {
-        Who {
-            actor: self.principal.actor(),
-            request_id: Some(self.request_id.clone()),
-            ip: self.ip,
-        }
+        Who { actor: self.principal.actor(), request_id: Some(self.request_id.clone()), ip: self.ip }
     }
 }
 
@@ -47,8 +43,7 @@ pub struct PublicCtx {
 }
 
 fn data<'a, T: Send + Sync + 'static>(ctx: &Context<'a>) -> Result<&'a T, AppError> {
-    ctx.data::<T>()
-        .map_err(|_| AppError::Unauthenticated("authentication required"))
+    ctx.data::<T>().map_err(|_| AppError::Unauthenticated("authentication required"))
 }
 
 /// The staff context, or UNAUTHENTICATED.

@@ -13,10 +13,6 @@ pub struct Requires(pub Permissions);
 impl Guard for Requires {
     async fn check(&self, ctx: &Context<'_>) -> Result<()> {
         let staff = context::staff(ctx)?;
-        if staff.permissions.contains(self.0) {
-            Ok(())
-        } else {
-            Err(AppError::Forbidden.into())
-        }
+        if staff.permissions.contains(self.0) { Ok(()) } else { Err(AppError::Forbidden.into()) }
     }
 }

@@ -8,9 +8,7 @@ use std::time::Instant;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
 };
-use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet,
-};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Value, Variables};
 
 use crate::observability::Metrics;
@@ -54,10 +52,7 @@ fn with_code(mut error: ServerError, code: &str) -> ServerError {
 }
 
 fn has_code(error: &ServerError) -> bool {
-    error
-        .extensions
-        .as_ref()
-        .is_some_and(|e| e.get("code").is_some())
+    error.extensions.as_ref().is_some_and(|e| e.get("code").is_some())
 }
 
 fn kind_name(ty: OperationType) -> &'static str {
@@ -72,9 +67,7 @@ fn count_aliases(set: &SelectionSet) -> usize {
     set.items
         .iter()
         .map(|item| match &item.node {
-            Selection::Field(f) => {
-                usize::from(f.node.alias.is_some()) + count_aliases(&f.node.selection_set.node)
-            }
+            Selection::Field(f) => usize::from(f.node.alias.is_some()) + count_aliases(&f.node.selection_set.node),
             Selection::InlineFragment(f) => count_aliases(&f.node.selection_set.node),
             Selection::FragmentSpread(_) => 0,
         })
@@ -84,31 +77,18 @@ fn count_aliases(set: &SelectionSet) -> usize {
 /// Whether any operation asks for `__schema` or `__type` at its root.
 fn asks_introspection(doc: &ExecutableDocument) -> bool {
     doc.operations.iter().any(|(_, op)| {
-        op.node
-            .selection_set
-            .node
-            .items
-            .iter()
-            .any(|item| match &item.node {
-                Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type"),
-                _ => false,
-            })
+        op.node.selection_set.node.items.iter().any(|item| match &item.node {
+            Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type"),
+            _ => false,
+        })
     })
 }
 
 /// Aliases in every operation and fragment of the document (fragments counted once each,
 /// so spreading one fragment many times is bounded by the complexity limit instead).
 pub fn document_aliases(doc: &ExecutableDocument) -> usize {
-    let operations: usize = doc
-        .operations
-        .iter()
-        .map(|(_, op)| count_aliases(&op.node.selection_set.node))
-        .sum();
-    let fragments: usize = doc
-        .fragments
-        .values()
-        .map(|f| count_aliases(&f.node.selection_set.node))
-        .sum();
+    let operations: usize = doc.operations.iter().map(|(_, op)| count_aliases(&op.node.selection_set.node)).sum();
+    let fragments: usize = doc.fragments.values().map(|f| count_aliases(&f.node.selection_set.node)).sum();
     operations + fragments
 }
 
@@ -121,20 +101,11 @@ impl Extension for Guardrails {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let doc = next
-            .run(ctx, query, variables)
-            .await
-            .map_err(|e| with_code(e, "GRAPHQL_PARSE_FAILED"))?;
+        let doc = next.run(ctx, query, variables).await.map_err(|e| with_code(e, "GRAPHQL_PARSE_FAILED"))?;
         let aliases = document_aliases(&doc);
         if aliases > self.max_aliases {
-            let message = format!(
-                "query uses {aliases} aliases; the limit is {}",
-                self.max_aliases
-            );
-            return Err(with_code(
-                ServerError::new(message, None),
-                "QUERY_LIMIT_EXCEEDED",
-            ));
+            let message = format!("query uses {aliases} aliases; the limit is {}", self.max_aliases);
+            return Err(with_code(ServerError::new(message, None), "QUERY_LIMIT_EXCEEDED"));
         }
         if !self.introspection && asks_introspection(&doc) {
             let error = ServerError::new(
@@ -145,10 +116,9 @@ impl Extension for Guardrails {
         }
         let kinds = match &doc.operations {
             DocumentOperations::Single(op) => vec![(None, kind_name(op.node.ty))],
-            DocumentOperations::Multiple(ops) => ops
-                .iter()
-                .map(|(name, op)| (Some(name.to_string()), kind_name(op.node.ty)))
-                .collect(),
+            DocumentOperations::Multiple(ops) => {
+                ops.iter().map(|(name, op)| (Some(name.to_string()), kind_name(op.node.ty))).collect()
+            }
         };
         *self.kinds.lock().expect("kinds lock") = kinds;
         Ok(doc)
@@ -163,16 +133,8 @@ impl Extension for Guardrails {
             errors
                 .into_iter()
                 .map(|e| {
-                    let limit =
-                        e.message.contains("nested too deep") || e.message.contains("too complex");
-                    with_code(
-                        e,
-                        if limit {
-                            "QUERY_LIMIT_EXCEEDED"
-                        } else {
-                            "GRAPHQL_VALIDATION_FAILED"
-                        },
-                    )
+                    let limit = e.message.contains("nested too deep") || e.message.contains("too complex");
+                    with_code(e, if limit { "QUERY_LIMIT_EXCEEDED" } else { "GRAPHQL_VALIDATION_FAILED" })
                 })
                 .collect()
         })

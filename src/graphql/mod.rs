@@ -10,17 +10,17 @@ pub mod guardrails;
 use std::sync::Arc;
 
 use async_graphql::{
-    EmptyMutation, EmptySubscription, MergedObject, ObjectType, Schema, SchemaBuilder,
-    SubscriptionType,
+    EmptyMutation, EmptySubscription, MergedObject, ObjectType, Schema, SchemaBuilder, SubscriptionType,
 };
 
+use crate::auth::graphql::MeQuery;
 use crate::config::GraphqlLimits;
 use crate::menu::graphql::{MenuMutation, MenuQuery, PublicMenuQuery};
 use crate::observability::Metrics;
 
 /// Root query of the staff/integration endpoint (`/graphql`).
 #[derive(MergedObject, Default)]
-pub struct StaffQuery(MenuQuery);
+pub struct StaffQuery(MeQuery, MenuQuery);
 
 /// Root mutation of the staff/integration endpoint.
 #[derive(MergedObject, Default)]
@@ -70,22 +70,12 @@ where
 
 /// Builds the staff schema.
 pub fn staff_schema(options: &SchemaOptions) -> StaffSchema {
-    with_limits(
-        Schema::build(
-            StaffQuery::default(),
-            StaffMutation::default(),
-            EmptySubscription,
-        ),
-        options,
-    )
+    with_limits(Schema::build(StaffQuery::default(), StaffMutation::default(), EmptySubscription), options)
 }
 
 /// Builds the diner schema.
 pub fn public_schema(options: &SchemaOptions) -> PublicSchema {
-    with_limits(
-        Schema::build(PublicQuery::default(), EmptyMutation, EmptySubscription),
-        options,
-    )
+    with_limits(Schema::build(PublicQuery::default(), EmptyMutation, EmptySubscription), options)
 }
 
 /// SDL of the staff schema, as committed in `schema.graphql`.

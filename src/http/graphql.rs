@@ -15,7 +15,7 @@ use secrecy::SecretString;
 
 use super::{RequestError, RequestId};
 use crate::app::AppState;
-use crate::auth::{Principal, api_tokens};
+use crate::auth;
 use crate::error::AppError;
 use crate::graphql::context::{PublicCtx, StaffCtx};
 use crate::venues::{self, Venue};
@@ -45,13 +45,9 @@ fn parse_batch(
         )
     };
     let batch = if body.trim_ascii_start().starts_with(b"[") {
-        let requests: Vec<async_graphql::Request> =
-            serde_json::from_slice(&body).map_err(bad_json)?;
+        let requests: Vec<async_graphql::Request> = serde_json::from_slice(&body).map_err(bad_json)?;
         if requests.is_empty() || requests.len() > max_batch {
-            let message = format!(
-                "a batch must hold 1 to {max_batch} operations; this one holds {}",
-                requests.len()
-            );
+            let message = format!("a batch must hold 1 to {max_batch} operations; this one holds {}", requests.len());
             return Err(bad_request("BATCH_LIMIT_EXCEEDED", message));
         }
         BatchRequest::Batch(requests)
@@ -59,10 +55,7 @@ fn parse_batch(
         BatchRequest::Single(serde_json::from_slice(&body).map_err(bad_json)?)
     };
     if batch.iter().any(|request| request.query.trim().is_empty()) {
-        return Err(bad_request(
-            "BAD_REQUEST",
-            "the request has no query: send {\"query\": \"...\"}",
-        ));
+        return Err(bad_request("BAD_REQUEST", "the request has no query: send {\"query\": \"...\"}"));
     }
     Ok(batch)
 }
@@ -72,10 +65,7 @@ fn bearer_token(headers: &HeaderMap) -> Option<Result<SecretString, ()>> {
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(|t| SecretString::from(t.trim().to_string()));
     Some(token.ok_or(()))
 }
@@ -84,10 +74,7 @@ fn bearer_token(headers: &HeaderMap) -> Option<Result<SecretString, ()>> {
 fn host_slug(headers: &HeaderMap, suffix: Option<&str>) -> Option<String> {
     let suffix = suffix?;
     let host = headers.get(header::HOST)?.to_str().ok()?;
-    let host = host
-        .rsplit_once(':')
-        .map_or(host, |(name, _port)| name)
-        .to_ascii_lowercase();
+    let host = host.rsplit_once(':').map_or(host, |(name, _port)| name).to_ascii_lowercase();
     let slug = host.strip_suffix(suffix)?.strip_suffix('.')?;
     (!slug.is_empty() && !slug.contains('.')).then(|| slug.to_string())
 }
@@ -102,11 +89,7 @@ fn refusal(error: AppError) -> RequestError {
         AppError::Unauthenticated(message) => unauthenticated(message),
         AppError::Internal(source) => {
             crate::observability::report_internal(source.as_ref());
-            RequestError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "internal error",
-            )
+            RequestError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")
         }
         other => bad_request(other.code(), other.client_message()),
     }
@@ -114,36 +97,22 @@ fn refusal(error: AppError) -> RequestError {
 
 /// Refuses a request that names (by host name or `X-Venue`, slug or id) another venue
 /// than the token's. Says nothing about whether the named venue exists.
-async fn check_named_venue(
-    state: &AppState,
-    headers: &HeaderMap,
-    staff: &StaffCtx,
-) -> Result<(), RequestError> {
+async fn check_named_venue(state: &AppState, headers: &HeaderMap, staff: &StaffCtx) -> Result<(), RequestError> {
     let named: Vec<String> = host_slug(headers, state.config.public_host_suffix.as_deref())
         .into_iter()
-        .chain(
-            headers
-                .get("x-venue")
-                .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()),
-        )
+        .chain(headers.get("x-venue").map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()))
         .collect();
     if named.is_empty() {
         return Ok(());
     }
-    let own = venues::find_by_id(&state.db, staff.venue)
-        .await
-        .map_err(refusal)?;
+    let own = venues::find_by_id(&state.db, staff.venue).await.map_err(refusal)?;
     let own = own.ok_or_else(|| unauthenticated("invalid or revoked token"))?;
     let id = own.id.to_string();
     if named.iter().all(|n| *n == own.slug || *n == id) {
         Ok(())
     } else {
         let message = "this request names a different venue than the one its token is bound to";
-        Err(RequestError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            message,
-        ))
+        Err(RequestError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message))
     }
 }
 
@@ -152,15 +121,8 @@ async fn execute_staff(state: &AppState, batch: BatchRequest, staff: StaffCtx) -
     state.staff_schema.execute_batch(batch).await
 }
 
-async fn execute_public(
-    state: &AppState,
-    batch: BatchRequest,
-    venue: Venue,
-    request_id: String,
-) -> BatchResponse {
-    let batch = batch
-        .data(PublicCtx { venue, request_id })
-        .data(state.db.clone());
+async fn execute_public(state: &AppState, batch: BatchRequest, venue: Venue, request_id: String) -> BatchResponse {
+    let batch = batch.data(PublicCtx { venue, request_id }).data(state.db.clone());
     state.public_schema.execute_batch(batch).await
 }
 
@@ -173,9 +135,7 @@ pub async fn staff(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    staff_response(&state, request_id, peer, &headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    staff_response(&state, request_id, peer, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn staff_response(
@@ -188,36 +148,26 @@ async fn staff_response(
     let token = match bearer_token(headers) {
         Some(Ok(token)) => token,
         Some(Err(())) => {
-            return Err(unauthenticated(
-                "the Authorization header must be `Bearer <token>`",
-            ));
+            return Err(unauthenticated("the Authorization header must be `Bearer <token>`"));
         }
         None => {
             if let Some(slug) = host_slug(headers, state.config.public_host_suffix.as_deref()) {
                 return public_response(state, &slug, request_id, body).await;
             }
-            return Err(unauthenticated(
-                "authentication required: send `Authorization: Bearer <token>`",
-            ));
+            return Err(unauthenticated("authentication required: send `Authorization: Bearer <token>`"));
         }
     };
-    let verified = api_tokens::verify(&state.db, &token)
-        .await
-        .map_err(refusal)?;
-    crate::observability::set_request_venue(&verified.venue.to_string());
+    let caller = auth::authenticate_bearer(&state.db, &token).await.map_err(refusal)?;
+    crate::observability::set_request_venue(&caller.venue.to_string());
     let staff = StaffCtx {
-        venue: verified.venue,
-        principal: Principal::ApiToken(verified.token_id),
-        permissions: verified.permissions,
+        venue: caller.venue,
+        principal: caller.principal,
+        permissions: caller.permissions,
         request_id,
         ip: Some(peer.ip()),
     };
     check_named_venue(state, headers, &staff).await?;
-    let batch = parse_batch(
-        body,
-        state.config.limits.max_batch,
-        state.config.max_body_bytes,
-    )?;
+    let batch = parse_batch(body, state.config.limits.max_batch, state.config.max_body_bytes)?;
     Ok(Json(execute_staff(state, batch, staff).await).into_response())
 }
 
@@ -230,19 +180,9 @@ async fn public_response(
     let venue = venues::find_by_slug(&state.db, slug)
         .await
         .map_err(refusal)?
-        .ok_or_else(|| {
-            RequestError::new(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                "no venue with this slug",
-            )
-        })?;
+        .ok_or_else(|| RequestError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no venue with this slug"))?;
     crate::observability::set_request_venue(&venue.id.to_string());
-    let batch = parse_batch(
-        body,
-        state.config.limits.max_batch,
-        state.config.max_body_bytes,
-    )?;
+    let batch = parse_batch(body, state.config.limits.max_batch, state.config.max_body_bytes)?;
     Ok(Json(execute_public(state, batch, venue, request_id).await).into_response())
 }
 
@@ -253,19 +193,14 @@ pub async fn public(
     Path(slug): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    public_response(&state, &slug, request_id, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    public_response(&state, &slug, request_id, body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /graphql`: GraphiQL when enabled (`venueql dev`), otherwise a clear refusal.
 pub async fn graphiql(State(state): State<AppState>) -> Response {
     if !state.config.graphiql {
-        let refusal = RequestError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "BAD_REQUEST",
-            "send GraphQL requests with POST",
-        );
+        let refusal =
+            RequestError::new(StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST", "send GraphQL requests with POST");
         return refusal.into_response();
     }
     Html(GRAPHIQL_PAGE).into_response()

@@ -3,6 +3,7 @@
 //! `ops` (health, readiness, metrics, security.txt).
 
 pub mod graphql;
+pub mod oauth;
 pub mod ops;
 
 use std::time::Instant;
@@ -30,24 +31,20 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", post(graphql::staff).get(graphql::graphiql))
         .route("/v/{slug}/graphql", post(graphql::public))
+        .route("/oauth/authorize", get(oauth::authorize_page).post(oauth::authorize_submit))
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/.well-known/security.txt", get(ops::security_txt))
-        .fallback(|| async {
-            error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
-        })
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            config.request_timeout,
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout))
         .layer(CatchPanicLayer::custom(|_| {
-            error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "internal error",
-            )
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")
         }))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -55,8 +52,7 @@ pub fn router(state: AppState) -> Router {
 
 /// A JSON error body in GraphQL's shape, for failures before GraphQL execution.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    let body =
-        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     (status, axum::Json(body)).into_response()
 }
 
@@ -74,11 +70,7 @@ pub struct RequestError {
 impl RequestError {
     /// A refusal with `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> RequestError {
-        RequestError {
-            status,
-            code,
-            message: message.into(),
-        }
+        RequestError { status, code, message: message.into() }
     }
 }
 
@@ -87,9 +79,7 @@ impl IntoResponse for RequestError {
         let mut response = error_response(self.status, self.code, &self.message);
         if self.status == StatusCode::UNAUTHORIZED {
             let challenge = HeaderValue::from_static("Bearer realm=\"venueql\"");
-            response
-                .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, challenge);
+            response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, challenge);
         }
         response
     }
@@ -98,9 +88,7 @@ impl IntoResponse for RequestError {
 fn valid_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
     let ok = (1..=64).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     ok.then(|| text.to_string())
 }
 
@@ -112,6 +100,11 @@ fn route_label(path: &str) -> &'static str {
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         "/.well-known/security.txt" => "/.well-known/security.txt",
+        "/oauth/authorize" => "/oauth/authorize",
+        "/oauth/token" => "/oauth/token",
+        "/oauth/revoke" => "/oauth/revoke",
+        "/oauth/introspect" => "/oauth/introspect",
+        "/.well-known/oauth-authorization-server" => "/.well-known/oauth-authorization-server",
         p if p.starts_with("/v/") && p.ends_with("/graphql") => "/v/{slug}/graphql",
         _ => "other",
     }
@@ -125,9 +118,7 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         .get("x-request-id")
         .and_then(valid_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
+    request.extensions_mut().insert(RequestId(request_id.clone()));
     let route = route_label(request.uri().path());
     let method = request.method().to_string();
     // Error level, so the request id and venue stay on error lines whatever the log filter.
@@ -139,23 +130,12 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         venue = tracing::field::Empty
     );
     let started = Instant::now();
-    let scope = RequestScope {
-        request_id: request_id.clone(),
-        venue: Default::default(),
-    };
-    let mut response = REQUEST_SCOPE
-        .scope(scope, next.run(request).instrument(span.clone()))
-        .await;
+    let scope = RequestScope { request_id: request_id.clone(), venue: Default::default() };
+    let mut response = REQUEST_SCOPE.scope(scope, next.run(request).instrument(span.clone())).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.observe_http(route, &method, status, elapsed);
-    span.in_scope(|| {
-        tracing::info!(
-            status,
-            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-            "request finished"
-        )
-    });
+    span.in_scope(|| tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "request finished"));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }

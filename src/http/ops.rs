@@ -15,10 +15,7 @@ pub async fn healthz() -> Response {
 /// `GET /readyz`: the database answers and every migration is applied.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let not_ready = |reason: &str| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "not ready", "reason": reason })),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "not ready", "reason": reason })))
             .into_response()
     };
     match state.migrations_current().await {
@@ -35,22 +32,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let (connections, idle) = state.db.pool_stats();
     let body = state.metrics.render(connections, idle);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }
 
 /// `GET /.well-known/security.txt` (RFC 9116).
 pub async fn security_txt(State(state): State<AppState>) -> Response {
     let expires = (chrono::Utc::now() + chrono::Duration::days(180)).format("%Y-%m-%dT00:00:00Z");
-    let body = format!(
-        "Contact: {}\nExpires: {expires}\nPreferred-Languages: en\n",
-        state.config.security_contact
-    );
+    let body = format!("Contact: {}\nExpires: {expires}\nPreferred-Languages: en\n", state.config.security_contact);
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }

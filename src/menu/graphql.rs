@@ -76,10 +76,7 @@ impl From<CategoryWithItems> for MenuCategory {
 
 impl From<super::Category> for MenuCategory {
     fn from(category: super::Category) -> MenuCategory {
-        MenuCategory::from(CategoryWithItems {
-            category,
-            items: Vec::new(),
-        })
+        MenuCategory::from(CategoryWithItems { category, items: Vec::new() })
     }
 }
 
@@ -91,15 +88,12 @@ pub struct Menu {
 }
 
 fn menu_of(entries: Vec<CategoryWithItems>) -> Menu {
-    Menu {
-        categories: entries.into_iter().map(MenuCategory::from).collect(),
-    }
+    Menu { categories: entries.into_iter().map(MenuCategory::from).collect() }
 }
 
 /// Parses a GraphQL id into a UUID, naming the argument when it is malformed.
 pub fn parse_id(id: &ID, argument: &str) -> Result<Uuid, AppError> {
-    Uuid::parse_str(id.as_str())
-        .map_err(|_| AppError::bad_input(format!("{argument} is not a valid id")))
+    Uuid::parse_str(id.as_str()).map_err(|_| AppError::bad_input(format!("{argument} is not a valid id")))
 }
 
 fn items(list: Vec<Item>) -> Vec<MenuItem> {
@@ -207,16 +201,9 @@ pub struct MenuMutation;
 impl MenuMutation {
     /// Creates a menu category. Requires MENU_EDIT.
     #[graphql(guard = "Requires(Permissions::MENU_EDIT)")]
-    async fn create_menu_category(
-        &self,
-        ctx: &Context<'_>,
-        input: CreateMenuCategoryInput,
-    ) -> Result<MenuCategory> {
+    async fn create_menu_category(&self, ctx: &Context<'_>, input: CreateMenuCategoryInput) -> Result<MenuCategory> {
         let (staff, mut tx) = staff_tx(ctx).await?;
-        let fields = CategoryFields {
-            name: Some(input.name),
-            position: input.position,
-        };
+        let fields = CategoryFields { name: Some(input.name), position: input.position };
         let created = super::create_category(&mut tx, &staff.who(), fields).await?;
         commit(tx).await?;
         Ok(created.into())
@@ -232,10 +219,7 @@ impl MenuMutation {
     ) -> Result<MenuCategory> {
         let id = parse_id(&id, "id")?;
         let (staff, mut tx) = staff_tx(ctx).await?;
-        let fields = CategoryFields {
-            name: input.name,
-            position: input.position,
-        };
+        let fields = CategoryFields { name: input.name, position: input.position };
         let updated = super::update_category(&mut tx, &staff.who(), id, fields).await?;
         commit(tx).await?;
         Ok(updated.into())
@@ -253,11 +237,7 @@ impl MenuMutation {
 
     /// Creates a menu item priced in the venue's currency. Requires MENU_EDIT.
     #[graphql(guard = "Requires(Permissions::MENU_EDIT)")]
-    async fn create_menu_item(
-        &self,
-        ctx: &Context<'_>,
-        input: CreateMenuItemInput,
-    ) -> Result<MenuItem> {
+    async fn create_menu_item(&self, ctx: &Context<'_>, input: CreateMenuItemInput) -> Result<MenuItem> {
         let fields = ItemFields {
             category_id: Some(parse_id(&input.category_id, "categoryId")?),
             name: Some(input.name),
@@ -275,19 +255,10 @@ impl MenuMutation {
 
     /// Changes a menu item. Requires MENU_EDIT.
     #[graphql(guard = "Requires(Permissions::MENU_EDIT)")]
-    async fn update_menu_item(
-        &self,
-        ctx: &Context<'_>,
-        id: ID,
-        input: UpdateMenuItemInput,
-    ) -> Result<MenuItem> {
+    async fn update_menu_item(&self, ctx: &Context<'_>, id: ID, input: UpdateMenuItemInput) -> Result<MenuItem> {
         let id = parse_id(&id, "id")?;
         let fields = ItemFields {
-            category_id: input
-                .category_id
-                .as_ref()
-                .map(|c| parse_id(c, "categoryId"))
-                .transpose()?,
+            category_id: input.category_id.as_ref().map(|c| parse_id(c, "categoryId")).transpose()?,
             name: input.name,
             description: input.description,
             price_minor: input.price_minor.map(i64::from),
@@ -332,11 +303,7 @@ impl PublicMenuQuery {
     /// The venue this endpoint serves.
     async fn venue(&self, ctx: &Context<'_>) -> Result<PublicVenue> {
         let venue = &public(ctx)?.venue;
-        Ok(PublicVenue {
-            slug: venue.slug.clone(),
-            name: venue.name.clone(),
-            currency: venue.currency.clone(),
-        })
+        Ok(PublicVenue { slug: venue.slug.clone(), name: venue.name.clone(), currency: venue.currency.clone() })
     }
 
     /// The public menu: available items only, in categories that have one.

@@ -154,19 +154,14 @@ impl From<ItemRow> for Item {
             description: row.description,
             price_minor: row.price_minor,
             currency: row.currency,
-            allergens: row
-                .allergens
-                .iter()
-                .filter_map(|a| Allergen::from_stored(a))
-                .collect(),
+            allergens: row.allergens.iter().filter_map(|a| Allergen::from_stored(a)).collect(),
             available: row.available,
             position: row.position,
         }
     }
 }
 
-const ITEM_COLUMNS: &str =
-    "id, category_id, name, description, price_minor, currency, allergens, available, position";
+const ITEM_COLUMNS: &str = "id, category_id, name, description, price_minor, currency, allergens, available, position";
 
 /// A category with its items, as the `menu` query returns it.
 #[derive(Clone, Debug)]
@@ -182,10 +177,7 @@ pub const MAX_PRICE_MINOR: i64 = 100_000_000;
 
 /// The whole menu of the transaction's venue in two queries. Diners see only categories
 /// that have an available item.
-pub async fn load(
-    tx: &mut VenueTx,
-    visibility: Visibility,
-) -> Result<Vec<CategoryWithItems>, AppError> {
+pub async fn load(tx: &mut VenueTx, visibility: Visibility) -> Result<Vec<CategoryWithItems>, AppError> {
     let venue = tx.venue().as_uuid();
     let categories: Vec<Category> =
         sqlx::query_as("SELECT id, name, position FROM menu_categories WHERE venue_id = $1 ORDER BY position, name")
@@ -199,13 +191,8 @@ pub async fn load(
     .bind(visibility == Visibility::All)
     .fetch_all(tx.conn())
     .await?;
-    let mut menu: Vec<CategoryWithItems> = categories
-        .into_iter()
-        .map(|category| CategoryWithItems {
-            category,
-            items: Vec::new(),
-        })
-        .collect();
+    let mut menu: Vec<CategoryWithItems> =
+        categories.into_iter().map(|category| CategoryWithItems { category, items: Vec::new() }).collect();
     for item in items {
         if let Some(entry) = menu.iter_mut().find(|c| c.category.id == item.category_id) {
             entry.items.push(item.into());
@@ -221,9 +208,7 @@ pub async fn load(
 /// reach the query syntax.
 fn search_query(text: &str) -> Result<String, AppError> {
     if text.chars().count() > 200 {
-        return Err(AppError::bad_input(
-            "search text must be at most 200 characters",
-        ));
+        return Err(AppError::bad_input("search text must be at most 200 characters"));
     }
     let words: Vec<String> = text
         .split(|c: char| !c.is_alphanumeric())
@@ -232,19 +217,13 @@ fn search_query(text: &str) -> Result<String, AppError> {
         .map(|w| format!("{}:*", w.to_lowercase()))
         .collect();
     if words.is_empty() {
-        return Err(AppError::bad_input(
-            "search text must contain at least one letter or digit",
-        ));
+        return Err(AppError::bad_input("search text must contain at least one letter or digit"));
     }
     Ok(words.join(" & "))
 }
 
 /// Full-text search over item names and descriptions within the transaction's venue.
-pub async fn search(
-    tx: &mut VenueTx,
-    text: &str,
-    visibility: Visibility,
-) -> Result<Vec<Item>, AppError> {
+pub async fn search(tx: &mut VenueTx, text: &str, visibility: Visibility) -> Result<Vec<Item>, AppError> {
     let query = search_query(text)?;
     let rows: Vec<ItemRow> = sqlx::query_as(&format!(
         "SELECT {ITEM_COLUMNS} FROM menu_items \
@@ -260,11 +239,7 @@ pub async fn search(
 }
 
 /// One item of the transaction's venue (None for unknown ids and other venues' items).
-pub async fn item(
-    tx: &mut VenueTx,
-    id: Uuid,
-    visibility: Visibility,
-) -> Result<Option<Item>, AppError> {
+pub async fn item(tx: &mut VenueTx, id: Uuid, visibility: Visibility) -> Result<Option<Item>, AppError> {
     let row: Option<ItemRow> = sqlx::query_as(&format!(
         "SELECT {ITEM_COLUMNS} FROM menu_items WHERE venue_id = $1 AND id = $2 AND (available OR $3)"
     ))
@@ -286,18 +261,14 @@ fn check_name(name: &str) -> Result<String, AppError> {
 
 fn check_price(price_minor: i64) -> Result<i64, AppError> {
     if !(0..=MAX_PRICE_MINOR).contains(&price_minor) {
-        return Err(AppError::bad_input(format!(
-            "priceMinor must be between 0 and {MAX_PRICE_MINOR} (minor units)"
-        )));
+        return Err(AppError::bad_input(format!("priceMinor must be between 0 and {MAX_PRICE_MINOR} (minor units)")));
     }
     Ok(price_minor)
 }
 
 fn check_description(description: &str) -> Result<String, AppError> {
     if description.chars().count() > 2000 {
-        return Err(AppError::bad_input(
-            "description must be at most 2000 characters",
-        ));
+        return Err(AppError::bad_input("description must be at most 2000 characters"));
     }
     Ok(description.trim().to_string())
 }
@@ -317,18 +288,7 @@ async fn audit_change<T: Serialize>(
 ) -> Result<(), AppError> {
     let before = before.map(json).transpose()?;
     let after = after.map(json).transpose()?;
-    audit::record(
-        tx,
-        who,
-        Change {
-            action,
-            target_type,
-            target_id: id.to_string(),
-            before,
-            after,
-        },
-    )
-    .await
+    audit::record(tx, who, Change { action, target_type, target_id: id.to_string(), before, after }).await
 }
 
 /// Fields of a category; `None` keeps the current value on update.
@@ -341,22 +301,16 @@ pub struct CategoryFields {
 }
 
 async fn category_for_update(tx: &mut VenueTx, id: Uuid) -> Result<Category, AppError> {
-    sqlx::query_as(
-        "SELECT id, name, position FROM menu_categories WHERE venue_id = $1 AND id = $2 FOR UPDATE",
-    )
-    .bind(tx.venue().as_uuid())
-    .bind(id)
-    .fetch_optional(tx.conn())
-    .await?
-    .ok_or(AppError::NotFound("menu category"))
+    sqlx::query_as("SELECT id, name, position FROM menu_categories WHERE venue_id = $1 AND id = $2 FOR UPDATE")
+        .bind(tx.venue().as_uuid())
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(AppError::NotFound("menu category"))
 }
 
 /// Creates a category.
-pub async fn create_category(
-    tx: &mut VenueTx,
-    who: &Who,
-    fields: CategoryFields,
-) -> Result<Category, AppError> {
+pub async fn create_category(tx: &mut VenueTx, who: &Who, fields: CategoryFields) -> Result<Category, AppError> {
     let name = check_name(fields.name.as_deref().unwrap_or_default())?;
     let created: Category = sqlx::query_as(
         "INSERT INTO menu_categories (venue_id, name, position) VALUES ($1, $2, $3) RETURNING id, name, position",
@@ -366,16 +320,7 @@ pub async fn create_category(
     .bind(fields.position.unwrap_or(0))
     .fetch_one(tx.conn())
     .await?;
-    audit_change(
-        tx,
-        who,
-        "menu_category.created",
-        "menu_category",
-        created.id,
-        None,
-        Some(&created),
-    )
-    .await?;
+    audit_change(tx, who, "menu_category.created", "menu_category", created.id, None, Some(&created)).await?;
     Ok(created)
 }
 
@@ -400,49 +345,27 @@ pub async fn update_category(
     .bind(fields.position.unwrap_or(before.position))
     .fetch_one(tx.conn())
     .await?;
-    audit_change(
-        tx,
-        who,
-        "menu_category.updated",
-        "menu_category",
-        id,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    audit_change(tx, who, "menu_category.updated", "menu_category", id, Some(&before), Some(&after)).await?;
     Ok(after)
 }
 
 /// Deletes an empty category; one that still has items is refused with a clear message.
 pub async fn delete_category(tx: &mut VenueTx, who: &Who, id: Uuid) -> Result<(), AppError> {
     let before = category_for_update(tx, id).await?;
-    let items: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM menu_items WHERE venue_id = $1 AND category_id = $2",
-    )
-    .bind(tx.venue().as_uuid())
-    .bind(id)
-    .fetch_one(tx.conn())
-    .await?;
+    let items: i64 = sqlx::query_scalar("SELECT count(*) FROM menu_items WHERE venue_id = $1 AND category_id = $2")
+        .bind(tx.venue().as_uuid())
+        .bind(id)
+        .fetch_one(tx.conn())
+        .await?;
     if items > 0 {
-        return Err(AppError::bad_input(format!(
-            "menu category still has {items} item(s): move or delete them first"
-        )));
+        return Err(AppError::bad_input(format!("menu category still has {items} item(s): move or delete them first")));
     }
     sqlx::query("DELETE FROM menu_categories WHERE venue_id = $1 AND id = $2")
         .bind(tx.venue().as_uuid())
         .bind(id)
         .execute(tx.conn())
         .await?;
-    audit_change(
-        tx,
-        who,
-        "menu_category.deleted",
-        "menu_category",
-        id,
-        Some(&before),
-        None,
-    )
-    .await
+    audit_change(tx, who, "menu_category.deleted", "menu_category", id, Some(&before), None).await
 }
 
 /// Fields of an item; `None` keeps the current value on update (and takes the default on
@@ -473,13 +396,12 @@ fn allergen_names(allergens: &[Allergen]) -> Vec<&'static str> {
 }
 
 async fn item_for_update(tx: &mut VenueTx, id: Uuid) -> Result<Item, AppError> {
-    let row: Option<ItemRow> = sqlx::query_as(&format!(
-        "SELECT {ITEM_COLUMNS} FROM menu_items WHERE venue_id = $1 AND id = $2 FOR UPDATE"
-    ))
-    .bind(tx.venue().as_uuid())
-    .bind(id)
-    .fetch_optional(tx.conn())
-    .await?;
+    let row: Option<ItemRow> =
+        sqlx::query_as(&format!("SELECT {ITEM_COLUMNS} FROM menu_items WHERE venue_id = $1 AND id = $2 FOR UPDATE"))
+            .bind(tx.venue().as_uuid())
+            .bind(id)
+            .fetch_optional(tx.conn())
+            .await?;
     row.map(Item::from).ok_or(AppError::NotFound("menu item"))
 }
 
@@ -511,86 +433,44 @@ async fn write_item(tx: &mut VenueTx, id: Option<Uuid>, item: &Item) -> Result<I
 }
 
 /// Creates an item in a category of the same venue, priced in the venue's currency.
-pub async fn create_item(
-    tx: &mut VenueTx,
-    who: &Who,
-    fields: ItemFields,
-) -> Result<Item, AppError> {
+pub async fn create_item(tx: &mut VenueTx, who: &Who, fields: ItemFields) -> Result<Item, AppError> {
     let item = Item {
         id: Uuid::nil(),
-        category_id: fields
-            .category_id
-            .ok_or_else(|| AppError::bad_input("categoryId is required"))?,
+        category_id: fields.category_id.ok_or_else(|| AppError::bad_input("categoryId is required"))?,
         name: check_name(fields.name.as_deref().unwrap_or_default())?,
         description: check_description(fields.description.as_deref().unwrap_or_default())?,
-        price_minor: check_price(
-            fields
-                .price_minor
-                .ok_or_else(|| AppError::bad_input("priceMinor is required"))?,
-        )?,
+        price_minor: check_price(fields.price_minor.ok_or_else(|| AppError::bad_input("priceMinor is required"))?)?,
         currency: String::new(),
         allergens: fields.allergens.unwrap_or_default(),
         available: fields.available.unwrap_or(true),
         position: fields.position.unwrap_or(0),
     };
     let created = write_item(tx, None, &item).await?;
-    audit_change(
-        tx,
-        who,
-        "menu_item.created",
-        "menu_item",
-        created.id,
-        None,
-        Some(&created),
-    )
-    .await?;
+    audit_change(tx, who, "menu_item.created", "menu_item", created.id, None, Some(&created)).await?;
     Ok(created)
 }
 
 /// Changes an item; fields left `None` keep their value.
-pub async fn update_item(
-    tx: &mut VenueTx,
-    who: &Who,
-    id: Uuid,
-    fields: ItemFields,
-) -> Result<Item, AppError> {
+pub async fn update_item(tx: &mut VenueTx, who: &Who, id: Uuid, fields: ItemFields) -> Result<Item, AppError> {
     let before = item_for_update(tx, id).await?;
     let wanted = Item {
         id,
         category_id: fields.category_id.unwrap_or(before.category_id),
-        name: fields
-            .name
-            .as_deref()
-            .map(check_name)
-            .transpose()?
-            .unwrap_or_else(|| before.name.clone()),
+        name: fields.name.as_deref().map(check_name).transpose()?.unwrap_or_else(|| before.name.clone()),
         description: fields
             .description
             .as_deref()
             .map(check_description)
             .transpose()?
             .unwrap_or_else(|| before.description.clone()),
-        price_minor: fields
-            .price_minor
-            .map(check_price)
-            .transpose()?
-            .unwrap_or(before.price_minor),
+        price_minor: fields.price_minor.map(check_price).transpose()?.unwrap_or(before.price_minor),
         currency: before.currency.clone(),
         allergens: fields.allergens.unwrap_or_else(|| before.allergens.clone()),
         available: fields.available.unwrap_or(before.available),
         position: fields.position.unwrap_or(before.position),
     };
     let after = write_item(tx, Some(id), &wanted).await?;
-    audit_change(
-        tx,
-        who,
-        "menu_item.updated",
-        "menu_item",
-        id,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    audit_change(tx, who, "menu_item.updated", "menu_item", id, Some(&before), Some(&after)).await?;
     Ok(after)
 }
 
@@ -602,16 +482,7 @@ pub async fn delete_item(tx: &mut VenueTx, who: &Who, id: Uuid) -> Result<(), Ap
         .bind(id)
         .execute(tx.conn())
         .await?;
-    audit_change(
-        tx,
-        who,
-        "menu_item.deleted",
-        "menu_item",
-        id,
-        Some(&before),
-        None,
-    )
-    .await
+    audit_change(tx, who, "menu_item.deleted", "menu_item", id, Some(&before), None).await
 }
 
 #[cfg(test)]

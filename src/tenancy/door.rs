@@ -28,21 +28,14 @@ impl CrossTenantDoor {
     }
 
     /// Opens a cross-tenant transaction and records who opened it and why.
-    pub async fn open_cross_tenant(
-        &self,
-        actor: &str,
-        reason: &str,
-    ) -> Result<PlatformTx, sqlx::Error> {
+    pub async fn open_cross_tenant(&self, actor: &str, reason: &str) -> Result<PlatformTx, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO platform_audit_events (actor, reason) VALUES ($1, $2)")
             .bind(actor)
             .bind(reason)
             .execute(&mut *tx)
             .await?;
-        Ok(PlatformTx {
-            tx,
-            actor: actor.to_string(),
-        })
+        Ok(PlatformTx { tx, actor: actor.to_string() })
     }
 }
 
@@ -60,13 +53,11 @@ impl PlatformTx {
     /// Narrows this transaction to one venue, so feature code that takes a `VenueTx` can
     /// run; the door's audit row is updated to name the venue.
     pub async fn into_venue(mut self, venue: VenueId) -> Result<VenueTx, sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO platform_audit_events (actor, reason, venue_id) VALUES ($1, 'enter venue scope', $2)",
-        )
-        .bind(&self.actor)
-        .bind(venue.as_uuid())
-        .execute(&mut *self.tx)
-        .await?;
+        sqlx::query("INSERT INTO platform_audit_events (actor, reason, venue_id) VALUES ($1, 'enter venue scope', $2)")
+            .bind(&self.actor)
+            .bind(venue.as_uuid())
+            .execute(&mut *self.tx)
+            .await?;
         VenueTx::scope(self.tx, venue).await
     }
 

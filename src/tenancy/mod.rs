@@ -59,6 +59,13 @@ impl Db {
         VenueTx::scope(self.pool.begin().await?, venue).await
     }
 
+    /// Begins a transaction that has not chosen its venue yet: it may use the narrow
+    /// private functions to find the venue a credential is bound to, then becomes a
+    /// [`VenueTx`] for exactly that venue ([`ResolvingTx::into_venue`]).
+    pub async fn resolving_tx(&self) -> Result<ResolvingTx, sqlx::Error> {
+        Ok(ResolvingTx { tx: self.pool.begin().await? })
+    }
+
     /// The pool for platform-level tables (venues) and the narrow private functions. No
     /// venue is set on it, so every tenant table reads as empty here.
     pub(crate) fn platform_level(&self) -> &PgPool {
@@ -76,6 +83,29 @@ impl Db {
     }
 }
 
+/// A transaction before its venue is known (credential resolution). Tenant tables read as
+/// empty through it; it only becomes useful by turning into a [`VenueTx`].
+pub struct ResolvingTx {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl ResolvingTx {
+    /// The connection, for platform-level reads and the private lookup functions.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Scopes the transaction to the venue the credential is bound to.
+    pub async fn into_venue(self, venue: VenueId) -> Result<VenueTx, sqlx::Error> {
+        VenueTx::scope(self.tx, venue).await
+    }
+
+    /// Commits what was done before a venue was chosen (e.g. marking a code used).
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
 /// A database transaction scoped to one venue: the only handle that reaches tenant tables.
 pub struct VenueTx {
     venue: VenueId,
@@ -84,10 +114,7 @@ pub struct VenueTx {
 
 impl VenueTx {
     /// Sets the transaction-local venue setting on a fresh transaction.
-    async fn scope(
-        mut tx: Transaction<'static, Postgres>,
-        venue: VenueId,
-    ) -> Result<VenueTx, sqlx::Error> {
+    async fn scope(mut tx: Transaction<'static, Postgres>, venue: VenueId) -> Result<VenueTx, sqlx::Error> {
         sqlx::query("SELECT set_config($1, $2, true)")
             .bind(VENUE_SETTING)
             .bind(venue.to_string())

@@ -4,7 +4,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::AppError;
-use crate::tenancy::{Db, PlatformTx, VenueId};
+use crate::tenancy::{Db, PlatformTx, VenueId, VenueTx};
 
 /// A venue as the rest of the code sees it.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
@@ -30,9 +30,7 @@ impl Venue {
 pub fn validate_slug(slug: &str) -> Result<(), AppError> {
     let ok = !slug.is_empty()
         && slug.len() <= 63
-        && slug
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !slug.starts_with('-')
         && !slug.ends_with('-');
     if ok {
@@ -49,22 +47,18 @@ pub async fn find_by_slug(db: &Db, slug: &str) -> Result<Option<Venue>, AppError
     if validate_slug(slug).is_err() {
         return Ok(None);
     }
-    Ok(
-        sqlx::query_as("SELECT id, slug, name, currency FROM venues WHERE slug = $1")
-            .bind(slug)
-            .fetch_optional(db.platform_level())
-            .await?,
-    )
+    Ok(sqlx::query_as("SELECT id, slug, name, currency FROM venues WHERE slug = $1")
+        .bind(slug)
+        .fetch_optional(db.platform_level())
+        .await?)
 }
 
 /// Finds a venue by id (the caller's own venue, from its token).
 pub async fn find_by_id(db: &Db, venue: VenueId) -> Result<Option<Venue>, AppError> {
-    Ok(
-        sqlx::query_as("SELECT id, slug, name, currency FROM venues WHERE id = $1")
-            .bind(venue.as_uuid())
-            .fetch_optional(db.platform_level())
-            .await?,
-    )
+    Ok(sqlx::query_as("SELECT id, slug, name, currency FROM venues WHERE id = $1")
+        .bind(venue.as_uuid())
+        .fetch_optional(db.platform_level())
+        .await?)
 }
 
 /// Finds a venue by slug through the door (operator commands).
@@ -77,12 +71,7 @@ pub async fn find_by_slug_platform(tx: &mut PlatformTx, slug: &str) -> Result<Ve
 }
 
 /// Inserts a venue (platform-level; the door has recorded why).
-pub async fn insert(
-    tx: &mut PlatformTx,
-    slug: &str,
-    name: &str,
-    currency: &str,
-) -> Result<Venue, AppError> {
+pub async fn insert(tx: &mut PlatformTx, slug: &str, name: &str, currency: &str) -> Result<Venue, AppError> {
     validate_slug(slug)?;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -90,14 +79,23 @@ pub async fn insert(
     }
     let currency = currency.trim().to_ascii_uppercase();
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(AppError::bad_input(
-            "currency must be a three-letter ISO 4217 code such as EUR",
-        ));
+        return Err(AppError::bad_input("currency must be a three-letter ISO 4217 code such as EUR"));
     }
-    Ok(sqlx::query_as("INSERT INTO venues (slug, name, currency) VALUES ($1, $2, $3) RETURNING id, slug, name, currency")
-        .bind(slug)
-        .bind(name)
-        .bind(&currency)
+    Ok(sqlx::query_as(
+        "INSERT INTO venues (slug, name, currency) VALUES ($1, $2, $3) RETURNING id, slug, name, currency",
+    )
+    .bind(slug)
+    .bind(name)
+    .bind(&currency)
+    .fetch_one(tx.conn())
+    .await?)
+}
+
+/// The transaction's own venue.
+pub async fn current(tx: &mut VenueTx) -> Result<Venue, AppError> {
+    let id = tx.venue().as_uuid();
+    Ok(sqlx::query_as("SELECT id, slug, name, currency FROM venues WHERE id = $1")
+        .bind(id)
         .fetch_one(tx.conn())
         .await?)
 }

@@ -10,7 +10,11 @@ use crate::helpers::TestApp;
 /// Platform-level tables: no venue_id, reached by the app role only as listed below.
 const PLATFORM_LEVEL: &[&str] = &[
     "private.api_token_hashes",
+    "private.oauth_clients",
+    "private.oauth_codes",
+    "private.oauth_tokens",
     "private.staff_passwords",
+    "private.staff_venues",
     "public._sqlx_migrations",
     "public.platform_audit_events",
     "public.staff",
@@ -19,6 +23,24 @@ const PLATFORM_LEVEL: &[&str] = &[
 
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
+    "function private.attach_code_grant(p_hash bytea, p_grant uuid) EXECUTE",
+    "function private.authenticate_oauth_client(p_id text, p_secret_hash bytea) EXECUTE",
+    "function private.lookup_oauth_token(p_hash bytea) EXECUTE",
+    "function private.oauth_client(p_id text) EXECUTE",
+    "function private.peek_oauth_code(p_hash bytea) EXECUTE",
+    "function private.redeem_oauth_code(p_hash bytea) EXECUTE",
+    "function private.revoke_oauth_token(p_hash bytea) EXECUTE",
+    "function private.staff_login(p_email text) EXECUTE",
+    "function private.store_oauth_code(p_hash bytea, p_client text, p_staff uuid, p_redirect text, p_challenge text, p_ttl_secs integer) EXECUTE",
+    "function private.store_oauth_token(p_hash bytea, p_grant uuid, p_kind text, p_ttl_secs integer) EXECUTE",
+    "function private.use_refresh_token(p_hash bytea) EXECUTE",
+    "function private.venues_of_staff(p_staff uuid) EXECUTE",
+    "function public.staff_of_current_venue() EXECUTE",
+    "table public.oauth_grants INSERT",
+    "table public.oauth_grants SELECT",
+    "table public.oauth_grants(last_used_at) UPDATE",
+    "table public.oauth_grants(revoked_at) UPDATE",
+    "table public.oauth_grants(revoked_reason) UPDATE",
     "database CONNECT",
     "function private.lookup_api_token(p_token_hash bytea) EXECUTE",
     "function public.audit_canonical(e audit_events) EXECUTE",
@@ -87,22 +109,9 @@ async fn every_relation_is_tenant_scoped_or_listed_as_platform_level() {
     .unwrap();
     assert!(rows.len() >= 11, "catalogue looks empty: {rows:?}");
     let mut problems = Vec::new();
-    for Relation {
-        name,
-        kind,
-        rls,
-        forced,
-        policies,
-        pk_first,
-        expressions,
-        options,
-    } in rows
-    {
+    for Relation { name, kind, rls, forced, policies, pk_first, expressions, options } in rows {
         if kind == "v" || kind == "m" {
-            let invoker = options
-                .unwrap_or_default()
-                .iter()
-                .any(|o| o == "security_invoker=true");
+            let invoker = options.unwrap_or_default().iter().any(|o| o == "security_invoker=true");
             if !invoker {
                 problems.push(format!("{name}: view is not security_invoker"));
             }
@@ -114,17 +123,13 @@ async fn every_relation_is_tenant_scoped_or_listed_as_platform_level() {
         if !(rls && forced) {
             problems.push(format!("{name}: row-level security not enabled and forced"));
         }
-        if policies == 0
-            || !expressions
-                .iter()
-                .all(|e| e.matches("current_venue_id()").count() == 2)
-        {
-            problems.push(format!("{name}: no venue policy on current_venue_id() for USING and WITH CHECK: {expressions:?}"));
+        if policies == 0 || !expressions.iter().all(|e| e.matches("current_venue_id()").count() == 2) {
+            problems.push(format!(
+                "{name}: no venue policy on current_venue_id() for USING and WITH CHECK: {expressions:?}"
+            ));
         }
         if pk_first.as_deref() != Some("venue_id") {
-            problems.push(format!(
-                "{name}: primary key does not start with venue_id ({pk_first:?})"
-            ));
+            problems.push(format!("{name}: primary key does not start with venue_id ({pk_first:?})"));
         }
     }
     assert!(
@@ -146,10 +151,7 @@ async fn security_definer_functions_pin_their_search_path() {
     .fetch_all(&mut conn)
     .await
     .unwrap();
-    assert!(
-        unpinned.is_empty(),
-        "SECURITY DEFINER functions without a pinned search_path: {unpinned:?}"
-    );
+    assert!(unpinned.is_empty(), "SECURITY DEFINER functions without a pinned search_path: {unpinned:?}");
 }
 
 #[tokio::test]
@@ -185,14 +187,8 @@ async fn the_app_role_holds_exactly_the_privileges_deliberately_granted() {
     .fetch_all(&mut conn)
     .await
     .unwrap();
-    let unexpected: Vec<&String> = actual
-        .iter()
-        .filter(|p| !APP_PRIVILEGES.contains(&p.as_str()))
-        .collect();
-    let missing: Vec<&&str> = APP_PRIVILEGES
-        .iter()
-        .filter(|p| !actual.contains(&p.to_string()))
-        .collect();
+    let unexpected: Vec<&String> = actual.iter().filter(|p| !APP_PRIVILEGES.contains(&p.as_str())).collect();
+    let missing: Vec<&&str> = APP_PRIVILEGES.iter().filter(|p| !actual.contains(&p.to_string())).collect();
     assert!(
         unexpected.is_empty() && missing.is_empty(),
         "app role privileges differ from APP_PRIVILEGES.\nnot deliberately granted: {unexpected:#?}\nexpected but missing: {missing:#?}"
@@ -203,7 +199,5 @@ async fn the_app_role_holds_exactly_the_privileges_deliberately_granted() {
 async fn the_app_role_is_no_superuser_has_no_bypassrls_and_owns_nothing() {
     let app = TestApp::spawn().await;
     let pool = venueql::db::pool(&app.urls.app, 1).await.unwrap();
-    venueql::db::check_app_role(&pool)
-        .await
-        .expect("the app role passes the start-up check");
+    venueql::db::check_app_role(&pool).await.expect("the app role passes the start-up check");
 }

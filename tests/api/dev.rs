@@ -27,46 +27,30 @@ fn start(dir: &Path) -> DevRun {
         .spawn()
         .map(KillOnDrop)
         .expect("start venueql dev");
-    let mut run = DevRun {
-        child,
-        dev_json: Value::Null,
-    };
+    let mut run = DevRun { child, dev_json: Value::Null };
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Ok(text) = std::fs::read_to_string(dir.join("dev.json")) {
             run.dev_json = serde_json::from_str(&text).expect("dev.json is JSON");
             return run;
         }
-        assert!(
-            Instant::now() < deadline,
-            "venueql dev wrote no dev.json within 90 s"
-        );
+        assert!(Instant::now() < deadline, "venueql dev wrote no dev.json within 90 s");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 fn stop(mut run: DevRun, dir: &Path) {
-    assert!(
-        run.child.terminate(),
-        "venueql dev did not exit cleanly on SIGTERM"
-    );
-    assert!(
-        !dir.join("pgdata/postmaster.pid").exists(),
-        "PostgreSQL is still running after venueql dev stopped"
-    );
+    assert!(run.child.terminate(), "venueql dev did not exit cleanly on SIGTERM");
+    assert!(!dir.join("pgdata/postmaster.pid").exists(), "PostgreSQL is still running after venueql dev stopped");
 }
 
 fn token<'a>(dev: &'a Value, venue: usize, name: &str) -> &'a str {
     let tokens = dev["venues"][venue]["tokens"].as_array().unwrap();
-    tokens.iter().find(|t| t["name"] == name).unwrap()["token"]
-        .as_str()
-        .unwrap()
+    tokens.iter().find(|t| t["name"] == name).unwrap()["token"].as_str().unwrap()
 }
 
 async fn query(url: &str, token: Option<&str>, query: &str) -> Value {
-    let mut request = reqwest::Client::new()
-        .post(url)
-        .json(&json!({ "query": query }));
+    let mut request = reqwest::Client::new().post(url).json(&json!({ "query": query }));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -81,53 +65,26 @@ async fn venueql_dev_serves_the_demo_menu_stops_cleanly_and_reuses_its_directory
     let run = start(&dir);
     let dev = run.dev_json.clone();
     let url = dev["graphql_url"].as_str().unwrap().to_string();
-    for key in [
-        "database_url",
-        "owner_database_url",
-        "platform_database_url",
-    ] {
-        assert!(
-            dev[key].as_str().unwrap().starts_with("postgres://"),
-            "{key} missing from dev.json"
-        );
+    for key in ["database_url", "owner_database_url", "platform_database_url"] {
+        assert!(dev[key].as_str().unwrap().starts_with("postgres://"), "{key} missing from dev.json");
     }
-    assert_eq!(
-        dev["venues"][0]["tokens"][1]["permissions"],
-        json!(["ORDERS_QUEUE"])
-    );
+    assert_eq!(dev["venues"][0]["tokens"][1]["permissions"], json!(["ORDERS_QUEUE"]));
 
     let menu = "{ menu { categories { name items { name priceMinor allergens } } } }";
     let full = query(&url, Some(token(&dev, 0, "everything")), menu).await;
     assert!(full["errors"].is_null(), "{full}");
     assert!(full.to_string().contains("Peanut Butter Toast"), "{full}");
     let casual = query(&url, Some(token(&dev, 0, "casual")), menu).await;
-    assert_eq!(
-        casual["errors"][0]["extensions"]["code"], "FORBIDDEN",
-        "{casual}"
-    );
-    let public = query(
-        dev["venues"][1]["public_graphql_url"].as_str().unwrap(),
-        None,
-        "{ venue { slug } }",
-    )
-    .await;
+    assert_eq!(casual["errors"][0]["extensions"]["code"], "FORBIDDEN", "{casual}");
+    let public = query(dev["venues"][1]["public_graphql_url"].as_str().unwrap(), None, "{ venue { slug } }").await;
     assert_eq!(public["data"]["venue"]["slug"], "demo-bistro");
     stop(run, &dir);
 
     let again = start(&dir);
     let identity = |d: &Value| -> Vec<Value> {
-        d["venues"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| json!([v["slug"], v["id"], v["tokens"]]))
-            .collect()
+        d["venues"].as_array().unwrap().iter().map(|v| json!([v["slug"], v["id"], v["tokens"]])).collect()
     };
-    assert_eq!(
-        identity(&again.dev_json),
-        identity(&dev),
-        "a second run reuses the seeded venues and tokens"
-    );
+    assert_eq!(identity(&again.dev_json), identity(&dev), "a second run reuses the seeded venues and tokens");
     let url = again.dev_json["graphql_url"].as_str().unwrap().to_string();
     let full = query(&url, Some(token(&dev, 0, "everything")), menu).await;
     assert!(full["errors"].is_null(), "{full}");

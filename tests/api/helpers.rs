@@ -31,9 +31,7 @@ impl TestCluster {
         RoleUrls {
             app: self.cluster.url("venueql_app", &self.password, database),
             owner: self.cluster.url("venueql_owner", &self.password, database),
-            platform: self
-                .cluster
-                .url("venueql_platform", &self.password, database),
+            platform: self.cluster.url("venueql_platform", &self.password, database),
         }
     }
 }
@@ -45,9 +43,7 @@ fn remove_stale_clusters() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name
-            .strip_prefix("venueql-test-")
-            .and_then(|p| p.parse::<u32>().ok())
+        if let Some(pid) = name.strip_prefix("venueql-test-").and_then(|p| p.parse::<u32>().ok())
             && !std::path::Path::new(&format!("/proc/{pid}")).exists()
         {
             let _ = std::fs::remove_dir_all(entry.path());
@@ -63,25 +59,15 @@ pub fn cluster() -> &'static TestCluster {
             remove_stale_clusters();
             let dir = std::env::temp_dir().join(format!("venueql-test-{}", std::process::id()));
             let password = random_secret();
-            let cluster = Cluster::start(&ClusterOptions {
-                dir,
-                superuser_password: password.clone(),
-                throwaway: true,
-            })
-            .expect("start the test PostgreSQL cluster");
+            let cluster =
+                Cluster::start(&ClusterOptions { dir, superuser_password: password.clone(), throwaway: true })
+                    .expect("start the test PostgreSQL cluster");
             let test_cluster = TestCluster { cluster, password };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
                 let urls = test_cluster.urls(TEMPLATE);
-                db::init(&test_cluster.cluster.superuser_url("postgres"), &urls, None)
-                    .await
-                    .expect("db init");
-                db::migrate(&urls.owner)
-                    .await
-                    .expect("migrate the template");
+                db::init(&test_cluster.cluster.superuser_url("postgres"), &urls, None).await.expect("db init");
+                db::migrate(&urls.owner).await.expect("migrate the template");
             });
             test_cluster
         })
@@ -131,32 +117,14 @@ const MENU_A: DemoMenu = &[
         "Alpha Drinks",
         &[
             ("Alpha Espresso", "alpha coffee", 250, &[], true),
-            (
-                "Alpha Latte",
-                "alpha milk coffee",
-                380,
-                &[Allergen::Milk],
-                true,
-            ),
+            ("Alpha Latte", "alpha milk coffee", 380, &[Allergen::Milk], true),
         ],
     ),
     (
         "Alpha Food",
         &[
-            (
-                "Alpha Peanut Toast",
-                "alpha toast",
-                550,
-                &[Allergen::Peanuts],
-                true,
-            ),
-            (
-                "Alpha Secret Soup",
-                "alpha unavailable",
-                650,
-                &[Allergen::Celery],
-                false,
-            ),
+            ("Alpha Peanut Toast", "alpha toast", 550, &[Allergen::Peanuts], true),
+            ("Alpha Secret Soup", "alpha unavailable", 650, &[Allergen::Celery], false),
         ],
     ),
 ];
@@ -166,57 +134,32 @@ const MENU_B: DemoMenu = &[
         "Bravo Drinks",
         &[
             ("Bravo Espresso", "bravo coffee", 260, &[], true),
-            (
-                "Bravo Latte",
-                "bravo milk coffee",
-                390,
-                &[Allergen::Milk],
-                true,
-            ),
+            ("Bravo Latte", "bravo milk coffee", 390, &[Allergen::Milk], true),
         ],
     ),
     (
         "Bravo Food",
         &[
-            (
-                "Bravo Peanut Toast",
-                "bravo toast",
-                560,
-                &[Allergen::Peanuts],
-                true,
-            ),
-            (
-                "Bravo Secret Soup",
-                "bravo unavailable",
-                660,
-                &[Allergen::Celery],
-                false,
-            ),
+            ("Bravo Peanut Toast", "bravo toast", 560, &[Allergen::Peanuts], true),
+            ("Bravo Secret Soup", "bravo unavailable", 660, &[Allergen::Celery], false),
         ],
     ),
 ];
 
 async fn seed_venue(door: &CrossTenantDoor, app_db: &Db, slug: &str, menu: DemoMenu) -> TestVenue {
-    let venue = admin::create_venue(door, ACTOR, slug, slug, "EUR")
-        .await
-        .expect("create venue");
-    seed_menu(door, ACTOR, venue.venue_id(), menu)
-        .await
-        .expect("seed menu");
+    let venue = admin::create_venue(door, ACTOR, slug, slug, "EUR").await.expect("create venue");
+    seed_menu(door, ACTOR, venue.venue_id(), menu).await.expect("seed menu");
     let issue = |name: &'static str, permissions: Permissions| async move {
-        admin::issue_token(door, ACTOR, slug, name, permissions)
-            .await
-            .expect("issue token")
+        admin::issue_token(door, ACTOR, slug, name, permissions).await.expect("issue token")
     };
     let full = issue("full", Permissions::all()).await;
     let casual = issue("casual", Permissions::ORDERS_QUEUE).await;
     let nothing = issue("nothing", Permissions::empty()).await;
     let mut tx = app_db.venue_tx(venue.venue_id()).await.unwrap();
-    let category_id: Uuid =
-        sqlx::query_scalar("SELECT id FROM menu_categories ORDER BY position LIMIT 1")
-            .fetch_one(tx.conn())
-            .await
-            .unwrap();
+    let category_id: Uuid = sqlx::query_scalar("SELECT id FROM menu_categories ORDER BY position LIMIT 1")
+        .fetch_one(tx.conn())
+        .await
+        .unwrap();
     let items: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT i.id, i.name FROM menu_items i JOIN menu_categories c ON (c.venue_id, c.id) = (i.venue_id, i.category_id) \
          ORDER BY c.position, i.position",
@@ -248,13 +191,9 @@ impl TestApp {
         let cluster = cluster();
         let database = format!("t_{}", Uuid::new_v4().simple());
         let urls = cluster.urls(&database);
-        db::create_database(
-            &cluster.cluster.superuser_url("postgres"),
-            &urls,
-            Some(TEMPLATE),
-        )
-        .await
-        .expect("create the test database");
+        db::create_database(&cluster.cluster.superuser_url("postgres"), &urls, Some(TEMPLATE))
+            .await
+            .expect("create the test database");
         let door = CrossTenantDoor::new(db::pool(&urls.platform, 2).await.unwrap());
         let app_pool = db::pool(&urls.app, 4).await.unwrap();
         let app_db = Db::new(app_pool.clone());
@@ -276,16 +215,7 @@ impl TestApp {
         let app = Application::build(config).await.expect("build the server");
         let base = format!("http://{}", app.local_addr());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
-        TestApp {
-            base,
-            client: reqwest::Client::new(),
-            database,
-            urls,
-            door,
-            app_pool,
-            a,
-            b,
-        }
+        TestApp { base, client: reqwest::Client::new(), database, urls, door, app_pool, a, b }
     }
 
     /// POSTs a raw body to `path` with extra headers; returns status and JSON body.
@@ -295,18 +225,14 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: impl Into<reqwest::Body>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json");
+        let mut request = self.client.post(format!("{}{path}", self.base)).header("content-type", "application/json");
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         let response = request.body(body).send().await.expect("request");
         let status = response.status();
         let text = response.text().await.expect("body");
-        let json = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
         (status, json)
     }
 
@@ -314,9 +240,7 @@ impl TestApp {
     pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {
         let auth = format!("Bearer {token}");
         let body = json!({ "query": query, "variables": variables }).to_string();
-        let (status, json) = self
-            .post("/graphql", &[("authorization", &auth)], body)
-            .await;
+        let (status, json) = self.post("/graphql", &[("authorization", &auth)], body).await;
         assert_eq!(status, StatusCode::OK, "{json}");
         json
     }
@@ -345,9 +269,7 @@ impl TestApp {
     /// Breaks the database under the running server (the owner renames a column the menu
     /// reads), so the next menu query fails inside the server.
     pub async fn break_menu_items(&self) {
-        let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&self.urls.owner)
-            .await
-            .unwrap();
+        let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&self.urls.owner).await.unwrap();
         sqlx::query("ALTER TABLE menu_items RENAME COLUMN description TO description_gone")
             .execute(&mut owner)
             .await
@@ -362,9 +284,7 @@ impl TestApp {
 
 /// The `extensions.code` of the first error, or "" when there is none.
 pub fn error_code(response: &Value) -> &str {
-    response["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or("")
+    response["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
 }
 
 /// A child process killed (and reaped) when dropped, so a failing test leaves nothing running.
@@ -390,9 +310,5 @@ impl Drop for KillOnDrop {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -15,28 +15,16 @@ struct AuditRow {
     after: Option<serde_json::Value>,
 }
 
-const MENU: &str =
-    "{ menu { categories { id name items { id name priceMinor currency allergens available } } } }";
+const MENU: &str = "{ menu { categories { id name items { id name priceMinor currency allergens available } } } }";
 
 #[tokio::test]
 async fn a_full_token_reads_the_whole_menu_including_unavailable_items() {
     let app = TestApp::spawn().await;
     let response = app.gql(&app.a.full, MENU, json!({})).await;
     let categories = response["data"]["menu"]["categories"].as_array().unwrap();
-    let names: Vec<&str> = categories
-        .iter()
-        .flat_map(|c| c["items"].as_array().unwrap())
-        .map(|i| i["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "Alpha Espresso",
-            "Alpha Latte",
-            "Alpha Peanut Toast",
-            "Alpha Secret Soup"
-        ]
-    );
+    let names: Vec<&str> =
+        categories.iter().flat_map(|c| c["items"].as_array().unwrap()).map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Alpha Espresso", "Alpha Latte", "Alpha Peanut Toast", "Alpha Secret Soup"]);
     let latte = &categories[0]["items"][1];
     assert_eq!(latte["priceMinor"], 380);
     assert_eq!(latte["currency"], "EUR");
@@ -46,18 +34,10 @@ async fn a_full_token_reads_the_whole_menu_including_unavailable_items() {
 #[tokio::test]
 async fn the_public_menu_shows_only_available_items_of_that_venue() {
     let app = TestApp::spawn().await;
-    let response = app
-        .public_gql(
-            "alpha",
-            "{ venue { slug name } menu { categories { name items { name } } } }",
-            json!({}),
-        )
-        .await;
+    let response =
+        app.public_gql("alpha", "{ venue { slug name } menu { categories { name items { name } } } }", json!({})).await;
     let text = response.to_string();
-    assert!(
-        text.contains("Alpha Peanut Toast") && !text.contains("Alpha Secret Soup"),
-        "{text}"
-    );
+    assert!(text.contains("Alpha Peanut Toast") && !text.contains("Alpha Secret Soup"), "{text}");
     assert!(!text.contains("Bravo"), "{text}");
     assert_eq!(response["data"]["venue"]["slug"], "alpha");
 }
@@ -65,13 +45,7 @@ async fn the_public_menu_shows_only_available_items_of_that_venue() {
 #[tokio::test]
 async fn an_unknown_slug_is_not_found() {
     let app = TestApp::spawn().await;
-    let (status, body) = app
-        .post(
-            "/v/nowhere/graphql",
-            &[],
-            r#"{"query":"{ menu { categories { name } } }"}"#,
-        )
-        .await;
+    let (status, body) = app.post("/v/nowhere/graphql", &[], r#"{"query":"{ menu { categories { name } } }"}"#).await;
     assert_eq!(status, 404);
     assert_eq!(error_code(&body), "NOT_FOUND");
 }
@@ -81,23 +55,11 @@ async fn search_matches_word_prefixes_within_the_venue() {
     let app = TestApp::spawn().await;
     let query = "query($t: String!) { searchMenu(text: $t) { name } }";
     let found = app.gql(&app.a.full, query, json!({ "t": "pean" })).await;
-    assert_eq!(
-        found["data"]["searchMenu"],
-        json!([{ "name": "Alpha Peanut Toast" }])
-    );
-    let found = app
-        .gql(&app.a.full, query, json!({ "t": "milk coff" }))
-        .await;
-    assert_eq!(
-        found["data"]["searchMenu"],
-        json!([{ "name": "Alpha Latte" }])
-    );
+    assert_eq!(found["data"]["searchMenu"], json!([{ "name": "Alpha Peanut Toast" }]));
+    let found = app.gql(&app.a.full, query, json!({ "t": "milk coff" })).await;
+    assert_eq!(found["data"]["searchMenu"], json!([{ "name": "Alpha Latte" }]));
     let public = app.public_gql("alpha", query, json!({ "t": "soup" })).await;
-    assert_eq!(
-        public["data"]["searchMenu"],
-        json!([]),
-        "unavailable items are not public"
-    );
+    assert_eq!(public["data"]["searchMenu"], json!([]), "unavailable items are not public");
     let bad = app.gql(&app.a.full, query, json!({ "t": " &|! " })).await;
     assert_eq!(error_code(&bad), "BAD_USER_INPUT");
 }
@@ -106,9 +68,7 @@ async fn search_matches_word_prefixes_within_the_venue() {
 async fn creating_updating_and_deleting_items_writes_audit_rows_with_actor_and_request() {
     let app = TestApp::spawn().await;
     let create = "mutation($c: ID!) { createMenuItem(input: { categoryId: $c, name: \"Alpha Mocha\", priceMinor: 450, allergens: [MILK, SOYBEANS] }) { id name priceMinor currency allergens available } }";
-    let created = app
-        .gql(&app.a.full, create, json!({ "c": app.a.category_id }))
-        .await;
+    let created = app.gql(&app.a.full, create, json!({ "c": app.a.category_id })).await;
     let item = &created["data"]["createMenuItem"];
     assert_eq!(item["currency"], "EUR");
     assert_eq!(item["allergens"], json!(["MILK", "SOYBEANS"]));
@@ -121,13 +81,7 @@ async fn creating_updating_and_deleting_items_writes_audit_rows_with_actor_and_r
         json!({ "priceMinor": 475, "available": false, "name": "Alpha Mocha" })
     );
 
-    let deleted = app
-        .gql(
-            &app.a.full,
-            "mutation($id: ID!) { deleteMenuItem(id: $id) }",
-            json!({ "id": id }),
-        )
-        .await;
+    let deleted = app.gql(&app.a.full, "mutation($id: ID!) { deleteMenuItem(id: $id) }", json!({ "id": id })).await;
     assert_eq!(deleted["data"]["deleteMenuItem"], id);
 
     let db = venueql::tenancy::Db::new(app.app_pool.clone());
@@ -141,21 +95,8 @@ async fn creating_updating_and_deleting_items_writes_audit_rows_with_actor_and_r
     .unwrap();
     tx.commit().await.unwrap();
     let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
-    assert_eq!(
-        actions,
-        [
-            "menu_item.created",
-            "menu_item.updated",
-            "menu_item.deleted"
-        ]
-    );
-    for AuditRow {
-        actor,
-        request_id,
-        ip,
-        ..
-    } in &rows
-    {
+    assert_eq!(actions, ["menu_item.created", "menu_item.updated", "menu_item.deleted"]);
+    for AuditRow { actor, request_id, ip, .. } in &rows {
         assert_eq!(actor, &format!("api_token:{}", app.a.full_id));
         assert!(request_id.as_deref().is_some_and(|r| !r.is_empty()));
         assert_eq!(ip.as_deref(), Some("127.0.0.1"));
@@ -169,51 +110,28 @@ async fn creating_updating_and_deleting_items_writes_audit_rows_with_actor_and_r
 async fn categories_can_be_created_renamed_and_deleted_once_empty() {
     let app = TestApp::spawn().await;
     let created = app.gql(&app.a.full, "mutation { createMenuCategory(input: { name: \"Alpha Desserts\", position: 5 }) { id name position items { id } } }", json!({})).await;
-    let id = created["data"]["createMenuCategory"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let renamed = app.gql(&app.a.full, "mutation($id: ID!) { updateMenuCategory(id: $id, input: { name: \"Alpha Sweets\" }) { name position } }", json!({ "id": id })).await;
-    assert_eq!(
-        renamed["data"]["updateMenuCategory"],
-        json!({ "name": "Alpha Sweets", "position": 5 })
-    );
-    let full = app
+    let id = created["data"]["createMenuCategory"]["id"].as_str().unwrap().to_string();
+    let renamed = app
         .gql(
             &app.a.full,
-            "mutation($id: ID!) { deleteMenuCategory(id: $id) }",
-            json!({ "id": app.a.category_id }),
-        )
-        .await;
-    assert_eq!(error_code(&full), "BAD_USER_INPUT");
-    assert!(
-        full["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("still has 2 item(s)"),
-        "{full}"
-    );
-    let empty = app
-        .gql(
-            &app.a.full,
-            "mutation($id: ID!) { deleteMenuCategory(id: $id) }",
+            "mutation($id: ID!) { updateMenuCategory(id: $id, input: { name: \"Alpha Sweets\" }) { name position } }",
             json!({ "id": id }),
         )
         .await;
+    assert_eq!(renamed["data"]["updateMenuCategory"], json!({ "name": "Alpha Sweets", "position": 5 }));
+    let full = app
+        .gql(&app.a.full, "mutation($id: ID!) { deleteMenuCategory(id: $id) }", json!({ "id": app.a.category_id }))
+        .await;
+    assert_eq!(error_code(&full), "BAD_USER_INPUT");
+    assert!(full["errors"][0]["message"].as_str().unwrap().contains("still has 2 item(s)"), "{full}");
+    let empty = app.gql(&app.a.full, "mutation($id: ID!) { deleteMenuCategory(id: $id) }", json!({ "id": id })).await;
     assert_eq!(empty["data"]["deleteMenuCategory"], id);
     assert_eq!(app.audit_count(&app.a, "menu_category.deleted").await, 1);
     let duplicate = app
-        .gql(
-            &app.a.full,
-            "mutation { createMenuCategory(input: { name: \"Alpha Drinks\" }) { id } }",
-            json!({}),
-        )
+        .gql(&app.a.full, "mutation { createMenuCategory(input: { name: \"Alpha Drinks\" }) { id } }", json!({}))
         .await;
     assert_eq!(error_code(&duplicate), "BAD_USER_INPUT");
-    assert_eq!(
-        duplicate["errors"][0]["message"],
-        "a menu category with this name already exists"
-    );
+    assert_eq!(duplicate["errors"][0]["message"], "a menu category with this name already exists");
 }
 
 #[tokio::test]
@@ -238,10 +156,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "createMenuItem(input: { categoryId: \"not-a-uuid\", name: \"X\", priceMinor: 100 }) { id }",
             "categoryId is not a valid id",
         ),
-        (
-            "updateMenuItem(id: \"42\", input: { name: \"X\" }) { id }",
-            "id is not a valid id",
-        ),
+        ("updateMenuItem(id: \"42\", input: { name: \"X\" }) { id }", "id is not a valid id"),
         (
             "createMenuItem(input: { categoryId: \"00000000-0000-0000-0000-000000000000\", name: \"X\", priceMinor: 1 }) { id }",
             "menu category not found",
@@ -253,30 +168,14 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         } else {
             format!("mutation {{ {mutation} }}")
         };
-        let variables = if mutation.contains("$c") {
-            json!({ "c": app.a.category_id })
-        } else {
-            json!({})
-        };
+        let variables = if mutation.contains("$c") { json!({ "c": app.a.category_id }) } else { json!({}) };
         let response = app.gql(&app.a.full, &query, variables).await;
-        let got = response["errors"][0]["message"]
-            .as_str()
-            .unwrap_or_default();
+        let got = response["errors"][0]["message"].as_str().unwrap_or_default();
         assert!(got.starts_with(message), "{mutation}: {response}");
-        assert!(
-            matches!(error_code(&response), "BAD_USER_INPUT" | "NOT_FOUND"),
-            "{response}"
-        );
+        assert!(matches!(error_code(&response), "BAD_USER_INPUT" | "NOT_FOUND"), "{response}");
     }
     let wrong_enum = app.gql(&app.a.full, "mutation($c: ID!) { createMenuItem(input: { categoryId: $c, name: \"X\", priceMinor: 1, allergens: [GLUTEN] }) { id } }", json!({ "c": app.a.category_id })).await;
-    assert_eq!(
-        error_code(&wrong_enum),
-        "GRAPHQL_VALIDATION_FAILED",
-        "{wrong_enum}"
-    );
+    assert_eq!(error_code(&wrong_enum), "GRAPHQL_VALIDATION_FAILED", "{wrong_enum}");
     assert_eq!(app.gql(&app.a.full, MENU, json!({})).await, before);
-    assert_eq!(
-        app.audit_count(&app.a, "menu_item.created").await,
-        audit_before
-    );
+    assert_eq!(app.audit_count(&app.a, "menu_item.created").await, audit_before);
 }

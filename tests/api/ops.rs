@@ -5,12 +5,7 @@ use venueql::app::{Application, StartError};
 use venueql::config::Config;
 
 async fn get(app: &TestApp, path: &str) -> (u16, String, reqwest::header::HeaderMap) {
-    let response = app
-        .client
-        .get(format!("{}{path}", app.base))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(format!("{}{path}", app.base)).send().await.unwrap();
     let (status, headers) = (response.status().as_u16(), response.headers().clone());
     (status, response.text().await.unwrap(), headers)
 }
@@ -24,17 +19,9 @@ async fn health_readiness_security_txt_and_request_ids() {
     assert!(headers.get("x-request-id").is_some_and(|v| v.len() >= 32));
     let (status, body, _) = get(&app, "/.well-known/security.txt").await;
     assert_eq!(status, 200);
-    assert!(
-        body.starts_with("Contact: ") && body.contains("\nExpires: "),
-        "{body}"
-    );
-    let echoed = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .header("x-request-id", "abc-123")
-        .send()
-        .await
-        .unwrap();
+    assert!(body.starts_with("Contact: ") && body.contains("\nExpires: "), "{body}");
+    let echoed =
+        app.client.get(format!("{}/healthz", app.base)).header("x-request-id", "abc-123").send().await.unwrap();
     assert_eq!(echoed.headers()["x-request-id"], "abc-123");
     let replaced = app
         .client
@@ -49,13 +36,8 @@ async fn health_readiness_security_txt_and_request_ids() {
 #[tokio::test]
 async fn readyz_reports_migrations_that_are_not_current() {
     let app = TestApp::spawn().await;
-    let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&app.urls.owner)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE _sqlx_migrations SET success = false")
-        .execute(&mut owner)
-        .await
-        .unwrap();
+    let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&app.urls.owner).await.unwrap();
+    sqlx::query("UPDATE _sqlx_migrations SET success = false").execute(&mut owner).await.unwrap();
     let (status, body, _) = get(&app, "/readyz").await;
     assert_eq!(status, 503);
     assert!(body.contains("venueql migrate"), "{body}");
@@ -64,18 +46,8 @@ async fn readyz_reports_migrations_that_are_not_current() {
 #[tokio::test]
 async fn metrics_count_requests_and_graphql_operations_by_kind() {
     let app = TestApp::spawn().await;
-    app.gql(
-        &app.a.full,
-        "{ menu { categories { name } } }",
-        serde_json::json!({}),
-    )
-    .await;
-    app.gql(
-        &app.a.full,
-        "mutation { createMenuCategory(input: { name: \"M\" }) { id } }",
-        serde_json::json!({}),
-    )
-    .await;
+    app.gql(&app.a.full, "{ menu { categories { name } } }", serde_json::json!({})).await;
+    app.gql(&app.a.full, "mutation { createMenuCategory(input: { name: \"M\" }) { id } }", serde_json::json!({})).await;
     let (status, body, _) = get(&app, "/metrics").await;
     assert_eq!(status, 200);
     for needle in [
@@ -103,23 +75,9 @@ async fn build_as(url: &str) -> Result<Application, StartError> {
 #[tokio::test]
 async fn the_server_refuses_to_run_as_owner_or_superuser() {
     let app = TestApp::spawn().await;
-    let owner = build_as(&app.urls.owner)
-        .await
-        .err()
-        .expect("owner refused")
-        .to_string();
-    assert!(
-        owner.contains("refusing to run") && owner.contains("owns tables"),
-        "{owner}"
-    );
-    let superuser = build_as(&app.superuser_url())
-        .await
-        .err()
-        .expect("superuser refused")
-        .to_string();
-    assert!(
-        superuser.contains("refusing to run") && superuser.contains("superuser"),
-        "{superuser}"
-    );
+    let owner = build_as(&app.urls.owner).await.err().expect("owner refused").to_string();
+    assert!(owner.contains("refusing to run") && owner.contains("owns tables"), "{owner}");
+    let superuser = build_as(&app.superuser_url()).await.err().expect("superuser refused").to_string();
+    assert!(superuser.contains("refusing to run") && superuser.contains("superuser"), "{superuser}");
     assert!(build_as(&app.urls.app).await.is_ok());
 }

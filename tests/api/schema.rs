@@ -3,19 +3,12 @@
 fn check(file: &str, generated: String, command: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "{file} is stale: regenerate it with `{command}` and commit it"
-    );
+    assert!(committed == generated, "{file} is stale: regenerate it with `{command}` and commit it");
 }
 
 #[test]
 fn schema_graphql_matches_the_code() {
-    check(
-        "schema.graphql",
-        venueql::graphql::staff_sdl(),
-        "cargo run -q -- schema > schema.graphql",
-    );
+    check("schema.graphql", venueql::graphql::staff_sdl(), "cargo run -q -- schema > schema.graphql");
 }
 
 #[test]

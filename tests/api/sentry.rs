@@ -19,12 +19,10 @@ async fn fake_sentry() -> (u16, Received) {
     let router = Router::new()
         .route(
             "/api/{project}/envelope/",
-            post(
-                |State(received): State<Received>, body: String| async move {
-                    received.lock().unwrap().push(body);
-                    "{}"
-                },
-            ),
+            post(|State(received): State<Received>, body: String| async move {
+                received.lock().unwrap().push(body);
+                "{}"
+            }),
         )
         .with_state(received.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -42,10 +40,7 @@ async fn internal_errors_are_reported_to_sentry_without_secrets() {
         .arg("serve")
         .env("DATABASE_URL", &app.urls.app)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env(
-            "SENTRY_DSN",
-            format!("http://publickey@127.0.0.1:{sentry_port}/42"),
-        )
+        .env("SENTRY_DSN", format!("http://publickey@127.0.0.1:{sentry_port}/42"))
         .env("SENTRY_ENVIRONMENT", "test")
         .env("RUST_LOG", "error")
         .spawn()
@@ -74,41 +69,17 @@ async fn internal_errors_are_reported_to_sentry_without_secrets() {
 
     let deadline = Instant::now() + Duration::from_secs(15);
     let report = loop {
-        if let Some(report) = received
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|b| b.contains("\"exception\""))
-            .cloned()
-        {
+        if let Some(report) = received.lock().unwrap().iter().find(|b| b.contains("\"exception\"")).cloned() {
             break report;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no error report reached the fake Sentry"
-        );
+        assert!(Instant::now() < deadline, "no error report reached the fake Sentry");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(
-        report.contains("description"),
-        "the report should carry the internal detail: {report}"
-    );
+    assert!(report.contains("description"), "the report should carry the internal detail: {report}");
     assert!(report.contains("\"environment\":\"test\""), "{report}");
-    assert!(
-        report.contains("\"request_id\":\"sentry-test-request\""),
-        "request id tag missing: {report}"
-    );
-    assert!(
-        report.contains(&format!("\"venue\":\"{}\"", app.a.id)),
-        "venue tag missing: {report}"
-    );
-    assert!(
-        !report.contains(&app.a.full),
-        "the bearer token reached Sentry"
-    );
+    assert!(report.contains("\"request_id\":\"sentry-test-request\""), "request id tag missing: {report}");
+    assert!(report.contains(&format!("\"venue\":\"{}\"", app.a.id)), "venue tag missing: {report}");
+    assert!(!report.contains(&app.a.full), "the bearer token reached Sentry");
     assert!(!report.contains("vqat_"), "a token reached Sentry");
-    assert!(
-        server.terminate(),
-        "venueql serve did not exit cleanly on SIGTERM"
-    );
+    assert!(server.terminate(), "venueql serve did not exit cleanly on SIGTERM");
 }

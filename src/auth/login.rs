@@ -1,0 +1,116 @@
+//! The hosted login's logic: checking a person's password, listing their venues, and the
+//! signed ticket that carries an authenticated person from the password step to the
+//! venue choice without server-side session state.
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use super::passwords;
+use crate::error::AppError;
+use crate::tenancy::Db;
+
+/// How long a login ticket (password done, venue not chosen) stays valid.
+const TICKET_TTL_SECS: u64 = 600;
+
+/// A venue a person may log in to.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct StaffVenue {
+    /// Venue id.
+    pub venue_id: Uuid,
+    /// Slug.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A hash to verify against when the email is unknown, so both cases take the same time.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| passwords::hash_password("dummy-Password-1!").unwrap_or_default())
+}
+
+/// Checks `password` for the person with `email`. `None` for an unknown email or a wrong
+/// password alike (callers must not tell them apart).
+pub async fn verify_password(db: &Db, email: &str, password: &str) -> Result<Option<Uuid>, AppError> {
+    if email.len() > 254 || password.len() > 1024 {
+        return Ok(None);
+    }
+    let found: Option<(Uuid, String)> = sqlx::query_as("SELECT staff_id, password_hash FROM private.staff_login($1)")
+        .bind(email)
+        .fetch_optional(db.platform_level())
+        .await?;
+    let (staff, hash) = match found {
+        Some((staff, hash)) => (Some(staff), hash),
+        None => (None, dummy_hash().to_string()),
+    };
+    let password = password.to_string();
+    let matches = tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    })
+    .await
+    .map_err(AppError::internal)?;
+    Ok(staff.filter(|_| matches))
+}
+
+/// The venues `staff` belongs to, by name.
+pub async fn venues_of(db: &Db, staff: Uuid) -> Result<Vec<StaffVenue>, AppError> {
+    Ok(sqlx::query_as("SELECT venue_id, slug, name FROM private.venues_of_staff($1)")
+        .bind(staff)
+        .fetch_all(db.platform_level())
+        .await?)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn ticket_mac(key: &[u8; 32], staff: Uuid, expires: u64, bound_to: &str) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(format!("venueql-login-ticket-v1|{staff}|{expires}|{bound_to}").as_bytes());
+    mac
+}
+
+/// A ticket saying `staff` passed the password step of the authorization request
+/// described by `bound_to` (client, redirect URI and PKCE challenge).
+pub fn sign_ticket(key: &[u8; 32], staff: Uuid, bound_to: &str) -> String {
+    let expires = now_secs() + TICKET_TTL_SECS;
+    let tag = ticket_mac(key, staff, expires, bound_to).finalize().into_bytes();
+    format!("{staff}.{expires}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag))
+}
+
+/// The person a ticket vouches for, if it is genuine, unexpired and for this request.
+pub fn verify_ticket(key: &[u8; 32], ticket: &str, bound_to: &str) -> Option<Uuid> {
+    let mut parts = ticket.splitn(3, '.');
+    let staff: Uuid = parts.next()?.parse().ok()?;
+    let expires: u64 = parts.next()?.parse().ok()?;
+    let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts.next()?).ok()?;
+    if expires < now_secs() {
+        return None;
+    }
+    ticket_mac(key, staff, expires, bound_to).verify_slice(&tag).ok()?;
+    Some(staff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_verify_only_for_the_same_key_and_request() {
+        let key = [7u8; 32];
+        let staff = Uuid::new_v4();
+        let ticket = sign_ticket(&key, staff, "client|uri|challenge");
+        assert_eq!(verify_ticket(&key, &ticket, "client|uri|challenge"), Some(staff));
+        assert_eq!(verify_ticket(&key, &ticket, "client|uri|other"), None);
+        assert_eq!(verify_ticket(&[8u8; 32], &ticket, "client|uri|challenge"), None);
+        let forged = ticket.replacen(&staff.to_string(), &Uuid::new_v4().to_string(), 1);
+        assert_eq!(verify_ticket(&key, &forged, "client|uri|challenge"), None);
+    }
+}

@@ -1,0 +1,689 @@
+//! The OAuth 2 authorization server's logic: clients, authorization codes with PKCE
+//! (S256 only), grants (sessions) with access and refresh tokens (rotation with reuse
+//! detection), client credentials, verification, revocation and introspection.
+//! HTTP framing (forms, RFC 6749 error bodies) lives in `http::oauth`.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{Caller, INVALID_TOKEN, Permissions, Principal, secrets};
+use crate::audit::{self, Change, Who};
+use crate::error::AppError;
+use crate::tenancy::{Db, PlatformTx, VenueId, VenueTx};
+use crate::venues::Venue;
+
+/// Prefix of client ids.
+pub const CLIENT_ID_PREFIX: &str = "vqc_";
+/// Prefix of client secrets.
+pub const CLIENT_SECRET_PREFIX: &str = "vqcs_";
+/// Prefix of access tokens.
+pub const ACCESS_PREFIX: &str = "vqoa_";
+/// Prefix of refresh tokens.
+pub const REFRESH_PREFIX: &str = "vqor_";
+/// Prefix of authorization codes.
+pub const CODE_PREFIX: &str = "vqoc_";
+/// Lifetime of an authorization code.
+pub const CODE_TTL_SECS: i32 = 60;
+
+/// An RFC 6749 §5.2 error: `error` code plus a description for the developer.
+#[derive(Debug)]
+pub enum OAuthError {
+    /// Missing, repeated or malformed parameter.
+    InvalidRequest(String),
+    /// Client authentication failed.
+    InvalidClient(String),
+    /// Code, refresh token or verifier is invalid, expired, revoked or someone else's.
+    InvalidGrant(String),
+    /// This client may not use this grant type.
+    UnauthorizedClient(String),
+    /// Unknown grant type.
+    UnsupportedGrantType(String),
+    /// Anything else (logged; the body says only "server_error").
+    Internal(AppError),
+}
+
+impl From<AppError> for OAuthError {
+    fn from(error: AppError) -> OAuthError {
+        match error {
+            AppError::BadUserInput(message) => OAuthError::InvalidRequest(message),
+            other => OAuthError::Internal(other),
+        }
+    }
+}
+
+impl From<sqlx::Error> for OAuthError {
+    fn from(error: sqlx::Error) -> OAuthError {
+        OAuthError::Internal(error.into())
+    }
+}
+
+/// Token lifetimes from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenLifetimes {
+    /// Access tokens.
+    pub access: Duration,
+    /// Refresh tokens.
+    pub refresh: Duration,
+}
+
+/// The token endpoint's success body (RFC 6749 §5.1).
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    /// The bearer token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The next refresh token (authorization-code and PIN grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The permission names granted, space-separated.
+    pub scope: String,
+}
+
+/// A registered client.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Client {
+    /// Client id.
+    pub id: String,
+    /// `spa`, `integration` or `pos`.
+    pub kind: String,
+    /// Display name.
+    pub name: String,
+    /// The venue of an integration or POS client.
+    pub venue_id: Option<Uuid>,
+    /// Exact redirect URIs (SPA clients).
+    pub redirect_uris: Vec<String>,
+    /// Permissions of client-credentials tokens (integration clients).
+    pub permissions: i64,
+    /// Whether it has a secret.
+    pub confidential: bool,
+}
+
+/// Finds an active client.
+pub async fn find_client(db: &Db, id: &str) -> Result<Option<Client>, AppError> {
+    if id.len() > 100 {
+        return Ok(None);
+    }
+    Ok(sqlx::query_as(
+        "SELECT id, kind, name, venue_id, redirect_uris, permissions, confidential FROM private.oauth_client($1)",
+    )
+    .bind(id)
+    .fetch_optional(db.platform_level())
+    .await?)
+}
+
+/// How a client authenticated at the token, revocation or introspection endpoint.
+#[derive(Debug)]
+pub enum ClientCredentials {
+    /// A public client names itself.
+    Public(String),
+    /// A confidential client with its secret (Basic or POST body).
+    Secret(String, String),
+}
+
+/// Resolves and authenticates the client. Confidential clients must present their secret;
+/// public clients must not present one.
+pub async fn authenticate_client(db: &Db, credentials: &ClientCredentials) -> Result<Client, OAuthError> {
+    let unknown = || OAuthError::InvalidClient("client authentication failed".into());
+    let id = match credentials {
+        ClientCredentials::Public(id) | ClientCredentials::Secret(id, _) => id,
+    };
+    let client = find_client(db, id).await?.ok_or_else(unknown)?;
+    match (credentials, client.confidential) {
+        (ClientCredentials::Public(_), false) => Ok(client),
+        (ClientCredentials::Secret(_, secret), true) => {
+            let ok: bool = sqlx::query_scalar("SELECT private.authenticate_oauth_client($1, $2)")
+                .bind(&client.id)
+                .bind(secrets::hash(secret))
+                .fetch_one(db.platform_level())
+                .await?;
+            if ok { Ok(client) } else { Err(unknown()) }
+        }
+        _ => Err(unknown()),
+    }
+}
+
+/// Output of `admin create-client`.
+#[derive(Debug, Serialize)]
+pub struct CreatedClient {
+    /// Client id.
+    pub client_id: String,
+    /// The secret of a confidential client (shown once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// `spa`, `integration` or `pos`.
+    pub kind: String,
+    /// Display name.
+    pub name: String,
+    /// Venue slug of an integration or POS client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub venue: Option<String>,
+    /// Registered redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Permissions of client-credentials tokens.
+    pub permissions: Vec<&'static str>,
+}
+
+/// Checks a redirect URI: absolute, no fragment, https (or http on a loopback host).
+fn check_redirect_uri(uri: &str) -> Result<(), AppError> {
+    let parsed = url::Url::parse(uri)
+        .map_err(|_| AppError::bad_input(format!("redirect URI {uri:?} is not an absolute URL")))?;
+    let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    if parsed.fragment().is_some() {
+        return Err(AppError::bad_input(format!("redirect URI {uri:?} must not have a fragment")));
+    }
+    if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+        return Err(AppError::bad_input(format!("redirect URI {uri:?} must use https (http only for localhost)")));
+    }
+    Ok(())
+}
+
+/// Registers a client through the door. SPA clients are public and serve any venue their
+/// person belongs to; integration and POS clients belong to `venue` and get a secret.
+pub async fn create_client(
+    tx: &mut PlatformTx,
+    kind: &str,
+    name: &str,
+    venue: Option<&Venue>,
+    redirect_uris: &[String],
+    permissions: Permissions,
+) -> Result<CreatedClient, AppError> {
+    match (kind, venue) {
+        ("spa", None) if !redirect_uris.is_empty() => {}
+        ("spa", None) => return Err(AppError::bad_input("an spa client needs at least one --redirect-uri")),
+        ("spa", Some(_)) => {
+            return Err(AppError::bad_input("an spa client serves every venue of its person: omit --venue"));
+        }
+        ("integration" | "pos", Some(_)) => {}
+        ("integration" | "pos", None) => return Err(AppError::bad_input(format!("a {kind} client needs --venue"))),
+        _ => return Err(AppError::bad_input("kind must be spa, integration or pos")),
+    }
+    for uri in redirect_uris {
+        check_redirect_uri(uri)?;
+    }
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(AppError::bad_input("name must be 1 to 200 characters"));
+    }
+    let id = secrets::new_secret(CLIENT_ID_PREFIX);
+    let secret = (kind != "spa").then(|| secrets::new_secret(CLIENT_SECRET_PREFIX));
+    sqlx::query(
+        "INSERT INTO private.oauth_clients (id, kind, name, venue_id, redirect_uris, permissions, secret_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&id)
+    .bind(kind)
+    .bind(name)
+    .bind(venue.map(|v| v.id))
+    .bind(redirect_uris)
+    .bind(permissions.to_db())
+    .bind(secret.as_deref().map(secrets::hash))
+    .execute(tx.conn())
+    .await?;
+    Ok(CreatedClient {
+        client_id: id,
+        client_secret: secret,
+        kind: kind.to_string(),
+        name: name.to_string(),
+        venue: venue.map(|v| v.slug.clone()),
+        redirect_uris: redirect_uris.to_vec(),
+        permissions: permissions.names(),
+    })
+}
+
+/// Whether a PKCE verifier is well-formed (RFC 7636 §4.1: 43-128 unreserved characters).
+fn valid_verifier(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// `BASE64URL(SHA256(verifier))`, the S256 challenge of a verifier.
+pub fn s256_challenge(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// Issues an authorization code for `staff` at `venue` (the login page calls this once
+/// the person has authenticated and chosen the venue).
+pub async fn issue_code(
+    db: &Db,
+    venue: VenueId,
+    staff: Uuid,
+    client: &Client,
+    redirect_uri: &str,
+    code_challenge: &str,
+) -> Result<String, AppError> {
+    let code = secrets::new_secret(CODE_PREFIX);
+    let mut tx = db.venue_tx(venue).await?;
+    sqlx::query("SELECT private.store_oauth_code($1, $2, $3, $4, $5, $6)")
+        .bind(secrets::hash(&code))
+        .bind(&client.id)
+        .bind(staff)
+        .bind(redirect_uri)
+        .bind(code_challenge)
+        .bind(CODE_TTL_SECS)
+        .execute(tx.conn())
+        .await?;
+    tx.commit().await?;
+    Ok(code)
+}
+
+/// Creates a grant at the transaction's venue and returns its id.
+async fn create_grant(
+    tx: &mut VenueTx,
+    client: &Client,
+    staff: Option<Uuid>,
+    grant_type: &str,
+    permissions: Permissions,
+) -> Result<Uuid, AppError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO oauth_grants (venue_id, client_id, staff_id, grant_type, permissions) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(&client.id)
+    .bind(staff)
+    .bind(grant_type)
+    .bind(permissions.to_db())
+    .fetch_one(tx.conn())
+    .await?)
+}
+
+async fn store_token(tx: &mut VenueTx, grant: Uuid, token: &str, kind: &str, ttl: Duration) -> Result<(), AppError> {
+    sqlx::query("SELECT private.store_oauth_token($1, $2, $3, $4)")
+        .bind(secrets::hash(token))
+        .bind(grant)
+        .bind(kind)
+        .bind(i32::try_from(ttl.as_secs()).unwrap_or(i32::MAX))
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Issues an access token (and a refresh token when `with_refresh`) for a grant.
+async fn issue_tokens(
+    tx: &mut VenueTx,
+    grant: Uuid,
+    permissions: Permissions,
+    lifetimes: TokenLifetimes,
+    with_refresh: bool,
+) -> Result<TokenResponse, AppError> {
+    let access_token = secrets::new_secret(ACCESS_PREFIX);
+    store_token(tx, grant, &access_token, "access", lifetimes.access).await?;
+    let refresh_token = if with_refresh {
+        let refresh = secrets::new_secret(REFRESH_PREFIX);
+        store_token(tx, grant, &refresh, "refresh", lifetimes.refresh).await?;
+        Some(refresh)
+    } else {
+        None
+    };
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: lifetimes.access.as_secs(),
+        refresh_token,
+        scope: permissions.names().join(" "),
+    })
+}
+
+async fn membership_permissions(tx: &mut VenueTx, staff: Uuid) -> Result<Option<Permissions>, AppError> {
+    let bits: Option<i64> =
+        sqlx::query_scalar("SELECT permissions FROM memberships WHERE venue_id = $1 AND staff_id = $2")
+            .bind(tx.venue().as_uuid())
+            .bind(staff)
+            .fetch_optional(tx.conn())
+            .await?;
+    Ok(bits.map(Permissions::from_db))
+}
+
+/// Revokes a grant (and so every token of it), with an audit row.
+async fn revoke_grant(tx: &mut VenueTx, grant: Uuid, reason: &str, who: &Who) -> Result<(), AppError> {
+    let revoked = sqlx::query(
+        "UPDATE oauth_grants SET revoked_at = now(), revoked_reason = $3 WHERE venue_id = $1 AND id = $2 AND revoked_at IS NULL",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(grant)
+    .bind(reason)
+    .execute(tx.conn())
+    .await?;
+    if revoked.rows_affected() > 0 {
+        let change = Change {
+            action: if reason == "refresh_token_reuse" { "oauth.refresh_token_reused" } else { "oauth.grant_revoked" },
+            target_type: "oauth_grant",
+            target_id: grant.to_string(),
+            before: None,
+            after: Some(serde_json::json!({ "revoked": true, "reason": reason })),
+        };
+        audit::record(tx, who, change).await?;
+    }
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct CodeRow {
+    client_id: String,
+    staff_id: Uuid,
+    venue_id: Uuid,
+    redirect_uri: String,
+    code_challenge: String,
+    expired: bool,
+    used: bool,
+    grant_id: Option<Uuid>,
+}
+
+/// `grant_type=authorization_code`: checks client, redirect URI and PKCE verifier before
+/// using the code; a replayed code revokes the grant it was exchanged for.
+pub async fn exchange_code(
+    db: &Db,
+    lifetimes: TokenLifetimes,
+    client: &Client,
+    code: &str,
+    redirect_uri: Option<&str>,
+    verifier: Option<&str>,
+) -> Result<TokenResponse, OAuthError> {
+    let verifier = verifier.ok_or_else(|| OAuthError::InvalidRequest("code_verifier is required (PKCE)".into()))?;
+    if !valid_verifier(verifier) {
+        return Err(OAuthError::InvalidRequest(
+            "code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~".into(),
+        ));
+    }
+    let invalid = || OAuthError::InvalidGrant("the authorization code is invalid, expired or already used".into());
+    if !secrets::looks_like(code, CODE_PREFIX) {
+        return Err(invalid());
+    }
+    let hash = secrets::hash(code);
+    let mut tx = db.resolving_tx().await?;
+    let row: Option<CodeRow> =
+        sqlx::query_as("SELECT * FROM private.peek_oauth_code($1)").bind(&hash).fetch_optional(tx.conn()).await?;
+    let row = row.ok_or_else(invalid)?;
+    if row.client_id != client.id {
+        return Err(invalid());
+    }
+    let mut tx = tx.into_venue(VenueId::from_uuid(row.venue_id)).await?;
+    if row.used {
+        if let Some(grant) = row.grant_id {
+            let who = Who { actor: format!("oauth_client:{}", client.id), request_id: None, ip: None };
+            revoke_grant(&mut tx, grant, "authorization_code_replayed", &who).await?;
+            tx.commit().await?;
+        }
+        return Err(invalid());
+    }
+    if row.expired {
+        return Err(invalid());
+    }
+    if redirect_uri != Some(row.redirect_uri.as_str()) {
+        return Err(OAuthError::InvalidGrant("redirect_uri does not match the authorization request".into()));
+    }
+    if s256_challenge(verifier) != row.code_challenge {
+        return Err(OAuthError::InvalidGrant("code_verifier does not match the code_challenge".into()));
+    }
+    let redeemed: bool =
+        sqlx::query_scalar("SELECT private.redeem_oauth_code($1)").bind(&hash).fetch_one(tx.conn()).await?;
+    if !redeemed {
+        return Err(invalid());
+    }
+    let permissions = membership_permissions(&mut tx, row.staff_id)
+        .await?
+        .ok_or_else(|| OAuthError::InvalidGrant("the person no longer belongs to this venue".into()))?;
+    let grant = create_grant(&mut tx, client, Some(row.staff_id), "authorization_code", permissions).await?;
+    sqlx::query("SELECT private.attach_code_grant($1, $2)").bind(&hash).bind(grant).execute(tx.conn()).await?;
+    let who = Who { actor: format!("staff:{}", row.staff_id), request_id: None, ip: None };
+    let change = Change {
+        action: "session.started",
+        target_type: "oauth_grant",
+        target_id: grant.to_string(),
+        before: None,
+        after: Some(serde_json::json!({ "client_id": client.id, "grant_type": "authorization_code" })),
+    };
+    audit::record(&mut tx, &who, change).await?;
+    let response = issue_tokens(&mut tx, grant, permissions, lifetimes, true).await?;
+    tx.commit().await?;
+    Ok(response)
+}
+
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    venue_id: Uuid,
+    grant_id: Uuid,
+    expired: bool,
+    first_use: bool,
+}
+
+/// `grant_type=refresh_token`: rotates the refresh token. A refresh token used twice
+/// revokes its whole grant (both the thief's and the owner's tokens) and is audited.
+pub async fn refresh(
+    db: &Db,
+    lifetimes: TokenLifetimes,
+    client: &Client,
+    refresh_token: &str,
+) -> Result<TokenResponse, OAuthError> {
+    let invalid = || OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into());
+    if !secrets::looks_like(refresh_token, REFRESH_PREFIX) {
+        return Err(invalid());
+    }
+    let mut tx = db.resolving_tx().await?;
+    let row: Option<RefreshRow> = sqlx::query_as("SELECT * FROM private.use_refresh_token($1)")
+        .bind(secrets::hash(refresh_token))
+        .fetch_optional(tx.conn())
+        .await?;
+    let row = row.ok_or_else(invalid)?;
+    let mut tx = tx.into_venue(VenueId::from_uuid(row.venue_id)).await?;
+    let grant: Option<(String, Option<Uuid>, i64, bool)> = sqlx::query_as(
+        "SELECT client_id, staff_id, permissions, revoked_at IS NULL FROM oauth_grants WHERE venue_id = $1 AND id = $2",
+    )
+    .bind(row.venue_id)
+    .bind(row.grant_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    let (grant_client, staff, bits, active) = grant.ok_or_else(invalid)?;
+    if grant_client != client.id {
+        return Err(invalid());
+    }
+    if !row.first_use {
+        let who = Who { actor: format!("oauth_client:{}", client.id), request_id: None, ip: None };
+        revoke_grant(&mut tx, row.grant_id, "refresh_token_reuse", &who).await?;
+        tx.commit().await?;
+        return Err(OAuthError::InvalidGrant(
+            "the refresh token was already used: the session has been revoked".into(),
+        ));
+    }
+    if row.expired || !active {
+        return Err(invalid());
+    }
+    let mut permissions = Permissions::from_db(bits);
+    if let Some(staff) = staff {
+        let member = membership_permissions(&mut tx, staff).await?.ok_or_else(invalid)?;
+        permissions &= member;
+    }
+    sqlx::query("UPDATE oauth_grants SET last_used_at = now() WHERE venue_id = $1 AND id = $2")
+        .bind(row.venue_id)
+        .bind(row.grant_id)
+        .execute(tx.conn())
+        .await?;
+    let response = issue_tokens(&mut tx, row.grant_id, permissions, lifetimes, true).await?;
+    tx.commit().await?;
+    Ok(response)
+}
+
+/// `grant_type=client_credentials`: an integration client gets an access token for its
+/// venue with the client's permissions.
+pub async fn client_credentials(
+    db: &Db,
+    lifetimes: TokenLifetimes,
+    client: &Client,
+) -> Result<TokenResponse, OAuthError> {
+    let venue = match (client.kind.as_str(), client.venue_id) {
+        ("integration", Some(venue)) if client.confidential => VenueId::from_uuid(venue),
+        _ => return Err(OAuthError::UnauthorizedClient("only integration clients may use client_credentials".into())),
+    };
+    let permissions = Permissions::from_db(client.permissions);
+    let mut tx = db.venue_tx(venue).await?;
+    let grant = create_grant(&mut tx, client, None, "client_credentials", permissions).await?;
+    let response = issue_tokens(&mut tx, grant, permissions, lifetimes, false).await?;
+    tx.commit().await?;
+    Ok(response)
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    venue_id: Uuid,
+    grant_id: Uuid,
+    kind: String,
+    issued_at: chrono::DateTime<chrono::Utc>,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    live: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct GrantRow {
+    client_id: String,
+    staff_id: Option<Uuid>,
+    grant_permissions: i64,
+    member_permissions: Option<i64>,
+    client_active: bool,
+}
+
+/// A token's row and its active grant, under the token's venue (None when anything is off).
+async fn live_token(db: &Db, token: &str) -> Result<Option<(TokenRow, GrantRow, VenueTx)>, AppError> {
+    let mut tx = db.resolving_tx().await?;
+    let row: Option<TokenRow> = sqlx::query_as("SELECT * FROM private.lookup_oauth_token($1)")
+        .bind(secrets::hash(token))
+        .fetch_optional(tx.conn())
+        .await?;
+    let Some(row) = row.filter(|r| r.live) else { return Ok(None) };
+    let mut tx = tx.into_venue(VenueId::from_uuid(row.venue_id)).await?;
+    let grant: Option<GrantRow> = sqlx::query_as(
+        "SELECT g.client_id, g.staff_id, g.permissions AS grant_permissions, m.permissions AS member_permissions, \
+                EXISTS (SELECT 1 FROM private.oauth_client(g.client_id)) AS client_active \
+         FROM oauth_grants g LEFT JOIN memberships m ON m.venue_id = g.venue_id AND m.staff_id = g.staff_id \
+         WHERE g.venue_id = $1 AND g.id = $2 AND g.revoked_at IS NULL",
+    )
+    .bind(row.venue_id)
+    .bind(row.grant_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    Ok(grant
+        .filter(|g| g.client_active && (g.staff_id.is_none() || g.member_permissions.is_some()))
+        .map(|g| (row, g, tx)))
+}
+
+fn effective_permissions(grant: &GrantRow) -> Permissions {
+    let mut permissions = Permissions::from_db(grant.grant_permissions);
+    if let Some(member) = grant.member_permissions {
+        permissions &= Permissions::from_db(member);
+    }
+    permissions
+}
+
+/// Verifies an OAuth access token: live, its grant active, its client active, its person
+/// still a member. Permissions are the grant's, capped by the membership's current bits.
+pub async fn verify_access_token(db: &Db, token: &str) -> Result<Caller, AppError> {
+    if !secrets::looks_like(token, ACCESS_PREFIX) {
+        return Err(INVALID_TOKEN);
+    }
+    let Some((row, grant, tx)) = live_token(db, token).await? else { return Err(INVALID_TOKEN) };
+    tx.commit().await?;
+    if row.kind != "access" {
+        return Err(INVALID_TOKEN);
+    }
+    let principal = match grant.staff_id {
+        Some(staff_id) => Principal::Staff { staff_id, grant_id: row.grant_id },
+        None => Principal::Client { client_id: grant.client_id.clone(), grant_id: row.grant_id },
+    };
+    Ok(Caller { venue: VenueId::from_uuid(row.venue_id), principal, permissions: effective_permissions(&grant) })
+}
+
+/// RFC 7009 revocation by the client the token was issued to. Revoking a refresh token
+/// ends its whole grant; revoking an access token ends that token. Unknown tokens and
+/// other clients' tokens are ignored (the endpoint answers 200 either way).
+pub async fn revoke(db: &Db, client: &Client, token: &str) -> Result<(), AppError> {
+    if !secrets::looks_like(token, ACCESS_PREFIX) && !secrets::looks_like(token, REFRESH_PREFIX) {
+        return Ok(());
+    }
+    let mut tx = db.resolving_tx().await?;
+    let row: Option<TokenRow> = sqlx::query_as("SELECT * FROM private.lookup_oauth_token($1)")
+        .bind(secrets::hash(token))
+        .fetch_optional(tx.conn())
+        .await?;
+    let Some(row) = row else { return Ok(()) };
+    let mut tx = tx.into_venue(VenueId::from_uuid(row.venue_id)).await?;
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT client_id FROM oauth_grants WHERE venue_id = $1 AND id = $2")
+            .bind(row.venue_id)
+            .bind(row.grant_id)
+            .fetch_optional(tx.conn())
+            .await?;
+    if owner.as_deref() != Some(client.id.as_str()) {
+        return Ok(());
+    }
+    if row.kind == "refresh" {
+        let who = Who { actor: format!("oauth_client:{}", client.id), request_id: None, ip: None };
+        revoke_grant(&mut tx, row.grant_id, "revoked_by_client", &who).await?;
+    } else {
+        sqlx::query("SELECT private.revoke_oauth_token($1)").bind(secrets::hash(token)).execute(tx.conn()).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// RFC 7662 introspection for a confidential client. Tokens of another venue than the
+/// client's, and anything expired, revoked or unknown, are `{"active": false}`.
+pub async fn introspect(db: &Db, issuer: &str, client: &Client, token: &str) -> Result<serde_json::Value, AppError> {
+    let inactive = serde_json::json!({ "active": false });
+    if !secrets::looks_like(token, ACCESS_PREFIX) && !secrets::looks_like(token, REFRESH_PREFIX) {
+        return Ok(inactive);
+    }
+    let Some((row, grant, tx)) = live_token(db, token).await? else { return Ok(inactive) };
+    tx.commit().await?;
+    if client.venue_id != Some(row.venue_id) {
+        return Ok(inactive);
+    }
+    let subject = grant.staff_id.map_or_else(|| grant.client_id.clone(), |s| s.to_string());
+    Ok(serde_json::json!({
+        "active": true,
+        "scope": effective_permissions(&grant).names().join(" "),
+        "client_id": grant.client_id,
+        "token_type": if row.kind == "access" { "access_token" } else { "refresh_token" },
+        "exp": row.expires_at.timestamp(),
+        "iat": row.issued_at.timestamp(),
+        "sub": subject,
+        "iss": issuer,
+        "venue_id": row.venue_id,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s256_matches_rfc_7636_appendix_b() {
+        assert_eq!(
+            s256_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn verifiers_are_43_to_128_unreserved_characters() {
+        assert!(valid_verifier(&"a".repeat(43)) && valid_verifier(&"a-._~".repeat(25)));
+        assert!(
+            !valid_verifier(&"a".repeat(42))
+                && !valid_verifier(&"a".repeat(129))
+                && !valid_verifier(&format!("{}+", "a".repeat(43)))
+        );
+    }
+
+    #[test]
+    fn redirect_uris_must_be_https_or_loopback_http_without_fragment() {
+        assert!(check_redirect_uri("https://app.example.com/cb").is_ok());
+        assert!(check_redirect_uri("http://localhost:3000/cb").is_ok());
+        assert!(check_redirect_uri("http://app.example.com/cb").is_err());
+        assert!(check_redirect_uri("https://app.example.com/cb#x").is_err());
+        assert!(check_redirect_uri("/cb").is_err());
+    }
+}

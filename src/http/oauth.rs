@@ -1,0 +1,508 @@
+//! OAuth 2 endpoints: the hosted login (`/oauth/authorize`), token, revocation,
+//! introspection and metadata. Forms in, RFC 6749 JSON errors out; tokens never cached.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use base64::Engine;
+use secrecy::ExposeSecret;
+
+use crate::app::AppState;
+use crate::auth::oauth::{self, Client, ClientCredentials, OAuthError, TokenLifetimes};
+use crate::auth::{Permissions, login, secrets};
+use crate::tenancy::VenueId;
+
+/// A parsed `application/x-www-form-urlencoded` body or query, refusing repeated names.
+struct Form(HashMap<String, String>);
+
+impl Form {
+    fn parse(bytes: &[u8]) -> Result<Form, OAuthError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
+            .map_err(|_| OAuthError::InvalidRequest("the body must be application/x-www-form-urlencoded".into()))?;
+        let mut map = HashMap::new();
+        for (name, value) in pairs {
+            if map.insert(name.clone(), value).is_some() {
+                return Err(OAuthError::InvalidRequest(format!("parameter {name} is repeated")));
+            }
+        }
+        Ok(Form(map))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &str) -> Result<&str, OAuthError> {
+        self.get(name).ok_or_else(|| OAuthError::InvalidRequest(format!("{name} is required")))
+    }
+}
+
+fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// An RFC 6749 §5.2 error body.
+fn oauth_error(error: OAuthError) -> Response {
+    let (status, code, description) = match error {
+        OAuthError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", d),
+        OAuthError::InvalidClient(d) => (StatusCode::UNAUTHORIZED, "invalid_client", d),
+        OAuthError::InvalidGrant(d) => (StatusCode::BAD_REQUEST, "invalid_grant", d),
+        OAuthError::UnauthorizedClient(d) => (StatusCode::BAD_REQUEST, "unauthorized_client", d),
+        OAuthError::UnsupportedGrantType(d) => (StatusCode::BAD_REQUEST, "unsupported_grant_type", d),
+        OAuthError::Internal(error) => {
+            if let crate::error::AppError::Internal(source) = &error {
+                crate::observability::report_internal(source.as_ref());
+            }
+            (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error".to_string())
+        }
+    };
+    let body = serde_json::json!({ "error": code, "error_description": description });
+    let mut response = no_store((status, axum::Json(body)).into_response());
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"venueql\""));
+    }
+    response
+}
+
+/// Client authentication: `client_secret_basic`, `client_secret_post`, or a public
+/// client's bare `client_id`. Using two methods at once is refused.
+fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCredentials, OAuthError> {
+    let basic = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "));
+    let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+    match (basic, form.get("client_secret")) {
+        (Some(_), Some(_)) => Err(OAuthError::InvalidRequest("use one client authentication method, not two".into())),
+        (Some(encoded), None) => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
+            let (id, secret) =
+                raw.split_once(':').ok_or_else(|| OAuthError::InvalidClient("malformed Basic credentials".into()))?;
+            if form.get("client_id").is_some_and(|f| f != decode(id)) {
+                return Err(OAuthError::InvalidRequest("client_id differs from the authenticated client".into()));
+            }
+            Ok(ClientCredentials::Secret(decode(id), decode(secret)))
+        }
+        (None, Some(secret)) => {
+            Ok(ClientCredentials::Secret(form.required("client_id")?.to_string(), secret.to_string()))
+        }
+        (None, None) => Ok(ClientCredentials::Public(form.required("client_id")?.to_string())),
+    }
+}
+
+fn lifetimes(state: &AppState) -> TokenLifetimes {
+    TokenLifetimes { access: state.config.access_token_ttl, refresh: state.config.refresh_token_ttl }
+}
+
+async fn authenticated_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Form, Client), OAuthError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(OAuthError::InvalidRequest("send the parameters as application/x-www-form-urlencoded".into()));
+    }
+    let form = Form::parse(body)?;
+    let client = oauth::authenticate_client(&state.db, &client_credentials(headers, &form)?).await?;
+    Ok((form, client))
+}
+
+/// `POST /oauth/token`.
+pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let (form, client) = authenticated_client(&state, &headers, &body).await?;
+        match form.required("grant_type")? {
+            "authorization_code" => {
+                oauth::exchange_code(
+                    &state.db,
+                    lifetimes(&state),
+                    &client,
+                    form.required("code")?,
+                    form.get("redirect_uri"),
+                    form.get("code_verifier"),
+                )
+                .await
+            }
+            "refresh_token" => {
+                oauth::refresh(&state.db, lifetimes(&state), &client, form.required("refresh_token")?).await
+            }
+            "client_credentials" => oauth::client_credentials(&state.db, lifetimes(&state), &client).await,
+            other => Err(OAuthError::UnsupportedGrantType(format!("grant_type {other} is not supported"))),
+        }
+    }
+    .await;
+    match result {
+        Ok(tokens) => no_store(axum::Json(tokens).into_response()),
+        Err(error) => oauth_error(error),
+    }
+}
+
+/// `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known.
+pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let (form, client) = authenticated_client(&state, &headers, &body).await?;
+        oauth::revoke(&state.db, &client, form.required("token")?).await.map_err(OAuthError::from)
+    }
+    .await;
+    match result {
+        Ok(()) => no_store(StatusCode::OK.into_response()),
+        Err(error) => oauth_error(error),
+    }
+}
+
+/// `POST /oauth/introspect` (RFC 7662), for confidential clients.
+pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let (form, client) = authenticated_client(&state, &headers, &body).await?;
+        if !client.confidential {
+            return Err(OAuthError::InvalidClient("introspection is for confidential clients".into()));
+        }
+        let token = form.required("token")?;
+        oauth::introspect(&state.db, &state.config.public_base_url, &client, token).await.map_err(OAuthError::from)
+    }
+    .await;
+    match result {
+        Ok(body) => no_store(axum::Json(body).into_response()),
+        Err(error) => oauth_error(error),
+    }
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414).
+pub async fn metadata(State(state): State<AppState>) -> Response {
+    let issuer = &state.config.public_base_url;
+    axum::Json(serde_json::json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/oauth/authorize"),
+        "token_endpoint": format!("{issuer}/oauth/token"),
+        "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+        "introspection_endpoint": format!("{issuer}/oauth/introspect"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "scopes_supported": Permissions::all().names(),
+        "authorization_response_iss_parameter_supported": true,
+    }))
+    .into_response()
+}
+
+// ───────────────────────────── hosted login ─────────────────────────────
+
+const CSRF_COOKIE: &str = "vq_csrf";
+
+/// The parameters of an authorization request, carried through the login steps.
+struct AuthorizeRequest {
+    client_id: String,
+    redirect_uri: String,
+    response_type: String,
+    code_challenge: String,
+    code_challenge_method: String,
+    state: Option<String>,
+}
+
+impl AuthorizeRequest {
+    fn from(params: &HashMap<String, String>) -> AuthorizeRequest {
+        let get = |name: &str| params.get(name).cloned().unwrap_or_default();
+        AuthorizeRequest {
+            client_id: get("client_id"),
+            redirect_uri: get("redirect_uri"),
+            response_type: get("response_type"),
+            code_challenge: get("code_challenge"),
+            code_challenge_method: get("code_challenge_method"),
+            state: params.get("state").cloned(),
+        }
+    }
+
+    /// What a login ticket is bound to: this client, redirect and challenge.
+    fn binding(&self) -> String {
+        format!("{}|{}|{}", self.client_id, self.redirect_uri, self.code_challenge)
+    }
+
+    fn hidden_fields(&self) -> String {
+        let mut fields = String::new();
+        for (name, value) in [
+            ("client_id", Some(&self.client_id)),
+            ("redirect_uri", Some(&self.redirect_uri)),
+            ("response_type", Some(&self.response_type)),
+            ("code_challenge", Some(&self.code_challenge)),
+            ("code_challenge_method", Some(&self.code_challenge_method)),
+            ("state", self.state.as_ref()),
+        ] {
+            if let Some(value) = value {
+                fields.push_str(&format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">", escape(value)));
+            }
+        }
+        fields
+    }
+}
+
+/// Why an authorization request cannot go on.
+enum Refusal {
+    /// Shown on our page: the client or redirect URI cannot be trusted with a redirect.
+    Page(StatusCode, String),
+    /// Sent back to the client's redirect URI as `error=…`.
+    Redirect(String),
+}
+
+fn redirect_to(uri: &str, issuer: &str, pairs: &[(&str, &str)], state: Option<&str>) -> String {
+    let mut url = url::Url::parse(uri).expect("registered redirect URIs are absolute URLs");
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in pairs {
+            query.append_pair(name, value);
+        }
+        if let Some(state) = state {
+            query.append_pair("state", state);
+        }
+        query.append_pair("iss", issuer);
+    }
+    url.to_string()
+}
+
+/// Validates the request in RFC 6749 §4.1.2.1 order: client and redirect URI first (no
+/// redirect when either is wrong), then the rest (reported to the redirect URI).
+async fn validate(state: &AppState, request: &AuthorizeRequest) -> Result<Client, Refusal> {
+    let client = oauth::find_client(&state.db, &request.client_id)
+        .await
+        .map_err(|_| Refusal::Page(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again.".into()))?
+        .filter(|c| c.kind == "spa")
+        .ok_or_else(|| {
+            Refusal::Page(StatusCode::BAD_REQUEST, "This application is not registered for sign-in.".into())
+        })?;
+    if !client.redirect_uris.contains(&request.redirect_uri) {
+        return Err(Refusal::Page(
+            StatusCode::BAD_REQUEST,
+            "The redirect URI does not exactly match one registered for this application.".into(),
+        ));
+    }
+    let issuer = &state.config.public_base_url;
+    let refuse = |error: &str, description: &str| {
+        Refusal::Redirect(redirect_to(
+            &request.redirect_uri,
+            issuer,
+            &[("error", error), ("error_description", description)],
+            request.state.as_deref(),
+        ))
+    };
+    if request.response_type != "code" {
+        return Err(refuse("unsupported_response_type", "response_type must be code"));
+    }
+    if request.code_challenge.is_empty() {
+        return Err(refuse("invalid_request", "code_challenge is required (PKCE with S256)"));
+    }
+    if request.code_challenge_method != "S256" {
+        return Err(refuse("invalid_request", "code_challenge_method must be S256"));
+    }
+    let well_formed = request.code_challenge.len() == 43
+        && request.code_challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        return Err(refuse(
+            "invalid_request",
+            "code_challenge must be BASE64URL(SHA256(code_verifier)), 43 characters",
+        ));
+    }
+    Ok(client)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:26rem;margin:3rem auto;padding:0 1rem}}\
+         label{{display:block;margin-top:1rem}}input,button{{font-size:1rem;padding:.5rem;width:100%;box-sizing:border-box}}\
+         button{{margin-top:1.5rem}}.error{{color:#a00;border:1px solid #a00;padding:.5rem}}</style></head>\
+         <body><main><h1>{title}</h1>{body}</main></body></html>",
+        title = escape(title)
+    );
+    let mut response = (status, Html(html)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+    );
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    response
+}
+
+fn error_html(message: &str) -> String {
+    format!("<p class=\"error\" role=\"alert\">{}</p>", escape(message))
+}
+
+fn login_form(client: &Client, request: &AuthorizeRequest, csrf: &str, error: Option<&str>) -> String {
+    format!(
+        "<p>Sign in to continue to <strong>{client}</strong>.</p>{error}\
+         <form method=\"post\" action=\"/oauth/authorize\">{hidden}\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"step\" value=\"password\">\
+         <label for=\"email\">Email</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required>\
+         <label for=\"password\">Password</label>\
+         <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+         <button type=\"submit\">Sign in</button></form>",
+        client = escape(&client.name),
+        error = error.map(error_html).unwrap_or_default(),
+        hidden = request.hidden_fields(),
+        csrf = escape(csrf),
+    )
+}
+
+fn venue_form(request: &AuthorizeRequest, csrf: &str, ticket: &str, venues: &[login::StaffVenue]) -> String {
+    let options: String = venues
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "<label for=\"venue-{i}\"><input id=\"venue-{i}\" type=\"radio\" name=\"venue_id\" value=\"{id}\"{checked} style=\"width:auto\"> {name}</label>",
+                id = v.venue_id,
+                name = escape(&v.name),
+                checked = if i == 0 { " checked" } else { "" },
+            )
+        })
+        .collect();
+    format!(
+        "<p>You work at several venues. Which one now?</p>\
+         <form method=\"post\" action=\"/oauth/authorize\">{hidden}\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"step\" value=\"venue\">\
+         <input type=\"hidden\" name=\"ticket\" value=\"{ticket}\"><fieldset><legend>Venue</legend>{options}</fieldset>\
+         <button type=\"submit\">Continue</button></form>",
+        hidden = request.hidden_fields(),
+        csrf = escape(csrf),
+        ticket = escape(ticket),
+    )
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name).then(|| value.to_string())
+    })
+}
+
+fn with_csrf_cookie(mut response: Response, state: &AppState, csrf: &str) -> Response {
+    let secure = if state.config.public_base_url.starts_with("https://") { "; Secure" } else { "" };
+    let cookie = format!("{CSRF_COOKIE}={csrf}; Path=/oauth/authorize; HttpOnly; SameSite=Strict{secure}");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+fn refusal_response(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Page(status, message) => page(status, "Cannot sign in", &error_html(&message)),
+        Refusal::Redirect(location) => (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(),
+    }
+}
+
+/// `GET /oauth/authorize`: validates the request and shows the sign-in form.
+pub async fn authorize_page(State(state): State<AppState>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let request = AuthorizeRequest::from(&params);
+    let client = match validate(&state, &request).await {
+        Ok(client) => client,
+        Err(refusal) => return refusal_response(refusal),
+    };
+    let csrf = secrets::new_secret("");
+    let body = login_form(&client, &request, &csrf, None);
+    with_csrf_cookie(page(StatusCode::OK, "Sign in", &body), &state, &csrf)
+}
+
+/// `POST /oauth/authorize`: the password step, then the venue choice when the person
+/// belongs to several venues, then a redirect with the authorization code.
+pub async fn authorize_submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(Form(fields)) = Form::parse(&body) else {
+        return page(StatusCode::BAD_REQUEST, "Cannot sign in", &error_html("The form could not be read."));
+    };
+    let csrf = fields.get("csrf").cloned().unwrap_or_default();
+    let cookie = cookie_value(&headers, CSRF_COOKIE).unwrap_or_default();
+    let csrf_ok = !csrf.is_empty() && secrets::hash(&csrf) == secrets::hash(&cookie);
+    if !csrf_ok {
+        let message = "This sign-in form expired or came from another site. Go back to the application and try again.";
+        return page(StatusCode::FORBIDDEN, "Cannot sign in", &error_html(message));
+    }
+    let request = AuthorizeRequest::from(&fields);
+    let client = match validate(&state, &request).await {
+        Ok(client) => client,
+        Err(refusal) => return refusal_response(refusal),
+    };
+    let key = state.config.app_key.expose_secret();
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+    let retry = |status: StatusCode, message: &str| {
+        page(status, "Sign in", &login_form(&client, &request, &csrf, Some(message)))
+    };
+    let staff = match field("step") {
+        "password" => match login::verify_password(&state.db, field("email"), field("password")).await {
+            Ok(Some(staff)) => staff,
+            Ok(None) => return retry(StatusCode::UNAUTHORIZED, "The email or password is incorrect."),
+            Err(_) => return retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again."),
+        },
+        "venue" => match login::verify_ticket(key, field("ticket"), &request.binding()) {
+            Some(staff) => staff,
+            None => return retry(StatusCode::UNAUTHORIZED, "Your sign-in expired. Sign in again."),
+        },
+        _ => return retry(StatusCode::BAD_REQUEST, "Sign in with your email and password."),
+    };
+    let venues = match login::venues_of(&state.db, staff).await {
+        Ok(venues) => venues,
+        Err(_) => return retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again."),
+    };
+    let chosen = match (field("step"), venues.as_slice()) {
+        (_, []) => {
+            let message = "Your account does not belong to any venue yet. Ask a manager to add you.";
+            return page(StatusCode::FORBIDDEN, "Cannot sign in", &error_html(message));
+        }
+        ("password", [only]) => only.venue_id,
+        ("password", _) => {
+            let ticket = login::sign_ticket(key, staff, &request.binding());
+            return page(StatusCode::OK, "Choose a venue", &venue_form(&request, &csrf, &ticket, &venues));
+        }
+        (_, _) => match venues.iter().find(|v| v.venue_id.to_string() == field("venue_id")) {
+            Some(venue) => venue.venue_id,
+            None => {
+                return page(
+                    StatusCode::BAD_REQUEST,
+                    "Choose a venue",
+                    &venue_form(&request, &csrf, field("ticket"), &venues),
+                );
+            }
+        },
+    };
+    match oauth::issue_code(
+        &state.db,
+        VenueId::from_uuid(chosen),
+        staff,
+        &client,
+        &request.redirect_uri,
+        &request.code_challenge,
+    )
+    .await
+    {
+        Ok(code) => {
+            let location = redirect_to(
+                &request.redirect_uri,
+                &state.config.public_base_url,
+                &[("code", &code)],
+                request.state.as_deref(),
+            );
+            no_store((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
+        }
+        Err(_) => retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again."),
+    }
+}
