@@ -28,6 +28,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The OAuth issuer: `PUBLIC_BASE_URL`, or `http://` + the bound address.
+    pub issuer: String,
     pool_for_health: sqlx::PgPool,
 }
 
@@ -80,7 +82,10 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+        let issuer = config.public_base_url.clone().unwrap_or_else(|| format!("http://{bound}"));
         let state = AppState {
+            issuer,
             db: Db::new(pool.clone()),
             staff_schema: graphql::staff_schema(&options),
             public_schema: graphql::public_schema(&options),

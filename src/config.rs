@@ -31,8 +31,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Contact line of `/.well-known/security.txt` (`SECURITY_CONTACT`).
     pub security_contact: String,
-    /// The server's public base URL, the OAuth issuer (`PUBLIC_BASE_URL`).
-    pub public_base_url: String,
+    /// The server's public base URL, the OAuth issuer (`PUBLIC_BASE_URL`); when unset,
+    /// `http://` plus the address the server bound.
+    pub public_base_url: Option<String>,
     /// Lifetime of OAuth access tokens (`ACCESS_TOKEN_TTL_SECS`, default 900).
     pub access_token_ttl: Duration,
     /// Lifetime of OAuth refresh tokens (`REFRESH_TOKEN_TTL_SECS`, default 30 days).
@@ -96,8 +97,8 @@ impl Config {
             request_timeout: Duration::from_secs(parse_or(&lookup, "REQUEST_TIMEOUT_SECS", 30)?),
             security_contact: lookup("SECURITY_CONTACT").unwrap_or_else(|| "mailto:security@venueql.invalid".into()),
             public_base_url: lookup("PUBLIC_BASE_URL")
-                .map(|url| url.trim_end_matches('/').to_string())
-                .unwrap_or_else(|| format!("http://{listen_addr}")),
+                .filter(|url| !url.is_empty())
+                .map(|url| url.trim_end_matches('/').to_string()),
             access_token_ttl: Duration::from_secs(parse_or(&lookup, "ACCESS_TOKEN_TTL_SECS", 900)?),
             refresh_token_ttl: Duration::from_secs(parse_or(&lookup, "REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?),
             app_key: Arc::new(parse_app_key(lookup("APP_KEY"))?),

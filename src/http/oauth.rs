@@ -169,7 +169,7 @@ pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body:
             return Err(OAuthError::InvalidClient("introspection is for confidential clients".into()));
         }
         let token = form.required("token")?;
-        oauth::introspect(&state.db, &state.config.public_base_url, &client, token).await.map_err(OAuthError::from)
+        oauth::introspect(&state.db, &state.issuer, &client, token).await.map_err(OAuthError::from)
     }
     .await;
     match result {
@@ -180,7 +180,7 @@ pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body:
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414).
 pub async fn metadata(State(state): State<AppState>) -> Response {
-    let issuer = &state.config.public_base_url;
+    let issuer = &state.issuer;
     axum::Json(serde_json::json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/oauth/authorize"),
@@ -289,7 +289,7 @@ async fn validate(state: &AppState, request: &AuthorizeRequest) -> Result<Client
             "The redirect URI does not exactly match one registered for this application.".into(),
         ));
     }
-    let issuer = &state.config.public_base_url;
+    let issuer = &state.issuer;
     let refuse = |error: &str, description: &str| {
         Refusal::Redirect(redirect_to(
             &request.redirect_uri,
@@ -397,7 +397,7 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn with_csrf_cookie(mut response: Response, state: &AppState, csrf: &str) -> Response {
-    let secure = if state.config.public_base_url.starts_with("https://") { "; Secure" } else { "" };
+    let secure = if state.issuer.starts_with("https://") { "; Secure" } else { "" };
     let cookie = format!("{CSRF_COOKIE}={csrf}; Path=/oauth/authorize; HttpOnly; SameSite=Strict{secure}");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -495,12 +495,8 @@ pub async fn authorize_submit(State(state): State<AppState>, headers: HeaderMap,
     .await
     {
         Ok(code) => {
-            let location = redirect_to(
-                &request.redirect_uri,
-                &state.config.public_base_url,
-                &[("code", &code)],
-                request.state.as_deref(),
-            );
+            let location =
+                redirect_to(&request.redirect_uri, &state.issuer, &[("code", &code)], request.state.as_deref());
             no_store((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
         }
         Err(_) => retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again."),

@@ -10,6 +10,7 @@ mod cross_tenant;
 mod dev;
 mod limits;
 mod menu;
+mod oauth;
 mod ops;
 mod schema;
 mod sentry;
