@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -41,6 +42,12 @@ struct DevSecrets {
     app_password: String,
     platform_password: String,
     seed: Option<DemoSeed>,
+    /// `APP_KEY` of the dev server (base64), so login pages survive restarts.
+    #[serde(default)]
+    app_key: Option<String>,
+    /// Demo SPA clients by their dev callback URI (one per listen address used).
+    #[serde(default)]
+    spa_clients: std::collections::BTreeMap<String, String>,
 }
 
 /// What the demo seed created, as written to `dev.json`.
@@ -97,6 +104,8 @@ fn load_or_create_secrets(path: &Path) -> Result<DevSecrets, DynError> {
         app_password: random_secret(),
         platform_password: random_secret(),
         seed: None,
+        app_key: None,
+        spa_clients: Default::default(),
     };
     save_secrets(path, &secrets)?;
     Ok(secrets)
@@ -145,33 +154,105 @@ async fn serve_on(
     let urls = dev_urls(cluster, secrets);
     db::init(&cluster.superuser_url("postgres"), &urls, None).await?;
     db::migrate(&urls.owner).await?;
+    let door = CrossTenantDoor::new(db::pool(&urls.platform, 2).await?);
     if secrets.seed.is_none() {
-        let door = CrossTenantDoor::new(db::pool(&urls.platform, 2).await?);
         secrets.seed = Some(seed_demo(&door).await.map_err(|e| format!("seeding the demo venues failed: {e:?}"))?);
-        save_secrets(secrets_path, secrets)?;
     }
+    let app_key = secrets.app_key.get_or_insert_with(random_app_key).clone();
+    save_secrets(secrets_path, secrets)?;
     let listen = options.listen.map(|a| a.to_string());
     let config = Config::from_lookup(|name| match (name, std::env::var(name).ok()) {
         (_, Some(value)) if !(name == "LISTEN_ADDR" && listen.is_some()) => Some(value),
         ("DATABASE_URL", _) => Some(urls.app.clone()),
         ("LISTEN_ADDR", _) => listen.clone(),
+        ("APP_KEY", _) => Some(app_key.clone()),
         ("GRAPHQL_INTROSPECTION" | "GRAPHIQL", _) => Some("true".into()),
         _ => None,
     })?;
     let app = Application::build(config).await?;
     let addr = app.local_addr();
-    let dev_json = write_dev_json(&options.data_dir, addr, &urls, secrets.seed.as_ref().expect("seeded above"))?;
+    let oauth = demo_login(&door, secrets, addr).await?;
+    save_secrets(secrets_path, secrets)?;
+    let seed = secrets.seed.as_ref().expect("seeded above");
+    let dev_json = write_dev_json(&options.data_dir, addr, &urls, seed, &oauth)?;
     println!(
         "venueql dev: serving http://{addr}/graphql (GraphiQL in a browser); PostgreSQL on 127.0.0.1:{}",
         cluster.port()
     );
     println!("venueql dev: tokens, URLs and the demo login are in {}", dev_json.display());
+    println!(
+        "venueql dev: log in as {} (password in dev.json) at:\n  {}",
+        seed.manager.email,
+        oauth["login_url"].as_str().unwrap_or_default()
+    );
     println!("venueql dev: Ctrl-C stops the server, then the database");
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
 }
 
-fn write_dev_json(dir: &Path, addr: SocketAddr, urls: &RoleUrls, seed: &DemoSeed) -> Result<PathBuf, DynError> {
+fn random_app_key() -> String {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).expect("the OS random source is available");
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// Registers (once per listen address) the demo SPA client whose redirect URI is this
+/// server's `/dev/callback`, and returns a ready login URL with its PKCE verifier.
+async fn demo_login(
+    door: &CrossTenantDoor,
+    secrets: &mut DevSecrets,
+    addr: SocketAddr,
+) -> Result<serde_json::Value, DynError> {
+    let redirect_uri = format!("http://{addr}/dev/callback");
+    let client_id = match secrets.spa_clients.get(&redirect_uri) {
+        Some(id) => id.clone(),
+        None => {
+            let uris = [redirect_uri.clone(), "http://localhost:5173/callback".to_string()];
+            let created = admin::create_client(
+                door,
+                "operator:venueql-dev",
+                "spa",
+                "venueql dev SPA",
+                None,
+                &uris,
+                Permissions::empty(),
+            )
+            .await
+            .map_err(|e| format!("registering the demo SPA client failed: {e:?}"))?;
+            secrets.spa_clients.insert(redirect_uri.clone(), created.client_id.clone());
+            created.client_id
+        }
+    };
+    let verifier = random_secret();
+    let mut login_url = url::Url::parse(&format!("http://{addr}/oauth/authorize")).expect("valid URL");
+    login_url
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", &redirect_uri)
+        .append_pair("code_challenge", &crate::auth::oauth::s256_challenge(&verifier))
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", "dev");
+    let exchange = format!(
+        "curl -s http://{addr}/oauth/token -d grant_type=authorization_code -d client_id={client_id} \\\n  --data-urlencode redirect_uri={redirect_uri} -d code_verifier={verifier} -d code=CODE"
+    );
+    Ok(serde_json::json!({
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "code_verifier": verifier,
+        "login_url": login_url.to_string(),
+        "token_url": format!("http://{addr}/oauth/token"),
+        "exchange_example": exchange,
+    }))
+}
+
+fn write_dev_json(
+    dir: &Path,
+    addr: SocketAddr,
+    urls: &RoleUrls,
+    seed: &DemoSeed,
+    oauth: &serde_json::Value,
+) -> Result<PathBuf, DynError> {
     let venues: Vec<serde_json::Value> = seed
         .venues
         .iter()
@@ -190,6 +271,7 @@ fn write_dev_json(dir: &Path, addr: SocketAddr, urls: &RoleUrls, seed: &DemoSeed
         "owner_database_url": urls.owner,
         "platform_database_url": urls.platform,
         "manager": seed.manager,
+        "oauth": oauth,
         "venues": venues,
     });
     let path = dir.join("dev.json");

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v/{slug}/graphql", post(graphql::public))
         .route("/oauth/authorize", get(oauth::authorize_page).post(oauth::authorize_submit))
         .route("/oauth/token", post(oauth::token))
+        .route("/dev/callback", get(oauth::dev_callback))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata))

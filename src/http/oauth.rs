@@ -502,3 +502,25 @@ pub async fn authorize_submit(State(state): State<AppState>, headers: HeaderMap,
         Err(_) => retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again."),
     }
 }
+
+/// `GET /dev/callback` (only with `GRAPHIQL`, i.e. `venueql dev`): the redirect target of
+/// the demo SPA client; shows the authorization code to exchange with curl.
+pub async fn dev_callback(State(state): State<AppState>, Query(params): Query<HashMap<String, String>>) -> Response {
+    if !state.config.graphiql {
+        return crate::http::error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint");
+    }
+    let field = |name: &str| escape(params.get(name).map(String::as_str).unwrap_or_default());
+    let body = if params.contains_key("code") {
+        format!(
+            "<p>Authorization code (valid for {CODE_TTL} seconds, once):</p><pre id=\"code\">{code}</pre>\
+             <p>Exchange it with the <code>oauth.exchange_example</code> command from <code>.venueql/dev.json</code>, \
+             replacing <code>CODE</code>.</p><p>state: <code>{state}</code></p>",
+            CODE_TTL = oauth::CODE_TTL_SECS,
+            code = field("code"),
+            state = field("state"),
+        )
+    } else {
+        error_html(&format!("{}: {}", field("error"), field("error_description")))
+    };
+    page(StatusCode::OK, "venueql dev callback", &body)
+}

@@ -69,6 +69,10 @@ async fn venueql_dev_serves_the_demo_menu_stops_cleanly_and_reuses_its_directory
         assert!(dev[key].as_str().unwrap().starts_with("postgres://"), "{key} missing from dev.json");
     }
     assert_eq!(dev["venues"][0]["tokens"][1]["permissions"], json!(["ORDERS_QUEUE"]));
+    let login_url = dev["oauth"]["login_url"].as_str().expect("dev.json has a login URL");
+    let login_page = reqwest::get(login_url).await.unwrap();
+    assert_eq!(login_page.status(), 200);
+    assert!(login_page.text().await.unwrap().contains("<label for=\"password\">Password</label>"));
 
     let menu = "{ menu { categories { name items { name priceMinor allergens } } } }";
     let full = query(&url, Some(token(&dev, 0, "everything")), menu).await;
