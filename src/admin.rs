@@ -6,6 +6,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::audit::{self, Change, Who};
+use crate::auth::breach::BreachCheck;
 use crate::auth::{Permissions, api_tokens, oauth};
 use crate::error::AppError;
 use crate::staff;
@@ -61,9 +62,10 @@ pub async fn create_staff(
     actor: &str,
     email: &str,
     password: &str,
+    breach: &BreachCheck,
 ) -> Result<staff::Staff, AppError> {
     let mut tx = door.open_cross_tenant(actor, "admin create-staff").await?;
-    let created = staff::create(&mut tx, email, password).await?;
+    let created = staff::create(&mut tx, email, password, breach).await?;
     tx.commit().await?;
     Ok(created)
 }

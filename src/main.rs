@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
 use venueql::auth::Permissions;
+use venueql::auth::breach::BreachCheck;
 use venueql::config::Config;
 use venueql::db::{self, RoleUrls};
 use venueql::tenancy::CrossTenantDoor;
@@ -216,7 +217,8 @@ async fn run_admin(command: AdminCommand) -> Result<(), DynError> {
             print_json(&admin::create_venue(&door, &actor, &slug, &name, &currency).await.map_err(app_error)?)
         }
         AdminCommand::CreateStaff { email, password } => {
-            print_json(&admin::create_staff(&door, &actor, &email, &password).await.map_err(app_error)?)
+            let breach = BreachCheck::from_lookup(|name| std::env::var(name).ok())?;
+            print_json(&admin::create_staff(&door, &actor, &email, &password, &breach).await.map_err(app_error)?)
         }
         AdminCommand::Grant { venue, email, permissions: list } => {
             let granted = permissions(&list)?;

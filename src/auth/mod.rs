@@ -1,6 +1,7 @@
 //! Who is calling and what they may do: permission flags, venue API tokens, passwords.
 
 pub mod api_tokens;
+pub mod breach;
 pub mod graphql;
 pub mod login;
 pub mod oauth;

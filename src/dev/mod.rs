@@ -19,6 +19,7 @@ use crate::admin;
 use crate::app::{Application, shutdown_signal};
 use crate::audit::Who;
 use crate::auth::Permissions;
+use crate::auth::breach::BreachCheck;
 use crate::config::Config;
 use crate::db::{self, RoleUrls};
 use crate::error::AppError;
@@ -397,7 +398,7 @@ pub async fn seed_demo(door: &CrossTenantDoor) -> Result<DemoSeed, AppError> {
     let actor = "operator:venueql-dev";
     let manager =
         DemoLogin { email: "manager@demo.venueql.test".into(), password: format!("Dev-{}-9a", random_secret()) };
-    admin::create_staff(door, actor, &manager.email, &manager.password).await?;
+    admin::create_staff(door, actor, &manager.email, &manager.password, &BreachCheck::off()).await?;
     let mut venues = Vec::new();
     for (slug, name, currency, menu) in
         [("demo-cafe", "Demo Café", "EUR", CAFE_MENU), ("demo-bistro", "Demo Bistro", "GBP", BISTRO_MENU)]

@@ -4,6 +4,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::audit::{self, Change, Who};
+use crate::auth::breach::BreachCheck;
 use crate::auth::{Permissions, passwords};
 use crate::error::AppError;
 use crate::tenancy::{PlatformTx, VenueTx};
@@ -24,10 +25,12 @@ fn normalise_email(email: &str) -> Result<String, AppError> {
     if valid { Ok(email) } else { Err(AppError::bad_input(format!("{email:?} is not a valid email address"))) }
 }
 
-/// Creates a staff identity with an Argon2id password hash (stored in the private schema).
-pub async fn create(tx: &mut PlatformTx, email: &str, password: &str) -> Result<Staff, AppError> {
+/// Creates a staff identity with an Argon2id password hash (stored in the private schema),
+/// after the password rules and the breached-password check.
+pub async fn create(tx: &mut PlatformTx, email: &str, password: &str, breach: &BreachCheck) -> Result<Staff, AppError> {
     let email = normalise_email(email)?;
     passwords::check_policy(password)?;
+    breach.check(password).await?;
     let hash = passwords::hash_password(password)?;
     let id: Uuid = sqlx::query_scalar("INSERT INTO staff (email) VALUES ($1) RETURNING id")
         .bind(&email)

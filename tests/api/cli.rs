@@ -7,8 +7,13 @@ use serde_json::Value;
 use crate::helpers::{TestApp, error_code};
 
 fn venueql(app: &TestApp, args: &[&str]) -> (bool, Value, String) {
+    venueql_with(app, args, &[("HIBP_MODE", "off")])
+}
+
+fn venueql_with(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (bool, Value, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_venueql"))
         .args(args)
+        .envs(env.iter().copied())
         .env("DATABASE_URL", &app.urls.app)
         .env("DATABASE_OWNER_URL", &app.urls.owner)
         .env("DATABASE_PLATFORM_URL", &app.urls.platform)
@@ -126,4 +131,128 @@ async fn db_init_and_migrate_are_idempotent_commands() {
     let pool = venueql::db::pool(&urls.app, 1).await.unwrap();
     venueql::db::check_app_role(&pool).await.unwrap();
     assert!(venueql::db::migrations_current(&pool).await.unwrap());
+}
+
+#[tokio::test]
+async fn create_client_registers_each_kind_and_refuses_bad_input_clearly() {
+    let app = TestApp::spawn().await;
+    let (ok, spa, err) = venueql(
+        &app,
+        &["admin", "create-client", "--kind", "spa", "--name", "Web", "--redirect-uri", "https://app.example.com/cb"],
+    );
+    assert!(ok, "{err}");
+    assert!(spa["client_id"].as_str().unwrap().starts_with("vqc_") && spa.get("client_secret").is_none(), "{spa}");
+    let (ok, integration, err) = venueql(
+        &app,
+        &[
+            "admin",
+            "create-client",
+            "--kind",
+            "integration",
+            "--name",
+            "Books",
+            "--venue",
+            "alpha",
+            "--permissions",
+            "MENU_VIEW",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(integration["client_secret"].as_str().unwrap().starts_with("vqcs_"), "{integration}");
+    assert_eq!(app.audit_count(&app.a, "oauth_client.created").await, 1);
+    let cases: [(&[&str], &str); 4] = [
+        (&["admin", "create-client", "--kind", "spa", "--name", "Web"], "needs at least one --redirect-uri"),
+        (&["admin", "create-client", "--kind", "integration", "--name", "Books"], "needs --venue"),
+        (
+            &["admin", "create-client", "--kind", "spa", "--name", "Web", "--redirect-uri", "http://evil.example/cb"],
+            "must use https",
+        ),
+        (
+            &["admin", "create-client", "--kind", "robot", "--name", "R", "--venue", "alpha"],
+            "kind must be spa, integration or pos",
+        ),
+    ];
+    for (args, message) in cases {
+        let (ok, _, err) = venueql(&app, args);
+        assert!(!ok && err.contains(message), "{args:?}: {err}");
+    }
+}
+
+type RangeRequests = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+/// A fake Pwned Passwords range API: answers every prefix with a padded body that holds
+/// `breached` (count 42) and `padded` (count 0, a padding line).
+async fn fake_range_api(breached: &str, padded: &str) -> (String, RangeRequests) {
+    use axum::extract::{Path, State};
+    use sha1::{Digest, Sha1};
+    let hex = |p: &str| Sha1::digest(p.as_bytes()).iter().map(|b| format!("{b:02X}")).collect::<String>();
+    let body =
+        format!("0018A45C4D1DEF81644B54AB7F969B88D65:3\r\n{}:42\r\n{}:0\r\n", &hex(breached)[5..], &hex(padded)[5..]);
+    let requests: RangeRequests = Default::default();
+    let router = axum::Router::new()
+        .route(
+            "/range/{prefix}",
+            axum::routing::get(
+                |State((body, seen)): State<(String, RangeRequests)>,
+                 Path(prefix): Path<String>,
+                 headers: axum::http::HeaderMap| async move {
+                    let padding = headers.get("add-padding").map(|v| v.to_str().unwrap().to_string());
+                    seen.lock().unwrap().push((prefix, padding));
+                    body
+                },
+            ),
+        )
+        .with_state((body, requests.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (base, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breached_passwords_are_refused_online_and_offline_with_a_clear_reason() {
+    let app = TestApp::spawn().await;
+    let (breached, padded, fresh) = ("Breached-Pass-123", "Padded-Pass-1234", "Fresh-Unseen-Pass-99");
+    let (base, requests) = fake_range_api(breached, padded).await;
+    let online = [("HIBP_MODE", "online"), ("HIBP_API_BASE", base.as_str()), ("HIBP_FAIL_OPEN", "false")];
+    let create = |email: &str, password: &str, env: &[(&str, &str)]| {
+        venueql_with(&app, &["admin", "create-staff", "--email", email, "--password", password], env)
+    };
+    let (ok, _, err) = create("a@x.test", breached, &online);
+    assert!(!ok && err.contains("appears in 42 known data breaches"), "{err}");
+    let (ok, _, err) = create("b@x.test", padded, &online);
+    assert!(ok, "a padding line (count 0) is not a breach: {err}");
+    let seen = requests.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    for (prefix, padding) in seen {
+        assert!(
+            prefix.len() == 5 && prefix.bytes().all(|b| b.is_ascii_hexdigit()),
+            "only a 5-hex prefix leaves: {prefix}"
+        );
+        assert_eq!(padding.as_deref(), Some("true"));
+    }
+
+    let closed = format!("http://127.0.0.1:{}", crate::helpers::free_port());
+    let (ok, _, err) =
+        create("c@x.test", fresh, &[("HIBP_MODE", "online"), ("HIBP_API_BASE", &closed), ("HIBP_FAIL_OPEN", "false")]);
+    assert!(!ok && err.contains("unavailable"), "fail closed: {err}");
+    let (ok, _, err) =
+        create("c@x.test", fresh, &[("HIBP_MODE", "online"), ("HIBP_API_BASE", &closed), ("HIBP_FAIL_OPEN", "true")]);
+    assert!(ok && err.contains("breached-password check unavailable"), "fail open, logged: {err}");
+
+    use sha1::{Digest, Sha1};
+    let mut lines: Vec<String> = (0..200)
+        .map(|i| format!("pw-{i}"))
+        .chain([breached.to_string()])
+        .map(|p| format!("{}:{}", Sha1::digest(p.as_bytes()).iter().map(|b| format!("{b:02X}")).collect::<String>(), 7))
+        .collect();
+    lines.sort();
+    let file = std::env::temp_dir().join(format!("venueql-pwned-{}.txt", uuid::Uuid::new_v4()));
+    std::fs::write(&file, lines.join("\r\n")).unwrap();
+    let offline = [("HIBP_MODE", "offline"), ("HIBP_OFFLINE_FILE", file.to_str().unwrap())];
+    let (ok, _, err) = create("d@x.test", breached, &offline);
+    assert!(!ok && err.contains("appears in 7 known data breaches"), "{err}");
+    let (ok, _, err) = create("d@x.test", "Another-Fresh-Pass-7", &offline);
+    assert!(ok, "{err}");
+    std::fs::remove_file(&file).unwrap();
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, error_code};
 use venueql::auth::Permissions;
+use venueql::auth::breach::BreachCheck;
 use venueql::auth::oauth::s256_challenge;
 
 const REDIRECT: &str = "http://localhost:5173/callback";
@@ -25,7 +26,7 @@ struct OAuthSetup {
 async fn setup() -> OAuthSetup {
     let app = TestApp::spawn().await;
     let actor = "operator:test";
-    venueql::admin::create_staff(&app.door, actor, EMAIL, PASSWORD).await.unwrap();
+    venueql::admin::create_staff(&app.door, actor, EMAIL, PASSWORD, &BreachCheck::off()).await.unwrap();
     let edit = Permissions::MENU_VIEW | Permissions::MENU_EDIT;
     venueql::admin::grant(&app.door, actor, "alpha", EMAIL, edit).await.unwrap();
     venueql::admin::grant(&app.door, actor, "bravo", EMAIL, Permissions::MENU_VIEW).await.unwrap();
@@ -396,7 +397,9 @@ async fn login_failures_are_generic_and_the_form_is_csrf_protected() {
     ];
     let response = no_redirects().post(format!("{}/oauth/authorize", s.app.base)).form(&form).send().await.unwrap();
     assert_eq!(response.status(), 403, "no CSRF cookie");
-    venueql::admin::create_staff(&s.app.door, "operator:test", "lonely@alpha.test", PASSWORD).await.unwrap();
+    venueql::admin::create_staff(&s.app.door, "operator:test", "lonely@alpha.test", PASSWORD, &BreachCheck::off())
+        .await
+        .unwrap();
     let (status, _, body) = login(&s, "lonely@alpha.test", PASSWORD, None, &challenge).await;
     assert_eq!(status, 403);
     assert!(body.contains("does not belong to any venue"), "{body}");
