@@ -3,6 +3,7 @@
 pub mod api_tokens;
 pub mod breach;
 pub mod graphql;
+pub mod lockout;
 pub mod login;
 pub mod oauth;
 pub mod passwords;

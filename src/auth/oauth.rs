@@ -42,6 +42,8 @@ pub enum OAuthError {
     UnauthorizedClient(String),
     /// Unknown grant type.
     UnsupportedGrantType(String),
+    /// Too many failed client authentications: retry after this many seconds.
+    SlowDown(u32),
     /// Anything else (logged; the body says only "server_error").
     Internal(AppError),
 }

@@ -4,13 +4,16 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine;
 use secrecy::ExposeSecret;
 
 use crate::app::AppState;
+use crate::auth::lockout::{self, Attempt};
 use crate::auth::oauth::{self, Client, ClientCredentials, OAuthError, TokenLifetimes};
 use crate::auth::{Permissions, login, secrets};
 use crate::tenancy::VenueId;
@@ -55,6 +58,13 @@ fn oauth_error(error: OAuthError) -> Response {
         OAuthError::InvalidGrant(d) => (StatusCode::BAD_REQUEST, "invalid_grant", d),
         OAuthError::UnauthorizedClient(d) => (StatusCode::BAD_REQUEST, "unauthorized_client", d),
         OAuthError::UnsupportedGrantType(d) => (StatusCode::BAD_REQUEST, "unsupported_grant_type", d),
+        OAuthError::SlowDown(wait) => {
+            let description = format!("too many failed client authentications; retry after {wait} seconds");
+            let body = serde_json::json!({ "error": "invalid_client", "error_description": description });
+            let mut response = no_store((StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response());
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            return response;
+        }
         OAuthError::Internal(error) => {
             if let crate::error::AppError::Internal(source) = &error {
                 crate::observability::report_internal(source.as_ref());
@@ -104,6 +114,7 @@ fn lifetimes(state: &AppState) -> TokenLifetimes {
 async fn authenticated_client(
     state: &AppState,
     headers: &HeaderMap,
+    peer: SocketAddr,
     body: &[u8],
 ) -> Result<(Form, Client), OAuthError> {
     let is_form = headers
@@ -114,14 +125,37 @@ async fn authenticated_client(
         return Err(OAuthError::InvalidRequest("send the parameters as application/x-www-form-urlencoded".into()));
     }
     let form = Form::parse(body)?;
-    let client = oauth::authenticate_client(&state.db, &client_credentials(headers, &form)?).await?;
-    Ok((form, client))
+    let credentials = client_credentials(headers, &form)?;
+    let ClientCredentials::Secret(id, _) = &credentials else {
+        return Ok(oauth::authenticate_client(&state.db, &credentials).await.map(|client| (form, client))?);
+    };
+    let attempt = Attempt { kind: "client_secret", identifier: id, ip: Some(peer.ip()), device: None };
+    let wait = lockout::retry_after(&state.db, state.config.lockout, &attempt).await?;
+    if wait > 0 {
+        return Err(OAuthError::SlowDown(wait));
+    }
+    match oauth::authenticate_client(&state.db, &credentials).await {
+        Ok(client) => {
+            lockout::succeeded(&state.db, &attempt).await?;
+            Ok((form, client))
+        }
+        Err(OAuthError::InvalidClient(reason)) => {
+            lockout::failed(&state.db, state.config.lockout, &attempt).await?;
+            Err(OAuthError::InvalidClient(reason))
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// `POST /oauth/token`.
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = async {
-        let (form, client) = authenticated_client(&state, &headers, &body).await?;
+        let (form, client) = authenticated_client(&state, &headers, peer, &body).await?;
         match form.required("grant_type")? {
             "authorization_code" => {
                 oauth::exchange_code(
@@ -149,9 +183,14 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
 }
 
 /// `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known.
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn revoke(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = async {
-        let (form, client) = authenticated_client(&state, &headers, &body).await?;
+        let (form, client) = authenticated_client(&state, &headers, peer, &body).await?;
         oauth::revoke(&state.db, &client, form.required("token")?).await.map_err(OAuthError::from)
     }
     .await;
@@ -162,9 +201,14 @@ pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Byt
 }
 
 /// `POST /oauth/introspect` (RFC 7662), for confidential clients.
-pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn introspect(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = async {
-        let (form, client) = authenticated_client(&state, &headers, &body).await?;
+        let (form, client) = authenticated_client(&state, &headers, peer, &body).await?;
         if !client.confidential {
             return Err(OAuthError::InvalidClient("introspection is for confidential clients".into()));
         }
@@ -426,7 +470,12 @@ pub async fn authorize_page(State(state): State<AppState>, Query(params): Query<
 
 /// `POST /oauth/authorize`: the password step, then the venue choice when the person
 /// belongs to several venues, then a redirect with the authorization code.
-pub async fn authorize_submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn authorize_submit(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(Form(fields)) = Form::parse(&body) else {
         return page(StatusCode::BAD_REQUEST, "Cannot sign in", &error_html("The form could not be read."));
     };
@@ -447,12 +496,30 @@ pub async fn authorize_submit(State(state): State<AppState>, headers: HeaderMap,
     let retry = |status: StatusCode, message: &str| {
         page(status, "Sign in", &login_form(&client, &request, &csrf, Some(message)))
     };
+    let mut device_cookie = None;
     let staff = match field("step") {
-        "password" => match login::verify_password(&state.db, field("email"), field("password")).await {
-            Ok(Some(staff)) => staff,
-            Ok(None) => return retry(StatusCode::UNAUTHORIZED, "The email or password is incorrect."),
-            Err(_) => return retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again."),
-        },
+        "password" => {
+            let attempt =
+                PasswordAttempt { email: field("email"), password: field("password"), peer, headers: &headers };
+            match password_step(&state, attempt).await {
+                Ok((staff, cookie)) => {
+                    device_cookie = Some(cookie);
+                    staff
+                }
+                Err(PasswordRefusal::Wrong) => {
+                    return retry(StatusCode::UNAUTHORIZED, "The email or password is incorrect.");
+                }
+                Err(PasswordRefusal::Locked(wait)) => {
+                    let message = format!("Too many sign-in attempts. Try again in {wait} seconds.");
+                    let mut response = retry(StatusCode::TOO_MANY_REQUESTS, &message);
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                    return response;
+                }
+                Err(PasswordRefusal::Failed) => {
+                    return retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again.");
+                }
+            }
+        }
         "venue" => match login::verify_ticket(key, field("ticket"), &request.binding()) {
             Some(staff) => staff,
             None => return retry(StatusCode::UNAUTHORIZED, "Your sign-in expired. Sign in again."),
@@ -471,7 +538,8 @@ pub async fn authorize_submit(State(state): State<AppState>, headers: HeaderMap,
         ("password", [only]) => only.venue_id,
         ("password", _) => {
             let ticket = login::sign_ticket(key, staff, &request.binding());
-            return page(StatusCode::OK, "Choose a venue", &venue_form(&request, &csrf, &ticket, &venues));
+            let response = page(StatusCode::OK, "Choose a venue", &venue_form(&request, &csrf, &ticket, &venues));
+            return with_device_cookie(response, &state, device_cookie.as_deref());
         }
         (_, _) => match venues.iter().find(|v| v.venue_id.to_string() == field("venue_id")) {
             Some(venue) => venue.venue_id,
@@ -497,10 +565,71 @@ pub async fn authorize_submit(State(state): State<AppState>, headers: HeaderMap,
         Ok(code) => {
             let location =
                 redirect_to(&request.redirect_uri, &state.issuer, &[("code", &code)], request.state.as_deref());
-            no_store((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
+            let response = no_store((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response());
+            with_device_cookie(response, &state, device_cookie.as_deref())
         }
         Err(_) => retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again."),
     }
+}
+
+const DEVICE_COOKIE: &str = "vq_device";
+
+/// What the password step was given.
+struct PasswordAttempt<'a> {
+    email: &'a str,
+    password: &'a str,
+    peer: SocketAddr,
+    headers: &'a HeaderMap,
+}
+
+/// Why the password step refused.
+enum PasswordRefusal {
+    /// Wrong email or password (the same answer for both).
+    Wrong,
+    /// Locked out for this many seconds.
+    Locked(u32),
+    /// Something broke.
+    Failed,
+}
+
+/// Checks the password under the lockout: identifier and IP limits first, then the
+/// password; a success clears this IP's failures for the email and renews the browser's
+/// trusted-device cookie (returned) so strangers' failures cannot lock it out.
+async fn password_step(
+    state: &AppState,
+    attempt: PasswordAttempt<'_>,
+) -> Result<(uuid::Uuid, String), PasswordRefusal> {
+    let key = state.config.app_key.expose_secret();
+    let cookie = cookie_value(attempt.headers, DEVICE_COOKIE).unwrap_or_default();
+    let device = lockout::trusted_device(key, &cookie, attempt.email);
+    let lock = Attempt { kind: "password", identifier: attempt.email, ip: Some(attempt.peer.ip()), device };
+    let wait =
+        lockout::retry_after(&state.db, state.config.lockout, &lock).await.map_err(|_| PasswordRefusal::Failed)?;
+    if wait > 0 {
+        return Err(PasswordRefusal::Locked(wait));
+    }
+    match login::verify_password(&state.db, attempt.email, attempt.password).await {
+        Ok(Some(staff)) => {
+            lockout::succeeded(&state.db, &lock).await.map_err(|_| PasswordRefusal::Failed)?;
+            Ok((staff, lockout::device_cookie(key, device, attempt.email)))
+        }
+        Ok(None) => {
+            lockout::failed(&state.db, state.config.lockout, &lock).await.map_err(|_| PasswordRefusal::Failed)?;
+            Err(PasswordRefusal::Wrong)
+        }
+        Err(_) => Err(PasswordRefusal::Failed),
+    }
+}
+
+fn with_device_cookie(mut response: Response, state: &AppState, value: Option<&str>) -> Response {
+    let Some(value) = value else { return response };
+    let secure = if state.issuer.starts_with("https://") { "; Secure" } else { "" };
+    let cookie =
+        format!("{DEVICE_COOKIE}={value}; Path=/oauth/authorize; Max-Age=7776000; HttpOnly; SameSite=Strict{secure}");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
 }
 
 /// `GET /dev/callback` (only with `GRAPHIQL`, i.e. `venueql dev`): the redirect target of

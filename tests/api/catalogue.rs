@@ -10,9 +10,11 @@ use crate::helpers::TestApp;
 /// Platform-level tables: no venue_id, reached by the app role only as listed below.
 const PLATFORM_LEVEL: &[&str] = &[
     "private.api_token_hashes",
+    "private.auth_failures",
     "private.oauth_clients",
     "private.oauth_codes",
     "private.oauth_tokens",
+    "private.security_events",
     "private.staff_passwords",
     "private.staff_venues",
     "public._sqlx_migrations",
@@ -23,6 +25,10 @@ const PLATFORM_LEVEL: &[&str] = &[
 
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
+    "function private.auth_retry_after(p_kind text, p_identifier bytea, p_ip inet, p_device text, p_identifier_limit integer, p_ip_limit integer, p_base_secs integer) EXECUTE",
+    "function private.clear_auth_failures(p_kind text, p_identifier bytea, p_ip inet) EXECUTE",
+    "function private.record_auth_failure(p_kind text, p_identifier bytea, p_ip inet, p_device text) EXECUTE",
+    "function private.record_security_event(p_kind text, p_identifier bytea, p_ip inet, p_detail jsonb) EXECUTE",
     "function private.attach_code_grant(p_hash bytea, p_grant uuid) EXECUTE",
     "function private.authenticate_oauth_client(p_id text, p_secret_hash bytea) EXECUTE",
     "function private.lookup_oauth_token(p_hash bytea) EXECUTE",

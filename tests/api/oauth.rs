@@ -24,7 +24,11 @@ struct OAuthSetup {
 }
 
 async fn setup() -> OAuthSetup {
-    let app = TestApp::spawn().await;
+    setup_with(|_| None).await
+}
+
+async fn setup_with(settings: impl Fn(&str) -> Option<String>) -> OAuthSetup {
+    let app = TestApp::spawn_with(settings).await;
     let actor = "operator:test";
     venueql::admin::create_staff(&app.door, actor, EMAIL, PASSWORD, &BreachCheck::off()).await.unwrap();
     let edit = Permissions::MENU_VIEW | Permissions::MENU_EDIT;
@@ -92,10 +96,28 @@ async fn login(
     venue: Option<Uuid>,
     challenge: &str,
 ) -> (StatusCode, String, String) {
+    let (status, location, body, _) = login_as_device(s, email, password, venue, challenge, None).await;
+    (status, location, body)
+}
+
+/// As `login`, presenting `device` (a `vq_device=…` cookie) and returning the device
+/// cookie the server set, if any.
+async fn login_as_device(
+    s: &OAuthSetup,
+    email: &str,
+    password: &str,
+    venue: Option<Uuid>,
+    challenge: &str,
+    device: Option<&str>,
+) -> (StatusCode, String, String, Option<String>) {
     let client = no_redirects();
     let page = client.get(authorize_url(s, challenge, &[])).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    let cookie = page.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
+    let csrf_cookie = page.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
+    let cookie = match device {
+        Some(device) => format!("{csrf_cookie}; {device}"),
+        None => csrf_cookie,
+    };
     let html = page.text().await.unwrap();
     let mut form: Vec<(String, String)> =
         ["client_id", "redirect_uri", "response_type", "code_challenge", "code_challenge_method", "state", "csrf"]
@@ -111,7 +133,19 @@ async fn login(
             let status = response.status();
             let location =
                 response.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
-            (status, location, response.text().await.unwrap())
+            let set_device = response
+                .headers()
+                .get_all(SET_COOKIE)
+                .iter()
+                .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+                .find(|c| c.starts_with("vq_device="));
+            let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            let text = response.text().await.unwrap();
+            let text = match retry_after {
+                Some(wait) => format!("retry-after={wait}\n{text}"),
+                None => text,
+            };
+            (status, location, text, set_device)
         }
     };
     let mut fields = form.clone();
@@ -120,14 +154,15 @@ async fn login(
         ("email".into(), email.into()),
         ("password".into(), password.into()),
     ]);
-    let (status, location, body) = post(fields).await;
+    let (status, location, body, set_device) = post(fields).await;
     if status != StatusCode::OK || !body.contains("Choose a venue") {
-        return (status, location, body);
+        return (status, location, body, set_device);
     }
     form.push(("step".into(), "venue".into()));
     form.push(("ticket".into(), hidden(&body, "ticket").unwrap()));
     form.push(("venue_id".into(), venue.expect("the person must choose a venue").to_string()));
-    post(form).await
+    let (status, location, body, _) = post(form).await;
+    (status, location, body, set_device)
 }
 
 async fn token_request(
@@ -418,4 +453,87 @@ async fn metadata_describes_the_server() {
     assert_eq!(meta["token_endpoint"], format!("{}/oauth/token", s.app.base));
     assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(meta["response_types_supported"], json!(["code"]));
+}
+
+async fn security_events(s: &OAuthSetup) -> i64 {
+    let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&s.app.urls.owner).await.unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM private.security_events WHERE kind = 'lockout'")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn repeated_wrong_passwords_lock_the_identifier_for_a_growing_time_that_expires() {
+    let s = setup_with(|name| (name == "LOCKOUT_BASE_DELAY_SECS").then(|| "1".into())).await;
+    let challenge = s256_challenge(&verifier());
+    for _ in 0..5 {
+        let (status, _, _) = login(&s, EMAIL, "Wrong-Password-123", Some(s.app.a.id), &challenge).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _, body) = login(&s, EMAIL, PASSWORD, Some(s.app.a.id), &challenge).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "even the right password waits: {body}");
+    assert!(body.starts_with("retry-after=") && body.contains("Too many sign-in attempts"), "{body}");
+    let (status, _, _) = login(&s, "nobody@alpha.test", "Wrong-Password-123", None, &challenge).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "another identifier from the same IP is not locked");
+    assert!(security_events(&s).await >= 1, "the lockout is recorded");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, location, body) = login(&s, EMAIL, PASSWORD, Some(s.app.a.id), &challenge).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the delay expires: {body}");
+    assert!(query_param(&location, "code").is_some());
+}
+
+#[tokio::test]
+async fn the_ip_limit_is_independent_of_the_identifier_limit() {
+    let s = setup_with(|name| (name == "LOCKOUT_IP_LIMIT").then(|| "3".into())).await;
+    let challenge = s256_challenge(&verifier());
+    for i in 0..3 {
+        let (status, _, _) = login(&s, &format!("spray{i}@alpha.test"), "Wrong-Password-123", None, &challenge).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _, body) = login(&s, EMAIL, PASSWORD, Some(s.app.a.id), &challenge).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "password spraying from one IP is slowed: {body}");
+}
+
+#[tokio::test]
+async fn a_trusted_browser_is_not_locked_out_by_strangers_failures() {
+    let s = setup().await;
+    let challenge = s256_challenge(&verifier());
+    let (status, _, _, device) = login_as_device(&s, EMAIL, PASSWORD, Some(s.app.a.id), &challenge, None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let device = device.expect("a successful login sets the trusted-device cookie");
+    for _ in 0..6 {
+        login(&s, EMAIL, "Attacker-Guess-123", None, &challenge).await;
+    }
+    let (status, _, _) = login(&s, EMAIL, PASSWORD, Some(s.app.a.id), &challenge).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "a stranger's browser is held back");
+    let forged = device.replace("vq_device=", "vq_device=0");
+    let (status, _, _, _) = login_as_device(&s, EMAIL, PASSWORD, Some(s.app.a.id), &challenge, Some(&forged)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "a forged device cookie counts for nothing");
+    let (status, _, body, _) = login_as_device(&s, EMAIL, PASSWORD, Some(s.app.a.id), &challenge, Some(&device)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the owner's trusted browser gets in: {body}");
+}
+
+#[tokio::test]
+async fn wrong_client_secrets_lock_the_client_out_with_retry_after() {
+    let s = setup().await;
+    let id = s.integration.0.as_str();
+    for _ in 0..5 {
+        let (status, _, _) =
+            token_request(&s.app, &[("grant_type", "client_credentials")], Some((id, "vqcs_wrong"))).await;
+        assert_eq!(status, 401);
+    }
+    let response = s
+        .app
+        .client
+        .post(format!("{}/oauth/token", s.app.base))
+        .form(&[("grant_type", "client_credentials")])
+        .basic_auth(id, Some(&s.integration.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().get("retry-after").is_some());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
 }
