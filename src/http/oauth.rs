@@ -127,7 +127,7 @@ async fn authenticated_client(
     let form = Form::parse(body)?;
     let credentials = client_credentials(headers, &form)?;
     let ClientCredentials::Secret(id, _) = &credentials else {
-        return Ok(oauth::authenticate_client(&state.db, &credentials).await.map(|client| (form, client))?);
+        return oauth::authenticate_client(&state.db, &credentials).await.map(|client| (form, client));
     };
     let attempt = Attempt { kind: "client_secret", identifier: id, ip: Some(peer.ip()), device: None };
     let wait = lockout::retry_after(&state.db, state.config.lockout, &attempt).await?;
