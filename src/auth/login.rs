@@ -12,8 +12,9 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use super::passwords;
+use super::{Permissions, totp};
 use crate::error::AppError;
-use crate::tenancy::Db;
+use crate::tenancy::{Db, VenueId};
 
 /// How long a login ticket (password done, venue not chosen) stays valid.
 const TICKET_TTL_SECS: u64 = 600;
@@ -113,4 +114,28 @@ mod tests {
         let forged = ticket.replacen(&staff.to_string(), &Uuid::new_v4().to_string(), 1);
         assert_eq!(verify_ticket(&key, &forged, "client|uri|challenge"), None);
     }
+}
+
+/// A person's email (for the authenticator label).
+pub async fn email_of(db: &Db, staff: Uuid) -> Result<Option<String>, AppError> {
+    Ok(sqlx::query_scalar("SELECT email FROM private.staff_email($1)")
+        .bind(staff)
+        .fetch_optional(db.platform_level())
+        .await?)
+}
+
+/// Whether `venue` requires MFA of `staff`: the venue demands it for elevated permissions
+/// and the person holds one there.
+pub async fn mfa_required(db: &Db, venue: VenueId, staff: Uuid) -> Result<bool, AppError> {
+    let mut tx = db.venue_tx(venue).await?;
+    let row: Option<(bool, i64)> = sqlx::query_as(
+        "SELECT COALESCE((SELECT require_mfa_for_elevated FROM venue_settings WHERE venue_id = $1), false), m.permissions \
+         FROM memberships m WHERE m.venue_id = $1 AND m.staff_id = $2",
+    )
+    .bind(venue.as_uuid())
+    .bind(staff)
+    .fetch_optional(tx.conn())
+    .await?;
+    tx.commit().await?;
+    Ok(row.is_some_and(|(required, bits)| required && Permissions::from_db(bits).intersects(totp::ELEVATED)))
 }

@@ -9,6 +9,7 @@ pub mod oauth;
 pub mod passwords;
 pub mod permissions;
 pub mod secrets;
+pub mod totp;
 
 pub use permissions::Permissions;
 

@@ -13,18 +13,19 @@ use async_graphql::{
     EmptyMutation, EmptySubscription, MergedObject, ObjectType, Schema, SchemaBuilder, SubscriptionType,
 };
 
-use crate::auth::graphql::MeQuery;
+use crate::auth::graphql::{MeQuery, MfaMutation};
 use crate::config::GraphqlLimits;
 use crate::menu::graphql::{MenuMutation, MenuQuery, PublicMenuQuery};
 use crate::observability::Metrics;
+use crate::venues::graphql::{VenueSettingsMutation, VenueSettingsQuery};
 
 /// Root query of the staff/integration endpoint (`/graphql`).
 #[derive(MergedObject, Default)]
-pub struct StaffQuery(MeQuery, MenuQuery);
+pub struct StaffQuery(MeQuery, MenuQuery, VenueSettingsQuery);
 
 /// Root mutation of the staff/integration endpoint.
 #[derive(MergedObject, Default)]
-pub struct StaffMutation(MenuMutation);
+pub struct StaffMutation(MenuMutation, MfaMutation, VenueSettingsMutation);
 
 /// Root query of the diner endpoint (`/v/{slug}/graphql`).
 #[derive(MergedObject, Default)]

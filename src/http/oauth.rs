@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use crate::app::AppState;
 use crate::auth::lockout::{self, Attempt};
 use crate::auth::oauth::{self, Client, ClientCredentials, OAuthError, TokenLifetimes};
-use crate::auth::{Permissions, login, secrets};
+use crate::auth::{Permissions, login, secrets, totp};
 use crate::tenancy::VenueId;
 
 /// A parsed `application/x-www-form-urlencoded` body or query, refusing repeated names.
@@ -468,8 +468,109 @@ pub async fn authorize_page(State(state): State<AppState>, Query(params): Query<
     with_csrf_cookie(page(StatusCode::OK, "Sign in", &body), &state, &csrf)
 }
 
-/// `POST /oauth/authorize`: the password step, then the venue choice when the person
-/// belongs to several venues, then a redirect with the authorization code.
+/// Everything a login step needs about the request being served.
+struct LoginContext<'a> {
+    state: &'a AppState,
+    client: Client,
+    request: AuthorizeRequest,
+    csrf: String,
+    key: &'a [u8; 32],
+}
+
+impl LoginContext<'_> {
+    /// A ticket for `staff` at login stage `stage` (password, mfa-pending, mfa, enroll).
+    fn ticket(&self, staff: uuid::Uuid, stage: &str) -> String {
+        login::sign_ticket(self.key, staff, &format!("{}|{stage}", self.request.binding()))
+    }
+
+    fn check_ticket(&self, ticket: &str, stage: &str) -> Option<uuid::Uuid> {
+        login::verify_ticket(self.key, ticket, &format!("{}|{stage}", self.request.binding()))
+    }
+
+    fn retry(&self, status: StatusCode, message: &str) -> Response {
+        page(status, "Sign in", &login_form(&self.client, &self.request, &self.csrf, Some(message)))
+    }
+
+    fn hidden(&self, step: &str, ticket: &str, venue: Option<uuid::Uuid>) -> String {
+        let venue =
+            venue.map(|v| format!("<input type=\"hidden\" name=\"venue_id\" value=\"{v}\">")).unwrap_or_default();
+        format!(
+            "{}<input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"step\" value=\"{step}\">\
+             <input type=\"hidden\" name=\"ticket\" value=\"{}\">{venue}",
+            self.request.hidden_fields(),
+            escape(&self.csrf),
+            escape(ticket)
+        )
+    }
+
+    fn totp_page(&self, ticket: &str, error: Option<&str>) -> Response {
+        let body = format!(
+            "<p>Enter the 6-digit code from your authenticator app, or one of your recovery codes.</p>{error}\
+             <form method=\"post\" action=\"/oauth/authorize\">{hidden}\
+             <label for=\"code\">Authentication code</label>\
+             <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" inputmode=\"numeric\" required>\
+             <button type=\"submit\">Verify</button></form>",
+            error = error.map(error_html).unwrap_or_default(),
+            hidden = self.hidden("totp", ticket, None),
+        );
+        page(
+            if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK },
+            "Two-factor authentication",
+            &body,
+        )
+    }
+
+    fn enroll_page(
+        &self,
+        ticket: &str,
+        venue: uuid::Uuid,
+        enrollment: &totp::Enrollment,
+        error: Option<&str>,
+    ) -> Response {
+        let qr = base64::engine::general_purpose::STANDARD.encode(enrollment.qr_svg.as_bytes());
+        let body = format!(
+            "<p>This venue requires two-factor authentication for your role. Scan the code with an authenticator \
+             app, or enter the key by hand, then type the 6-digit code it shows.</p>{error}\
+             <p><img alt=\"QR code for your authenticator app\" width=\"200\" height=\"200\" src=\"data:image/svg+xml;base64,{qr}\"></p>\
+             <p>Key: <code id=\"totp-secret\">{secret}</code></p>\
+             <form method=\"post\" action=\"/oauth/authorize\">{hidden}\
+             <label for=\"code\">Authentication code</label>\
+             <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" inputmode=\"numeric\" required>\
+             <button type=\"submit\">Turn on two-factor authentication</button></form>",
+            error = error.map(error_html).unwrap_or_default(),
+            secret = escape(&enrollment.secret),
+            hidden = self.hidden("enroll", ticket, Some(venue)),
+        );
+        page(StatusCode::OK, "Set up two-factor authentication", &body)
+    }
+
+    fn recovery_page(&self, ticket: &str, venue: uuid::Uuid, codes: &[String]) -> Response {
+        let list: String = codes.iter().map(|c| format!("<li><code>{}</code></li>", escape(c))).collect();
+        let body = format!(
+            "<p>Two-factor authentication is on. Keep these recovery codes somewhere safe: each works once if \
+             you lose your authenticator. They are not shown again.</p><ul id=\"recovery-codes\">{list}</ul>\
+             <form method=\"post\" action=\"/oauth/authorize\">{hidden}<button type=\"submit\">Continue</button></form>",
+            hidden = self.hidden("venue", ticket, Some(venue)),
+        );
+        page(StatusCode::OK, "Recovery codes", &body)
+    }
+}
+
+/// Where a login step leaves the person.
+enum Progress {
+    /// Show this page (an error, or the next step's form).
+    Page(Response),
+    /// Authenticated: `mfa` says whether a second factor was verified in this login.
+    Authenticated { staff: uuid::Uuid, mfa: bool },
+}
+
+fn internal_page(context: &LoginContext<'_>) -> Response {
+    context.retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again.")
+}
+
+/// `POST /oauth/authorize`: password, then TOTP when enabled, then the venue choice when
+/// the person belongs to several venues (and TOTP enrolment when the venue requires it
+/// for their role), then a redirect with the authorization code.
 pub async fn authorize_submit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -491,84 +592,160 @@ pub async fn authorize_submit(
         Ok(client) => client,
         Err(refusal) => return refusal_response(refusal),
     };
-    let key = state.config.app_key.expose_secret();
+    let context = LoginContext { state: &state, client, request, csrf, key: state.config.app_key.expose_secret() };
     let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
-    let retry = |status: StatusCode, message: &str| {
-        page(status, "Sign in", &login_form(&client, &request, &csrf, Some(message)))
-    };
+    let venue_field: Option<uuid::Uuid> = field("venue_id").parse().ok();
     let mut device_cookie = None;
-    let staff = match field("step") {
+    let progress = match field("step") {
         "password" => {
             let attempt =
                 PasswordAttempt { email: field("email"), password: field("password"), peer, headers: &headers };
             match password_step(&state, attempt).await {
                 Ok((staff, cookie)) => {
                     device_cookie = Some(cookie);
-                    staff
+                    match totp::is_enrolled(&state.db, staff).await {
+                        Ok(true) => Progress::Page(context.totp_page(&context.ticket(staff, "mfa-pending"), None)),
+                        Ok(false) => Progress::Authenticated { staff, mfa: false },
+                        Err(_) => Progress::Page(internal_page(&context)),
+                    }
                 }
                 Err(PasswordRefusal::Wrong) => {
-                    return retry(StatusCode::UNAUTHORIZED, "The email or password is incorrect.");
+                    Progress::Page(context.retry(StatusCode::UNAUTHORIZED, "The email or password is incorrect."))
                 }
                 Err(PasswordRefusal::Locked(wait)) => {
                     let message = format!("Too many sign-in attempts. Try again in {wait} seconds.");
-                    let mut response = retry(StatusCode::TOO_MANY_REQUESTS, &message);
+                    let mut response = context.retry(StatusCode::TOO_MANY_REQUESTS, &message);
                     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
-                    return response;
+                    Progress::Page(response)
                 }
-                Err(PasswordRefusal::Failed) => {
-                    return retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again.");
+                Err(PasswordRefusal::Failed) => Progress::Page(internal_page(&context)),
+            }
+        }
+        "totp" => totp_step(&context, field("ticket"), field("code"), peer).await,
+        "enroll" => enroll_step(&context, field("ticket"), field("code"), venue_field).await,
+        "venue" => {
+            match (context.check_ticket(field("ticket"), "mfa"), context.check_ticket(field("ticket"), "password")) {
+                (Some(staff), _) => Progress::Authenticated { staff, mfa: true },
+                (None, Some(staff)) => Progress::Authenticated { staff, mfa: false },
+                (None, None) => {
+                    Progress::Page(context.retry(StatusCode::UNAUTHORIZED, "Your sign-in expired. Sign in again."))
                 }
             }
         }
-        "venue" => match login::verify_ticket(key, field("ticket"), &request.binding()) {
-            Some(staff) => staff,
-            None => return retry(StatusCode::UNAUTHORIZED, "Your sign-in expired. Sign in again."),
+        _ => Progress::Page(context.retry(StatusCode::BAD_REQUEST, "Sign in with your email and password.")),
+    };
+    let response = match progress {
+        Progress::Page(response) => response,
+        Progress::Authenticated { staff, mfa } => finish_login(&context, staff, mfa, venue_field).await,
+    };
+    with_device_cookie(response, &state, device_cookie.as_deref())
+}
+
+/// The TOTP step (under the lockout, per person and IP).
+async fn totp_step(context: &LoginContext<'_>, ticket: &str, code: &str, peer: SocketAddr) -> Progress {
+    let Some(staff) = context.check_ticket(ticket, "mfa-pending") else {
+        return Progress::Page(context.retry(StatusCode::UNAUTHORIZED, "Your sign-in expired. Sign in again."));
+    };
+    let db = &context.state.db;
+    let identifier = staff.to_string();
+    let attempt = Attempt { kind: "totp", identifier: &identifier, ip: Some(peer.ip()), device: None };
+    match lockout::retry_after(db, context.state.config.lockout, &attempt).await {
+        Ok(0) => {}
+        Ok(wait) => {
+            let message = format!("Too many attempts. Try again in {wait} seconds.");
+            let mut response = context.totp_page(ticket, Some(&message));
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            return Progress::Page(response);
+        }
+        Err(_) => return Progress::Page(internal_page(context)),
+    }
+    match totp::verify(db, staff, code).await {
+        Ok(true) => match lockout::succeeded(db, &attempt).await {
+            Ok(()) => Progress::Authenticated { staff, mfa: true },
+            Err(_) => Progress::Page(internal_page(context)),
         },
-        _ => return retry(StatusCode::BAD_REQUEST, "Sign in with your email and password."),
+        Ok(false) => match lockout::failed(db, context.state.config.lockout, &attempt).await {
+            Ok(()) => Progress::Page(context.totp_page(ticket, Some("That code is not valid. Try the next one."))),
+            Err(_) => Progress::Page(internal_page(context)),
+        },
+        Err(_) => Progress::Page(internal_page(context)),
+    }
+}
+
+/// Confirms in-login TOTP enrolment and shows the recovery codes once.
+async fn enroll_step(context: &LoginContext<'_>, ticket: &str, code: &str, venue: Option<uuid::Uuid>) -> Progress {
+    let (Some(staff), Some(venue)) = (context.check_ticket(ticket, "enroll"), venue) else {
+        return Progress::Page(context.retry(StatusCode::UNAUTHORIZED, "Your sign-in expired. Sign in again."));
     };
-    let venues = match login::venues_of(&state.db, staff).await {
-        Ok(venues) => venues,
-        Err(_) => return retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again."),
-    };
-    let chosen = match (field("step"), venues.as_slice()) {
-        (_, []) => {
+    match totp::confirm_enrollment(&context.state.db, staff, code).await {
+        Ok(codes) => Progress::Page(context.recovery_page(&context.ticket(staff, "mfa"), venue, &codes)),
+        Err(crate::error::AppError::BadUserInput(message)) => {
+            let retry = context.ticket(staff, "enroll");
+            match restart_enrollment(context, staff).await {
+                Some(enrollment) => Progress::Page(context.enroll_page(&retry, venue, &enrollment, Some(&message))),
+                None => Progress::Page(internal_page(context)),
+            }
+        }
+        Err(_) => Progress::Page(internal_page(context)),
+    }
+}
+
+async fn restart_enrollment(context: &LoginContext<'_>, staff: uuid::Uuid) -> Option<totp::Enrollment> {
+    let db = &context.state.db;
+    let person = login::email_of(db, staff).await.ok()??;
+    totp::begin_enrollment(db, staff, &person).await.ok()
+}
+
+/// Picks the venue (the only one, the chosen one, or asks), enforces the venue's MFA
+/// rule for elevated permissions, and redirects with the authorization code.
+async fn finish_login(
+    context: &LoginContext<'_>,
+    staff: uuid::Uuid,
+    mfa: bool,
+    wanted: Option<uuid::Uuid>,
+) -> Response {
+    let state = context.state;
+    let Ok(venues) = login::venues_of(&state.db, staff).await else { return internal_page(context) };
+    let stage = if mfa { "mfa" } else { "password" };
+    let chosen = match (venues.as_slice(), wanted) {
+        ([], _) => {
             let message = "Your account does not belong to any venue yet. Ask a manager to add you.";
             return page(StatusCode::FORBIDDEN, "Cannot sign in", &error_html(message));
         }
-        ("password", [only]) => only.venue_id,
-        ("password", _) => {
-            let ticket = login::sign_ticket(key, staff, &request.binding());
-            let response = page(StatusCode::OK, "Choose a venue", &venue_form(&request, &csrf, &ticket, &venues));
-            return with_device_cookie(response, &state, device_cookie.as_deref());
+        (_, Some(wanted)) if venues.iter().any(|v| v.venue_id == wanted) => wanted,
+        ([only], None) => only.venue_id,
+        (_, _) => {
+            let ticket = context.ticket(staff, stage);
+            return page(
+                StatusCode::OK,
+                "Choose a venue",
+                &venue_form(&context.request, &context.csrf, &ticket, &venues),
+            );
         }
-        (_, _) => match venues.iter().find(|v| v.venue_id.to_string() == field("venue_id")) {
-            Some(venue) => venue.venue_id,
-            None => {
-                return page(
-                    StatusCode::BAD_REQUEST,
-                    "Choose a venue",
-                    &venue_form(&request, &csrf, field("ticket"), &venues),
-                );
-            }
-        },
     };
-    match oauth::issue_code(
-        &state.db,
-        VenueId::from_uuid(chosen),
-        staff,
-        &client,
-        &request.redirect_uri,
-        &request.code_challenge,
-    )
-    .await
+    let venue = VenueId::from_uuid(chosen);
+    match login::mfa_required(&state.db, venue, staff).await {
+        Ok(false) => {}
+        Ok(true) if mfa => {}
+        Ok(true) => {
+            return match restart_enrollment(context, staff).await {
+                Some(enrollment) => context.enroll_page(&context.ticket(staff, "enroll"), chosen, &enrollment, None),
+                None => internal_page(context),
+            };
+        }
+        Err(_) => return internal_page(context),
+    }
+    let request = &context.request;
+    match oauth::issue_code(&state.db, venue, staff, &context.client, &request.redirect_uri, &request.code_challenge)
+        .await
     {
         Ok(code) => {
             let location =
                 redirect_to(&request.redirect_uri, &state.issuer, &[("code", &code)], request.state.as_deref());
-            let response = no_store((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response());
-            with_device_cookie(response, &state, device_cookie.as_deref())
+            no_store((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
         }
-        Err(_) => retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again."),
+        Err(_) => internal_page(context),
     }
 }
 

@@ -1,4 +1,7 @@
-//! Venues (tenants): platform-level rows, created only through the cross-tenant door.
+//! Venues (tenants): platform-level rows, created only through the cross-tenant door,
+//! and their tenant-scoped settings.
+
+pub mod graphql;
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -98,4 +101,47 @@ pub async fn current(tx: &mut VenueTx) -> Result<Venue, AppError> {
         .bind(id)
         .fetch_one(tx.conn())
         .await?)
+}
+
+/// Per-venue settings (defaults when the venue never changed them).
+#[derive(Clone, Copy, Debug, Default, Serialize, sqlx::FromRow)]
+pub struct Settings {
+    /// Staff holding elevated permissions need TOTP to get a token here.
+    pub require_mfa_for_elevated: bool,
+}
+
+/// The transaction's venue settings.
+pub async fn settings(tx: &mut VenueTx) -> Result<Settings, AppError> {
+    let found: Option<Settings> =
+        sqlx::query_as("SELECT require_mfa_for_elevated FROM venue_settings WHERE venue_id = $1")
+            .bind(tx.venue().as_uuid())
+            .fetch_optional(tx.conn())
+            .await?;
+    Ok(found.unwrap_or_default())
+}
+
+/// Changes the transaction's venue settings, with an audit row.
+pub async fn update_settings(
+    tx: &mut VenueTx,
+    who: &crate::audit::Who,
+    wanted: Settings,
+) -> Result<Settings, AppError> {
+    let before = settings(tx).await?;
+    sqlx::query(
+        "INSERT INTO venue_settings (venue_id, require_mfa_for_elevated) VALUES ($1, $2) \
+         ON CONFLICT (venue_id) DO UPDATE SET require_mfa_for_elevated = EXCLUDED.require_mfa_for_elevated, updated_at = now()",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(wanted.require_mfa_for_elevated)
+    .execute(tx.conn())
+    .await?;
+    let change = crate::audit::Change {
+        action: "venue_settings.updated",
+        target_type: "venue",
+        target_id: tx.venue().to_string(),
+        before: Some(serde_json::to_value(before).map_err(AppError::internal)?),
+        after: Some(serde_json::to_value(wanted).map_err(AppError::internal)?),
+    };
+    crate::audit::record(tx, who, change).await?;
+    Ok(wanted)
 }

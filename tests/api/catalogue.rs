@@ -16,6 +16,8 @@ const PLATFORM_LEVEL: &[&str] = &[
     "private.oauth_tokens",
     "private.security_events",
     "private.staff_passwords",
+    "private.staff_recovery_codes",
+    "private.staff_totp",
     "private.staff_venues",
     "public._sqlx_migrations",
     "public.platform_audit_events",
@@ -25,6 +27,17 @@ const PLATFORM_LEVEL: &[&str] = &[
 
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
+    "function private.accept_totp_step(p_staff uuid, p_step bigint, p_confirm boolean) EXECUTE",
+    "function private.begin_totp(p_staff uuid, p_secret bytea) EXECUTE",
+    "function private.disable_totp(p_staff uuid) EXECUTE",
+    "function private.replace_recovery_codes(p_staff uuid, p_hashes bytea[]) EXECUTE",
+    "function private.staff_email(p_staff uuid) EXECUTE",
+    "function private.totp_state(p_staff uuid) EXECUTE",
+    "function private.use_recovery_code(p_staff uuid, p_hash bytea) EXECUTE",
+    "table public.venue_settings INSERT",
+    "table public.venue_settings SELECT",
+    "table public.venue_settings(require_mfa_for_elevated) UPDATE",
+    "table public.venue_settings(updated_at) UPDATE",
     "function private.auth_retry_after(p_kind text, p_identifier bytea, p_ip inet, p_device text, p_identifier_limit integer, p_ip_limit integer, p_base_secs integer) EXECUTE",
     "function private.clear_auth_failures(p_kind text, p_identifier bytea, p_ip inet) EXECUTE",
     "function private.record_auth_failure(p_kind text, p_identifier bytea, p_ip inet, p_device text) EXECUTE",

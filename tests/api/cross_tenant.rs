@@ -11,6 +11,14 @@ use crate::helpers::{TestApp, error_code};
 /// One operation per staff root field, using A's ids through `$item` and `$category`.
 const STAFF_CASES: &[(&str, &str)] = &[
     ("me", "query { me { venue { id slug name } person { id email } permissions actor } }"),
+    ("venueSettings", "query { venueSettings { requireMfaForElevated } }"),
+    (
+        "updateVenueSettings",
+        "mutation { updateVenueSettings(input: { requireMfaForElevated: true }) { requireMfaForElevated } }",
+    ),
+    ("beginTotpEnrollment", "mutation { beginTotpEnrollment { secret otpauthUri } }"),
+    ("confirmTotpEnrollment", "mutation { confirmTotpEnrollment(code: \"123456\") }"),
+    ("disableTotp", "mutation { disableTotp(password: \"Wrong-Password-1\") }"),
     ("menu", "query { menu { categories { id name items { id name } } } }"),
     ("menuItem", "query($item: ID!) { menuItem(id: $item) { id name } }"),
     ("searchMenu", "query { searchMenu(text: \"alpha\") { id name } }"),
@@ -86,17 +94,18 @@ async fn venue_b_can_neither_see_nor_change_venue_a_through_any_staff_field() {
             assert!(!text.contains(&secret), "{field}: venue B saw venue A's {secret:?}: {text}");
         }
         let data = &response["data"][field];
-        let refused = error_code(&response) == "NOT_FOUND";
+        let refused = ["NOT_FOUND", "FORBIDDEN"].contains(&error_code(&response));
         let harmless = data.is_null()
             || data.is_array()
             || data.get("categories").is_some()
             || data.get("id").is_some()
-            || data["venue"]["slug"] == "bravo";
+            || data["venue"]["slug"] == "bravo"
+            || data.get("requireMfaForElevated").is_some();
         assert!(refused || harmless, "{field}: unexpected answer {text}");
         if operation.starts_with("mutation") && !refused {
             // A mutation that succeeded must have acted on B's own venue only.
             assert!(
-                *field == "createMenuCategory" || *field == "createMenuItem",
+                ["createMenuCategory", "createMenuItem", "updateVenueSettings"].contains(field),
                 "{field} succeeded across venues: {text}"
             );
         }
@@ -104,6 +113,10 @@ async fn venue_b_can_neither_see_nor_change_venue_a_through_any_staff_field() {
     let menu_after =
         app.gql(&app.a.full, "{ menu { categories { id name items { id name priceMinor } } } }", json!({})).await;
     assert_eq!(menu_before, menu_after, "venue A's menu changed under venue B's mutations");
+    let a_settings = app.gql(&app.a.full, "{ venueSettings { requireMfaForElevated } }", json!({})).await;
+    assert_eq!(a_settings["data"]["venueSettings"]["requireMfaForElevated"], false, "venue B changed A's settings");
+    let b_settings = app.gql(&app.b.full, "{ venueSettings { requireMfaForElevated } }", json!({})).await;
+    assert_eq!(b_settings["data"]["venueSettings"]["requireMfaForElevated"], true, "B's own update took effect");
 }
 
 #[tokio::test]

@@ -65,7 +65,8 @@ async fn a_venue_scope_sees_only_that_venues_rows() {
         let foreign = count(tx.conn(), table, &format!("WHERE venue_id <> '{}'", app.a.id)).await;
         assert_eq!(foreign, 0, "{table} shows another venue's rows");
         assert!(
-            count(tx.conn(), table, "").await > 0 || ["memberships", "oauth_grants"].contains(&table.as_str()),
+            count(tx.conn(), table, "").await > 0
+                || ["memberships", "oauth_grants", "venue_settings"].contains(&table.as_str()),
             "{table} shows nothing of A"
         );
     }

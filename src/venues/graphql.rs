@@ -1,0 +1,58 @@
+//! Venue settings in GraphQL (VENUE_SETTINGS).
+
+use async_graphql::{Context, InputObject, Object, Result, SimpleObject};
+
+use crate::auth::Permissions;
+use crate::graphql::context::{commit, staff_tx};
+use crate::graphql::guard::Requires;
+
+/// The venue's settings.
+#[derive(SimpleObject)]
+pub struct VenueSettings {
+    /// Staff holding STAFF_MANAGE, PAYMENTS_MANAGE, VENUE_SETTINGS, API_CLIENTS_MANAGE or
+    /// ORDERS_REFUND get no token for this venue without two-factor authentication.
+    require_mfa_for_elevated: bool,
+}
+
+/// Input of `updateVenueSettings`; omitted fields keep their value.
+#[derive(InputObject)]
+pub struct UpdateVenueSettingsInput {
+    /// See `VenueSettings.requireMfaForElevated`.
+    require_mfa_for_elevated: Option<bool>,
+}
+
+/// Venue settings query.
+#[derive(Default)]
+pub struct VenueSettingsQuery;
+
+#[Object]
+impl VenueSettingsQuery {
+    /// The venue's settings. Requires VENUE_SETTINGS.
+    #[graphql(guard = "Requires(Permissions::VENUE_SETTINGS)")]
+    async fn venue_settings(&self, ctx: &Context<'_>) -> Result<VenueSettings> {
+        let (_, mut tx) = staff_tx(ctx).await?;
+        let settings = super::settings(&mut tx).await?;
+        commit(tx).await?;
+        Ok(VenueSettings { require_mfa_for_elevated: settings.require_mfa_for_elevated })
+    }
+}
+
+/// Venue settings mutation.
+#[derive(Default)]
+pub struct VenueSettingsMutation;
+
+#[Object]
+impl VenueSettingsMutation {
+    /// Changes the venue's settings (audited). Requires VENUE_SETTINGS.
+    #[graphql(guard = "Requires(Permissions::VENUE_SETTINGS)")]
+    async fn update_venue_settings(&self, ctx: &Context<'_>, input: UpdateVenueSettingsInput) -> Result<VenueSettings> {
+        let (caller, mut tx) = staff_tx(ctx).await?;
+        let mut wanted = super::settings(&mut tx).await?;
+        if let Some(required) = input.require_mfa_for_elevated {
+            wanted.require_mfa_for_elevated = required;
+        }
+        let saved = super::update_settings(&mut tx, &caller.who(), wanted).await?;
+        commit(tx).await?;
+        Ok(VenueSettings { require_mfa_for_elevated: saved.require_mfa_for_elevated })
+    }
+}
