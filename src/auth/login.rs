@@ -99,23 +99,6 @@ pub fn verify_ticket(key: &[u8; 32], ticket: &str, bound_to: &str) -> Option<Uui
     Some(staff)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tickets_verify_only_for_the_same_key_and_request() {
-        let key = [7u8; 32];
-        let staff = Uuid::new_v4();
-        let ticket = sign_ticket(&key, staff, "client|uri|challenge");
-        assert_eq!(verify_ticket(&key, &ticket, "client|uri|challenge"), Some(staff));
-        assert_eq!(verify_ticket(&key, &ticket, "client|uri|other"), None);
-        assert_eq!(verify_ticket(&[8u8; 32], &ticket, "client|uri|challenge"), None);
-        let forged = ticket.replacen(&staff.to_string(), &Uuid::new_v4().to_string(), 1);
-        assert_eq!(verify_ticket(&key, &forged, "client|uri|challenge"), None);
-    }
-}
-
 /// A person's email (for the authenticator label).
 pub async fn email_of(db: &Db, staff: Uuid) -> Result<Option<String>, AppError> {
     Ok(sqlx::query_scalar("SELECT email FROM private.staff_email($1)")
@@ -138,4 +121,21 @@ pub async fn mfa_required(db: &Db, venue: VenueId, staff: Uuid) -> Result<bool, 
     .await?;
     tx.commit().await?;
     Ok(row.is_some_and(|(required, bits)| required && Permissions::from_db(bits).intersects(totp::ELEVATED)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_verify_only_for_the_same_key_and_request() {
+        let key = [7u8; 32];
+        let staff = Uuid::new_v4();
+        let ticket = sign_ticket(&key, staff, "client|uri|challenge");
+        assert_eq!(verify_ticket(&key, &ticket, "client|uri|challenge"), Some(staff));
+        assert_eq!(verify_ticket(&key, &ticket, "client|uri|other"), None);
+        assert_eq!(verify_ticket(&[8u8; 32], &ticket, "client|uri|challenge"), None);
+        let forged = ticket.replacen(&staff.to_string(), &Uuid::new_v4().to_string(), 1);
+        assert_eq!(verify_ticket(&key, &forged, "client|uri|challenge"), None);
+    }
 }
