@@ -537,3 +537,146 @@ async fn wrong_client_secrets_lock_the_client_out_with_retry_after() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "invalid_client");
 }
+
+/// A login in progress as a browser holds it: its cookie and the form's fixed fields.
+struct Browser {
+    client: reqwest::Client,
+    cookie: String,
+    fields: Vec<(String, String)>,
+    url: String,
+}
+
+impl Browser {
+    async fn open(s: &OAuthSetup, challenge: &str) -> Browser {
+        let client = no_redirects();
+        let page = client.get(authorize_url(s, challenge, &[])).send().await.unwrap();
+        let cookie = page.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
+        let html = page.text().await.unwrap();
+        let fields =
+            ["client_id", "redirect_uri", "response_type", "code_challenge", "code_challenge_method", "state", "csrf"]
+                .iter()
+                .map(|n| (n.to_string(), hidden(&html, n).unwrap()))
+                .collect();
+        Browser { client, cookie, fields, url: format!("{}/oauth/authorize", s.app.base) }
+    }
+
+    /// Posts the form with `extra` fields; returns status, Location and body.
+    async fn submit(&self, extra: &[(&str, &str)]) -> (StatusCode, String, String) {
+        let mut form = self.fields.clone();
+        form.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let response = self.client.post(&self.url).header(COOKIE, &self.cookie).form(&form).send().await.unwrap();
+        let status = response.status();
+        let location = response.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
+        (status, location, response.text().await.unwrap())
+    }
+
+    async fn password(&self, email: &str, password: &str) -> (StatusCode, String, String) {
+        self.submit(&[("step", "password"), ("email", email), ("password", password)]).await
+    }
+}
+
+fn totp_code(secret: &str, offset: i64) -> String {
+    venueql::auth::totp::current_code(secret, offset).unwrap()
+}
+
+#[tokio::test]
+async fn totp_enrolled_through_graphql_is_required_at_login_and_codes_are_single_use() {
+    let s = setup().await;
+    let v = verifier();
+    let code = code_for(&s, s.app.a.id, &v).await;
+    let (_, tokens) = exchange(&s, &code, &v).await;
+    let access = tokens["access_token"].as_str().unwrap();
+
+    let enrolment =
+        s.app.gql(access, "mutation { beginTotpEnrollment { secret otpauthUri qrCodeSvg } }", json!({})).await;
+    let enrolment = &enrolment["data"]["beginTotpEnrollment"];
+    let secret = enrolment["secret"].as_str().unwrap().to_string();
+    assert!(
+        enrolment["otpauthUri"].as_str().unwrap().starts_with("otpauth://totp/venueql%3Achef%40alpha%2Etest?secret=")
+    );
+    assert!(enrolment["qrCodeSvg"].as_str().unwrap().contains("<svg"));
+    let confirm = "mutation($c: String!) { confirmTotpEnrollment(code: $c) }";
+    let wrong = s.app.gql(access, confirm, json!({ "c": "000000" })).await;
+    assert_eq!(error_code(&wrong), "BAD_USER_INPUT");
+    let first = totp_code(&secret, 0);
+    let recovery = s.app.gql(access, confirm, json!({ "c": first })).await;
+    let recovery: Vec<String> = serde_json::from_value(recovery["data"]["confirmTotpEnrollment"].clone()).unwrap();
+    assert_eq!(recovery.len(), 10);
+    assert_eq!(s.app.audit_count(&s.app.a, "mfa.enabled").await, 1);
+
+    let challenge = s256_challenge(&v);
+    let browser = Browser::open(&s, &challenge).await;
+    let (status, _, page) = browser.password(EMAIL, PASSWORD).await;
+    assert!(status == 200 && page.contains("Two-factor authentication"), "{status} {page}");
+    let ticket = hidden(&page, "ticket").unwrap();
+    let (status, _, page) = browser.submit(&[("step", "totp"), ("ticket", &ticket), ("code", &first)]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a code is accepted once per time step: {page}");
+    let (status, _, page) =
+        browser.submit(&[("step", "totp"), ("ticket", &ticket), ("code", &totp_code(&secret, 1))]).await;
+    assert!(status == 200 && page.contains("Choose a venue"), "{status} {page}");
+    let venue_ticket = hidden(&page, "ticket").unwrap();
+    let alpha = s.app.a.id.to_string();
+    let (status, location, _) =
+        browser.submit(&[("step", "venue"), ("ticket", &venue_ticket), ("venue_id", &alpha)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(query_param(&location, "code").is_some());
+    let (status, _, _) = browser.submit(&[("step", "venue"), ("ticket", &ticket), ("venue_id", &alpha)]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a TOTP-pending ticket cannot skip the TOTP step");
+
+    for expected in [StatusCode::OK, StatusCode::UNAUTHORIZED] {
+        let browser = Browser::open(&s, &challenge).await;
+        let (_, _, page) = browser.password(EMAIL, PASSWORD).await;
+        let ticket = hidden(&page, "ticket").unwrap();
+        let (status, _, _) = browser.submit(&[("step", "totp"), ("ticket", &ticket), ("code", &recovery[0])]).await;
+        assert_eq!(status, expected, "a recovery code works exactly once");
+    }
+
+    let disable = "mutation($p: String!) { disableTotp(password: $p) }";
+    assert_eq!(error_code(&s.app.gql(access, disable, json!({ "p": "Wrong-Password-123" })).await), "BAD_USER_INPUT");
+    assert_eq!(s.app.gql(access, disable, json!({ "p": PASSWORD })).await["data"]["disableTotp"], true);
+    let (_, _, page) = Browser::open(&s, &challenge).await.password(EMAIL, PASSWORD).await;
+    assert!(page.contains("Choose a venue"), "no TOTP step once disabled");
+}
+
+#[tokio::test]
+async fn a_venue_requiring_mfa_enrols_elevated_staff_during_login_and_only_them() {
+    let s = setup().await;
+    let boss = "boss@alpha.test";
+    venueql::admin::create_staff(&s.app.door, "operator:test", boss, PASSWORD, &BreachCheck::off()).await.unwrap();
+    let elevated = Permissions::STAFF_MANAGE | Permissions::MENU_VIEW;
+    venueql::admin::grant(&s.app.door, "operator:test", "alpha", boss, elevated).await.unwrap();
+    let set = s
+        .app
+        .gql(
+            &s.app.a.full,
+            "mutation { updateVenueSettings(input: { requireMfaForElevated: true }) { requireMfaForElevated } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(set["data"]["updateVenueSettings"]["requireMfaForElevated"], true, "{set}");
+    assert_eq!(s.app.audit_count(&s.app.a, "venue_settings.updated").await, 1);
+
+    let v = verifier();
+    let browser = Browser::open(&s, &s256_challenge(&v)).await;
+    let (status, _, page) = browser.password(boss, PASSWORD).await;
+    assert!(status == 200 && page.contains("requires two-factor authentication"), "{status} {page}");
+    let secret = page.split("id=\"totp-secret\">").nth(1).unwrap().split('<').next().unwrap().to_string();
+    let ticket = hidden(&page, "ticket").unwrap();
+    let venue = hidden(&page, "venue_id").unwrap();
+    let (status, _, page) = browser
+        .submit(&[("step", "enroll"), ("ticket", &ticket), ("venue_id", &venue), ("code", &totp_code(&secret, 0))])
+        .await;
+    assert!(status == 200 && page.contains("recovery-codes"), "{status} {page}");
+    let ticket = hidden(&page, "ticket").unwrap();
+    let (status, location, _) = browser.submit(&[("step", "venue"), ("ticket", &ticket), ("venue_id", &venue)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let code = query_param(&location, "code").unwrap();
+    let (status, tokens) = exchange(&s, &code, &v).await;
+    assert_eq!(status, 200);
+    let me = s.app.gql(tokens["access_token"].as_str().unwrap(), "{ me { permissions } }", json!({})).await;
+    assert_eq!(me["data"]["me"]["permissions"], json!(["MENU_VIEW", "STAFF_MANAGE"]));
+
+    let v = verifier();
+    let plain = code_for(&s, s.app.a.id, &v).await;
+    assert_eq!(exchange(&s, &plain, &v).await.0, 200, "staff without elevated permissions are not asked for MFA");
+}
