@@ -21,4 +21,14 @@ if ! have_pg; then
   fi
 fi
 
+# The hosted-login browser test drives Debian's Chromium through chromedriver.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing chromium and chromium-driver for the browser test" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "test.sh: the browser test needs chromium and chromedriver: 'sudo apt-get install chromium chromium-driver'" >&2
+  fi
+fi
+
 exec cargo test --locked "$@"

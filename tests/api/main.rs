@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod browser;
 mod catalogue;
 mod cli;
 mod cross_tenant;
