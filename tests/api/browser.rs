@@ -47,6 +47,9 @@ impl Browser {
         let port = free_port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .map(KillOnDrop)
             .expect("start chromedriver");
@@ -149,7 +152,7 @@ async fn a_person_logs_in_in_a_real_browser_with_totp_and_a_venue_choice() {
         "spa",
         "Browser SPA",
         None,
-        &[callback.clone()],
+        std::slice::from_ref(&callback),
         Permissions::empty(),
     )
     .await
