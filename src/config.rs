@@ -38,6 +38,8 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// Lifetime of OAuth refresh tokens (`REFRESH_TOKEN_TTL_SECS`, default 30 days).
     pub refresh_token_ttl: Duration,
+    /// Breached-password check for passwords set through the API (`HIBP_*`).
+    pub breach: crate::auth::breach::BreachCheck,
     /// Brute-force lockout thresholds.
     pub lockout: crate::auth::lockout::LockoutLimits,
     /// Master key (`APP_KEY`, base64 of 32 bytes); keys login tickets. When unset, a
@@ -104,6 +106,7 @@ impl Config {
             access_token_ttl: Duration::from_secs(parse_or(&lookup, "ACCESS_TOKEN_TTL_SECS", 900)?),
             refresh_token_ttl: Duration::from_secs(parse_or(&lookup, "REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?),
             app_key: Arc::new(parse_app_key(lookup("APP_KEY"))?),
+            breach: crate::auth::breach::BreachCheck::from_lookup(&lookup)?,
             lockout: crate::auth::lockout::LockoutLimits {
                 per_identifier: parse_or(&lookup, "LOCKOUT_IDENTIFIER_LIMIT", 5)?,
                 per_ip: parse_or(&lookup, "LOCKOUT_IP_LIMIT", 50)?,

@@ -13,6 +13,8 @@ pub enum AppError {
     Unauthenticated(&'static str),
     /// The credential lacks a permission the operation needs.
     Forbidden,
+    /// The caller may not do this, for the reason given (e.g. granting a bit they lack).
+    Refused(String),
     /// The object does not exist at this venue (another venue's object looks the same).
     NotFound(&'static str),
     /// The input is wrong; the message says what and how to fix it.
@@ -26,7 +28,7 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
-            AppError::Forbidden => "FORBIDDEN",
+            AppError::Forbidden | AppError::Refused(_) => "FORBIDDEN",
             AppError::NotFound(_) => "NOT_FOUND",
             AppError::BadUserInput(_) => "BAD_USER_INPUT",
             AppError::Internal(_) => "INTERNAL",
@@ -38,6 +40,7 @@ impl AppError {
         match self {
             AppError::Unauthenticated(why) => (*why).to_string(),
             AppError::Forbidden => "you do not have permission to do this".into(),
+            AppError::Refused(reason) => reason.clone(),
             AppError::NotFound(what) => format!("{what} not found"),
             AppError::BadUserInput(message) => message.clone(),
             AppError::Internal(_) => "internal error".into(),
@@ -77,6 +80,7 @@ const CONSTRAINT_ERRORS: &[(&str, Option<&str>, &str)] = &[
     ("staff_email_key", None, "a staff member with this email already exists"),
     ("menu_categories_name_key", None, "a menu category with this name already exists"),
     ("menu_items_category_fkey", Some("menu category"), ""),
+    ("memberships_pkey", None, "this person is already a member of this venue; use setStaffPermissions"),
 ];
 
 impl From<sqlx::Error> for AppError {

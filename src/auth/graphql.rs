@@ -1,12 +1,14 @@
 //! `me`: who the caller is, at which venue, with which permissions.
 
-use async_graphql::{Context, ID, Object, Result, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use uuid::Uuid;
 
-use super::{login, totp};
+use super::{Permission, Permissions, login, oauth, totp};
 use crate::audit::{self, Change};
 use crate::error::AppError;
 use crate::graphql::context::{self, StaffCtx, commit, staff_tx};
+use crate::graphql::guard::Requires;
+use crate::menu::graphql::parse_id;
 use crate::tenancy::Db;
 use crate::{staff, venues};
 
@@ -138,5 +140,159 @@ impl MfaMutation {
         totp::disable(db, staff).await?;
         audit_mfa(ctx, "mfa.disabled", staff).await?;
         Ok(true)
+    }
+}
+
+/// An integration or POS client of the venue.
+#[derive(SimpleObject)]
+pub struct ApiClient {
+    /// Client id (for OAuth requests).
+    id: ID,
+    /// Display name.
+    name: String,
+    /// What it is.
+    kind: ApiClientKind,
+    /// Permissions of its client-credentials tokens.
+    permissions: Vec<Permission>,
+    /// When it was registered.
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<oauth::VenueClient> for ApiClient {
+    fn from(c: oauth::VenueClient) -> ApiClient {
+        ApiClient {
+            id: c.id.into(),
+            name: c.name,
+            kind: if c.kind == "pos" { ApiClientKind::Pos } else { ApiClientKind::Integration },
+            permissions: Permission::list(Permissions::from_db(c.permissions)),
+            created_at: c.created_at,
+        }
+    }
+}
+
+/// Kinds of venue-bound clients.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiClientKind {
+    /// A server of an integration (client credentials).
+    Integration,
+    /// A registered POS terminal (PIN grant).
+    Pos,
+}
+
+/// A new client and its secret (shown once).
+#[derive(SimpleObject)]
+pub struct CreatedApiClient {
+    /// The client.
+    client: ApiClient,
+    /// Its secret; store it now, it is not shown again.
+    client_secret: String,
+}
+
+/// Input of `createApiClient`.
+#[derive(InputObject)]
+pub struct CreateApiClientInput {
+    /// Display name.
+    name: String,
+    /// Integration or POS terminal.
+    kind: ApiClientKind,
+    /// Permissions of its client-credentials tokens (only bits the caller holds).
+    #[graphql(default)]
+    permissions: Vec<Permission>,
+}
+
+/// One of the caller's sessions at this venue.
+#[derive(SimpleObject)]
+pub struct Session {
+    /// Session (grant) id.
+    id: ID,
+    /// The client it was issued to.
+    client_id: String,
+    /// How it started.
+    grant_type: String,
+    /// When it started.
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// When it was last refreshed.
+    last_used_at: chrono::DateTime<chrono::Utc>,
+    /// Whether this request is made with it.
+    current: bool,
+}
+
+/// API clients and the caller's own sessions.
+#[derive(Default)]
+pub struct AccessQuery;
+
+#[Object]
+impl AccessQuery {
+    /// The venue's integration and POS clients. Requires API_CLIENTS_MANAGE.
+    #[graphql(guard = "Requires(Permissions::API_CLIENTS_MANAGE)")]
+    async fn api_clients(&self, ctx: &Context<'_>) -> Result<Vec<ApiClient>> {
+        let (_, mut tx) = staff_tx(ctx).await?;
+        let clients = oauth::venue_clients(&mut tx).await?;
+        commit(tx).await?;
+        Ok(clients.into_iter().map(ApiClient::from).collect())
+    }
+
+    /// The caller's own active sessions at this venue (people only).
+    async fn my_sessions(&self, ctx: &Context<'_>) -> Result<Vec<Session>> {
+        let (caller, mut tx) = staff_tx(ctx).await?;
+        let staff = person(caller)?;
+        let current = match &caller.principal {
+            super::Principal::Staff { grant_id, .. } => Some(*grant_id),
+            _ => None,
+        };
+        let sessions = oauth::sessions_of(&mut tx, staff).await?;
+        commit(tx).await?;
+        Ok(sessions
+            .into_iter()
+            .map(|s| Session {
+                id: s.id.into(),
+                client_id: s.client_id,
+                grant_type: s.grant_type,
+                created_at: s.created_at,
+                last_used_at: s.last_used_at,
+                current: Some(s.id) == current,
+            })
+            .collect())
+    }
+}
+
+/// API-client management and ending one's own sessions; each writes an audit event.
+#[derive(Default)]
+pub struct AccessMutation;
+
+#[Object]
+impl AccessMutation {
+    /// Registers an integration or POS client. Requires API_CLIENTS_MANAGE.
+    #[graphql(guard = "Requires(Permissions::API_CLIENTS_MANAGE)")]
+    async fn create_api_client(&self, ctx: &Context<'_>, input: CreateApiClientInput) -> Result<CreatedApiClient> {
+        let (caller, mut tx) = staff_tx(ctx).await?;
+        let kind = match input.kind {
+            ApiClientKind::Integration => "integration",
+            ApiClientKind::Pos => "pos",
+        };
+        let wanted = Permission::set(&input.permissions);
+        let (client, secret) =
+            oauth::create_venue_client(&mut tx, &caller.who(), caller.permissions, kind, &input.name, wanted).await?;
+        commit(tx).await?;
+        Ok(CreatedApiClient { client: client.into(), client_secret: secret })
+    }
+
+    /// Revokes a client; its tokens stop working at once. Requires API_CLIENTS_MANAGE.
+    #[graphql(guard = "Requires(Permissions::API_CLIENTS_MANAGE)")]
+    async fn revoke_api_client(&self, ctx: &Context<'_>, client_id: ID) -> Result<ID> {
+        let (caller, mut tx) = staff_tx(ctx).await?;
+        oauth::revoke_venue_client(&mut tx, &caller.who(), client_id.as_str()).await?;
+        commit(tx).await?;
+        Ok(client_id)
+    }
+
+    /// Ends one of the caller's own sessions at this venue (people only).
+    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<ID> {
+        let grant = parse_id(&id, "id")?;
+        let (caller, mut tx) = staff_tx(ctx).await?;
+        let staff = person(caller)?;
+        oauth::revoke_own_session(&mut tx, &caller.who(), staff, grant).await?;
+        commit(tx).await?;
+        Ok(id)
     }
 }

@@ -11,7 +11,7 @@ pub mod permissions;
 pub mod secrets;
 pub mod totp;
 
-pub use permissions::Permissions;
+pub use permissions::{Permission, Permissions};
 
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;

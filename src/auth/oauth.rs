@@ -658,6 +658,124 @@ pub async fn introspect(db: &Db, issuer: &str, client: &Client, token: &str) -> 
     }))
 }
 
+/// A client of the transaction's venue, as its managers see it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct VenueClient {
+    /// Client id.
+    pub id: String,
+    /// `integration` or `pos`.
+    pub kind: String,
+    /// Display name.
+    pub name: String,
+    /// Client-credentials permissions (integrations).
+    pub permissions: i64,
+    /// When it was registered.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The active integration and POS clients of the transaction's venue.
+pub async fn venue_clients(tx: &mut VenueTx) -> Result<Vec<VenueClient>, AppError> {
+    Ok(sqlx::query_as("SELECT id, kind, name, permissions, created_at FROM private.clients_of_current_venue()")
+        .fetch_all(tx.conn())
+        .await?)
+}
+
+/// Registers an integration or POS client at the transaction's venue with permissions the
+/// caller holds; returns it with its secret (shown once).
+pub async fn create_venue_client(
+    tx: &mut VenueTx,
+    who: &Who,
+    caller: Permissions,
+    kind: &str,
+    name: &str,
+    permissions: Permissions,
+) -> Result<(VenueClient, String), AppError> {
+    Permissions::check_grantable(caller, Permissions::empty(), permissions).map_err(AppError::Refused)?;
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(AppError::bad_input("name must be 1 to 200 characters"));
+    }
+    let id = secrets::new_secret(CLIENT_ID_PREFIX);
+    let secret = secrets::new_secret(CLIENT_SECRET_PREFIX);
+    sqlx::query("SELECT private.create_venue_client($1, $2, $3, $4, $5)")
+        .bind(&id)
+        .bind(kind)
+        .bind(name)
+        .bind(permissions.to_db())
+        .bind(secrets::hash(&secret))
+        .execute(tx.conn())
+        .await?;
+    let after = serde_json::json!({ "kind": kind, "name": name, "permissions": permissions.names() });
+    let change = Change {
+        action: "oauth_client.created",
+        target_type: "oauth_client",
+        target_id: id.clone(),
+        before: None,
+        after: Some(after),
+    };
+    audit::record(tx, who, change).await?;
+    let created = venue_clients(tx).await?.into_iter().find(|c| c.id == id).ok_or(AppError::NotFound("API client"))?;
+    Ok((created, secret))
+}
+
+/// Revokes a client of the transaction's venue (its tokens stop working at once).
+pub async fn revoke_venue_client(tx: &mut VenueTx, who: &Who, id: &str) -> Result<(), AppError> {
+    let revoked: bool =
+        sqlx::query_scalar("SELECT private.revoke_venue_client($1)").bind(id).fetch_one(tx.conn()).await?;
+    if !revoked {
+        return Err(AppError::NotFound("API client"));
+    }
+    let change = Change {
+        action: "oauth_client.revoked",
+        target_type: "oauth_client",
+        target_id: id.to_string(),
+        before: None,
+        after: None,
+    };
+    audit::record(tx, who, change).await
+}
+
+/// One of a person's sessions (grants) at the transaction's venue.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Session {
+    /// Grant id.
+    pub id: Uuid,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// How it started (`authorization_code`, `pin`).
+    pub grant_type: String,
+    /// When it started.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When its refresh token was last used.
+    pub last_used_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The active sessions of `staff` at the transaction's venue, newest first.
+pub async fn sessions_of(tx: &mut VenueTx, staff: Uuid) -> Result<Vec<Session>, AppError> {
+    Ok(sqlx::query_as(
+        "SELECT id, client_id, grant_type, created_at, last_used_at FROM oauth_grants \
+         WHERE venue_id = $1 AND staff_id = $2 AND revoked_at IS NULL ORDER BY created_at DESC",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(staff)
+    .fetch_all(tx.conn())
+    .await?)
+}
+
+/// Ends one of `staff`'s own sessions (another person's is "not found").
+pub async fn revoke_own_session(tx: &mut VenueTx, who: &Who, staff: Uuid, grant: Uuid) -> Result<(), AppError> {
+    let owned: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM oauth_grants WHERE venue_id = $1 AND id = $2 AND staff_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(grant)
+    .bind(staff)
+    .fetch_optional(tx.conn())
+    .await?;
+    owned.ok_or(AppError::NotFound("session"))?;
+    revoke_grant(tx, grant, "revoked_by_owner", who).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

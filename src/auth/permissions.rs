@@ -37,7 +37,81 @@ bitflags! {
     }
 }
 
+/// A permission bit as a GraphQL enum (same names as [`Permissions`]).
+#[derive(async_graphql::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission {
+    /// See and advance the live orders queue.
+    OrdersQueue,
+    /// See past orders and revenue.
+    OrdersHistory,
+    /// Refund orders.
+    OrdersRefund,
+    /// Read the full menu.
+    MenuView,
+    /// Change the menu.
+    MenuEdit,
+    /// See diners.
+    DinersView,
+    /// See diners' allergens and dietary notes.
+    DinerAllergensView,
+    /// See the venue's staff.
+    StaffView,
+    /// Add, change and remove staff.
+    StaffManage,
+    /// See payment settings and payouts.
+    PaymentsView,
+    /// Change payment settings.
+    PaymentsManage,
+    /// Change venue settings.
+    VenueSettings,
+    /// Read the audit log.
+    AuditView,
+    /// Create and revoke API clients.
+    ApiClientsManage,
+}
+
+impl Permission {
+    const ALL: [(Permission, Permissions); 14] = [
+        (Permission::OrdersQueue, Permissions::ORDERS_QUEUE),
+        (Permission::OrdersHistory, Permissions::ORDERS_HISTORY),
+        (Permission::OrdersRefund, Permissions::ORDERS_REFUND),
+        (Permission::MenuView, Permissions::MENU_VIEW),
+        (Permission::MenuEdit, Permissions::MENU_EDIT),
+        (Permission::DinersView, Permissions::DINERS_VIEW),
+        (Permission::DinerAllergensView, Permissions::DINER_ALLERGENS_VIEW),
+        (Permission::StaffView, Permissions::STAFF_VIEW),
+        (Permission::StaffManage, Permissions::STAFF_MANAGE),
+        (Permission::PaymentsView, Permissions::PAYMENTS_VIEW),
+        (Permission::PaymentsManage, Permissions::PAYMENTS_MANAGE),
+        (Permission::VenueSettings, Permissions::VENUE_SETTINGS),
+        (Permission::AuditView, Permissions::AUDIT_VIEW),
+        (Permission::ApiClientsManage, Permissions::API_CLIENTS_MANAGE),
+    ];
+
+    /// The set of bits a list of enum values names.
+    pub fn set(list: &[Permission]) -> Permissions {
+        Permission::ALL.iter().filter(|(p, _)| list.contains(p)).fold(Permissions::empty(), |acc, (_, bit)| acc | *bit)
+    }
+
+    /// The enum values of a set of bits, in declaration order.
+    pub fn list(set: Permissions) -> Vec<Permission> {
+        Permission::ALL.iter().filter(|(_, bit)| set.contains(*bit)).map(|(p, _)| *p).collect()
+    }
+}
+
 impl Permissions {
+    /// Refuses a change to `target` that would add or remove bits the caller does not
+    /// hold: nobody grants (or takes away) what they do not have themselves.
+    pub fn check_grantable(caller: Permissions, before: Permissions, after: Permissions) -> Result<(), String> {
+        let changed = before.symmetric_difference(after);
+        let beyond = changed.difference(caller);
+        if beyond.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("you cannot grant or remove permissions you do not hold: {}", beyond.names().join(", ")))
+        }
+    }
+
     /// Parses a comma-separated list of names (`MENU_VIEW,MENU_EDIT`, or `ALL`).
     pub fn parse_list(list: &str) -> Result<Permissions, String> {
         let mut permissions = Permissions::empty();
@@ -89,6 +163,25 @@ mod tests {
     fn unknown_name_is_refused_with_the_known_list() {
         let error = Permissions::parse_list("MENU_VIEW,ROOT").unwrap_err();
         assert!(error.contains("\"ROOT\"") && error.contains("ORDERS_QUEUE"), "{error}");
+    }
+
+    #[test]
+    fn only_held_bits_can_be_granted_or_removed() {
+        let manager = Permissions::STAFF_MANAGE | Permissions::MENU_VIEW;
+        let none = Permissions::empty();
+        assert!(Permissions::check_grantable(manager, none, Permissions::MENU_VIEW).is_ok());
+        let error = Permissions::check_grantable(manager, none, Permissions::PAYMENTS_MANAGE).unwrap_err();
+        assert!(error.contains("PAYMENTS_MANAGE"), "{error}");
+        assert!(Permissions::check_grantable(manager, Permissions::PAYMENTS_MANAGE, none).is_err());
+        assert!(
+            Permissions::check_grantable(
+                manager,
+                Permissions::PAYMENTS_MANAGE,
+                Permissions::PAYMENTS_MANAGE | Permissions::MENU_VIEW
+            )
+            .is_ok()
+        );
+        assert_eq!(Permission::set(&Permission::list(Permissions::all())), Permissions::all());
     }
 
     #[test]

@@ -13,19 +13,20 @@ use async_graphql::{
     EmptyMutation, EmptySubscription, MergedObject, ObjectType, Schema, SchemaBuilder, SubscriptionType,
 };
 
-use crate::auth::graphql::{MeQuery, MfaMutation};
+use crate::auth::graphql::{AccessMutation, AccessQuery, MeQuery, MfaMutation};
 use crate::config::GraphqlLimits;
 use crate::menu::graphql::{MenuMutation, MenuQuery, PublicMenuQuery};
 use crate::observability::Metrics;
+use crate::staff::graphql::{StaffMembersMutation, StaffMembersQuery};
 use crate::venues::graphql::{VenueSettingsMutation, VenueSettingsQuery};
 
 /// Root query of the staff/integration endpoint (`/graphql`).
 #[derive(MergedObject, Default)]
-pub struct StaffQuery(MeQuery, MenuQuery, VenueSettingsQuery);
+pub struct StaffQuery(MeQuery, MenuQuery, VenueSettingsQuery, StaffMembersQuery, AccessQuery);
 
 /// Root mutation of the staff/integration endpoint.
 #[derive(MergedObject, Default)]
-pub struct StaffMutation(MenuMutation, MfaMutation, VenueSettingsMutation);
+pub struct StaffMutation(MenuMutation, MfaMutation, VenueSettingsMutation, StaffMembersMutation, AccessMutation);
 
 /// Root query of the diner endpoint (`/v/{slug}/graphql`).
 #[derive(MergedObject, Default)]

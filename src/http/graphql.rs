@@ -117,7 +117,7 @@ async fn check_named_venue(state: &AppState, headers: &HeaderMap, staff: &StaffC
 }
 
 async fn execute_staff(state: &AppState, batch: BatchRequest, staff: StaffCtx) -> BatchResponse {
-    let batch = batch.data(staff).data(state.db.clone());
+    let batch = batch.data(staff).data(state.db.clone()).data(state.config.breach.clone());
     state.staff_schema.execute_batch(batch).await
 }
 

@@ -1,5 +1,7 @@
 //! Staff identities (platform-level) and their memberships at venues (tenant).
 
+pub mod graphql;
+
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -96,4 +98,168 @@ pub async fn at_current_venue(tx: &mut VenueTx, staff: Uuid) -> Result<Option<Co
         .bind(staff)
         .fetch_optional(tx.conn())
         .await?)
+}
+
+/// A member of the transaction's venue with their permissions there.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Member {
+    /// Staff id.
+    pub id: Uuid,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+    /// Permission bits at this venue.
+    pub permissions: i64,
+}
+
+const MEMBER_QUERY: &str = "SELECT s.id, s.email, s.display_name, m.permissions FROM public.staff_of_current_venue() s \
+     JOIN memberships m ON m.venue_id = $1 AND m.staff_id = s.id";
+
+/// Everyone who works at the transaction's venue.
+pub async fn members(tx: &mut VenueTx) -> Result<Vec<Member>, AppError> {
+    Ok(sqlx::query_as(&format!("{MEMBER_QUERY} ORDER BY s.email"))
+        .bind(tx.venue().as_uuid())
+        .fetch_all(tx.conn())
+        .await?)
+}
+
+async fn member(tx: &mut VenueTx, staff: Uuid) -> Result<Member, AppError> {
+    sqlx::query_as(&format!("{MEMBER_QUERY} WHERE s.id = $2"))
+        .bind(tx.venue().as_uuid())
+        .bind(staff)
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(AppError::NotFound("staff member"))
+}
+
+/// Refuses to leave the venue without a STAFF_MANAGE holder. Locks the holders' rows so
+/// two managers cannot remove each other at once.
+async fn keep_a_manager(tx: &mut VenueTx, target: Uuid, keeps_manage: bool) -> Result<(), AppError> {
+    let holders: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT staff_id FROM memberships WHERE venue_id = $1 AND (permissions & $2) <> 0 FOR UPDATE",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(Permissions::STAFF_MANAGE.to_db())
+    .fetch_all(tx.conn())
+    .await?;
+    if !keeps_manage && holders.iter().all(|h| *h == target) && holders.contains(&target) {
+        return Err(AppError::Refused("the last member with STAFF_MANAGE cannot be removed or lose it".into()));
+    }
+    Ok(())
+}
+
+fn member_json(member: &Member) -> serde_json::Value {
+    serde_json::json!({ "email": member.email, "permissions": Permissions::from_db(member.permissions).names() })
+}
+
+/// Adds a person to the venue (creating their identity when new, which needs an initial
+/// password), with permissions the caller holds.
+pub async fn add(
+    tx: &mut VenueTx,
+    who: &Who,
+    caller: Permissions,
+    email: &str,
+    password: Option<&str>,
+    permissions: Permissions,
+    breach: &BreachCheck,
+) -> Result<Member, AppError> {
+    Permissions::check_grantable(caller, Permissions::empty(), permissions).map_err(AppError::Refused)?;
+    let email = normalise_email(email)?;
+    let hash = match password {
+        Some(password) => {
+            passwords::check_policy(password)?;
+            breach.check(password).await?;
+            Some(passwords::hash_password(password)?)
+        }
+        None => None,
+    };
+    let found: Result<(Uuid, bool), sqlx::Error> =
+        sqlx::query_as("SELECT staff_id, created FROM private.find_or_create_staff($1, $2)")
+            .bind(&email)
+            .bind(hash)
+            .fetch_one(tx.conn())
+            .await;
+    let (staff, _created) = match found {
+        Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("22023") => {
+            return Err(AppError::bad_input("this person has no account yet: give them an initial password"));
+        }
+        other => other?,
+    };
+    sqlx::query("INSERT INTO memberships (venue_id, staff_id, permissions) VALUES ($1, $2, $3)")
+        .bind(tx.venue().as_uuid())
+        .bind(staff)
+        .bind(permissions.to_db())
+        .execute(tx.conn())
+        .await?;
+    let added = member(tx, staff).await?;
+    let change = Change {
+        action: "staff.added",
+        target_type: "staff",
+        target_id: staff.to_string(),
+        before: None,
+        after: Some(member_json(&added)),
+    };
+    audit::record(tx, who, change).await?;
+    Ok(added)
+}
+
+/// Replaces a member's permissions; the caller may only add or remove bits they hold.
+pub async fn set_permissions(
+    tx: &mut VenueTx,
+    who: &Who,
+    caller: Permissions,
+    staff: Uuid,
+    permissions: Permissions,
+) -> Result<Member, AppError> {
+    let before = member(tx, staff).await?;
+    Permissions::check_grantable(caller, Permissions::from_db(before.permissions), permissions)
+        .map_err(AppError::Refused)?;
+    keep_a_manager(tx, staff, permissions.contains(Permissions::STAFF_MANAGE)).await?;
+    sqlx::query("UPDATE memberships SET permissions = $3 WHERE venue_id = $1 AND staff_id = $2")
+        .bind(tx.venue().as_uuid())
+        .bind(staff)
+        .bind(permissions.to_db())
+        .execute(tx.conn())
+        .await?;
+    let after = member(tx, staff).await?;
+    let change = Change {
+        action: "staff.permissions_set",
+        target_type: "staff",
+        target_id: staff.to_string(),
+        before: Some(member_json(&before)),
+        after: Some(member_json(&after)),
+    };
+    audit::record(tx, who, change).await?;
+    Ok(after)
+}
+
+/// Removes a member from the venue and ends their sessions there. Refused for someone
+/// holding bits the caller lacks, and for the last STAFF_MANAGE holder.
+pub async fn remove(tx: &mut VenueTx, who: &Who, caller: Permissions, staff: Uuid) -> Result<(), AppError> {
+    let before = member(tx, staff).await?;
+    Permissions::check_grantable(caller, Permissions::from_db(before.permissions), Permissions::empty())
+        .map_err(AppError::Refused)?;
+    keep_a_manager(tx, staff, false).await?;
+    sqlx::query("DELETE FROM memberships WHERE venue_id = $1 AND staff_id = $2")
+        .bind(tx.venue().as_uuid())
+        .bind(staff)
+        .execute(tx.conn())
+        .await?;
+    sqlx::query(
+        "UPDATE oauth_grants SET revoked_at = now(), revoked_reason = 'staff_removed' \
+         WHERE venue_id = $1 AND staff_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(staff)
+    .execute(tx.conn())
+    .await?;
+    let change = Change {
+        action: "staff.removed",
+        target_type: "staff",
+        target_id: staff.to_string(),
+        before: Some(member_json(&before)),
+        after: None,
+    };
+    audit::record(tx, who, change).await
 }

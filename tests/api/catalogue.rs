@@ -27,6 +27,13 @@ const PLATFORM_LEVEL: &[&str] = &[
 
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
+    "function private.clients_of_current_venue() EXECUTE",
+    "function private.create_venue_client(p_id text, p_kind text, p_name text, p_permissions bigint, p_secret_hash bytea) EXECUTE",
+    "function private.find_or_create_staff(p_email text, p_password_hash text) EXECUTE",
+    "function private.revoke_venue_client(p_id text) EXECUTE",
+    "table public.memberships DELETE",
+    "table public.memberships INSERT",
+    "table public.memberships(permissions) UPDATE",
     "function private.accept_totp_step(p_staff uuid, p_step bigint, p_confirm boolean) EXECUTE",
     "function private.begin_totp(p_staff uuid, p_secret bytea) EXECUTE",
     "function private.disable_totp(p_staff uuid) EXECUTE",

@@ -136,6 +136,7 @@ async fn db_init_and_migrate_are_idempotent_commands() {
 #[tokio::test]
 async fn create_client_registers_each_kind_and_refuses_bad_input_clearly() {
     let app = TestApp::spawn().await;
+    let audited_before = app.audit_count(&app.a, "oauth_client.created").await;
     let (ok, spa, err) = venueql(
         &app,
         &["admin", "create-client", "--kind", "spa", "--name", "Web", "--redirect-uri", "https://app.example.com/cb"],
@@ -159,7 +160,7 @@ async fn create_client_registers_each_kind_and_refuses_bad_input_clearly() {
     );
     assert!(ok, "{err}");
     assert!(integration["client_secret"].as_str().unwrap().starts_with("vqcs_"), "{integration}");
-    assert_eq!(app.audit_count(&app.a, "oauth_client.created").await, 1);
+    assert_eq!(app.audit_count(&app.a, "oauth_client.created").await, audited_before + 1);
     let cases: [(&[&str], &str); 4] = [
         (&["admin", "create-client", "--kind", "spa", "--name", "Web"], "needs at least one --redirect-uri"),
         (&["admin", "create-client", "--kind", "integration", "--name", "Books"], "needs --venue"),

@@ -19,6 +19,24 @@ const STAFF_CASES: &[(&str, &str)] = &[
     ("beginTotpEnrollment", "mutation { beginTotpEnrollment { secret otpauthUri } }"),
     ("confirmTotpEnrollment", "mutation { confirmTotpEnrollment(code: \"123456\") }"),
     ("disableTotp", "mutation { disableTotp(password: \"Wrong-Password-1\") }"),
+    ("staff", "query { staff { id email permissions } }"),
+    (
+        "addStaff",
+        "mutation { addStaff(input: { email: \"new@bravo.test\", password: \"New-Person-Pass-12\", permissions: [MENU_VIEW] }) { id email } }",
+    ),
+    (
+        "setStaffPermissions",
+        "mutation($staff: ID!) { setStaffPermissions(staffId: $staff, permissions: [MENU_EDIT]) { id } }",
+    ),
+    ("removeStaff", "mutation($staff: ID!) { removeStaff(staffId: $staff) }"),
+    ("apiClients", "query { apiClients { id name permissions } }"),
+    (
+        "createApiClient",
+        "mutation { createApiClient(input: { name: \"Planted\", kind: INTEGRATION }) { client { id } clientSecret } }",
+    ),
+    ("revokeApiClient", "mutation($client: ID!) { revokeApiClient(clientId: $client) }"),
+    ("mySessions", "query { mySessions { id clientId } }"),
+    ("revokeSession", "mutation($grant: ID!) { revokeSession(id: $grant) }"),
     ("menu", "query { menu { categories { id name items { id name } } } }"),
     ("menuItem", "query($item: ID!) { menuItem(id: $item) { id name } }"),
     ("searchMenu", "query { searchMenu(text: \"alpha\") { id name } }"),
@@ -74,11 +92,13 @@ fn a_secrets(app: &TestApp) -> Vec<String> {
     secrets.extend(app.a.item_ids.iter().map(|id| id.to_string()));
     secrets.push(app.a.category_id.to_string());
     secrets.push(app.a.id.to_string());
+    secrets.extend([app.a.staff_id.to_string(), app.a.client_id.clone(), app.a.grant_id.to_string()]);
     secrets
 }
 
 fn variables(app: &TestApp) -> Value {
-    json!({ "item": app.a.item_ids[0], "category": app.a.category_id })
+    json!({ "item": app.a.item_ids[0], "category": app.a.category_id, "staff": app.a.staff_id,
+        "client": app.a.client_id, "grant": app.a.grant_id })
 }
 
 #[tokio::test]
@@ -100,12 +120,14 @@ async fn venue_b_can_neither_see_nor_change_venue_a_through_any_staff_field() {
             || data.get("categories").is_some()
             || data.get("id").is_some()
             || data["venue"]["slug"] == "bravo"
-            || data.get("requireMfaForElevated").is_some();
+            || data.get("requireMfaForElevated").is_some()
+            || data.get("clientSecret").is_some();
         assert!(refused || harmless, "{field}: unexpected answer {text}");
         if operation.starts_with("mutation") && !refused {
             // A mutation that succeeded must have acted on B's own venue only.
             assert!(
-                ["createMenuCategory", "createMenuItem", "updateVenueSettings"].contains(field),
+                ["createMenuCategory", "createMenuItem", "updateVenueSettings", "addStaff", "createApiClient"]
+                    .contains(field),
                 "{field} succeeded across venues: {text}"
             );
         }

@@ -92,6 +92,12 @@ pub struct TestVenue {
     pub item_ids: Vec<Uuid>,
     /// Item names, all starting with the venue's name prefix.
     pub item_names: Vec<String>,
+    /// A staff member of this venue (MENU_VIEW).
+    pub staff_id: Uuid,
+    /// An integration client of this venue.
+    pub client_id: String,
+    /// A live grant (session) at this venue.
+    pub grant_id: Uuid,
 }
 
 impl TestVenue {
@@ -155,7 +161,28 @@ async fn seed_venue(door: &CrossTenantDoor, app_db: &Db, slug: &str, menu: DemoM
     let full = issue("full", Permissions::all()).await;
     let casual = issue("casual", Permissions::ORDERS_QUEUE).await;
     let nothing = issue("nothing", Permissions::empty()).await;
+    let member = venueql::admin::create_staff(
+        door,
+        ACTOR,
+        &format!("member@{slug}.test"),
+        "Member-Password-123",
+        &venueql::auth::breach::BreachCheck::off(),
+    )
+    .await
+    .unwrap();
+    venueql::admin::grant(door, ACTOR, slug, &member.email, Permissions::MENU_VIEW).await.unwrap();
+    let client =
+        venueql::admin::create_client(door, ACTOR, "integration", "Books", Some(slug), &[], Permissions::MENU_VIEW)
+            .await
+            .unwrap();
+    let found = venueql::auth::oauth::find_client(app_db, &client.client_id).await.unwrap().unwrap();
+    let lifetimes = venueql::auth::oauth::TokenLifetimes {
+        access: std::time::Duration::from_secs(900),
+        refresh: std::time::Duration::from_secs(900),
+    };
+    venueql::auth::oauth::client_credentials(app_db, lifetimes, &found).await.unwrap();
     let mut tx = app_db.venue_tx(venue.venue_id()).await.unwrap();
+    let grant_id: Uuid = sqlx::query_scalar("SELECT id FROM oauth_grants LIMIT 1").fetch_one(tx.conn()).await.unwrap();
     let category_id: Uuid = sqlx::query_scalar("SELECT id FROM menu_categories ORDER BY position LIMIT 1")
         .fetch_one(tx.conn())
         .await
@@ -177,6 +204,9 @@ async fn seed_venue(door: &CrossTenantDoor, app_db: &Db, slug: &str, menu: DemoM
         category_id,
         item_ids: items.iter().map(|(id, _)| *id).collect(),
         item_names: items.into_iter().map(|(_, name)| name).collect(),
+        staff_id: member.id,
+        client_id: client.client_id,
+        grant_id,
     }
 }
 
@@ -208,6 +238,7 @@ impl TestApp {
                 "DATABASE_MAX_CONNECTIONS" => Some("4".into()),
                 "PUBLIC_HOST_SUFFIX" => Some("venues.test".into()),
                 "GRAPHQL_INTROSPECTION" => Some("true".into()),
+                "HIBP_MODE" => Some("off".into()),
                 _ => None,
             })
         })
