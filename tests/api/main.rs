@@ -15,5 +15,6 @@ mod oauth;
 mod ops;
 mod schema;
 mod sentry;
+mod staff;
 mod tenancy;
 mod tokens;

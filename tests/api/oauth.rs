@@ -680,3 +680,26 @@ async fn a_venue_requiring_mfa_enrols_elevated_staff_during_login_and_only_them(
     let plain = code_for(&s, s.app.a.id, &v).await;
     assert_eq!(exchange(&s, &plain, &v).await.0, 200, "staff without elevated permissions are not asked for MFA");
 }
+
+#[tokio::test]
+async fn a_person_lists_and_ends_their_own_sessions() {
+    let s = setup().await;
+    let v = verifier();
+    let code = code_for(&s, s.app.a.id, &v).await;
+    let (_, tokens) = exchange(&s, &code, &v).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let sessions = s.app.gql(access, "{ mySessions { id clientId current } }", json!({})).await;
+    let list = sessions["data"]["mySessions"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 1, "{sessions}");
+    assert_eq!((list[0]["clientId"].as_str(), list[0]["current"].as_bool()), (Some(s.spa.as_str()), Some(true)));
+    let other =
+        s.app.gql(access, "mutation($g: ID!) { revokeSession(id: $g) }", json!({ "g": s.app.a.grant_id })).await;
+    assert_eq!(error_code(&other), "NOT_FOUND", "someone else's session");
+    let ended = s.app.gql(access, "mutation($g: ID!) { revokeSession(id: $g) }", json!({ "g": list[0]["id"] })).await;
+    assert_eq!(ended["data"]["revokeSession"], list[0]["id"]);
+    let auth = format!("Bearer {access}");
+    let (status, _) = s.app.post("/graphql", &[("authorization", &auth)], r#"{"query":"{ me { actor } }"}"#).await;
+    assert_eq!(status, 401);
+    let api = s.app.gql(&s.app.a.full, "{ mySessions { id } }", json!({})).await;
+    assert_eq!(error_code(&api), "FORBIDDEN", "API tokens have no sessions");
+}
