@@ -8,6 +8,7 @@ pub mod login;
 pub mod oauth;
 pub mod passwords;
 pub mod permissions;
+pub mod pins;
 pub mod secrets;
 pub mod totp;
 

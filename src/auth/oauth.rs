@@ -428,23 +428,37 @@ pub async fn exchange_code(
     if !redeemed {
         return Err(invalid());
     }
-    let permissions = membership_permissions(&mut tx, row.staff_id)
+    let (grant, response) = staff_grant(&mut tx, client, row.staff_id, "authorization_code", lifetimes, true).await?;
+    sqlx::query("SELECT private.attach_code_grant($1, $2)").bind(&hash).bind(grant).execute(tx.conn()).await?;
+    tx.commit().await?;
+    Ok(response)
+}
+
+/// Starts a session for a person at the transaction's venue with their membership's
+/// permissions (audited as `session.started`) and issues its tokens; returns the grant id
+/// with them.
+pub async fn staff_grant(
+    tx: &mut VenueTx,
+    client: &Client,
+    staff: Uuid,
+    grant_type: &str,
+    lifetimes: TokenLifetimes,
+    with_refresh: bool,
+) -> Result<(Uuid, TokenResponse), OAuthError> {
+    let permissions = membership_permissions(tx, staff)
         .await?
         .ok_or_else(|| OAuthError::InvalidGrant("the person no longer belongs to this venue".into()))?;
-    let grant = create_grant(&mut tx, client, Some(row.staff_id), "authorization_code", permissions).await?;
-    sqlx::query("SELECT private.attach_code_grant($1, $2)").bind(&hash).bind(grant).execute(tx.conn()).await?;
-    let who = Who { actor: format!("staff:{}", row.staff_id), request_id: None, ip: None };
+    let grant = create_grant(tx, client, Some(staff), grant_type, permissions).await?;
+    let who = Who { actor: format!("staff:{staff}"), request_id: None, ip: None };
     let change = Change {
         action: "session.started",
         target_type: "oauth_grant",
         target_id: grant.to_string(),
         before: None,
-        after: Some(serde_json::json!({ "client_id": client.id, "grant_type": "authorization_code" })),
+        after: Some(serde_json::json!({ "client_id": client.id, "grant_type": grant_type })),
     };
-    audit::record(&mut tx, &who, change).await?;
-    let response = issue_tokens(&mut tx, grant, permissions, lifetimes, true).await?;
-    tx.commit().await?;
-    Ok(response)
+    audit::record(tx, &who, change).await?;
+    Ok((grant, issue_tokens(tx, grant, permissions, lifetimes, with_refresh).await?))
 }
 
 #[derive(sqlx::FromRow)]

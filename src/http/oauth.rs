@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use crate::app::AppState;
 use crate::auth::lockout::{self, Attempt};
 use crate::auth::oauth::{self, Client, ClientCredentials, OAuthError, TokenLifetimes};
-use crate::auth::{Permissions, login, secrets, totp};
+use crate::auth::{Permissions, login, pins, secrets, totp};
 use crate::tenancy::VenueId;
 
 /// A parsed `application/x-www-form-urlencoded` body or query, refusing repeated names.
@@ -172,6 +172,10 @@ pub async fn token(
                 oauth::refresh(&state.db, lifetimes(&state), &client, form.required("refresh_token")?).await
             }
             "client_credentials" => oauth::client_credentials(&state.db, lifetimes(&state), &client).await,
+            pins::PIN_GRANT => {
+                let (username, pin) = (form.required("username")?, form.required("pin")?);
+                pins::grant(&state.db, lifetimes(&state), state.config.lockout, &client, username, pin, peer.ip()).await
+            }
             other => Err(OAuthError::UnsupportedGrantType(format!("grant_type {other} is not supported"))),
         }
     }
@@ -233,7 +237,7 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
         "introspection_endpoint": format!("{issuer}/oauth/introspect"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", pins::PIN_GRANT],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],

@@ -106,6 +106,23 @@ impl StaffMembersMutation {
         Ok(member.into())
     }
 
+    /// Sets a cashier PIN (4-8 digits) for the POS terminals of this venue: the caller's own
+    /// (omit `staffId`), or anyone's with STAFF_MANAGE. The PIN is never readable.
+    async fn set_staff_pin(&self, ctx: &Context<'_>, staff_id: Option<ID>, pin: String) -> Result<bool> {
+        let (caller, mut tx) = staff_tx(ctx).await?;
+        let own = caller.principal.staff_id();
+        let target = match &staff_id {
+            Some(id) => parse_id(id, "staffId")?,
+            None => own.ok_or(AppError::Refused("only a person can set their own PIN; name the staffId".into()))?,
+        };
+        if Some(target) != own && !caller.permissions.contains(Permissions::STAFF_MANAGE) {
+            return Err(AppError::Forbidden.into());
+        }
+        crate::auth::pins::set(&mut tx, &caller.who(), target, &pin).await?;
+        commit(tx).await?;
+        Ok(true)
+    }
+
     /// Removes a member from the venue and ends their sessions here; returns their id.
     /// Requires STAFF_MANAGE.
     #[graphql(guard = "Requires(Permissions::STAFF_MANAGE)")]

@@ -16,6 +16,7 @@ const PLATFORM_LEVEL: &[&str] = &[
     "private.oauth_tokens",
     "private.security_events",
     "private.staff_passwords",
+    "private.staff_pins",
     "private.staff_recovery_codes",
     "private.staff_totp",
     "private.staff_venues",
@@ -27,6 +28,8 @@ const PLATFORM_LEVEL: &[&str] = &[
 
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
+    "function private.set_staff_pin(p_staff uuid, p_hash text) EXECUTE",
+    "function private.staff_pin(p_email text) EXECUTE",
     "function private.clients_of_current_venue() EXECUTE",
     "function private.create_venue_client(p_id text, p_kind text, p_name text, p_permissions bigint, p_secret_hash bytea) EXECUTE",
     "function private.find_or_create_staff(p_email text, p_password_hash text) EXECUTE",

@@ -29,6 +29,7 @@ const STAFF_CASES: &[(&str, &str)] = &[
         "mutation($staff: ID!) { setStaffPermissions(staffId: $staff, permissions: [MENU_EDIT]) { id } }",
     ),
     ("removeStaff", "mutation($staff: ID!) { removeStaff(staffId: $staff) }"),
+    ("setStaffPin", "mutation($staff: ID!) { setStaffPin(staffId: $staff, pin: \"4321\") }"),
     ("apiClients", "query { apiClients { id name permissions } }"),
     (
         "createApiClient",

@@ -703,3 +703,53 @@ async fn a_person_lists_and_ends_their_own_sessions() {
     let api = s.app.gql(&s.app.a.full, "{ mySessions { id } }", json!({})).await;
     assert_eq!(error_code(&api), "FORBIDDEN", "API tokens have no sessions");
 }
+
+#[tokio::test]
+async fn a_pos_terminal_exchanges_a_cashiers_pin_for_a_short_lived_token() {
+    let s = setup().await;
+    let pos = venueql::admin::create_client(
+        &s.app.door,
+        "operator:test",
+        "pos",
+        "Till 1",
+        Some("alpha"),
+        &[],
+        Permissions::empty(),
+    )
+    .await
+    .unwrap();
+    let (pos_id, pos_secret) = (pos.client_id.as_str(), pos.client_secret.as_deref().unwrap());
+    let staff = s.app.gql(&s.app.a.full, "{ staff { id email } }", json!({})).await;
+    let chef = staff["data"]["staff"].as_array().unwrap().iter().find(|m| m["email"] == EMAIL).unwrap()["id"].clone();
+    let set = "mutation($s: ID!, $p: String!) { setStaffPin(staffId: $s, pin: $p) }";
+    assert_eq!(error_code(&s.app.gql(&s.app.a.full, set, json!({ "s": chef, "p": "12a4" })).await), "BAD_USER_INPUT");
+    assert_eq!(s.app.gql(&s.app.a.full, set, json!({ "s": chef, "p": "4321" })).await["data"]["setStaffPin"], true);
+    assert_eq!(s.app.audit_count(&s.app.a, "staff.pin_set").await, 1);
+    let menu_only = venueql::admin::issue_token(&s.app.door, "operator:test", "alpha", "menu", Permissions::MENU_VIEW)
+        .await
+        .unwrap();
+    assert_eq!(error_code(&s.app.gql(&menu_only.token, set, json!({ "s": chef, "p": "1111" })).await), "FORBIDDEN");
+
+    let pin_grant = |pin: &'static str, client: (String, String)| {
+        let app = &s.app;
+        async move {
+            let form = [("grant_type", venueql::auth::pins::PIN_GRANT), ("username", EMAIL), ("pin", pin)];
+            token_request(app, &form, Some((&client.0, &client.1))).await
+        }
+    };
+    let terminal = (pos_id.to_string(), pos_secret.to_string());
+    let (status, tokens, cache) = pin_grant("4321", terminal.clone()).await;
+    assert_eq!((status.as_u16(), cache.as_str()), (200, "no-store"), "{tokens}");
+    assert!(tokens.get("refresh_token").is_none(), "PIN tokens are short-lived, without refresh");
+    let me = s.app.gql(tokens["access_token"].as_str().unwrap(), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["person"]["email"], EMAIL);
+    assert_eq!(me["data"]["me"]["venue"]["slug"], "alpha");
+    let (_, body, _) = pin_grant("4321", s.integration.clone()).await;
+    assert_eq!(body["error"], "unauthorized_client", "only POS terminals");
+    for _ in 0..5 {
+        let (status, body, _) = pin_grant("9999", terminal.clone()).await;
+        assert_eq!((status.as_u16(), body["error"].as_str()), (400, Some("invalid_grant")));
+    }
+    let (status, body, _) = pin_grant("4321", terminal).await;
+    assert_eq!(status, 429, "the PIN lockout holds even the right PIN: {body}");
+}
