@@ -187,13 +187,28 @@ async fn public_response(
 }
 
 /// `POST /v/{slug}/graphql`: the diner's anonymous endpoint for one venue.
+/// A bearer token sent along is checked too: a token of another venue than the path's
+/// is refused (the request names two venues).
 pub async fn public(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Path(slug): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    public_response(&state, &slug, request_id, body).await.unwrap_or_else(IntoResponse::into_response)
+    let checked = async {
+        if let Some(token) = bearer_token(&headers) {
+            let token = token.map_err(|()| unauthenticated("the Authorization header must be `Bearer <token>`"))?;
+            let caller = auth::authenticate_bearer(&state.db, &token).await.map_err(refusal)?;
+            let own = venues::find_by_id(&state.db, caller.venue).await.map_err(refusal)?;
+            if own.is_none_or(|venue| venue.slug != slug) {
+                let message = "this request names a different venue than the one its token is bound to";
+                return Err(RequestError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message));
+            }
+        }
+        public_response(&state, &slug, request_id, body).await
+    };
+    checked.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /graphql`: GraphiQL when enabled (`venueql dev`), otherwise a clear refusal.

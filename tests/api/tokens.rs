@@ -82,3 +82,15 @@ async fn each_token_sees_only_its_own_venue() {
     assert!(a.contains("Alpha") && !a.contains("Bravo"), "{a}");
     assert!(b.contains("Bravo") && !b.contains("Alpha"), "{b}");
 }
+
+#[tokio::test]
+async fn a_token_sent_to_another_venues_public_path_is_refused() {
+    let app = TestApp::spawn().await;
+    let auth = format!("Bearer {}", app.b.full);
+    let (status, body) = app.post("/v/alpha/graphql", &[("authorization", &auth)], MENU).await;
+    assert_eq!((status.as_u16(), error_code(&body)), (403, "FORBIDDEN"), "{body}");
+    let (status, body) = app.post("/v/bravo/graphql", &[("authorization", &auth)], MENU).await;
+    assert_eq!(status, 200, "its own venue's path is fine: {body}");
+    let (status, body) = app.post("/v/alpha/graphql", &[("authorization", "Bearer vqat_forged")], MENU).await;
+    assert_eq!((status.as_u16(), error_code(&body)), (401, "UNAUTHENTICATED"), "{body}");
+}
