@@ -38,6 +38,8 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// Lifetime of OAuth refresh tokens (`REFRESH_TOKEN_TTL_SECS`, default 30 days).
     pub refresh_token_ttl: Duration,
+    /// Stripe settings (`STRIPE_*`).
+    pub stripe: StripeConfig,
     /// Breached-password check for passwords set through the API (`HIBP_*`).
     pub breach: crate::auth::breach::BreachCheck,
     /// Brute-force lockout thresholds.
@@ -107,6 +109,15 @@ impl Config {
             refresh_token_ttl: Duration::from_secs(parse_or(&lookup, "REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?),
             app_key: Arc::new(parse_app_key(lookup("APP_KEY"))?),
             breach: crate::auth::breach::BreachCheck::from_lookup(&lookup)?,
+            stripe: StripeConfig {
+                webhook_secrets: secrets_list(&lookup, "STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET_PREVIOUS"),
+                connect_webhook_secrets: secrets_list(
+                    &lookup,
+                    "STRIPE_CONNECT_WEBHOOK_SECRET",
+                    "STRIPE_CONNECT_WEBHOOK_SECRET_PREVIOUS",
+                ),
+                tolerance_secs: parse_or(&lookup, "STRIPE_WEBHOOK_TOLERANCE_SECS", 300)?,
+            },
             lockout: crate::auth::lockout::LockoutLimits {
                 per_identifier: parse_or(&lookup, "LOCKOUT_IDENTIFIER_LIMIT", 5)?,
                 per_ip: parse_or(&lookup, "LOCKOUT_IP_LIMIT", 50)?,
@@ -114,6 +125,27 @@ impl Config {
             },
         })
     }
+}
+
+/// Stripe settings.
+#[derive(Clone, Debug, Default)]
+pub struct StripeConfig {
+    /// Signing secrets of `/webhooks/stripe`: current first, then previous (rotation).
+    pub webhook_secrets: Vec<SecretString>,
+    /// Signing secrets of `/webhooks/stripe/connect`.
+    pub connect_webhook_secrets: Vec<SecretString>,
+    /// Signature timestamp tolerance in seconds (`STRIPE_WEBHOOK_TOLERANCE_SECS`, 300).
+    pub tolerance_secs: i64,
+}
+
+/// The current and (optional) previous secret, skipping unset ones.
+fn secrets_list(lookup: &impl Fn(&str) -> Option<String>, current: &str, previous: &str) -> Vec<SecretString> {
+    [current, previous]
+        .iter()
+        .filter_map(|name| lookup(name))
+        .filter(|s| !s.is_empty())
+        .map(SecretString::from)
+        .collect()
 }
 
 /// Decodes `APP_KEY` (base64 of exactly 32 bytes), or makes a random one when unset.

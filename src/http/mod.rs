@@ -5,6 +5,7 @@
 pub mod graphql;
 pub mod oauth;
 pub mod ops;
+pub mod webhooks;
 
 use std::time::Instant;
 
@@ -37,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
+        .route("/webhooks/stripe", post(webhooks::platform))
+        .route("/webhooks/stripe/connect", post(webhooks::connect))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -102,6 +105,8 @@ fn route_label(path: &str) -> &'static str {
         "/metrics" => "/metrics",
         "/.well-known/security.txt" => "/.well-known/security.txt",
         "/oauth/authorize" => "/oauth/authorize",
+        "/webhooks/stripe" => "/webhooks/stripe",
+        "/webhooks/stripe/connect" => "/webhooks/stripe/connect",
         "/oauth/token" => "/oauth/token",
         "/oauth/revoke" => "/oauth/revoke",
         "/oauth/introspect" => "/oauth/introspect",

@@ -20,6 +20,7 @@ const PLATFORM_LEVEL: &[&str] = &[
     "private.staff_recovery_codes",
     "private.staff_totp",
     "private.staff_venues",
+    "private.stripe_events",
     "public._sqlx_migrations",
     "public.platform_audit_events",
     "public.staff",
@@ -28,6 +29,7 @@ const PLATFORM_LEVEL: &[&str] = &[
 
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
+    "function private.store_stripe_event(p_id text, p_endpoint text, p_type text, p_account text, p_livemode boolean, p_api_version text, p_created bigint, p_raw text) EXECUTE",
     "function private.set_staff_pin(p_staff uuid, p_hash text) EXECUTE",
     "function private.staff_pin(p_email text) EXECUTE",
     "function private.clients_of_current_venue() EXECUTE",

@@ -18,3 +18,4 @@ mod sentry;
 mod staff;
 mod tenancy;
 mod tokens;
+mod webhooks;

@@ -1,0 +1,63 @@
+//! Stripe webhook endpoints: verify the signature on the raw body, store the event by id
+//! (a duplicate is acknowledged without effect), answer 2xx only after the commit. Any
+//! failure before that is non-2xx, so Stripe retries.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::RequestError;
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::payments::events::{self, Endpoint};
+use crate::payments::signature;
+
+async fn receive(
+    state: &AppState,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, RequestError> {
+    let secrets = match endpoint {
+        Endpoint::Platform => &state.config.stripe.webhook_secrets,
+        Endpoint::Connect => &state.config.stripe.connect_webhook_secrets,
+    };
+    if secrets.is_empty() {
+        tracing::error!(endpoint = ?endpoint, "Stripe webhook received but no signing secret is configured");
+        return Err(RequestError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NOT_CONFIGURED",
+            "this webhook endpoint is not configured",
+        ));
+    }
+    let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+    let now = chrono::Utc::now().timestamp();
+    let secret_refs: Vec<&secrecy::SecretString> = secrets.iter().collect();
+    if let Err(error) = signature::verify(body, header, &secret_refs, state.config.stripe.tolerance_secs, now) {
+        tracing::warn!(endpoint = ?endpoint, reason = %error, "Stripe webhook signature refused");
+        return Err(RequestError::new(StatusCode::BAD_REQUEST, "SIGNATURE_INVALID", error.to_string()));
+    }
+    let event = events::parse(body)
+        .map_err(|e| RequestError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.client_message()))?;
+    let raw = std::str::from_utf8(body)
+        .map_err(|_| RequestError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "the body is not UTF-8"))?;
+    let stored = events::store(&state.db, endpoint, &event, raw).await.map_err(|error| {
+        if let AppError::Internal(source) = &error {
+            crate::observability::report_internal(source.as_ref());
+        }
+        RequestError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "the event could not be stored; retry")
+    })?;
+    tracing::info!(event_id = %event.id, event_type = %event.event_type, duplicate = !stored, "Stripe event received");
+    Ok(axum::Json(serde_json::json!({ "received": true, "duplicate": !stored })).into_response())
+}
+
+/// `POST /webhooks/stripe`.
+pub async fn platform(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    receive(&state, Endpoint::Platform, &headers, &body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /webhooks/stripe/connect`.
+pub async fn connect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    receive(&state, Endpoint::Connect, &headers, &body).await.unwrap_or_else(IntoResponse::into_response)
+}
