@@ -23,7 +23,13 @@ pub struct Who {
 impl Who {
     /// An operator acting from the command line.
     pub fn operator(actor: &str) -> Who {
-        Who { actor: actor.to_string(), request_id: None, ip: None }
+        Who::outside_http(actor.to_string())
+    }
+
+    /// An actor outside any GraphQL request context (e.g. an OAuth client at the token
+    /// endpoint).
+    pub fn outside_http(actor: String) -> Who {
+        Who { actor, request_id: None, ip: None }
     }
 }
 

@@ -2,10 +2,8 @@
 //! signed ticket that carries an authenticated person from the password step to the
 //! venue choice without server-side session state.
 
-use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -30,12 +28,6 @@ pub struct StaffVenue {
     pub name: String,
 }
 
-/// A hash to verify against when the email is unknown, so both cases take the same time.
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| passwords::hash_password("dummy-Password-1!").unwrap_or_default())
-}
-
 /// Checks `password` for the person with `email`. `None` for an unknown email or a wrong
 /// password alike (callers must not tell them apart).
 pub async fn verify_password(db: &Db, email: &str, password: &str) -> Result<Option<Uuid>, AppError> {
@@ -48,15 +40,9 @@ pub async fn verify_password(db: &Db, email: &str, password: &str) -> Result<Opt
         .await?;
     let (staff, hash) = match found {
         Some((staff, hash)) => (Some(staff), hash),
-        None => (None, dummy_hash().to_string()),
+        None => (None, passwords::dummy_hash().to_string()),
     };
-    let password = password.to_string();
-    let matches = tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-    })
-    .await
-    .map_err(AppError::internal)?;
+    let matches = passwords::verify(hash, password.to_string()).await?;
     Ok(staff.filter(|_| matches))
 }
 

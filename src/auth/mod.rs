@@ -46,8 +46,8 @@ impl Principal {
     pub fn actor(&self) -> String {
         match self {
             Principal::ApiToken(id) => format!("api_token:{id}"),
-            Principal::Staff { staff_id, .. } => format!("staff:{staff_id}"),
-            Principal::Client { client_id, .. } => format!("oauth_client:{client_id}"),
+            Principal::Staff { staff_id, .. } => staff_actor(*staff_id),
+            Principal::Client { client_id, .. } => client_actor(client_id),
         }
     }
 
@@ -58,6 +58,16 @@ impl Principal {
             _ => None,
         }
     }
+}
+
+/// The audit actor of a person.
+pub fn staff_actor(staff: Uuid) -> String {
+    format!("staff:{staff}")
+}
+
+/// The audit actor of an OAuth client.
+pub fn client_actor(client: &str) -> String {
+    format!("oauth_client:{client}")
 }
 
 /// What a verified bearer credential proves: who, at which venue, allowed to do what.

@@ -408,7 +408,7 @@ pub async fn exchange_code(
     let mut tx = tx.into_venue(VenueId::from_uuid(row.venue_id)).await?;
     if row.used {
         if let Some(grant) = row.grant_id {
-            let who = Who { actor: format!("oauth_client:{}", client.id), request_id: None, ip: None };
+            let who = Who::outside_http(super::client_actor(&client.id));
             revoke_grant(&mut tx, grant, "authorization_code_replayed", &who).await?;
             tx.commit().await?;
         }
@@ -449,7 +449,7 @@ pub async fn staff_grant(
         .await?
         .ok_or_else(|| OAuthError::InvalidGrant("the person no longer belongs to this venue".into()))?;
     let grant = create_grant(tx, client, Some(staff), grant_type, permissions).await?;
-    let who = Who { actor: format!("staff:{staff}"), request_id: None, ip: None };
+    let who = Who::outside_http(super::staff_actor(staff));
     let change = Change {
         action: "session.started",
         target_type: "oauth_grant",
@@ -500,7 +500,7 @@ pub async fn refresh(
         return Err(invalid());
     }
     if !row.first_use {
-        let who = Who { actor: format!("oauth_client:{}", client.id), request_id: None, ip: None };
+        let who = Who::outside_http(super::client_actor(&client.id));
         revoke_grant(&mut tx, row.grant_id, "refresh_token_reuse", &who).await?;
         tx.commit().await?;
         return Err(OAuthError::InvalidGrant(
@@ -637,7 +637,7 @@ pub async fn revoke(db: &Db, client: &Client, token: &str) -> Result<(), AppErro
         return Ok(());
     }
     if row.kind == "refresh" {
-        let who = Who { actor: format!("oauth_client:{}", client.id), request_id: None, ip: None };
+        let who = Who::outside_http(super::client_actor(&client.id));
         revoke_grant(&mut tx, row.grant_id, "revoked_by_client", &who).await?;
     } else {
         sqlx::query("SELECT private.revoke_oauth_token($1)").bind(secrets::hash(token)).execute(tx.conn()).await?;

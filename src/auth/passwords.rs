@@ -1,6 +1,6 @@
 //! Password hashing: Argon2id with OWASP's recommended parameters (m=19 MiB, t=2, p=1).
 
-use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 use crate::error::AppError;
@@ -22,6 +22,23 @@ pub fn hash_password(password: &str) -> Result<String, AppError> {
         .map_err(|e| AppError::internal(e.to_string()))
 }
 
+/// A hash to verify against when the account is unknown, so that "no such person" and
+/// "wrong secret" take the same time (computed once).
+pub fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password("dummy-Password-1!").unwrap_or_default())
+}
+
+/// Checks `secret` against a stored PHC hash off the async threads (Argon2 is slow by
+/// design). A malformed hash never matches.
+pub async fn verify(hash: String, secret: String) -> Result<bool, AppError> {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash).is_ok_and(|parsed| hasher().verify_password(secret.as_bytes(), &parsed).is_ok())
+    })
+    .await
+    .map_err(AppError::internal)
+}
+
 /// The minimum password rules (SPEC §3), naming the rule that failed.
 pub fn check_policy(password: &str) -> Result<(), AppError> {
     let missing = [
@@ -38,7 +55,6 @@ pub fn check_policy(password: &str) -> Result<(), AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use argon2::{PasswordHash, PasswordVerifier};
 
     #[test]
     fn hash_is_argon2id_and_verifies() {

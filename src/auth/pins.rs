@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use uuid::Uuid;
 
 use super::lockout::{self, Attempt, LockoutLimits};
@@ -78,15 +77,8 @@ pub async fn grant(
         .bind(username)
         .fetch_optional(tx.conn())
         .await?;
-    let hash =
-        found.as_ref().map(|(_, h)| h.clone()).unwrap_or_else(|| passwords::hash_password("0000").unwrap_or_default());
-    let pin_owned = pin.to_string();
-    let matches = tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .is_ok_and(|parsed| Argon2::default().verify_password(pin_owned.as_bytes(), &parsed).is_ok())
-    })
-    .await
-    .map_err(|e| OAuthError::Internal(AppError::internal(e)))?;
+    let hash = found.as_ref().map_or_else(|| passwords::dummy_hash().to_string(), |(_, hash)| hash.clone());
+    let matches = passwords::verify(hash, pin.to_string()).await?;
     let Some((staff, _)) = found.filter(|_| matches && check_format(pin).is_ok()) else {
         drop(tx);
         for attempt in &attempts {

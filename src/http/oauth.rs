@@ -80,6 +80,14 @@ fn oauth_error(error: OAuthError) -> Response {
     response
 }
 
+/// A JSON success body (never cached) or the RFC 6749 error.
+fn json_or_oauth_error(result: Result<impl serde::Serialize, OAuthError>) -> Response {
+    match result {
+        Ok(body) => no_store(axum::Json(body).into_response()),
+        Err(error) => oauth_error(error),
+    }
+}
+
 /// Client authentication: `client_secret_basic`, `client_secret_post`, or a public
 /// client's bare `client_id`. Using two methods at once is refused.
 fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCredentials, OAuthError> {
@@ -180,10 +188,7 @@ pub async fn token(
         }
     }
     .await;
-    match result {
-        Ok(tokens) => no_store(axum::Json(tokens).into_response()),
-        Err(error) => oauth_error(error),
-    }
+    json_or_oauth_error(result)
 }
 
 /// `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known.
@@ -220,10 +225,7 @@ pub async fn introspect(
         oauth::introspect(&state.db, &state.issuer, &client, token).await.map_err(OAuthError::from)
     }
     .await;
-    match result {
-        Ok(body) => no_store(axum::Json(body).into_response()),
-        Err(error) => oauth_error(error),
-    }
+    json_or_oauth_error(result)
 }
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414).

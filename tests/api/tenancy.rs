@@ -18,6 +18,16 @@ async fn readable_tenant_tables(conn: &mut PgConnection) -> Vec<String> {
     .unwrap()
 }
 
+/// Sets the venue the way `VenueTx` does, on a raw connection the test controls.
+async fn set_venue(conn: &mut PgConnection, venue: uuid::Uuid) {
+    sqlx::query("SELECT set_config($1, $2, true)")
+        .bind(VENUE_SETTING)
+        .bind(venue.to_string())
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
 async fn count(conn: &mut PgConnection, table: &str, filter: &str) -> i64 {
     sqlx::query_scalar(&format!("SELECT count(*) FROM {table} {filter}")).fetch_one(conn).await.unwrap()
 }
@@ -38,12 +48,7 @@ async fn an_emptied_setting_on_a_reused_connection_still_matches_nothing() {
     let app = TestApp::spawn().await;
     let mut conn = PgConnection::connect(&app.urls.app).await.unwrap();
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("SELECT set_config($1, $2, true)")
-        .bind(VENUE_SETTING)
-        .bind(app.a.id.to_string())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    set_venue(&mut tx, app.a.id).await;
     assert!(count(&mut tx, "menu_items", "").await > 0);
     tx.commit().await.unwrap();
     // The setting now reads as '' (not NULL) on this connection.
@@ -141,12 +146,7 @@ async fn audit_events_reject_update_delete_and_truncate_even_for_a_superuser() {
         let mut conn = PgConnection::connect(&url).await.unwrap();
         for statement in ["UPDATE audit_events SET actor = 'x'", "DELETE FROM audit_events", "TRUNCATE audit_events"] {
             let mut tx = conn.begin().await.unwrap();
-            sqlx::query("SELECT set_config($1, $2, true)")
-                .bind(VENUE_SETTING)
-                .bind(app.a.id.to_string())
-                .execute(&mut *tx)
-                .await
-                .unwrap();
+            set_venue(&mut tx, app.a.id).await;
             let error = sqlx::query(statement).execute(&mut *tx).await.expect_err(statement).to_string();
             assert!(error.contains(refusal), "{who}: {statement} was not refused as expected: {error}");
         }
