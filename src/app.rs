@@ -30,6 +30,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The OAuth issuer: `PUBLIC_BASE_URL`, or `http://` + the bound address.
     pub issuer: String,
+    /// Stripe client and payment settings.
+    pub payments: crate::payments::Payments,
+    /// Live order changes (LISTEN/NOTIFY), for subscriptions.
+    pub orders_hub: crate::orders::live::OrdersHub,
     pool_for_health: sqlx::PgPool,
 }
 
@@ -84,8 +88,16 @@ impl Application {
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
         let bound = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
         let issuer = config.public_base_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+        let payments = crate::payments::Payments::from_config(&config.stripe);
+        let orders_hub = crate::orders::live::OrdersHub::start(pool.clone());
+        orders_hub.spawn_pruning(std::time::Duration::from_secs(30));
+        if payments.client().is_ok() && !config.stripe.jobs_interval.is_zero() {
+            crate::payments::jobs::spawn_periodic(Db::new(pool.clone()), payments.clone(), config.stripe.jobs_interval);
+        }
         let state = AppState {
             issuer,
+            payments,
+            orders_hub,
             db: Db::new(pool.clone()),
             staff_schema: graphql::staff_schema(&options),
             public_schema: graphql::public_schema(&options),

@@ -117,6 +117,15 @@ impl Config {
                     "STRIPE_CONNECT_WEBHOOK_SECRET_PREVIOUS",
                 ),
                 tolerance_secs: parse_or(&lookup, "STRIPE_WEBHOOK_TOLERANCE_SECS", 300)?,
+                secret_key: lookup("STRIPE_SECRET_KEY").filter(|k| !k.trim().is_empty()).map(SecretString::from),
+                api_base: lookup("STRIPE_API_BASE")
+                    .filter(|b| !b.trim().is_empty())
+                    .unwrap_or_else(|| crate::payments::stripe::DEFAULT_API_BASE.into()),
+                retry_backoff: Duration::from_millis(parse_or(&lookup, "STRIPE_RETRY_BACKOFF_MS", 250)?),
+                platform_fee_bps: parse_fee_bps(&lookup)?,
+                checkout_expiry: Duration::from_secs(parse_or(&lookup, "CHECKOUT_EXPIRY_SECS", 1800)?),
+                reconcile_after: Duration::from_secs(parse_or(&lookup, "RECONCILE_AFTER_SECS", 900)?),
+                jobs_interval: Duration::from_secs(parse_or(&lookup, "PAYMENT_JOBS_INTERVAL_SECS", 60)?),
             },
             lockout: crate::auth::lockout::LockoutLimits {
                 per_identifier: parse_or(&lookup, "LOCKOUT_IDENTIFIER_LIMIT", 5)?,
@@ -136,6 +145,31 @@ pub struct StripeConfig {
     pub connect_webhook_secrets: Vec<SecretString>,
     /// Signature timestamp tolerance in seconds (`STRIPE_WEBHOOK_TOLERANCE_SECS`, 300).
     pub tolerance_secs: i64,
+    /// The platform's secret key (`STRIPE_SECRET_KEY`); without it, onboarding, checkout
+    /// and refunds answer UNAVAILABLE.
+    pub secret_key: Option<SecretString>,
+    /// Stripe's API base URL (`STRIPE_API_BASE`, default `https://api.stripe.com`).
+    pub api_base: String,
+    /// First retry wait of Stripe calls (`STRIPE_RETRY_BACKOFF_MS`, 250; doubled per retry).
+    pub retry_backoff: Duration,
+    /// The platform's application fee in basis points of each checkout (`PLATFORM_FEE_BPS`, 0).
+    pub platform_fee_bps: u32,
+    /// How long a checkout waits for payment before it expires (`CHECKOUT_EXPIRY_SECS`, 1800).
+    pub checkout_expiry: Duration,
+    /// How long after a checkout a paid PaymentIntent without an order is reported
+    /// (`RECONCILE_AFTER_SECS`, 900).
+    pub reconcile_after: Duration,
+    /// How often the expiry and reconciliation job runs (`PAYMENT_JOBS_INTERVAL_SECS`, 60;
+    /// 0 turns the job off).
+    pub jobs_interval: Duration,
+}
+
+fn parse_fee_bps(lookup: &impl Fn(&str) -> Option<String>) -> Result<u32, ConfigError> {
+    let bps: u32 = parse_or(lookup, "PLATFORM_FEE_BPS", 0)?;
+    if bps > 10_000 {
+        return Err(ConfigError(format!("PLATFORM_FEE_BPS must be 0 to 10000 basis points, not {bps}")));
+    }
+    Ok(bps)
 }
 
 /// The current and (optional) previous secret, skipping unset ones.

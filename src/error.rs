@@ -19,6 +19,9 @@ pub enum AppError {
     NotFound(&'static str),
     /// The input is wrong; the message says what and how to fix it.
     BadUserInput(String),
+    /// A service this operation needs (the payment provider) or a precondition of it (the
+    /// venue's payment onboarding) is not available now; the message says which.
+    Unavailable(String),
     /// Anything else; logged with the request id, reported, and shown as "internal error".
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -31,6 +34,7 @@ impl AppError {
             AppError::Forbidden | AppError::Refused(_) => "FORBIDDEN",
             AppError::NotFound(_) => "NOT_FOUND",
             AppError::BadUserInput(_) => "BAD_USER_INPUT",
+            AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL",
         }
     }
@@ -42,7 +46,7 @@ impl AppError {
             AppError::Forbidden => "you do not have permission to do this".into(),
             AppError::Refused(reason) => reason.clone(),
             AppError::NotFound(what) => format!("{what} not found"),
-            AppError::BadUserInput(message) => message.clone(),
+            AppError::BadUserInput(message) | AppError::Unavailable(message) => message.clone(),
             AppError::Internal(_) => "internal error".into(),
         }
     }

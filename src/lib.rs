@@ -16,6 +16,7 @@ pub mod graphql;
 pub mod http;
 pub mod menu;
 pub mod observability;
+pub mod orders;
 pub mod payments;
 pub mod staff;
 pub mod tenancy;

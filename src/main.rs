@@ -57,8 +57,25 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Stripe tools (DATABASE_URL and STRIPE_* from the environment).
+    Stripe {
+        #[command(subcommand)]
+        command: StripeCommand,
+    },
     /// Load-test a private server over loopback and report throughput and latency.
     Bench(bench::BenchOptions),
+}
+
+#[derive(Subcommand)]
+enum StripeCommand {
+    /// Expire unpaid checkouts and report paid PaymentIntents without an order; exit 1
+    /// when any paid PaymentIntent has no order.
+    Reconcile,
+    /// Fetch an event from Stripe's API and apply it as the webhook would.
+    Replay {
+        /// The event id (evt_…).
+        event_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -204,7 +221,36 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Stripe { command } => return run_stripe(command).await,
         Command::Bench(options) => bench::run(options).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_stripe(command: StripeCommand) -> Result<ExitCode, DynError> {
+    let config = Config::from_env()?;
+    let database = venueql::tenancy::Db::new(db::pool(secrecy::ExposeSecret::expose_secret(&config.database_url), 2).await?);
+    let payments = venueql::payments::Payments::from_config(&config.stripe);
+    match command {
+        StripeCommand::Reconcile => {
+            let report = venueql::payments::jobs::run_once(&database, &payments).await.map_err(app_error)?;
+            print_json(&report);
+            if !report.paid_without_order.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        StripeCommand::Replay { event_id } => {
+            let outcome = venueql::payments::jobs::replay(&database, &payments, &event_id).await.map_err(app_error)?;
+            let json = match outcome {
+                venueql::payments::events::Ingested::Applied(outcome) => {
+                    serde_json::json!({ "event": event_id, "applied": true, "outcome": outcome })
+                }
+                venueql::payments::events::Ingested::Duplicate => {
+                    serde_json::json!({ "event": event_id, "applied": false, "outcome": "already received; nothing done" })
+                }
+            };
+            print_json(&json);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -68,6 +68,17 @@ pub async fn record(tx: &mut VenueTx, who: &Who, change: Change<'_>) -> Result<(
     Ok(())
 }
 
+/// Appends a critical audit row (`"severity": "critical"` in its hashed `after`) and raises
+/// an alert in the logs (`alert = true`, error level), for events a person must look at:
+/// payment mismatches, disputes, paid checkouts without an order.
+pub async fn record_critical(tx: &mut VenueTx, who: &Who, mut change: Change<'_>) -> Result<(), AppError> {
+    let mut after = change.after.take().unwrap_or_else(|| serde_json::json!({}));
+    after["severity"] = serde_json::json!("critical");
+    tracing::error!(alert = true, venue = %tx.venue(), action = change.action, target = %change.target_id, "critical audit event");
+    change.after = Some(after);
+    record(tx, who, change).await
+}
+
 /// The result of checking one venue's audit chain.
 #[derive(Debug, serde::Serialize)]
 pub struct ChainReport {

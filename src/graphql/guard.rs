@@ -16,3 +16,13 @@ impl Guard for Requires {
         if staff.permissions.contains(self.0) { Ok(()) } else { Err(AppError::Forbidden.into()) }
     }
 }
+
+/// Requires at least one of the given permission bits (fields several roles may read).
+pub struct RequiresAny(pub Permissions);
+
+impl Guard for RequiresAny {
+    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
+        let staff = context::staff(ctx)?;
+        if staff.permissions.intersects(self.0) { Ok(()) } else { Err(AppError::Forbidden.into()) }
+    }
+}

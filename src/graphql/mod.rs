@@ -9,33 +9,49 @@ pub mod guardrails;
 
 use std::sync::Arc;
 
-use async_graphql::{
-    EmptyMutation, EmptySubscription, MergedObject, ObjectType, Schema, SchemaBuilder, SubscriptionType,
-};
+use async_graphql::{EmptySubscription, MergedObject, MergedSubscription, ObjectType, Schema, SchemaBuilder, SubscriptionType};
 
 use crate::auth::graphql::{AccessMutation, AccessQuery, MeQuery, MfaMutation};
 use crate::config::GraphqlLimits;
 use crate::menu::graphql::{MenuMutation, MenuQuery, PublicMenuQuery};
 use crate::observability::Metrics;
+use crate::orders::graphql::{OrdersMutation, OrdersQuery, OrdersSubscription};
+use crate::payments::graphql::{PaymentsMutation, PaymentsQuery, PublicCheckoutMutation, PublicCheckoutQuery};
 use crate::staff::graphql::{StaffMembersMutation, StaffMembersQuery};
 use crate::venues::graphql::{VenueSettingsMutation, VenueSettingsQuery};
 
 /// Root query of the staff/integration endpoint (`/graphql`).
 #[derive(MergedObject, Default)]
-pub struct StaffQuery(MeQuery, MenuQuery, VenueSettingsQuery, StaffMembersQuery, AccessQuery);
+pub struct StaffQuery(MeQuery, MenuQuery, VenueSettingsQuery, StaffMembersQuery, AccessQuery, OrdersQuery, PaymentsQuery);
 
 /// Root mutation of the staff/integration endpoint.
 #[derive(MergedObject, Default)]
-pub struct StaffMutation(MenuMutation, MfaMutation, VenueSettingsMutation, StaffMembersMutation, AccessMutation);
+pub struct StaffMutation(
+    MenuMutation,
+    MfaMutation,
+    VenueSettingsMutation,
+    StaffMembersMutation,
+    AccessMutation,
+    OrdersMutation,
+    PaymentsMutation,
+);
+
+/// Root subscription of the staff endpoint (`/graphql/ws`).
+#[derive(MergedSubscription, Default)]
+pub struct StaffSubscription(OrdersSubscription);
 
 /// Root query of the diner endpoint (`/v/{slug}/graphql`).
 #[derive(MergedObject, Default)]
-pub struct PublicQuery(PublicMenuQuery);
+pub struct PublicQuery(PublicMenuQuery, PublicCheckoutQuery);
+
+/// Root mutation of the diner endpoint.
+#[derive(MergedObject, Default)]
+pub struct PublicMutation(PublicCheckoutMutation);
 
 /// The staff/integration schema.
-pub type StaffSchema = Schema<StaffQuery, StaffMutation, EmptySubscription>;
+pub type StaffSchema = Schema<StaffQuery, StaffMutation, StaffSubscription>;
 /// The diner schema.
-pub type PublicSchema = Schema<PublicQuery, EmptyMutation, EmptySubscription>;
+pub type PublicSchema = Schema<PublicQuery, PublicMutation, EmptySubscription>;
 
 /// How a schema is built at run time.
 #[derive(Clone, Default)]
@@ -72,12 +88,12 @@ where
 
 /// Builds the staff schema.
 pub fn staff_schema(options: &SchemaOptions) -> StaffSchema {
-    with_limits(Schema::build(StaffQuery::default(), StaffMutation::default(), EmptySubscription), options)
+    with_limits(Schema::build(StaffQuery::default(), StaffMutation::default(), StaffSubscription::default()), options)
 }
 
 /// Builds the diner schema.
 pub fn public_schema(options: &SchemaOptions) -> PublicSchema {
-    with_limits(Schema::build(PublicQuery::default(), EmptyMutation, EmptySubscription), options)
+    with_limits(Schema::build(PublicQuery::default(), PublicMutation::default(), EmptySubscription), options)
 }
 
 /// SDL of the staff schema, as committed in `schema.graphql`.

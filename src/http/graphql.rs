@@ -4,7 +4,10 @@
 
 use std::net::SocketAddr;
 
-use async_graphql::{BatchRequest, BatchResponse};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::{BatchRequest, BatchResponse, Data};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::extract::WebSocketUpgrade;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, State};
@@ -18,6 +21,7 @@ use crate::app::AppState;
 use crate::auth;
 use crate::error::AppError;
 use crate::graphql::context::{PublicCtx, StaffCtx};
+use crate::orders::graphql::ConnectionToken;
 use crate::venues::{self, Venue};
 
 fn bad_request(code: &'static str, message: impl Into<String>) -> RequestError {
@@ -117,12 +121,16 @@ async fn check_named_venue(state: &AppState, headers: &HeaderMap, staff: &StaffC
 }
 
 async fn execute_staff(state: &AppState, batch: BatchRequest, staff: StaffCtx) -> BatchResponse {
-    let batch = batch.data(staff).data(state.db.clone()).data(state.config.breach.clone());
+    let batch = batch
+        .data(staff)
+        .data(state.db.clone())
+        .data(state.config.breach.clone())
+        .data(state.payments.clone());
     state.staff_schema.execute_batch(batch).await
 }
 
 async fn execute_public(state: &AppState, batch: BatchRequest, venue: Venue, request_id: String) -> BatchResponse {
-    let batch = batch.data(PublicCtx { venue, request_id }).data(state.db.clone());
+    let batch = batch.data(PublicCtx { venue, request_id }).data(state.db.clone()).data(state.payments.clone());
     state.public_schema.execute_batch(batch).await
 }
 
@@ -209,6 +217,66 @@ pub async fn public(
         public_response(&state, &slug, request_id, body).await
     };
     checked.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /graphql/ws`: subscriptions over graphql-transport-ws (the legacy graphql-ws
+/// protocol is accepted too). The bearer token goes in `connection_init`'s payload, as
+/// `{"Authorization": "Bearer <token>"}` or `{"token": "<token>"}`; without a valid one the
+/// connection is closed before any subscription starts.
+pub async fn websocket(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let schema = state.staff_schema.clone();
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| connection_data(state, payload, request_id, peer))
+                .serve()
+        })
+        .into_response()
+}
+
+fn token_in(payload: &serde_json::Value) -> Option<&str> {
+    let header = ["Authorization", "authorization"].iter().find_map(|name| payload.get(*name)?.as_str());
+    header
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .or_else(|| payload.get("token")?.as_str())
+}
+
+async fn connection_data(
+    state: AppState,
+    payload: serde_json::Value,
+    request_id: String,
+    peer: SocketAddr,
+) -> async_graphql::Result<Data> {
+    let token = token_in(&payload).ok_or_else(|| {
+        crate::graphql::error::coded(
+            "UNAUTHENTICATED",
+            "send the token in connection_init: {\"Authorization\": \"Bearer <token>\"}",
+        )
+    })?;
+    let token = SecretString::from(token.trim().to_string());
+    let caller = auth::authenticate_bearer(&state.db, &token).await?;
+    let staff = StaffCtx {
+        venue: caller.venue,
+        principal: caller.principal,
+        permissions: caller.permissions,
+        request_id,
+        ip: Some(peer.ip()),
+    };
+    let mut data = Data::default();
+    data.insert(staff);
+    data.insert(state.db.clone());
+    data.insert(state.payments.clone());
+    data.insert(state.orders_hub.clone());
+    data.insert(state.config.breach.clone());
+    data.insert(ConnectionToken(token));
+    Ok(data)
 }
 
 /// `GET /graphql`: GraphiQL when enabled (`venueql dev`), otherwise a clear refusal.

@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     Router::new()
         .route("/graphql", post(graphql::staff).get(graphql::graphiql))
+        .route("/graphql/ws", get(graphql::websocket))
         .route("/v/{slug}/graphql", post(graphql::public))
         .route("/oauth/authorize", get(oauth::authorize_page).post(oauth::authorize_submit))
         .route("/oauth/token", post(oauth::token))
@@ -100,6 +101,7 @@ fn valid_request_id(value: &HeaderValue) -> Option<String> {
 fn route_label(path: &str) -> &'static str {
     match path {
         "/graphql" => "/graphql",
+        "/graphql/ws" => "/graphql/ws",
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::RequestError;
 use crate::app::AppState;
 use crate::error::AppError;
-use crate::payments::events::{self, Endpoint};
+use crate::payments::events::{self, Endpoint, Ingested};
 use crate::payments::signature;
 
 async fn receive(
@@ -42,14 +42,23 @@ async fn receive(
         .map_err(|e| RequestError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.client_message()))?;
     let raw = std::str::from_utf8(body)
         .map_err(|_| RequestError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "the body is not UTF-8"))?;
-    let stored = events::store(&state.db, endpoint, &event, raw).await.map_err(|error| {
+    let ingested = events::ingest(&state.db, endpoint, &event, raw).await.map_err(|error| {
         if let AppError::Internal(source) = &error {
             crate::observability::report_internal(source.as_ref());
         }
-        RequestError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "the event could not be stored; retry")
+        RequestError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "the event could not be processed; retry")
     })?;
-    tracing::info!(event_id = %event.id, event_type = %event.event_type, duplicate = !stored, "Stripe event received");
-    Ok(axum::Json(serde_json::json!({ "received": true, "duplicate": !stored })).into_response())
+    let body = match &ingested {
+        Ingested::Applied(outcome) => {
+            tracing::info!(event_id = %event.id, event_type = %event.event_type, outcome, "Stripe event applied");
+            serde_json::json!({ "received": true, "duplicate": false })
+        }
+        Ingested::Duplicate => {
+            tracing::info!(event_id = %event.id, event_type = %event.event_type, "Stripe event already received");
+            serde_json::json!({ "received": true, "duplicate": true })
+        }
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 /// `POST /webhooks/stripe`.

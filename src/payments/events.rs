@@ -6,7 +6,7 @@ use serde::Deserialize;
 use crate::error::AppError;
 use crate::tenancy::Db;
 
-/// Which endpoint an event arrived at.
+/// Which endpoint an event arrived at (or, for a replay, would have).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     /// `POST /webhooks/stripe`: the platform's own events (payments, refunds, disputes).
@@ -55,8 +55,37 @@ pub fn parse(body: &[u8]) -> Result<EventEnvelope, AppError> {
     Ok(envelope)
 }
 
+/// What happened to a verified delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// First delivery: stored and applied; the outcome says what it did.
+    Applied(String),
+    /// Seen before: acknowledged without effect.
+    Duplicate,
+}
+
+/// Stores a verified event and applies its effects in one transaction: a duplicate id is
+/// acknowledged without effect; any failure rolls back both, so Stripe's retry finds
+/// nothing stored and the event is applied then. Returns only after the commit.
+pub async fn ingest(db: &Db, endpoint: Endpoint, event: &EventEnvelope, raw: &str) -> Result<Ingested, AppError> {
+    let body: serde_json::Value =
+        serde_json::from_str(raw).map_err(|e| AppError::bad_input(format!("the event is not JSON: {e}")))?;
+    let mut tx = db.resolving_tx().await?;
+    if !store(tx.conn(), endpoint, event, raw).await? {
+        tx.commit().await?;
+        return Ok(Ingested::Duplicate);
+    }
+    let outcome = super::effects::apply(tx, event, &body).await?;
+    Ok(Ingested::Applied(outcome))
+}
+
 /// Records a verified event; `false` when it was recorded before (a duplicate delivery).
-pub async fn store(db: &Db, endpoint: Endpoint, event: &EventEnvelope, raw: &str) -> Result<bool, AppError> {
+async fn store(
+    conn: &mut sqlx::PgConnection,
+    endpoint: Endpoint,
+    event: &EventEnvelope,
+    raw: &str,
+) -> Result<bool, AppError> {
     Ok(sqlx::query_scalar("SELECT private.store_stripe_event($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(&event.id)
         .bind(endpoint.as_str())
@@ -66,6 +95,6 @@ pub async fn store(db: &Db, endpoint: Endpoint, event: &EventEnvelope, raw: &str
         .bind(&event.api_version)
         .bind(event.created)
         .bind(raw)
-        .fetch_one(db.platform_level())
+        .fetch_one(conn)
         .await?)
 }

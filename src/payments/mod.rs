@@ -1,5 +1,56 @@
-//! Stripe payments. So far: webhook signature verification, exactly as Stripe's official
-//! libraries do it (the webhook endpoints, Stripe client and Connect onboarding build on it).
+//! Stripe payments: the API client, Connect Express onboarding, checkouts, the verified
+//! webhook event store and the effects of each event, reconciliation and replay. An order
+//! comes into existence only in [`effects`], from a verified `payment_intent.succeeded`.
 
+pub mod accounts;
+pub mod checkout;
+pub mod effects;
 pub mod events;
+pub mod graphql;
+pub mod jobs;
+pub mod local_stripe;
 pub mod signature;
+pub mod stripe;
+
+use std::time::Duration;
+
+use crate::config::StripeConfig;
+use crate::error::AppError;
+use stripe::{RetryPolicy, StripeClient};
+
+/// The payment settings and Stripe client every payment operation needs.
+#[derive(Clone, Debug)]
+pub struct Payments {
+    client: Option<StripeClient>,
+    /// Application fee in basis points.
+    pub platform_fee_bps: u32,
+    /// Lifetime of an unpaid checkout.
+    pub checkout_expiry: Duration,
+    /// Delay after which a paid checkout without an order is reported.
+    pub reconcile_after: Duration,
+}
+
+impl Payments {
+    /// Builds the client from the Stripe settings (none without `STRIPE_SECRET_KEY`).
+    pub fn from_config(config: &StripeConfig) -> Payments {
+        let retry = RetryPolicy { first_backoff: config.retry_backoff, ..RetryPolicy::default() };
+        Payments {
+            client: config.secret_key.clone().map(|key| StripeClient::new(&config.api_base, key, retry)),
+            platform_fee_bps: config.platform_fee_bps,
+            checkout_expiry: config.checkout_expiry,
+            reconcile_after: config.reconcile_after,
+        }
+    }
+
+    /// The Stripe client, or UNAVAILABLE when no secret key is configured.
+    pub fn client(&self) -> Result<&StripeClient, AppError> {
+        self.client.as_ref().ok_or_else(|| {
+            AppError::Unavailable("payments are not configured on this server (STRIPE_SECRET_KEY is not set)".into())
+        })
+    }
+
+    /// The platform's fee on `amount_minor`, rounded half up, in the same minor units.
+    pub fn application_fee(&self, amount_minor: i64) -> i64 {
+        (amount_minor * i64::from(self.platform_fee_bps) + 5_000) / 10_000
+    }
+}

@@ -1,0 +1,394 @@
+//! GraphQL surface of orders: the live queue (ORDERS_QUEUE), history with cursor
+//! pagination (ORDERS_HISTORY), one order, advancing and refunding, and the
+//! `ordersQueueChanged` subscription. Refund and payment details of an order need
+//! ORDERS_REFUND / PAYMENTS_VIEW (or ORDERS_HISTORY): a queue-only token sees the kitchen
+//! view and nothing about money movements.
+
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject, Subscription};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::{HistoryFilter, Order, OrderStatus, live::OrdersHub};
+use crate::auth::Permissions;
+use crate::error::AppError;
+use crate::graphql::context::{commit, staff, staff_tx};
+use crate::graphql::guard::{Requires, RequiresAny};
+use crate::menu::graphql::parse_id;
+use crate::payments::Payments;
+use crate::tenancy::{Db, VenueId};
+
+fn minor(value: i64) -> i32 {
+    // Order amounts are bounded by the checkout limits, far inside i32.
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// An order as staff see it.
+pub struct OrderObject(pub Order);
+
+/// One line of an order.
+#[derive(SimpleObject)]
+pub struct OrderItem {
+    /// The menu item (null once deleted from the menu).
+    menu_item_id: Option<ID>,
+    /// Name when ordered.
+    name: String,
+    /// How many.
+    quantity: i32,
+    /// Price of one when ordered, minor units.
+    unit_price_minor: i32,
+    /// The diner's note for the kitchen.
+    note: Option<String>,
+}
+
+/// How much of an order has been refunded.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum RefundState {
+    /// Nothing refunded or asked for.
+    None,
+    /// A refund was asked for and Stripe has not confirmed it yet.
+    Pending,
+    /// Part of the amount is refunded.
+    Partial,
+    /// The whole amount is refunded.
+    Full,
+}
+
+/// The verified Stripe payment of an order.
+#[derive(SimpleObject)]
+pub struct Payment {
+    /// Stripe PaymentIntent id.
+    payment_intent_id: String,
+    /// Stripe charge id.
+    charge_id: Option<String>,
+    /// Amount paid, minor units.
+    amount_minor: i32,
+    /// ISO 4217.
+    currency: String,
+    /// The platform's application fee, minor units.
+    application_fee_minor: i32,
+}
+
+/// A refund of an order.
+#[derive(SimpleObject)]
+pub struct OrderRefund {
+    /// Refund id.
+    id: ID,
+    /// Stripe's refund id, once Stripe accepted it.
+    stripe_refund_id: Option<String>,
+    /// Minor units.
+    amount_minor: i32,
+    /// requested, pending, requires_action, succeeded, failed or canceled.
+    status: String,
+    /// Why.
+    reason: Option<String>,
+    /// Who asked for it (`stripe` for refunds made in Stripe's Dashboard).
+    requested_by: Option<String>,
+    /// When.
+    created_at: DateTime<Utc>,
+}
+
+#[Object(name = "Order")]
+impl OrderObject {
+    /// Order id.
+    async fn id(&self) -> ID {
+        self.0.id.into()
+    }
+    /// Per-venue order number, increasing.
+    async fn number(&self) -> i32 {
+        i32::try_from(self.0.number).unwrap_or(i32::MAX)
+    }
+    /// Kitchen status.
+    async fn status(&self) -> OrderStatus {
+        self.0.status()
+    }
+    /// Total paid, minor units of `currency`.
+    async fn amount_minor(&self) -> i32 {
+        minor(self.0.amount_minor)
+    }
+    /// ISO 4217 currency code.
+    async fn currency(&self) -> &str {
+        &self.0.currency
+    }
+    /// The diner's table, if given.
+    async fn table_ref(&self) -> Option<&str> {
+        self.0.table_ref.as_deref()
+    }
+    /// When the payment was confirmed.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// Last change.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    /// What was ordered.
+    async fn items(&self) -> Vec<OrderItem> {
+        self.0
+            .lines()
+            .iter()
+            .map(|line| OrderItem {
+                menu_item_id: line.menu_item_id.map(ID::from),
+                name: line.name.clone(),
+                quantity: line.quantity,
+                unit_price_minor: minor(line.unit_price_minor),
+                note: line.note.clone(),
+            })
+            .collect()
+    }
+    /// Confirmed refunds, minor units (ORDERS_REFUND or ORDERS_HISTORY).
+    #[graphql(guard = "RequiresAny(Permissions::ORDERS_REFUND | Permissions::ORDERS_HISTORY)")]
+    async fn refunded_minor(&self) -> i32 {
+        minor(self.0.refunded_minor)
+    }
+    /// Refunds asked for, awaiting Stripe's confirmation, minor units.
+    #[graphql(guard = "RequiresAny(Permissions::ORDERS_REFUND | Permissions::ORDERS_HISTORY)")]
+    async fn refund_pending_minor(&self) -> i32 {
+        minor(self.0.refund_pending_minor)
+    }
+    /// Summary of the refunds.
+    #[graphql(guard = "RequiresAny(Permissions::ORDERS_REFUND | Permissions::ORDERS_HISTORY)")]
+    async fn refund_state(&self) -> RefundState {
+        let order = &self.0;
+        if order.refunded_minor >= order.amount_minor {
+            RefundState::Full
+        } else if order.refund_pending_minor > 0 {
+            RefundState::Pending
+        } else if order.refunded_minor > 0 {
+            RefundState::Partial
+        } else {
+            RefundState::None
+        }
+    }
+    /// Every refund of this order, newest first.
+    #[graphql(guard = "RequiresAny(Permissions::ORDERS_REFUND | Permissions::ORDERS_HISTORY)")]
+    async fn refunds(&self, ctx: &Context<'_>) -> Result<Vec<OrderRefund>> {
+        let (_, mut tx) = staff_tx(ctx).await?;
+        let refunds = super::refunds_of(&mut tx, self.0.checkout_id).await?;
+        commit(tx).await?;
+        Ok(refunds
+            .into_iter()
+            .map(|r| OrderRefund {
+                id: r.id.into(),
+                stripe_refund_id: r.stripe_refund_id,
+                amount_minor: minor(r.amount_minor),
+                status: r.status,
+                reason: r.reason,
+                requested_by: r.requested_by,
+                created_at: r.created_at,
+            })
+            .collect())
+    }
+    /// The payment (PAYMENTS_VIEW or ORDERS_HISTORY).
+    #[graphql(guard = "RequiresAny(Permissions::PAYMENTS_VIEW | Permissions::ORDERS_HISTORY)")]
+    async fn payment(&self) -> Payment {
+        Payment {
+            payment_intent_id: self.0.payment_intent_id.clone(),
+            charge_id: self.0.charge_id.clone(),
+            amount_minor: minor(self.0.amount_minor),
+            currency: self.0.currency.clone(),
+            application_fee_minor: minor(self.0.application_fee_minor),
+        }
+    }
+    /// Status of the newest chargeback, if the diner disputed the payment.
+    #[graphql(guard = "RequiresAny(Permissions::PAYMENTS_VIEW | Permissions::ORDERS_HISTORY)")]
+    async fn dispute_status(&self) -> Option<&str> {
+        self.0.dispute_status.as_deref()
+    }
+}
+
+/// Narrows the order history.
+#[derive(InputObject, Default)]
+pub struct OrderFilter {
+    /// Only orders in these statuses.
+    statuses: Option<Vec<OrderStatus>>,
+    /// Created at or after.
+    created_from: Option<DateTime<Utc>>,
+    /// Created before.
+    created_before: Option<DateTime<Utc>>,
+}
+
+/// An order and its cursor.
+#[derive(SimpleObject)]
+pub struct OrderEdge {
+    /// Opaque position, for `after`.
+    cursor: String,
+    /// The order.
+    node: OrderObject,
+}
+
+/// Where a page ends.
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    /// Whether another page follows.
+    has_next_page: bool,
+    /// The cursor of the last order of this page.
+    end_cursor: Option<String>,
+}
+
+/// A page of order history, newest first.
+#[derive(SimpleObject)]
+pub struct OrderConnection {
+    /// Orders with their cursors.
+    edges: Vec<OrderEdge>,
+    /// Paging.
+    page_info: PageInfo,
+}
+
+fn cursor(number: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("order:{number}"))
+}
+
+fn parse_cursor(cursor: &str) -> Result<i64, AppError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix("order:").and_then(|n| n.parse().ok()))
+        .ok_or_else(|| AppError::bad_input("after is not a cursor returned by orders"))
+}
+
+/// Staff queries on orders.
+#[derive(Default)]
+pub struct OrdersQuery;
+
+#[Object]
+impl OrdersQuery {
+    /// Open orders (placed, preparing, ready) with their items, oldest first.
+    #[graphql(guard = "Requires(Permissions::ORDERS_QUEUE)")]
+    async fn orders_queue(&self, ctx: &Context<'_>) -> Result<Vec<OrderObject>> {
+        let (_, mut tx) = staff_tx(ctx).await?;
+        let orders = super::queue(&mut tx).await?;
+        commit(tx).await?;
+        Ok(orders.into_iter().map(OrderObject).collect())
+    }
+
+    /// Order history, newest first (`first` 1 to 100, default 20).
+    #[graphql(guard = "Requires(Permissions::ORDERS_HISTORY)")]
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+        filter: Option<OrderFilter>,
+    ) -> Result<OrderConnection> {
+        let before = after.as_deref().map(parse_cursor).transpose()?;
+        let filter = filter.unwrap_or_default();
+        let filter = HistoryFilter {
+            statuses: filter.statuses.unwrap_or_default(),
+            created_from: filter.created_from,
+            created_before: filter.created_before,
+        };
+        let (_, mut tx) = staff_tx(ctx).await?;
+        let (orders, more) = super::history(&mut tx, i64::from(first), before, &filter).await?;
+        commit(tx).await?;
+        let end_cursor = orders.last().map(|o| cursor(o.number));
+        Ok(OrderConnection {
+            edges: orders.into_iter().map(|o| OrderEdge { cursor: cursor(o.number), node: OrderObject(o) }).collect(),
+            page_info: PageInfo { has_next_page: more, end_cursor },
+        })
+    }
+
+    /// One order (ORDERS_QUEUE or ORDERS_HISTORY).
+    #[graphql(guard = "RequiresAny(Permissions::ORDERS_QUEUE | Permissions::ORDERS_HISTORY)")]
+    async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Option<OrderObject>> {
+        let id = parse_id(&id, "id")?;
+        let (_, mut tx) = staff_tx(ctx).await?;
+        let order = super::find(&mut tx, id).await?;
+        commit(tx).await?;
+        Ok(order.map(OrderObject))
+    }
+}
+
+/// Staff mutations on orders. There is deliberately no mutation that creates an order.
+#[derive(Default)]
+pub struct OrdersMutation;
+
+async fn reload(ctx: &Context<'_>, id: Uuid) -> Result<OrderObject> {
+    let (_, mut tx) = staff_tx(ctx).await?;
+    let order = super::find(&mut tx, id).await?.ok_or(AppError::NotFound("order"))?;
+    commit(tx).await?;
+    Ok(OrderObject(order))
+}
+
+#[Object]
+impl OrdersMutation {
+    /// Moves an order on: placed → preparing → ready → served, or to cancelled.
+    #[graphql(guard = "Requires(Permissions::ORDERS_QUEUE)")]
+    async fn advance_order(&self, ctx: &Context<'_>, id: ID, status: OrderStatus) -> Result<OrderObject> {
+        let id = parse_id(&id, "id")?;
+        let (staff, mut tx) = staff_tx(ctx).await?;
+        super::advance(&mut tx, &staff.who(), id, status).await?;
+        commit(tx).await?;
+        reload(ctx, id).await
+    }
+
+    /// Asks Stripe to refund `amountMinor` of an order; the order shows the refund as
+    /// pending until Stripe's webhook confirms it.
+    #[graphql(guard = "Requires(Permissions::ORDERS_REFUND)")]
+    async fn refund_order(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        amount_minor: i32,
+        reason: Option<String>,
+    ) -> Result<OrderObject> {
+        let id = parse_id(&id, "id")?;
+        let staff = staff(ctx)?;
+        let db = ctx.data::<Db>()?;
+        let payments = ctx.data::<Payments>()?;
+        super::refund(db, payments, staff.venue, &staff.who(), id, i64::from(amount_minor), reason.as_deref()).await?;
+        reload(ctx, id).await
+    }
+}
+
+/// Live updates for staff screens.
+#[derive(Default)]
+pub struct OrdersSubscription;
+
+/// The credential a WebSocket connection authenticated with, checked again before each
+/// update so a revoked or expired token stops receiving orders.
+#[derive(Clone)]
+pub struct ConnectionToken(pub SecretString);
+
+#[Subscription]
+impl OrdersSubscription {
+    /// Every new or changed order of the venue (an order leaving the queue arrives with its
+    /// final status). Over `/graphql/ws` (graphql-transport-ws), token in `connection_init`.
+    #[graphql(guard = "Requires(Permissions::ORDERS_QUEUE)")]
+    async fn orders_queue_changed(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Result<OrderObject>>> {
+        let venue = staff(ctx)?.venue;
+        let db = ctx.data::<Db>()?.clone();
+        let token = ctx.data::<ConnectionToken>()?.clone();
+        let receiver = ctx.data::<OrdersHub>()?.subscribe(venue).await?;
+        Ok(futures_util::stream::unfold(Some((receiver, db, token)), move |state| async move {
+            let (mut receiver, db, token) = state?;
+            loop {
+                let order_id = match receiver.recv().await {
+                    Ok(id) => id,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                };
+                match next_update(&db, &token, venue, order_id).await {
+                    Ok(Some(order)) => return Some((Ok(order), Some((receiver, db, token)))),
+                    Ok(None) => continue,
+                    // Credential gone: send the error, then end the subscription.
+                    Err(error) => return Some((Err(error.into()), None)),
+                }
+            }
+        }))
+    }
+}
+
+async fn next_update(db: &Db, token: &ConnectionToken, venue: VenueId, id: Uuid) -> Result<Option<OrderObject>, AppError> {
+    let caller = crate::auth::authenticate_bearer(db, &token.0).await?;
+    if caller.venue != venue || !caller.permissions.contains(Permissions::ORDERS_QUEUE) {
+        return Err(AppError::Forbidden);
+    }
+    let mut tx = db.venue_tx(venue).await?;
+    let order = super::find(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(order.map(OrderObject))
+}

@@ -1,0 +1,170 @@
+//! Stripe Connect Express onboarding: each venue gets one connected account (created once;
+//! later calls reuse it) and an Account Link to finish onboarding at Stripe.
+//! `account.updated` events keep charges/payouts/details/requirements current; a venue
+//! takes payments only while Stripe says its charges are enabled.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::Payments;
+use super::stripe::{Params, metadata};
+use crate::audit::{self, Change, Who};
+use crate::error::AppError;
+use crate::tenancy::{Db, VenueId, VenueTx};
+
+/// A venue's connected account and what Stripe last said about it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AccountState {
+    /// `acct_…`.
+    pub account_id: String,
+    /// Whether the account can take charges.
+    pub charges_enabled: bool,
+    /// Whether Stripe pays out to the venue.
+    pub payouts_enabled: bool,
+    /// Whether the venue finished Stripe's onboarding form.
+    pub details_submitted: bool,
+    /// `requirements.currently_due`.
+    pub requirements_due: Vec<String>,
+    /// `requirements.disabled_reason`.
+    pub disabled_reason: Option<String>,
+}
+
+/// The venue's account, if it has one.
+pub async fn find(tx: &mut VenueTx) -> Result<Option<AccountState>, AppError> {
+    Ok(sqlx::query_as(
+        "SELECT account_id, charges_enabled, payouts_enabled, details_submitted, requirements_due, disabled_reason \
+         FROM stripe_accounts",
+    )
+    .fetch_optional(tx.conn())
+    .await?)
+}
+
+/// What `startStripeOnboarding` returns.
+#[derive(Clone, Debug)]
+pub struct OnboardingLink {
+    /// The venue's connected account.
+    pub account_id: String,
+    /// Stripe's hosted onboarding page (valid for a few minutes).
+    pub url: String,
+}
+
+fn check_url(name: &str, raw: &str) -> Result<(), AppError> {
+    let parsed = url::Url::parse(raw).map_err(|_| AppError::bad_input(format!("{name} must be an absolute URL")))?;
+    if !matches!(parsed.scheme(), "https" | "http") || raw.len() > 2000 {
+        return Err(AppError::bad_input(format!("{name} must be an http(s) URL of at most 2000 characters")));
+    }
+    Ok(())
+}
+
+/// Creates the venue's Express account once, then returns a fresh Account Link.
+pub async fn start_onboarding(
+    db: &Db,
+    payments: &Payments,
+    venue: VenueId,
+    who: &Who,
+    return_url: &str,
+    refresh_url: &str,
+) -> Result<OnboardingLink, AppError> {
+    check_url("returnUrl", return_url)?;
+    check_url("refreshUrl", refresh_url)?;
+    let client = payments.client()?;
+    let mut tx = db.venue_tx(venue).await?;
+    let existing = find(&mut tx).await?;
+    tx.commit().await?;
+    let account_id = match existing {
+        Some(account) => account.account_id,
+        None => create_account(db, payments, venue, who).await?,
+    };
+    let params: Params = vec![
+        ("account".into(), account_id.clone()),
+        ("refresh_url".into(), refresh_url.into()),
+        ("return_url".into(), return_url.into()),
+        ("type".into(), "account_onboarding".into()),
+    ];
+    // A fresh link per call (links are single-use); retries of this call reuse the key.
+    let key = format!("venueql-account-link-{}", uuid::Uuid::new_v4());
+    let link = client.post("/v1/account_links", &key, &params).await?;
+    let url = link["url"].as_str().ok_or_else(|| AppError::internal("Stripe's account link has no url"))?;
+    Ok(OnboardingLink { account_id, url: url.to_string() })
+}
+
+async fn create_account(db: &Db, payments: &Payments, venue: VenueId, who: &Who) -> Result<String, AppError> {
+    let mut params: Params = vec![
+        ("type".into(), "express".into()),
+        ("capabilities[card_payments][requested]".into(), "true".into()),
+        ("capabilities[transfers][requested]".into(), "true".into()),
+    ];
+    metadata(&mut params, &[("venue_id", venue.to_string())]);
+    // One account per venue, ever: concurrent first calls get the same account from Stripe.
+    let account = payments.client()?.post("/v1/accounts", &format!("venueql-account-{venue}"), &params).await?;
+    let account_id = account["id"].as_str().ok_or_else(|| AppError::internal("Stripe's account has no id"))?;
+    let mut tx = db.venue_tx(venue).await?;
+    let inserted = sqlx::query(
+        "INSERT INTO stripe_accounts (venue_id, account_id) VALUES ($1, $2) ON CONFLICT (venue_id) DO NOTHING",
+    )
+    .bind(venue.as_uuid())
+    .bind(account_id)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        sqlx::query("SELECT private.register_stripe_account($1)").bind(account_id).execute(tx.conn()).await?;
+        let change = Change {
+            action: "stripe_account.created",
+            target_type: "stripe_account",
+            target_id: account_id.to_string(),
+            before: None,
+            after: Some(json!({ "type": "express" })),
+        };
+        audit::record(&mut tx, who, change).await?;
+    }
+    let stored = find(&mut tx).await?.map(|a| a.account_id).unwrap_or_else(|| account_id.to_string());
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// `account.updated`: the newest account state wins, whatever the arrival order.
+pub(super) async fn apply_account(
+    tx: &mut VenueTx,
+    who: &Who,
+    account: &Value,
+    at: DateTime<Utc>,
+    event: &str,
+) -> Result<String, AppError> {
+    let due: Vec<String> = account["requirements"]["currently_due"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
+    let flag = |name: &str| account[name].as_bool().unwrap_or(false);
+    let changed = sqlx::query(
+        "UPDATE stripe_accounts SET charges_enabled = $2, payouts_enabled = $3, details_submitted = $4, \
+             requirements_due = $5, disabled_reason = $6, state_at = $7, state_event = $8, updated_at = now() \
+         WHERE account_id = $1 AND (state_at, state_event) < ($7, $8)",
+    )
+    .bind(account["id"].as_str())
+    .bind(flag("charges_enabled"))
+    .bind(flag("payouts_enabled"))
+    .bind(flag("details_submitted"))
+    .bind(&due)
+    .bind(account["requirements"]["disabled_reason"].as_str())
+    .bind(at)
+    .bind(event)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Ok("no change: a newer account state is recorded".into());
+    }
+    let change = Change {
+        action: "stripe_account.updated",
+        target_type: "stripe_account",
+        target_id: account["id"].as_str().unwrap_or_default().to_string(),
+        before: None,
+        after: Some(json!({ "charges_enabled": flag("charges_enabled"), "payouts_enabled": flag("payouts_enabled"),
+            "details_submitted": flag("details_submitted"), "requirements_due": due })),
+    };
+    audit::record(tx, who, change).await?;
+    Ok(format!("account updated (charges enabled: {})", flag("charges_enabled")))
+}

@@ -1,0 +1,259 @@
+//! Diners' checkouts: the server prices the basket from the venue's menu (never from the
+//! client), stores it, and creates a PaymentIntent as a destination charge to the venue's
+//! connected account with the platform's fee. A checkout is not an order: the order comes
+//! only from the verified `payment_intent.succeeded` event (see `effects`).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Payments;
+use super::stripe::{Params, metadata};
+use crate::error::AppError;
+use crate::tenancy::{Db, VenueId, VenueTx};
+
+/// Most lines in one checkout.
+pub const MAX_LINES: usize = 50;
+/// Most of one item in a line.
+pub const MAX_QUANTITY: i32 = 99;
+/// Largest checkout total, in minor units (10,000.00 in a two-decimal currency).
+pub const MAX_TOTAL_MINOR: i64 = 1_000_000;
+/// Smallest checkout total Stripe accepts in most currencies (0.50).
+pub const MIN_TOTAL_MINOR: i64 = 50;
+/// Longest kitchen note on a line.
+pub const MAX_NOTE_CHARS: usize = 200;
+
+/// One line of a diner's basket.
+#[derive(Clone, Debug)]
+pub struct Line {
+    /// The menu item.
+    pub menu_item_id: Uuid,
+    /// How many.
+    pub quantity: i32,
+    /// A note for the kitchen.
+    pub note: Option<String>,
+}
+
+/// What the diner needs to pay with Stripe.js.
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// The checkout id (for `checkout(id, clientSecret)`).
+    pub checkout_id: Uuid,
+    /// The PaymentIntent's client secret, for Stripe.js.
+    pub client_secret: String,
+    /// Total in minor units.
+    pub amount_minor: i64,
+    /// ISO 4217.
+    pub currency: String,
+}
+
+fn check_lines(lines: &[Line], table_ref: Option<&str>) -> Result<(), AppError> {
+    if lines.is_empty() || lines.len() > MAX_LINES {
+        return Err(AppError::bad_input(format!("a checkout needs 1 to {MAX_LINES} items, not {}", lines.len())));
+    }
+    for (index, line) in lines.iter().enumerate() {
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+            let message = format!("items[{index}].quantity must be 1 to {MAX_QUANTITY}, not {}", line.quantity);
+            return Err(AppError::bad_input(message));
+        }
+        if let Some(note) = &line.note
+            && (note.chars().count() > MAX_NOTE_CHARS || note.chars().any(char::is_control))
+        {
+            let message = format!("items[{index}].note must be at most {MAX_NOTE_CHARS} characters, without control characters");
+            return Err(AppError::bad_input(message));
+        }
+    }
+    if let Some(table) = table_ref
+        && (table.trim().is_empty() || table.chars().count() > 40 || table.chars().any(char::is_control))
+    {
+        return Err(AppError::bad_input("tableRef must be 1 to 40 characters"));
+    }
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct PricedItem {
+    id: Uuid,
+    name: String,
+    price_minor: i64,
+    currency: String,
+    allergens: Vec<String>,
+}
+
+/// A priced basket.
+struct Priced {
+    total: i64,
+    currency: String,
+    names: Vec<String>,
+    prices: Vec<i64>,
+    allergens: Vec<String>,
+}
+
+async fn price(tx: &mut VenueTx, lines: &[Line]) -> Result<Priced, AppError> {
+    let ids: Vec<Uuid> = lines.iter().map(|l| l.menu_item_id).collect();
+    let items: Vec<PricedItem> = sqlx::query_as(
+        "SELECT id, name, price_minor, currency, allergens FROM menu_items WHERE id = ANY($1) AND available",
+    )
+    .bind(&ids)
+    .fetch_all(tx.conn())
+    .await?;
+    let currency: String = sqlx::query_scalar("SELECT currency FROM venues WHERE id = $1")
+        .bind(tx.venue().as_uuid())
+        .fetch_one(tx.conn())
+        .await?;
+    let mut priced = Priced { total: 0, currency, names: vec![], prices: vec![], allergens: vec![] };
+    for (index, line) in lines.iter().enumerate() {
+        let item = items.iter().find(|i| i.id == line.menu_item_id).ok_or_else(|| {
+            AppError::bad_input(format!("items[{index}].menuItemId is not an available item of this venue's menu"))
+        })?;
+        if item.currency != priced.currency {
+            return Err(AppError::bad_input(format!("items[{index}] is priced in {}, not the venue's currency", item.currency)));
+        }
+        let line_total = item.price_minor.checked_mul(i64::from(line.quantity));
+        priced.total = line_total.and_then(|t| priced.total.checked_add(t)).unwrap_or(i64::MAX);
+        priced.names.push(item.name.clone());
+        priced.prices.push(item.price_minor);
+        priced.allergens.push(item.allergens.join(","));
+    }
+    if !(MIN_TOTAL_MINOR..=MAX_TOTAL_MINOR).contains(&priced.total) {
+        let message = format!(
+            "the checkout total must be {MIN_TOTAL_MINOR} to {MAX_TOTAL_MINOR} minor units of {}; this basket comes to {}",
+            priced.currency, priced.total
+        );
+        return Err(AppError::bad_input(message));
+    }
+    Ok(priced)
+}
+
+/// `startCheckout`: prices, stores and creates the PaymentIntent.
+pub async fn start(
+    db: &Db,
+    payments: &Payments,
+    venue: VenueId,
+    lines: &[Line],
+    table_ref: Option<&str>,
+) -> Result<Started, AppError> {
+    check_lines(lines, table_ref)?;
+    let client = payments.client()?;
+    let mut tx = db.venue_tx(venue).await?;
+    let account = super::accounts::find(&mut tx).await?.filter(|a| a.charges_enabled).ok_or_else(|| {
+        AppError::Unavailable("this venue is not taking online payments yet: its Stripe onboarding is not complete".into())
+    })?;
+    let priced = price(&mut tx, lines).await?;
+    let fee = payments.application_fee(priced.total);
+    let expires_at = Utc::now() + payments.checkout_expiry;
+    let checkout_id: Uuid = sqlx::query_scalar(
+        "INSERT INTO checkouts (venue_id, amount_minor, currency, application_fee_minor, table_ref, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(venue.as_uuid())
+    .bind(priced.total)
+    .bind(&priced.currency)
+    .bind(fee)
+    .bind(table_ref.map(str::trim))
+    .bind(expires_at)
+    .fetch_one(tx.conn())
+    .await?;
+    sqlx::query(
+        "INSERT INTO checkout_items (venue_id, checkout_id, line, menu_item_id, name, unit_price_minor, quantity, note, allergens) \
+         SELECT $1, $2, l.line, l.item, l.name, l.price, l.quantity, NULLIF(trim(l.note), ''), \
+                CASE WHEN l.allergens = '' THEN '{}'::text[] ELSE string_to_array(l.allergens, ',') END \
+         FROM unnest($3::uuid[], $4::text[], $5::bigint[], $6::int[], $7::text[], $8::text[]) \
+              WITH ORDINALITY AS l(item, name, price, quantity, note, allergens, line)",
+    )
+    .bind(venue.as_uuid())
+    .bind(checkout_id)
+    .bind(lines.iter().map(|l| l.menu_item_id).collect::<Vec<_>>())
+    .bind(&priced.names)
+    .bind(&priced.prices)
+    .bind(lines.iter().map(|l| l.quantity).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.note.clone()).collect::<Vec<_>>())
+    .bind(&priced.allergens)
+    .execute(tx.conn())
+    .await?;
+    tx.commit().await?;
+
+    let mut params: Params = vec![
+        ("amount".into(), priced.total.to_string()),
+        ("currency".into(), priced.currency.to_ascii_lowercase()),
+        ("automatic_payment_methods[enabled]".into(), "true".into()),
+        ("on_behalf_of".into(), account.account_id.clone()),
+        ("transfer_data[destination]".into(), account.account_id.clone()),
+    ];
+    if fee > 0 {
+        params.push(("application_fee_amount".into(), fee.to_string()));
+    }
+    metadata(&mut params, &[("venue_id", venue.to_string()), ("checkout_id", checkout_id.to_string())]);
+    let key = format!("venueql-checkout-{checkout_id}-payment-intent");
+    let intent = match client.post("/v1/payment_intents", &key, &params).await {
+        Ok(intent) => intent,
+        Err(error) => {
+            mark_failed(db, venue, checkout_id, "the payment provider refused or could not be reached").await?;
+            return Err(error.into());
+        }
+    };
+    let (Some(intent_id), Some(client_secret)) = (intent["id"].as_str(), intent["client_secret"].as_str()) else {
+        return Err(AppError::internal("Stripe's PaymentIntent has no id or client_secret"));
+    };
+    let mut tx = db.venue_tx(venue).await?;
+    sqlx::query(
+        "UPDATE checkouts SET status = 'pending', payment_intent_id = $2, client_secret_hash = $3, updated_at = now() \
+         WHERE id = $1 AND status = 'creating'",
+    )
+    .bind(checkout_id)
+    .bind(intent_id)
+    .bind(crate::auth::secrets::hash(client_secret))
+    .execute(tx.conn())
+    .await?;
+    sqlx::query("SELECT private.register_payment_intent($1, $2)")
+        .bind(intent_id)
+        .bind(checkout_id)
+        .execute(tx.conn())
+        .await?;
+    tx.commit().await?;
+    Ok(Started { checkout_id, client_secret: client_secret.to_string(), amount_minor: priced.total, currency: priced.currency })
+}
+
+async fn mark_failed(db: &Db, venue: VenueId, checkout_id: Uuid, reason: &str) -> Result<(), AppError> {
+    let mut tx = db.venue_tx(venue).await?;
+    sqlx::query("UPDATE checkouts SET status = 'failed', failure_reason = $2, updated_at = now() WHERE id = $1")
+        .bind(checkout_id)
+        .bind(reason)
+        .execute(tx.conn())
+        .await?;
+    Ok(tx.commit().await?)
+}
+
+/// What the diner holding the client secret may see of their checkout.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Status {
+    /// The checkout id.
+    pub id: Uuid,
+    /// `pending`, `succeeded`, `failed`, `canceled`, `expired` (or `creating`).
+    pub status: String,
+    /// Total in minor units.
+    pub amount_minor: i64,
+    /// ISO 4217.
+    pub currency: String,
+    /// When an unpaid checkout expires.
+    pub expires_at: DateTime<Utc>,
+    /// The order number, once paid.
+    pub order_number: Option<i64>,
+}
+
+/// `checkout(id, clientSecret)`: NOT_FOUND unless the secret is this checkout's (another
+/// venue's checkout, an unknown id and a wrong secret look the same). The stored form is
+/// the secret's SHA-256, compared in SQL: a digest match leaks nothing about the secret.
+pub async fn status(db: &Db, venue: VenueId, id: Uuid, client_secret: &str) -> Result<Status, AppError> {
+    let mut tx = db.venue_tx(venue).await?;
+    let found: Option<Status> = sqlx::query_as(
+        "SELECT c.id, c.status, c.amount_minor, c.currency, c.expires_at, \
+                (SELECT o.number FROM orders o WHERE o.checkout_id = c.id) AS order_number \
+         FROM checkouts c WHERE c.id = $1 AND c.client_secret_hash = $2",
+    )
+    .bind(id)
+    .bind(crate::auth::secrets::hash(client_secret))
+    .fetch_optional(tx.conn())
+    .await?;
+    tx.commit().await?;
+    found.ok_or(AppError::NotFound("checkout"))
+}
