@@ -229,7 +229,8 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
 
 async fn run_stripe(command: StripeCommand) -> Result<ExitCode, DynError> {
     let config = Config::from_env()?;
-    let database = venueql::tenancy::Db::new(db::pool(secrecy::ExposeSecret::expose_secret(&config.database_url), 2).await?);
+    let database =
+        venueql::tenancy::Db::new(db::pool(secrecy::ExposeSecret::expose_secret(&config.database_url), 2).await?);
     let payments = venueql::payments::Payments::from_config(&config.stripe);
     match command {
         StripeCommand::Reconcile => {

@@ -31,7 +31,8 @@ pub struct ClusterOptions {
     pub dir: PathBuf,
     /// Superuser password (initdb sets it; later runs must pass the same one).
     pub superuser_password: String,
-    /// Trade durability for speed (fsync off): for throwaway test and bench clusters.
+    /// Trade durability for speed (fsync off) and count statements (pg_stat_statements):
+    /// for throwaway test and bench clusters.
     pub throwaway: bool,
 }
 
@@ -163,6 +164,8 @@ impl Cluster {
             .process_group(0);
         if options.throwaway {
             command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+            // Statement counts for the tests' N+1 checks (a contrib module of the server).
+            command.args(["-c", "shared_preload_libraries=pg_stat_statements"]);
         }
         // SAFETY: prctl is async-signal-safe; it runs in the child after the uid change,
         // so the parent-death signal survives it.

@@ -9,7 +9,9 @@ pub mod guardrails;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, MergedObject, MergedSubscription, ObjectType, Schema, SchemaBuilder, SubscriptionType};
+use async_graphql::{
+    EmptySubscription, MergedObject, MergedSubscription, ObjectType, Schema, SchemaBuilder, SubscriptionType,
+};
 
 use crate::auth::graphql::{AccessMutation, AccessQuery, MeQuery, MfaMutation};
 use crate::config::GraphqlLimits;
@@ -22,7 +24,15 @@ use crate::venues::graphql::{VenueSettingsMutation, VenueSettingsQuery};
 
 /// Root query of the staff/integration endpoint (`/graphql`).
 #[derive(MergedObject, Default)]
-pub struct StaffQuery(MeQuery, MenuQuery, VenueSettingsQuery, StaffMembersQuery, AccessQuery, OrdersQuery, PaymentsQuery);
+pub struct StaffQuery(
+    MeQuery,
+    MenuQuery,
+    VenueSettingsQuery,
+    StaffMembersQuery,
+    AccessQuery,
+    OrdersQuery,
+    PaymentsQuery,
+);
 
 /// Root mutation of the staff/integration endpoint.
 #[derive(MergedObject, Default)]

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::{BatchRequest, BatchResponse, Data};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
-use axum::extract::WebSocketUpgrade;
 use axum::body::Bytes;
+use axum::extract::WebSocketUpgrade;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -121,11 +121,7 @@ async fn check_named_venue(state: &AppState, headers: &HeaderMap, staff: &StaffC
 }
 
 async fn execute_staff(state: &AppState, batch: BatchRequest, staff: StaffCtx) -> BatchResponse {
-    let batch = batch
-        .data(staff)
-        .data(state.db.clone())
-        .data(state.config.breach.clone())
-        .data(state.payments.clone());
+    let batch = batch.data(staff).data(state.db.clone()).data(state.config.breach.clone()).data(state.payments.clone());
     state.staff_schema.execute_batch(batch).await
 }
 

@@ -382,7 +382,12 @@ impl OrdersSubscription {
     }
 }
 
-async fn next_update(db: &Db, token: &ConnectionToken, venue: VenueId, id: Uuid) -> Result<Option<OrderObject>, AppError> {
+async fn next_update(
+    db: &Db,
+    token: &ConnectionToken,
+    venue: VenueId,
+    id: Uuid,
+) -> Result<Option<OrderObject>, AppError> {
     let caller = crate::auth::authenticate_bearer(db, &token.0).await?;
     if caller.venue != venue || !caller.permissions.contains(Permissions::ORDERS_QUEUE) {
         return Err(AppError::Forbidden);

@@ -151,7 +151,8 @@ SELECT o.id, o.number, o.status, o.amount_minor, o.currency, o.table_ref, o.crea
 
 /// Open orders (placed, preparing, ready), oldest first.
 pub async fn queue(tx: &mut VenueTx) -> Result<Vec<Order>, AppError> {
-    let sql = format!("{ORDER_SELECT} WHERE o.status IN ('placed', 'preparing', 'ready') ORDER BY o.created_at, o.number");
+    let sql =
+        format!("{ORDER_SELECT} WHERE o.status IN ('placed', 'preparing', 'ready') ORDER BY o.created_at, o.number");
     Ok(sqlx::query_as(&sql).fetch_all(tx.conn()).await?)
 }
 
@@ -280,7 +281,9 @@ pub async fn refund(
         action: "refund.requested",
         target_type: "order",
         target_id: order_id.to_string(),
-        before: Some(json!({ "refunded_minor": order.refunded_minor, "refund_pending_minor": order.refund_pending_minor })),
+        before: Some(
+            json!({ "refunded_minor": order.refunded_minor, "refund_pending_minor": order.refund_pending_minor }),
+        ),
         after: Some(json!({ "refund": refund_id, "amount_minor": amount_minor, "reason": reason })),
     };
     if amount_minor * 100 >= order.amount_minor * LARGE_REFUND_PERCENT {
@@ -313,10 +316,12 @@ pub async fn refund(
             .await?;
         }
         Err(_) => {
-            sqlx::query("UPDATE refunds SET status = 'failed', updated_at = now() WHERE id = $1 AND status = 'requested'")
-                .bind(refund_id)
-                .execute(tx.conn())
-                .await?;
+            sqlx::query(
+                "UPDATE refunds SET status = 'failed', updated_at = now() WHERE id = $1 AND status = 'requested'",
+            )
+            .bind(refund_id)
+            .execute(tx.conn())
+            .await?;
         }
     }
     tx.commit().await?;

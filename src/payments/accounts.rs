@@ -109,6 +109,9 @@ async fn create_account(db: &Db, payments: &Payments, venue: VenueId, who: &Who)
     .rows_affected();
     if inserted == 1 {
         sqlx::query("SELECT private.register_stripe_account($1)").bind(account_id).execute(tx.conn()).await?;
+        // The state Stripe created the account with; any event about it is newer.
+        let created = account["created"].as_i64().and_then(|t| DateTime::from_timestamp(t, 0)).unwrap_or_default();
+        store_state(&mut tx, &account, created, "").await?;
         let change = Change {
             action: "stripe_account.created",
             target_type: "stripe_account",
@@ -123,20 +126,9 @@ async fn create_account(db: &Db, payments: &Payments, venue: VenueId, who: &Who)
     Ok(stored)
 }
 
-/// `account.updated`: the newest account state wins, whatever the arrival order.
-pub(super) async fn apply_account(
-    tx: &mut VenueTx,
-    who: &Who,
-    account: &Value,
-    at: DateTime<Utc>,
-    event: &str,
-) -> Result<String, AppError> {
-    let due: Vec<String> = account["requirements"]["currently_due"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.as_str().map(str::to_string))
-        .collect();
+/// Stores what an account object says, unless a newer state is stored; true if it was.
+async fn store_state(tx: &mut VenueTx, account: &Value, at: DateTime<Utc>, key: &str) -> Result<bool, AppError> {
+    let due = requirements_due(account);
     let flag = |name: &str| account[name].as_bool().unwrap_or(false);
     let changed = sqlx::query(
         "UPDATE stripe_accounts SET charges_enabled = $2, payouts_enabled = $3, details_submitted = $4, \
@@ -150,13 +142,35 @@ pub(super) async fn apply_account(
     .bind(&due)
     .bind(account["requirements"]["disabled_reason"].as_str())
     .bind(at)
-    .bind(event)
+    .bind(key)
     .execute(tx.conn())
     .await?
     .rows_affected();
-    if changed == 0 {
+    Ok(changed == 1)
+}
+
+fn requirements_due(account: &Value) -> Vec<String> {
+    account["requirements"]["currently_due"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect()
+}
+
+/// `account.updated`: the newest account state wins, whatever the arrival order.
+pub(super) async fn apply_account(
+    tx: &mut VenueTx,
+    who: &Who,
+    account: &Value,
+    at: DateTime<Utc>,
+    key: &str,
+) -> Result<String, AppError> {
+    if !store_state(tx, account, at, key).await? {
         return Ok("no change: a newer account state is recorded".into());
     }
+    let flag = |name: &str| account[name].as_bool().unwrap_or(false);
+    let due = requirements_due(account);
     let change = Change {
         action: "stripe_account.updated",
         target_type: "stripe_account",

@@ -58,7 +58,8 @@ fn check_lines(lines: &[Line], table_ref: Option<&str>) -> Result<(), AppError> 
         if let Some(note) = &line.note
             && (note.chars().count() > MAX_NOTE_CHARS || note.chars().any(char::is_control))
         {
-            let message = format!("items[{index}].note must be at most {MAX_NOTE_CHARS} characters, without control characters");
+            let message =
+                format!("items[{index}].note must be at most {MAX_NOTE_CHARS} characters, without control characters");
             return Err(AppError::bad_input(message));
         }
     }
@@ -106,7 +107,10 @@ async fn price(tx: &mut VenueTx, lines: &[Line]) -> Result<Priced, AppError> {
             AppError::bad_input(format!("items[{index}].menuItemId is not an available item of this venue's menu"))
         })?;
         if item.currency != priced.currency {
-            return Err(AppError::bad_input(format!("items[{index}] is priced in {}, not the venue's currency", item.currency)));
+            return Err(AppError::bad_input(format!(
+                "items[{index}] is priced in {}, not the venue's currency",
+                item.currency
+            )));
         }
         let line_total = item.price_minor.checked_mul(i64::from(line.quantity));
         priced.total = line_total.and_then(|t| priced.total.checked_add(t)).unwrap_or(i64::MAX);
@@ -136,7 +140,9 @@ pub async fn start(
     let client = payments.client()?;
     let mut tx = db.venue_tx(venue).await?;
     let account = super::accounts::find(&mut tx).await?.filter(|a| a.charges_enabled).ok_or_else(|| {
-        AppError::Unavailable("this venue is not taking online payments yet: its Stripe onboarding is not complete".into())
+        AppError::Unavailable(
+            "this venue is not taking online payments yet: its Stripe onboarding is not complete".into(),
+        )
     })?;
     let priced = price(&mut tx, lines).await?;
     let fee = payments.application_fee(priced.total);
@@ -210,7 +216,12 @@ pub async fn start(
         .execute(tx.conn())
         .await?;
     tx.commit().await?;
-    Ok(Started { checkout_id, client_secret: client_secret.to_string(), amount_minor: priced.total, currency: priced.currency })
+    Ok(Started {
+        checkout_id,
+        client_secret: client_secret.to_string(),
+        amount_minor: priced.total,
+        currency: priced.currency,
+    })
 }
 
 async fn mark_failed(db: &Db, venue: VenueId, checkout_id: Uuid, reason: &str) -> Result<(), AppError> {

@@ -36,10 +36,28 @@ pub const HANDLED_TYPES: &[&str] = &[
     "account.updated",
 ];
 
-/// When an event's state was produced, and its id to break ties of the same second.
+/// When an event's state was produced, and how to break ties of the same second.
 struct Stamp<'a> {
     at: DateTime<Utc>,
     event: &'a str,
+}
+
+impl Stamp<'_> {
+    /// The tie-break stored as `state_event`: `"<rank>:<event id>"`. Within one second a
+    /// more final state (higher rank, one digit) wins, then the higher event id; so the
+    /// winner never depends on the arrival order.
+    fn key(&self, rank: u8) -> String {
+        format!("{}:{}", rank.min(9), self.event)
+    }
+}
+
+/// How final a Stripe refund or dispute status is (the tie-break rank).
+fn finality(status: &str) -> u8 {
+    match status {
+        "pending" | "needs_response" | "warning_needs_response" => 0,
+        "requires_action" | "under_review" | "warning_under_review" => 1,
+        _ => 2,
+    }
 }
 
 enum Route {
@@ -67,7 +85,12 @@ pub(super) async fn apply(mut tx: ResolvingTx, event: &EventEnvelope, body: &Val
     }
 }
 
-async fn finish(conn: &mut sqlx::PgConnection, id: &str, venue: Option<VenueId>, outcome: &str) -> Result<(), AppError> {
+async fn finish(
+    conn: &mut sqlx::PgConnection,
+    id: &str,
+    venue: Option<VenueId>,
+    outcome: &str,
+) -> Result<(), AppError> {
     sqlx::query("SELECT private.finish_stripe_event($1, $2, $3)")
         .bind(id)
         .bind(venue.map(|v| v.as_uuid()))
@@ -91,14 +114,16 @@ async fn route(tx: &mut ResolvingTx, event: &EventEnvelope, object: &Value) -> R
             None => Route::Nowhere("ignored: the account is not connected to any venue".into()),
         });
     }
-    let payment_intent = if kind.starts_with("payment_intent.") { object["id"].as_str() } else { object["payment_intent"].as_str() };
+    let payment_intent =
+        if kind.starts_with("payment_intent.") { object["id"].as_str() } else { object["payment_intent"].as_str() };
     let Some(payment_intent) = payment_intent else {
         return Ok(Route::Nowhere("ignored: the object names no PaymentIntent".into()));
     };
-    let found: Option<(Uuid, Uuid)> = sqlx::query_as("SELECT venue_id, checkout_id FROM private.payment_intent_route($1)")
-        .bind(payment_intent)
-        .fetch_optional(tx.conn())
-        .await?;
+    let found: Option<(Uuid, Uuid)> =
+        sqlx::query_as("SELECT venue_id, checkout_id FROM private.payment_intent_route($1)")
+            .bind(payment_intent)
+            .fetch_optional(tx.conn())
+            .await?;
     match found {
         Some((venue, checkout)) => Ok(Route::Venue { venue: VenueId::from_uuid(venue), checkout: Some(checkout) }),
         None => {
@@ -139,7 +164,7 @@ async fn handle(
         (kind, Some(checkout)) if kind.starts_with("charge.dispute.") => {
             dispute_changed(tx, &who, kind, object, checkout, stamp).await
         }
-        ("account.updated", None) => super::accounts::apply_account(tx, &who, object, stamp.at, stamp.event).await,
+        ("account.updated", None) => super::accounts::apply_account(tx, &who, object, stamp.at, &stamp.key(0)).await,
         (kind, _) => Ok(format!("ignored: {kind} could not be routed")),
     }
 }
@@ -259,7 +284,7 @@ async fn payment_succeeded(
     )
     .bind(checkout_id)
     .bind(stamp.at)
-    .bind(stamp.event)
+    .bind(stamp.key(9))
     .execute(tx.conn())
     .await?;
     sqlx::query("SELECT private.settle_payment_intent($1)").bind(intent["id"].as_str()).execute(tx.conn()).await?;
@@ -294,14 +319,18 @@ async fn payment_ended(
     .bind(status)
     .bind(reason.map(|r| r.chars().take(500).collect::<String>()))
     .bind(stamp.at)
-    .bind(stamp.event)
+    .bind(stamp.key(if status == "canceled" { 2 } else { 1 }))
     .execute(tx.conn())
     .await?
     .rows_affected();
     if status == "canceled" {
         sqlx::query("SELECT private.settle_payment_intent($1)").bind(intent["id"].as_str()).execute(tx.conn()).await?;
     }
-    Ok(if changed == 1 { format!("checkout {status}") } else { "no change: the checkout's state is newer or final".into() })
+    Ok(if changed == 1 {
+        format!("checkout {status}")
+    } else {
+        "no change: the checkout's state is newer or final".into()
+    })
 }
 
 /// `charge.refunded`: the charge's cumulative refunded amount (only grows), plus any
@@ -324,8 +353,35 @@ async fn charge_refunded(
     for refund in charge["refunds"]["data"].as_array().into_iter().flatten() {
         upsert_refund(tx, who, refund, checkout_id, stamp).await?;
     }
+    confirm_covered_refunds(tx, checkout_id, refunded, stamp).await?;
     sync_refund_state(tx, who, checkout_id).await?;
     Ok(format!("charge refunded {refunded} in total"))
+}
+
+/// Stripe's cumulative `amount_refunded` counts refunds as soon as they are made: refunds
+/// still in flight here that it covers (oldest first) are confirmed by it. A newer
+/// `refund.updated` (a refund that failed after all) still overrides this.
+async fn confirm_covered_refunds(
+    tx: &mut VenueTx,
+    checkout_id: Uuid,
+    charge_refunded: i64,
+    stamp: &Stamp<'_>,
+) -> Result<(), AppError> {
+    sqlx::query(
+        "WITH confirmed AS (SELECT coalesce(sum(amount_minor), 0) AS total FROM refunds WHERE checkout_id = $1 AND status = 'succeeded'), \
+              in_flight AS (SELECT id, sum(amount_minor) OVER (ORDER BY created_at, id) AS running FROM refunds \
+                            WHERE checkout_id = $1 AND status IN ('requested', 'pending', 'requires_action')) \
+         UPDATE refunds r SET status = 'succeeded', state_at = $3, state_event = $4, updated_at = now() \
+         FROM in_flight f, confirmed c \
+         WHERE r.id = f.id AND c.total + f.running <= $2 AND (r.state_at, r.state_event) < ($3, $4)",
+    )
+    .bind(checkout_id)
+    .bind(charge_refunded)
+    .bind(stamp.at)
+    .bind(stamp.key(2))
+    .execute(tx.conn())
+    .await?;
+    Ok(())
 }
 
 /// `refund.*`: one refund's state.
@@ -369,7 +425,7 @@ async fn upsert_refund(
             .bind(stripe_id)
             .bind(status)
             .bind(stamp.at)
-            .bind(stamp.event)
+            .bind(stamp.key(finality(status)))
             .bind(checkout_id)
             .fetch_optional(tx.conn())
             .await?
@@ -392,7 +448,7 @@ async fn upsert_refund(
             .bind(status)
             .bind(refund["reason"].as_str())
             .bind(stamp.at)
-            .bind(stamp.event)
+            .bind(stamp.key(finality(status)))
             .fetch_optional(tx.conn())
             .await?
         }
@@ -471,7 +527,7 @@ async fn dispute_changed(
     .bind(reason)
     .bind(status)
     .bind(stamp.at)
-    .bind(stamp.event)
+    .bind(stamp.key(finality(status)))
     .fetch_optional(tx.conn())
     .await?;
     let action = match kind {

@@ -184,8 +184,7 @@ impl PublicCheckoutMutation {
             });
         }
         let payments = ctx.data::<Payments>()?;
-        let started =
-            checkout::start(ctx.data::<Db>()?, payments, venue, &lines, input.table_ref.as_deref()).await?;
+        let started = checkout::start(ctx.data::<Db>()?, payments, venue, &lines, input.table_ref.as_deref()).await?;
         Ok(StartedCheckout {
             checkout_id: started.checkout_id.into(),
             client_secret: started.client_secret,

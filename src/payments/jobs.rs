@@ -178,7 +178,9 @@ pub fn spawn_periodic(db: Db, payments: Payments, interval: std::time::Duration)
 /// secret key, so no signature is needed) and stores and applies it exactly as the
 /// webhook would; a second replay is a duplicate without effect.
 pub async fn replay(db: &Db, payments: &Payments, event_id: &str) -> Result<Ingested, AppError> {
-    let valid = event_id.starts_with("evt_") && event_id.len() <= 255 && event_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let valid = event_id.starts_with("evt_")
+        && event_id.len() <= 255
+        && event_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !valid {
         return Err(AppError::bad_input("EVENT_ID must be a Stripe event id (evt_…)"));
     }

@@ -115,6 +115,11 @@ impl LocalStripe {
         self.shared.inner.lock().unwrap().objects.get(id).cloned()
     }
 
+    /// The first stored object `matches` accepts.
+    pub fn find(&self, matches: impl Fn(&Value) -> bool) -> Option<Value> {
+        self.shared.inner.lock().unwrap().objects.values().find(|o| matches(o)).cloned()
+    }
+
     /// Stores an object (an event for `GET /v1/events/{id}`, or a changed PaymentIntent).
     pub fn put(&self, object: Value) {
         let id = object["id"].as_str().expect("a Stripe object has an id").to_string();
@@ -184,11 +189,10 @@ async fn handle(
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let idempotency_key = header("idempotency-key");
-    let recorded =
-        Recorded { method: method.to_string(), path: path.clone(), params: params.clone(), idempotency_key };
+    let recorded = Recorded { method: method.to_string(), path: path.clone(), params: params.clone(), idempotency_key };
     let (status, answer) = answer(&shared, &recorded, &header);
-    let mut response = (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(answer))
-        .into_response();
+    let mut response =
+        (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(answer)).into_response();
     response.headers_mut().insert("request-id", format!("req_{}", random_id(14)).parse().expect("ascii"));
     response
 }
@@ -212,7 +216,8 @@ fn answer(shared: &Shared, request: &Recorded, header: &dyn Fn(&str) -> Option<S
         let fingerprint = format!("{}?{}", request.path, serde_urlencoded::to_string(&request.params).unwrap());
         if let Some((seen, status, body)) = inner.idempotent.get(&key) {
             if *seen != fingerprint {
-                let message = "Keys for idempotent requests can only be used with the same parameters they were first used with.";
+                let message =
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with.";
                 return stripe_error(StatusCode::BAD_REQUEST, "idempotency_error", None, message.into());
             }
             return (*status, body.clone());
@@ -263,7 +268,8 @@ fn check(shared: &Shared, request: &Recorded, header: &dyn Fn(&str) -> Option<St
             }
         }
         for required in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-            let present = request.params.iter().any(|(k, _)| bracket_path(k).first().map(String::as_str) == Some(required));
+            let present =
+                request.params.iter().any(|(k, _)| bracket_path(k).first().map(String::as_str) == Some(required));
             if !present {
                 problems.push(format!("Missing required param: {required}."));
             }
@@ -359,7 +365,12 @@ fn int(params: &Map<String, Value>, name: &str) -> Option<i64> {
 }
 
 fn not_found(kind: &str, id: &str) -> (u16, Value) {
-    stripe_error(StatusCode::NOT_FOUND, "invalid_request_error", Some("resource_missing"), format!("No such {kind}: '{id}'"))
+    stripe_error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        Some("resource_missing"),
+        format!("No such {kind}: '{id}'"),
+    )
 }
 
 fn simulate(shared: &Shared, inner: &mut Inner, request: &Recorded) -> (u16, Value) {
@@ -381,12 +392,15 @@ fn simulate(shared: &Shared, inner: &mut Inner, request: &Recorded) -> (u16, Val
                     "metadata": params.get("metadata").cloned().unwrap_or(json!({})),
                 }),
             );
-            account["requirements"]["currently_due"] = json!(["business_type", "external_account", "tos_acceptance.date"]);
+            account["requirements"]["currently_due"] =
+                json!(["business_type", "external_account", "tos_acceptance.date"]);
             account["requirements"]["disabled_reason"] = json!("requirements.past_due");
             inner.objects.insert(id, account.clone());
             (200, account)
         }
-        ("GET", ["accounts", id]) => inner.objects.get(*id).cloned().map_or_else(|| not_found("account", id), |a| (200, a)),
+        ("GET", ["accounts", id]) => {
+            inner.objects.get(*id).cloned().map_or_else(|| not_found("account", id), |a| (200, a))
+        }
         ("POST", ["account_links"]) => {
             let account = params.get("account").and_then(Value::as_str).unwrap_or_default().to_string();
             if !inner.objects.contains_key(&account) {
@@ -424,15 +438,26 @@ fn simulate(shared: &Shared, inner: &mut Inner, request: &Recorded) -> (u16, Val
             let status = intent["status"].as_str().unwrap_or_default().to_string();
             if status == "succeeded" || status == "canceled" {
                 let message = format!("This PaymentIntent's status is {status}, so it cannot be {action}ed.");
-                return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", Some("payment_intent_unexpected_state"), message);
+                return stripe_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    Some("payment_intent_unexpected_state"),
+                    message,
+                );
             }
             if *action == "cancel" {
-                merge(intent, &json!({ "status": "canceled", "canceled_at": now,
-                    "cancellation_reason": params.get("cancellation_reason").cloned().unwrap_or(Value::Null) }));
+                merge(
+                    intent,
+                    &json!({ "status": "canceled", "canceled_at": now,
+                    "cancellation_reason": params.get("cancellation_reason").cloned().unwrap_or(Value::Null) }),
+                );
             } else {
                 let amount = intent["amount"].clone();
-                merge(intent, &json!({ "status": "succeeded", "amount_received": amount,
-                    "latest_charge": format!("ch_{}", random_id(24)) }));
+                merge(
+                    intent,
+                    &json!({ "status": "succeeded", "amount_received": amount,
+                    "latest_charge": format!("ch_{}", random_id(24)) }),
+                );
             }
             (200, intent.clone())
         }
@@ -442,8 +467,12 @@ fn simulate(shared: &Shared, inner: &mut Inner, request: &Recorded) -> (u16, Val
                 return not_found("payment_intent", &intent_id);
             };
             if intent["status"] != "succeeded" {
-                return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", Some("charge_not_refundable"),
-                    "This PaymentIntent has no successful charge to refund.".into());
+                return stripe_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    Some("charge_not_refundable"),
+                    "This PaymentIntent has no successful charge to refund.".into(),
+                );
             }
             let received = intent["amount_received"].as_i64().unwrap_or(0);
             let refunded: i64 = inner
@@ -454,8 +483,16 @@ fn simulate(shared: &Shared, inner: &mut Inner, request: &Recorded) -> (u16, Val
                 .sum();
             let amount = int(&params, "amount").unwrap_or(received - refunded);
             if amount <= 0 || refunded + amount > received {
-                let message = format!("Refund amount ({amount}) is greater than unrefunded amount on charge ({})", received - refunded);
-                return stripe_error(StatusCode::BAD_REQUEST, "invalid_request_error", Some("amount_too_large"), message);
+                let message = format!(
+                    "Refund amount ({amount}) is greater than unrefunded amount on charge ({})",
+                    received - refunded
+                );
+                return stripe_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    Some("amount_too_large"),
+                    message,
+                );
             }
             let mut refund = fixture("refund");
             let id = format!("re_{}", random_id(24));
@@ -471,8 +508,15 @@ fn simulate(shared: &Shared, inner: &mut Inner, request: &Recorded) -> (u16, Val
             inner.objects.insert(id, refund.clone());
             (200, refund)
         }
-        ("GET", ["refunds", id]) => inner.objects.get(*id).cloned().map_or_else(|| not_found("refund", id), |r| (200, r)),
+        ("GET", ["refunds", id]) => {
+            inner.objects.get(*id).cloned().map_or_else(|| not_found("refund", id), |r| (200, r))
+        }
         ("GET", ["events", id]) => inner.objects.get(*id).cloned().map_or_else(|| not_found("event", id), |e| (200, e)),
-        _ => stripe_error(StatusCode::NOT_FOUND, "invalid_request_error", None, format!("Unrecognized request URL ({} {})", request.method, request.path)),
+        _ => stripe_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            None,
+            format!("Unrecognized request URL ({} {})", request.method, request.path),
+        ),
     }
 }

@@ -53,7 +53,24 @@ const STAFF_CASES: &[(&str, &str)] = &[
     ),
     ("updateMenuItem", "mutation($item: ID!) { updateMenuItem(id: $item, input: { priceMinor: 1 }) { id } }"),
     ("deleteMenuItem", "mutation($item: ID!) { deleteMenuItem(id: $item) }"),
+    ("ordersQueue", "query { ordersQueue { id number items { name } } }"),
+    ("orders", "query { orders { edges { cursor node { id number } } } }"),
+    ("order", "query($order: ID!) { order(id: $order) { id number refundedMinor payment { paymentIntentId } } }"),
+    ("advanceOrder", "mutation($order: ID!) { advanceOrder(id: $order, status: PREPARING) { id status } }"),
+    ("refundOrder", "mutation($order: ID!) { refundOrder(id: $order, amountMinor: 100) { id } }"),
+    ("stripeAccount", "query { stripeAccount { accountId chargesEnabled } }"),
+    (
+        "startStripeOnboarding",
+        "mutation { startStripeOnboarding(returnUrl: \"https://b.test\", refreshUrl: \"https://b.test\") { accountId url } }",
+    ),
 ];
+
+/// Subscription fields, tested over `/graphql/ws` in `subscription.rs` (venue B receives
+/// nothing of A; a token without ORDERS_QUEUE is refused; a revoked token is cut off).
+const WEBSOCKET_CASES: &[&str] = &["ordersQueueChanged"];
+
+/// Fields a queue-only token (ORDERS_QUEUE) may use.
+const QUEUE_FIELDS: &[&str] = &["ordersQueue", "order", "advanceOrder"];
 
 /// Staff root fields any valid credential may use (no permission bits).
 const NO_BITS_NEEDED: &[&str] = &["me"];
@@ -61,16 +78,24 @@ const NO_BITS_NEEDED: &[&str] = &["me"];
 /// One operation per diner root field.
 const PUBLIC_CASES: &[(&str, &str)] = &[
     ("venue", "query { venue { slug name } }"),
+    (
+        "checkout",
+        "query($checkout: ID!, $secret: String!) { checkout(id: $checkout, clientSecret: $secret) { id status orderNumber } }",
+    ),
+    (
+        "startCheckout",
+        "mutation($item: ID!) { startCheckout(input: { items: [{ menuItemId: $item, quantity: 1 }] }) { checkoutId amountMinor } }",
+    ),
     ("menu", "query { menu { categories { id name items { id name } } } }"),
     ("searchMenu", "query { searchMenu(text: \"alpha\") { id name } }"),
 ];
 
 async fn root_fields(app: &TestApp, path: &str, token: Option<&str>) -> BTreeSet<String> {
-    let query = r#"{"query":"{ __schema { queryType { fields { name } } mutationType { fields { name } } } }"}"#;
+    let query = r#"{"query":"{ __schema { queryType { fields { name } } mutationType { fields { name } } subscriptionType { fields { name } } } }"}"#;
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
     let (_, body) = app.post(path, &headers, query).await;
-    ["queryType", "mutationType"]
+    ["queryType", "mutationType", "subscriptionType"]
         .iter()
         .flat_map(|t| body["data"]["__schema"][t]["fields"].as_array().cloned().unwrap_or_default())
         .map(|f| f["name"].as_str().unwrap().to_string())
@@ -78,7 +103,9 @@ async fn root_fields(app: &TestApp, path: &str, token: Option<&str>) -> BTreeSet
 }
 
 fn assert_covered(live: BTreeSet<String>, cases: &[(&str, &str)], which: &str) {
-    let covered: BTreeSet<String> = cases.iter().map(|(name, _)| name.to_string()).collect();
+    let websocket = WEBSOCKET_CASES.iter().filter(|name| live.contains(**name));
+    let covered: BTreeSet<String> =
+        cases.iter().map(|(name, _)| *name).chain(websocket.copied()).map(str::to_string).collect();
     let missing: Vec<&String> = live.difference(&covered).collect();
     assert!(
         missing.is_empty(),
@@ -87,31 +114,80 @@ fn assert_covered(live: BTreeSet<String>, cases: &[(&str, &str)], which: &str) {
     assert!(live.len() == covered.len(), "{which}_CASES names fields the schema does not have");
 }
 
+/// Venue A's paid order: (order id, checkout id, client secret, PaymentIntent id).
+async fn a_order(app: &TestApp) -> (String, String, String, String) {
+    let (started, event) = app.place_order(&app.a, "alpha").await;
+    let order = app.gql(&app.a.full, "{ ordersQueue { id } }", json!({})).await["data"]["ordersQueue"][0]["id"].clone();
+    (
+        order.as_str().unwrap().to_string(),
+        started["checkoutId"].as_str().unwrap().to_string(),
+        started["clientSecret"].as_str().unwrap().to_string(),
+        event["data"]["object"]["id"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Venue A's ids and secrets used by the cases.
+struct AOrder {
+    order: String,
+    checkout: String,
+    client_secret: String,
+    payment_intent: String,
+    account: String,
+}
+
 /// Everything of venue A that must never appear in venue B's responses.
-fn a_secrets(app: &TestApp) -> Vec<String> {
+fn a_secrets(app: &TestApp, order: &AOrder) -> Vec<String> {
     let mut secrets = app.a.item_names.clone();
     secrets.extend(app.a.item_ids.iter().map(|id| id.to_string()));
     secrets.push(app.a.category_id.to_string());
     secrets.push(app.a.id.to_string());
     secrets.extend([app.a.staff_id.to_string(), app.a.client_id.clone(), app.a.grant_id.to_string()]);
+    secrets.extend([
+        order.order.clone(),
+        order.checkout.clone(),
+        order.client_secret.clone(),
+        order.payment_intent.clone(),
+        order.account.clone(),
+    ]);
     secrets
 }
 
-fn variables(app: &TestApp) -> Value {
+fn variables(app: &TestApp, order: &AOrder) -> Value {
     json!({ "item": app.a.item_ids[0], "category": app.a.category_id, "staff": app.a.staff_id,
-        "client": app.a.client_id, "grant": app.a.grant_id })
+        "client": app.a.client_id, "grant": app.a.grant_id, "order": order.order,
+        "checkout": order.checkout, "secret": order.client_secret })
+}
+
+/// Venue A, onboarded at Stripe, with one paid order.
+async fn with_a_order() -> (TestApp, AOrder) {
+    let app = TestApp::spawn().await;
+    let account = app.onboard(&app.a).await;
+    let (order, checkout, client_secret, payment_intent) = a_order(&app).await;
+    (app, AOrder { order, checkout, client_secret, payment_intent, account })
+}
+
+async fn a_state(app: &TestApp) -> Vec<Value> {
+    let mut states = Vec::new();
+    for query in [
+        "{ menu { categories { id name items { id name priceMinor } } } }",
+        "{ venueSettings { requireMfaForElevated } }",
+        "{ ordersQueue { id status refundedMinor refundPendingMinor } }",
+        "{ stripeAccount { accountId chargesEnabled } }",
+    ] {
+        states.push(app.gql(&app.a.full, query, json!({})).await);
+    }
+    states
 }
 
 #[tokio::test]
 async fn venue_b_can_neither_see_nor_change_venue_a_through_any_staff_field() {
-    let app = TestApp::spawn().await;
+    let (app, order) = with_a_order().await;
     assert_covered(root_fields(&app, "/graphql", Some(&app.b.full)).await, STAFF_CASES, "STAFF");
-    let menu_before =
-        app.gql(&app.a.full, "{ menu { categories { id name items { id name priceMinor } } } }", json!({})).await;
+    let before = a_state(&app).await;
     for (field, operation) in STAFF_CASES {
-        let response = app.gql(&app.b.full, operation, variables(&app)).await;
+        let response = app.gql(&app.b.full, operation, variables(&app, &order)).await;
         let text = response.to_string();
-        for secret in a_secrets(&app) {
+        for secret in a_secrets(&app, &order) {
             assert!(!text.contains(&secret), "{field}: venue B saw venue A's {secret:?}: {text}");
         }
         let data = &response["data"][field];
@@ -120,6 +196,8 @@ async fn venue_b_can_neither_see_nor_change_venue_a_through_any_staff_field() {
             || data.is_array()
             || data.get("categories").is_some()
             || data.get("id").is_some()
+            || data.get("edges").is_some()
+            || data.get("accountId").is_some()
             || data["venue"]["slug"] == "bravo"
             || data.get("requireMfaForElevated").is_some()
             || data.get("clientSecret").is_some();
@@ -127,27 +205,34 @@ async fn venue_b_can_neither_see_nor_change_venue_a_through_any_staff_field() {
         if operation.starts_with("mutation") && !refused {
             // A mutation that succeeded must have acted on B's own venue only.
             assert!(
-                ["createMenuCategory", "createMenuItem", "updateVenueSettings", "addStaff", "createApiClient"]
-                    .contains(field),
+                [
+                    "createMenuCategory",
+                    "createMenuItem",
+                    "updateVenueSettings",
+                    "addStaff",
+                    "createApiClient",
+                    "startStripeOnboarding"
+                ]
+                .contains(field),
                 "{field} succeeded across venues: {text}"
             );
         }
     }
-    let menu_after =
-        app.gql(&app.a.full, "{ menu { categories { id name items { id name priceMinor } } } }", json!({})).await;
-    assert_eq!(menu_before, menu_after, "venue A's menu changed under venue B's mutations");
-    let a_settings = app.gql(&app.a.full, "{ venueSettings { requireMfaForElevated } }", json!({})).await;
-    assert_eq!(a_settings["data"]["venueSettings"]["requireMfaForElevated"], false, "venue B changed A's settings");
+    assert_eq!(before, a_state(&app).await, "venue A changed under venue B's mutations");
     let b_settings = app.gql(&app.b.full, "{ venueSettings { requireMfaForElevated } }", json!({})).await;
     assert_eq!(b_settings["data"]["venueSettings"]["requireMfaForElevated"], true, "B's own update took effect");
+    assert!(app.stripe.requests().iter().all(|r| r.path != "/v1/refunds"), "no refund reached Stripe");
 }
 
 #[tokio::test]
 async fn a_token_without_the_needed_bits_is_refused_every_staff_field() {
-    let app = TestApp::spawn().await;
+    let (app, order) = with_a_order().await;
     for token in [&app.a.casual, &app.a.nothing] {
         for (field, operation) in STAFF_CASES.iter().filter(|(f, _)| !NO_BITS_NEEDED.contains(f)) {
-            let response = app.gql(token, operation, variables(&app)).await;
+            if token == &app.a.casual && QUEUE_FIELDS.contains(field) {
+                continue;
+            }
+            let response = app.gql(token, operation, variables(&app, &order)).await;
             assert_eq!(error_code(&response), "FORBIDDEN", "{field}: {response}");
             assert!(response["data"].is_null() || response["data"][field].is_null(), "{field}: {response}");
         }
@@ -155,17 +240,48 @@ async fn a_token_without_the_needed_bits_is_refused_every_staff_field() {
 }
 
 #[tokio::test]
-async fn venue_bs_public_endpoint_never_shows_venue_a() {
+async fn no_mutation_of_either_endpoint_creates_an_order() {
     let app = TestApp::spawn().await;
+    app.onboard(&app.a).await;
+    let order = AOrder {
+        order: uuid::Uuid::new_v4().to_string(),
+        checkout: uuid::Uuid::new_v4().to_string(),
+        client_secret: "pi_x_secret_y".into(),
+        payment_intent: "pi_x".into(),
+        account: String::new(),
+    };
+    for (_, operation) in STAFF_CASES.iter().filter(|(_, op)| op.starts_with("mutation")) {
+        app.gql(&app.a.full, operation, variables(&app, &order)).await;
+    }
+    for (_, operation) in PUBLIC_CASES.iter().filter(|(_, op)| op.starts_with("mutation")) {
+        app.public_gql("alpha", operation, variables(&app, &order)).await;
+    }
+    let queue = app.gql(&app.a.full, "{ ordersQueue { id } orders { edges { cursor } } }", json!({})).await;
+    assert_eq!(queue["data"]["ordersQueue"], json!([]), "{queue}");
+    assert_eq!(queue["data"]["orders"]["edges"], json!([]), "{queue}");
+}
+
+#[tokio::test]
+async fn venue_bs_public_endpoint_never_shows_venue_a() {
+    let (app, order) = with_a_order().await;
+    app.onboard(&app.b).await;
     assert_covered(root_fields(&app, "/v/bravo/graphql", None).await, PUBLIC_CASES, "PUBLIC");
     for (field, operation) in PUBLIC_CASES {
-        let response = app.public_gql("bravo", operation, variables(&app)).await;
+        let response = app.public_gql("bravo", operation, variables(&app, &order)).await;
         let text = response.to_string();
-        assert!(response["errors"].is_null(), "{field}: {text}");
-        for secret in a_secrets(&app) {
+        let allowed = match *field {
+            // A's checkout and A's menu item do not exist at B.
+            "checkout" => error_code(&response) == "NOT_FOUND",
+            "startCheckout" => error_code(&response) == "BAD_USER_INPUT",
+            _ => response["errors"].is_null(),
+        };
+        assert!(allowed, "{field}: {text}");
+        for secret in a_secrets(&app, &order) {
             assert!(!text.contains(&secret), "{field}: B's public endpoint shows A's {secret:?}");
         }
     }
+    let own = app.public_gql("alpha", PUBLIC_CASES[1].1, variables(&app, &order)).await;
+    assert_eq!(own["data"]["checkout"]["orderNumber"], 1, "the same query works at A: {own}");
 }
 
 #[tokio::test]

@@ -15,6 +15,8 @@ use venueql::config::Config;
 use venueql::db::{self, RoleUrls};
 use venueql::dev::{Cluster, ClusterOptions, DemoMenu, random_secret, seed_menu};
 use venueql::menu::Allergen;
+use venueql::payments::local_stripe::{self, LocalStripe};
+use venueql::payments::signature::sign;
 use venueql::tenancy::{CrossTenantDoor, Db, VenueId};
 
 const TEMPLATE: &str = "venueql_template";
@@ -116,7 +118,13 @@ pub struct TestApp {
     pub app_pool: PgPool,
     pub a: TestVenue,
     pub b: TestVenue,
+    /// The local Stripe the server talks to (`STRIPE_API_BASE`).
+    pub stripe: LocalStripe,
 }
+
+/// Signing secrets of the test server's webhook endpoints.
+pub const PLATFORM_SECRET: &str = "whsec_test_platform";
+pub const CONNECT_SECRET: &str = "whsec_test_connect";
 
 const MENU_A: DemoMenu = &[
     (
@@ -231,8 +239,17 @@ impl TestApp {
         let b = seed_venue(&door, &app_db, "bravo", MENU_B).await;
 
         let app_url = urls.app.clone();
+        let stripe = LocalStripe::start().await.expect("start the local Stripe");
+        let stripe_base = stripe.base().to_string();
         let config = Config::from_lookup(|name| {
             settings(name).or_else(|| match name {
+                "STRIPE_SECRET_KEY" => Some("sk_test_venueql_suite".into()),
+                "STRIPE_API_BASE" => Some(stripe_base.clone()),
+                "STRIPE_WEBHOOK_SECRET" => Some(PLATFORM_SECRET.into()),
+                "STRIPE_CONNECT_WEBHOOK_SECRET" => Some(CONNECT_SECRET.into()),
+                "STRIPE_RETRY_BACKOFF_MS" => Some("5".into()),
+                "PAYMENT_JOBS_INTERVAL_SECS" => Some("0".into()),
+                "PLATFORM_FEE_BPS" => Some("250".into()),
                 "DATABASE_URL" => Some(app_url.clone()),
                 "LISTEN_ADDR" => Some("127.0.0.1:0".into()),
                 "DATABASE_MAX_CONNECTIONS" => Some("4".into()),
@@ -246,7 +263,7 @@ impl TestApp {
         let app = Application::build(config).await.expect("build the server");
         let base = format!("http://{}", app.local_addr());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
-        TestApp { base, client: reqwest::Client::new(), database, urls, door, app_pool, a, b }
+        TestApp { base, client: reqwest::Client::new(), database, urls, door, app_pool, a, b, stripe }
     }
 
     /// POSTs a raw body to `path` with extra headers; returns status and JSON body.
@@ -282,6 +299,80 @@ impl TestApp {
         let (status, json) = self.post(&format!("/v/{slug}/graphql"), &[], body).await;
         assert_eq!(status, StatusCode::OK, "{json}");
         json
+    }
+
+    /// Delivers `event` to a webhook endpoint, signed with Stripe's scheme and `secret`.
+    pub async fn deliver_signed(&self, path: &str, secret: &str, event: &Value) -> (StatusCode, Value) {
+        let body = event.to_string();
+        let header =
+            sign(body.as_bytes(), &secrecy::SecretString::from(secret.to_string()), chrono::Utc::now().timestamp());
+        self.post(path, &[("stripe-signature", &header)], body).await
+    }
+
+    /// Delivers a platform event (payments, refunds, disputes); asserts 200.
+    pub async fn deliver(&self, event: &Value) -> Value {
+        let (status, answer) = self.deliver_signed("/webhooks/stripe", PLATFORM_SECRET, event).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer
+    }
+
+    /// Onboards `venue` at the local Stripe: the account is created through GraphQL, then
+    /// Stripe "finishes" onboarding and sends the signed `account.updated`.
+    pub async fn onboard(&self, venue: &TestVenue) -> String {
+        let response = self
+            .gql(
+                &venue.full,
+                "mutation { startStripeOnboarding(returnUrl: \"https://venue.test/done\", refreshUrl: \"https://venue.test/again\") { accountId url } }",
+                json!({}),
+            )
+            .await;
+        let account = response["data"]["startStripeOnboarding"]["accountId"].as_str().expect("account id").to_string();
+        let ready = json!({ "charges_enabled": true, "payouts_enabled": true, "details_submitted": true,
+            "requirements": { "currently_due": [], "disabled_reason": null } });
+        let object = self.stripe.update(&account, ready).unwrap();
+        let event = local_stripe::event("account.updated", object, Some(&account));
+        let (status, answer) = self.deliver_signed("/webhooks/stripe/connect", CONNECT_SECRET, &event).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        account
+    }
+
+    /// Starts a checkout at `slug` for `(item, quantity)` lines; returns the GraphQL data.
+    pub async fn start_checkout(&self, slug: &str, lines: &[(Uuid, i32)]) -> Value {
+        let items: Vec<Value> = lines.iter().map(|(id, q)| json!({ "menuItemId": id, "quantity": q })).collect();
+        let response = self
+            .public_gql(
+                slug,
+                "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { checkoutId clientSecret amountMinor currency } }",
+                json!({ "input": { "items": items, "tableRef": "T7" } }),
+            )
+            .await;
+        assert!(response["errors"].is_null(), "{response}");
+        response["data"]["startCheckout"].clone()
+    }
+
+    /// Marks the checkout's PaymentIntent paid at the local Stripe and returns the signed
+    /// `payment_intent.succeeded` event (not yet delivered).
+    pub fn paid_event(&self, started: &Value) -> Value {
+        let secret = started["clientSecret"].as_str().unwrap();
+        let intent_id = secret.split("_secret_").next().unwrap();
+        let amount = self.stripe.object(intent_id).unwrap()["amount"].clone();
+        let charge = format!("ch_{}", local_stripe::random_id(24));
+        let object = self
+            .stripe
+            .update(intent_id, json!({ "status": "succeeded", "amount_received": amount, "latest_charge": charge }))
+            .unwrap();
+        local_stripe::event("payment_intent.succeeded", object, None)
+    }
+
+    /// Onboards (once), checks out one espresso and one toast at `venue` and pays: an order.
+    pub async fn place_order(&self, venue: &TestVenue, slug: &str) -> (Value, Value) {
+        if self.stripe.requests().iter().all(|r| r.param("metadata[venue_id]") != Some(&venue.id.to_string())) {
+            self.onboard(venue).await;
+        }
+        let started = self.start_checkout(slug, &[(venue.item_ids[0], 2), (venue.item_ids[2], 1)]).await;
+        let event = self.paid_event(&started);
+        self.deliver(&event).await;
+        (started, event)
     }
 
     /// Number of audit events at `venue` with `action`.
