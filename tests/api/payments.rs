@@ -574,7 +574,7 @@ async fn orders_move_through_the_kitchen_only_by_valid_steps_and_are_audited() {
     assert_eq!(error_code(&step("CANCELLED").await), "BAD_USER_INPUT", "served is final");
     assert_eq!(error_code(&step("REFUNDED").await), "BAD_USER_INPUT", "refunded comes only from Stripe");
     assert_eq!(app.audit_count(&app.a, "order.status_changed").await, 3);
-    assert!(orders_at(&app, &app.a.full).await.is_empty(), "served orders leave the queue");
+    assert!(orders_at(app, &app.a.full).await.is_empty(), "served orders leave the queue");
     let history = app
         .gql(
             &app.a.full,

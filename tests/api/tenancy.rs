@@ -63,6 +63,19 @@ async fn an_emptied_setting_on_a_reused_connection_still_matches_nothing() {
 #[tokio::test]
 async fn a_venue_scope_sees_only_that_venues_rows() {
     let app = TestApp::spawn().await;
+    // Rows in every payment table at both venues: an order, a refund and a dispute each.
+    for (venue, slug) in [(&app.a, "alpha"), (&app.b, "bravo")] {
+        let (started, _) = app.place_order(venue, slug).await;
+        let order = app.gql(&venue.full, "{ ordersQueue { id } }", serde_json::json!({})).await["data"]["ordersQueue"]
+            [0]["id"]
+            .clone();
+        let refund = "mutation($id: ID!) { refundOrder(id: $id, amountMinor: 100) { id } }";
+        app.gql(&venue.full, refund, serde_json::json!({ "id": order })).await;
+        let intent = started["clientSecret"].as_str().unwrap().split("_secret_").next().unwrap();
+        let dispute = serde_json::json!({ "id": format!("dp_{slug}"), "object": "dispute", "amount": 100, "currency": "eur",
+            "payment_intent": intent, "charge": "ch_x", "reason": "general", "status": "needs_response" });
+        app.deliver(&venueql::payments::local_stripe::event("charge.dispute.created", dispute, None)).await;
+    }
     let db = Db::new(app.app_pool.clone());
     let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
     let tables = readable_tenant_tables(tx.conn()).await;
