@@ -40,6 +40,8 @@ enum Command {
         /// Listen address (default LISTEN_ADDR or 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        #[command(subcommand)]
+        command: Option<DevCommand>,
     },
     /// Print the GraphQL schema (SDL) generated from the code.
     Schema {
@@ -75,6 +77,17 @@ enum StripeCommand {
     Replay {
         /// The event id (evt_…).
         event_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Pay a checkout of the running dev server: confirm its PaymentIntent at the local
+    /// Stripe stand-in and send the signed payment_intent.succeeded webhook.
+    Pay {
+        /// The clientSecret startCheckout returned.
+        #[arg(long)]
+        client_secret: String,
     },
 }
 
@@ -210,7 +223,10 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
             db::init(&superuser_url, &RoleUrls::from_env()?, None).await?;
             print_json(&serde_json::json!({ "initialised": true }));
         }
-        Command::Dev { data_dir, listen } => dev::run(dev::DevOptions { data_dir, listen }).await?,
+        Command::Dev { data_dir, listen: _, command: Some(DevCommand::Pay { client_secret }) } => {
+            print_json(&dev::pay(&data_dir, &client_secret).await?)
+        }
+        Command::Dev { data_dir, listen, command: None } => dev::run(dev::DevOptions { data_dir, listen }).await?,
         Command::Schema { public } => print!("{}", if public { graphql::public_sdl() } else { graphql::staff_sdl() }),
         Command::Admin { command } => run_admin(command).await?,
         Command::Audit { command: AuditCommand::Verify } => {

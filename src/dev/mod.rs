@@ -24,7 +24,13 @@ use crate::config::Config;
 use crate::db::{self, RoleUrls};
 use crate::error::AppError;
 use crate::menu::{self, Allergen, CategoryFields, ItemFields};
-use crate::tenancy::CrossTenantDoor;
+use crate::payments::local_stripe::{self, LocalStripe};
+use crate::payments::stripe::StripeClient;
+use crate::payments::{Payments, accounts, events};
+use crate::tenancy::{CrossTenantDoor, Db};
+
+/// The secret key `venueql dev` gives the server when it runs the local Stripe stand-in.
+const LOCAL_STRIPE_KEY: &str = "sk_test_venueql_local_dev";
 
 /// Options of `venueql dev`.
 #[derive(Clone, Debug)]
@@ -49,6 +55,12 @@ struct DevSecrets {
     /// Demo SPA clients by their dev callback URI (one per listen address used).
     #[serde(default)]
     spa_clients: std::collections::BTreeMap<String, String>,
+    /// Signing secret of the dev server's `/webhooks/stripe` (unless set in the environment).
+    #[serde(default)]
+    stripe_webhook_secret: Option<String>,
+    /// Signing secret of the dev server's `/webhooks/stripe/connect`.
+    #[serde(default)]
+    stripe_connect_webhook_secret: Option<String>,
 }
 
 /// What the demo seed created, as written to `dev.json`.
@@ -107,6 +119,8 @@ fn load_or_create_secrets(path: &Path) -> Result<DevSecrets, DynError> {
         seed: None,
         app_key: None,
         spa_clients: Default::default(),
+        stripe_webhook_secret: None,
+        stripe_connect_webhook_secret: None,
     };
     save_secrets(path, &secrets)?;
     Ok(secrets)
@@ -160,7 +174,17 @@ async fn serve_on(
         secrets.seed = Some(seed_demo(&door).await.map_err(|e| format!("seeding the demo venues failed: {e:?}"))?);
     }
     let app_key = secrets.app_key.get_or_insert_with(random_app_key).clone();
+    let webhook_secret =
+        secrets.stripe_webhook_secret.get_or_insert_with(|| format!("whsec_{}", random_secret())).clone();
+    let connect_secret =
+        secrets.stripe_connect_webhook_secret.get_or_insert_with(|| format!("whsec_{}", random_secret())).clone();
     save_secrets(secrets_path, secrets)?;
+    // Without a Stripe key, payments go to a local stand-in of Stripe's API on loopback.
+    let local_stripe = match std::env::var("STRIPE_SECRET_KEY") {
+        Ok(key) if !key.trim().is_empty() => None,
+        _ => Some(LocalStripe::start().await?),
+    };
+    let local_stripe_base = local_stripe.as_ref().map(|s| s.base().to_string());
     let listen = options.listen.map(|a| a.to_string());
     let config = Config::from_lookup(|name| match (name, std::env::var(name).ok()) {
         (_, Some(value)) if !(name == "LISTEN_ADDR" && listen.is_some()) => Some(value),
@@ -168,14 +192,33 @@ async fn serve_on(
         ("LISTEN_ADDR", _) => listen.clone(),
         ("APP_KEY", _) => Some(app_key.clone()),
         ("GRAPHQL_INTROSPECTION" | "GRAPHIQL", _) => Some("true".into()),
+        ("STRIPE_WEBHOOK_SECRET", _) => Some(webhook_secret.clone()),
+        ("STRIPE_CONNECT_WEBHOOK_SECRET", _) => Some(connect_secret.clone()),
+        ("STRIPE_SECRET_KEY", _) => local_stripe_base.as_ref().map(|_| LOCAL_STRIPE_KEY.to_string()),
+        ("STRIPE_API_BASE", _) => local_stripe_base.clone(),
         _ => None,
     })?;
+    let stripe_config = config.stripe.clone();
     let app = Application::build(config).await?;
     let addr = app.local_addr();
+    if let Some(local) = &local_stripe {
+        let app_db = crate::tenancy::Db::new(db::pool(&urls.app, 2).await?);
+        let payments = crate::payments::Payments::from_config(&stripe_config);
+        let seed = secrets.seed.as_ref().expect("seeded above");
+        onboard_at_local_stripe(&app_db, &payments, local, seed).await?;
+    }
     let oauth = demo_login(&door, secrets, addr).await?;
     save_secrets(secrets_path, secrets)?;
     let seed = secrets.seed.as_ref().expect("seeded above");
-    let dev_json = write_dev_json(&options.data_dir, addr, &urls, seed, &oauth)?;
+    let stripe = serde_json::json!({
+        "api_base": stripe_config.api_base,
+        "local_stand_in": local_stripe.is_some(),
+        "webhook_url": format!("http://{addr}/webhooks/stripe"),
+        "webhook_secret": webhook_secret,
+        "connect_webhook_url": format!("http://{addr}/webhooks/stripe/connect"),
+        "connect_webhook_secret": connect_secret,
+    });
+    let dev_json = write_dev_json(&options.data_dir, addr, &urls, seed, &oauth, &stripe)?;
     println!(
         "venueql dev: serving http://{addr}/graphql (GraphiQL in a browser); PostgreSQL on 127.0.0.1:{}",
         cluster.port()
@@ -186,6 +229,11 @@ async fn serve_on(
         seed.manager.email,
         oauth["login_url"].as_str().unwrap_or_default()
     );
+    if local_stripe.is_some() {
+        println!(
+            "venueql dev: payments use a local stand-in of Stripe's API; pay a checkout with\n  venueql dev pay --client-secret <clientSecret from startCheckout>"
+        );
+    }
     println!("venueql dev: Ctrl-C stops the server, then the database");
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
@@ -253,6 +301,7 @@ fn write_dev_json(
     urls: &RoleUrls,
     seed: &DemoSeed,
     oauth: &serde_json::Value,
+    stripe: &serde_json::Value,
 ) -> Result<PathBuf, DynError> {
     let venues: Vec<serde_json::Value> = seed
         .venues
@@ -273,6 +322,7 @@ fn write_dev_json(
         "platform_database_url": urls.platform,
         "manager": seed.manager,
         "oauth": oauth,
+        "stripe": stripe,
         "venues": venues,
     });
     let path = dir.join("dev.json");
@@ -419,4 +469,87 @@ pub async fn seed_demo(door: &CrossTenantDoor) -> Result<DemoSeed, AppError> {
         venues.push(DemoVenue { slug: slug.into(), id: venue.id, tokens });
     }
     Ok(DemoSeed { manager, venues })
+}
+
+/// Onboards each demo venue that has no Stripe account yet at the local stand-in: the
+/// account is created through the same code as `startStripeOnboarding`, then "Stripe"
+/// reports onboarding complete with an `account.updated` applied through the webhook's
+/// own store-and-apply path.
+async fn onboard_at_local_stripe(
+    db: &Db,
+    payments: &Payments,
+    stripe: &LocalStripe,
+    seed: &DemoSeed,
+) -> Result<(), DynError> {
+    let who = Who::operator("operator:venueql-dev");
+    for venue in &seed.venues {
+        let venue_id = crate::tenancy::VenueId::from_uuid(venue.id);
+        let mut tx = db.venue_tx(venue_id).await?;
+        let existing = accounts::find(&mut tx).await.map_err(|e| format!("{e:?}"))?;
+        tx.commit().await?;
+        if existing.is_some() {
+            continue;
+        }
+        let link = accounts::start_onboarding(db, payments, venue_id, &who, "http://localhost/", "http://localhost/")
+            .await
+            .map_err(|e| format!("onboarding {} at the local Stripe failed: {e:?}", venue.slug))?;
+        let ready = serde_json::json!({ "charges_enabled": true, "payouts_enabled": true, "details_submitted": true,
+            "requirements": { "currently_due": [], "disabled_reason": null } });
+        let account = stripe.update(&link.account_id, ready).ok_or("the local Stripe lost the account")?;
+        let event = local_stripe::event("account.updated", account, Some(&link.account_id));
+        let raw = event.to_string();
+        let envelope = events::parse(raw.as_bytes()).map_err(|e| format!("{e:?}"))?;
+        events::ingest(db, events::Endpoint::Connect, &envelope, &raw).await.map_err(|e| format!("{e:?}"))?;
+    }
+    Ok(())
+}
+
+/// `venueql dev pay --client-secret S`: plays the diner's card payment and Stripe's
+/// webhook for a checkout of the running dev server: confirms the PaymentIntent at the
+/// dev server's Stripe (`pm_card_visa`), then sends the `payment_intent.succeeded` event,
+/// signed with the dev server's webhook secret, to its `/webhooks/stripe`.
+pub async fn pay(data_dir: &Path, client_secret: &str) -> Result<serde_json::Value, DynError> {
+    let dev_json = data_dir.join("dev.json");
+    let text = fs::read_to_string(&dev_json)
+        .map_err(|e| format!("cannot read {} (is `venueql dev` running?): {e}", dev_json.display()))?;
+    let dev: serde_json::Value = serde_json::from_str(&text)?;
+    let stripe = &dev["stripe"];
+    if stripe["local_stand_in"] != true {
+        return Err("the dev server uses a real Stripe account: pay with Stripe.js or the Stripe CLI instead".into());
+    }
+    let intent = client_secret
+        .split_once("_secret_")
+        .map(|(id, _)| id)
+        .filter(|id| id.starts_with("pi_") && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .ok_or("--client-secret must be the clientSecret startCheckout returned (pi_…_secret_…)")?;
+    let api_base = stripe["api_base"].as_str().ok_or("dev.json has no stripe.api_base")?;
+    let client = StripeClient::new(api_base, LOCAL_STRIPE_KEY.to_string().into(), Default::default());
+    let params = vec![("payment_method".to_string(), "pm_card_visa".to_string())];
+    let paid = client
+        .post(&format!("/v1/payment_intents/{intent}/confirm"), &format!("venueql-dev-pay-{intent}"), &params)
+        .await?;
+    let event = local_stripe::event("payment_intent.succeeded", paid, None);
+    let body = event.to_string();
+    let secret = stripe["webhook_secret"].as_str().ok_or("dev.json has no stripe.webhook_secret")?;
+    let signature = crate::payments::signature::sign(
+        body.as_bytes(),
+        &secrecy::SecretString::from(secret.to_string()),
+        chrono::Utc::now().timestamp(),
+    );
+    let url = stripe["webhook_url"].as_str().ok_or("dev.json has no stripe.webhook_url")?;
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("stripe-signature", signature)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!("the webhook answered {status}: {answer}").into());
+    }
+    Ok(
+        serde_json::json!({ "payment_intent": intent, "event": event["id"], "webhook_status": status.as_u16(), "webhook_answer": answer }),
+    )
 }

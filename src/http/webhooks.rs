@@ -51,7 +51,8 @@ async fn receive(
     let body = match &ingested {
         Ingested::Applied(outcome) => {
             tracing::info!(event_id = %event.id, event_type = %event.event_type, outcome, "Stripe event applied");
-            serde_json::json!({ "received": true, "duplicate": false })
+            // Stripe's Dashboard shows this body next to the delivery: say what happened.
+            serde_json::json!({ "received": true, "duplicate": false, "outcome": outcome })
         }
         Ingested::Duplicate => {
             tracing::info!(event_id = %event.id, event_type = %event.event_type, "Stripe event already received");

@@ -130,7 +130,7 @@ impl Order {
 }
 
 /// The one SELECT every order read uses; `{where}` and `{order}` complete it.
-const ORDER_SELECT: &str = "\
+pub(crate) const ORDER_SELECT: &str = "\
 SELECT o.id, o.number, o.status, o.amount_minor, o.currency, o.table_ref, o.created_at, o.updated_at, o.checkout_id,
        (SELECT coalesce(json_agg(json_build_object('menu_item_id', i.menu_item_id, 'name', i.name,
                  'unit_price_minor', i.unit_price_minor, 'quantity', i.quantity, 'note', i.note,

@@ -24,6 +24,8 @@ fn start(dir: &Path) -> DevRun {
         .env_remove("DATABASE_URL")
         .env_remove("DATABASE_OWNER_URL")
         .env_remove("DATABASE_PLATFORM_URL")
+        .env_remove("STRIPE_SECRET_KEY")
+        .env_remove("STRIPE_API_BASE")
         .spawn()
         .map(KillOnDrop)
         .expect("start venueql dev");
@@ -47,6 +49,34 @@ fn stop(mut run: DevRun, dir: &Path) {
 fn token<'a>(dev: &'a Value, venue: usize, name: &str) -> &'a str {
     let tokens = dev["venues"][venue]["tokens"].as_array().unwrap();
     tokens.iter().find(|t| t["name"] == name).unwrap()["token"].as_str().unwrap()
+}
+
+/// A new user's order: a checkout on the demo café's public endpoint, paid with
+/// `venueql dev pay`; returns the order numbers then in the queue.
+async fn check_out_and_pay(dev: &Value, dir: &Path) -> Vec<i64> {
+    let public = dev["venues"][0]["public_graphql_url"].as_str().unwrap();
+    let menu = query(public, None, "{ menu { categories { items { id name } } } }").await;
+    let item = menu["data"]["menu"]["categories"][0]["items"][0]["id"].as_str().unwrap().to_string();
+    let started = query(
+        public,
+        None,
+        &format!("mutation {{ startCheckout(input: {{ items: [{{ menuItemId: \"{item}\", quantity: 2 }}] }}) {{ clientSecret amountMinor }} }}"),
+    )
+    .await;
+    let secret = started["data"]["startCheckout"]["clientSecret"].as_str().unwrap_or_else(|| panic!("{started}"));
+    let paid = Command::new(env!("CARGO_BIN_EXE_venueql"))
+        .args(["dev", "--data-dir"])
+        .arg(dir)
+        .args(["pay", "--client-secret", secret])
+        .output()
+        .unwrap();
+    assert!(paid.status.success(), "venueql dev pay: {}", String::from_utf8_lossy(&paid.stderr));
+    let answer: Value = serde_json::from_slice(&paid.stdout).unwrap();
+    assert_eq!(answer["webhook_status"], 200, "{answer}");
+    let queue =
+        query(dev["graphql_url"].as_str().unwrap(), Some(token(dev, 0, "everything")), "{ ordersQueue { number } }")
+            .await;
+    queue["data"]["ordersQueue"].as_array().unwrap().iter().map(|o| o["number"].as_i64().unwrap()).collect()
 }
 
 async fn query(url: &str, token: Option<&str>, query: &str) -> Value {
@@ -82,6 +112,7 @@ async fn venueql_dev_serves_the_demo_menu_stops_cleanly_and_reuses_its_directory
     assert_eq!(casual["errors"][0]["extensions"]["code"], "FORBIDDEN", "{casual}");
     let public = query(dev["venues"][1]["public_graphql_url"].as_str().unwrap(), None, "{ venue { slug } }").await;
     assert_eq!(public["data"]["venue"]["slug"], "demo-bistro");
+    assert_eq!(check_out_and_pay(&dev, &dir).await, vec![1], "the paid checkout is order 1 in the queue");
     stop(run, &dir);
 
     let again = start(&dir);
@@ -92,6 +123,7 @@ async fn venueql_dev_serves_the_demo_menu_stops_cleanly_and_reuses_its_directory
     let url = again.dev_json["graphql_url"].as_str().unwrap().to_string();
     let full = query(&url, Some(token(&dev, 0, "everything")), menu).await;
     assert!(full["errors"].is_null(), "{full}");
+    assert_eq!(check_out_and_pay(&again.dev_json, &dir).await, vec![1, 2], "payments still work after a restart");
     stop(again, &dir);
     let _ = std::fs::remove_dir_all(&dir);
 }

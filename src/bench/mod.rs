@@ -1,8 +1,12 @@
-//! `venueql bench`: starts a private cluster and the real server on loopback, seeds two
-//! venues, and measures in one run the menu query over HTTP at each concurrency, beside
-//! the same SQL through the app pool under the venue scope (RLS on) and through a
-//! superuser pool with only an explicit `WHERE venue_id` (no isolation), so the cost of
-//! tenant isolation and of the HTTP/GraphQL layers can be read off side by side.
+//! `venueql bench`: starts a private cluster, a local Stripe and the real server on
+//! loopback, seeds two venues, and measures in one run, at each concurrency, the menu
+//! query and the orders queue over HTTP and the checkout path, each beside the same SQL
+//! through the app pool under the venue scope (RLS on) and (for reads) through a
+//! superuser pool with only an explicit `WHERE venue_id` (no isolation); then webhook
+//! ingestion of distinct and duplicate signed events. The cost of tenant isolation and
+//! of the HTTP/GraphQL layers can be read off side by side.
+
+mod orders;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +32,9 @@ pub struct BenchOptions {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Distinct signed payment events delivered in the webhook measurement.
+    #[arg(long, default_value_t = 3000)]
+    pub webhook_events: usize,
 }
 
 type DynError = Box<dyn std::error::Error + Send + Sync>;
@@ -180,14 +187,22 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
 
     let max_concurrency = options.concurrency.iter().copied().max().unwrap_or(8);
     let pool_size = 16u32;
+    let stripe = crate::payments::local_stripe::LocalStripe::start().await?;
     let config = Config::from_lookup(|name| match name {
         "DATABASE_URL" => Some(urls.app.clone()),
         "LISTEN_ADDR" => Some("127.0.0.1:0".into()),
         "DATABASE_MAX_CONNECTIONS" => Some(pool_size.to_string()),
+        "STRIPE_SECRET_KEY" => Some("sk_test_venueql_bench".into()),
+        "STRIPE_API_BASE" => Some(stripe.base().to_string()),
+        "STRIPE_WEBHOOK_SECRET" => Some(orders::PLATFORM_SECRET.into()),
+        "STRIPE_CONNECT_WEBHOOK_SECRET" => Some(orders::CONNECT_SECRET.into()),
+        "PLATFORM_FEE_BPS" => Some("250".into()),
+        "PAYMENT_JOBS_INTERVAL_SECS" => Some("0".into()),
         _ => None,
     })?;
     let app = Application::build(config).await?;
-    let url = format!("http://{}/graphql", app.local_addr());
+    let base = format!("http://{}", app.local_addr());
+    let url = format!("{base}/graphql");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stop_rx.await;
@@ -197,6 +212,8 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     let app_db = Db::new(db::pool(&urls.app, pool_size).await?);
     let superuser: PgPool = db::pool(&cluster.superuser_url("venueql"), pool_size).await?;
     let auth = format!("Bearer {token}");
+    let shop = Arc::new(orders::open_shop(&door, &stripe, &base, "bench-a", venue).await?);
+    let mut peak_rss = resident_memory_mb();
 
     let mut samples = Vec::new();
     for &concurrency in &options.concurrency {
@@ -248,7 +265,16 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
             })
             .await,
         );
+        samples.extend(orders::measure_queue(&shop, &app_db, &superuser, concurrency, options.seconds).await);
+        peak_rss = peak_rss.max(resident_memory_mb());
+        samples.extend(orders::measure_checkout(&shop, &app_db, concurrency, options.seconds).await);
+        peak_rss = peak_rss.max(resident_memory_mb());
     }
+    let orders_before: i64 = 50;
+    let (webhook_samples, orders_after) =
+        orders::measure_webhooks(&shop, &stripe, &app_db, 32, options.webhook_events).await?;
+    samples.extend(webhook_samples);
+    peak_rss = peak_rss.max(resident_memory_mb());
     println!(
         "{:<40} {:>5} {:>9} {:>7} {:>10} {:>9} {:>9}",
         "measurement", "conc", "requests", "errors", "req/s", "p50 ms", "p99 ms"
@@ -266,7 +292,17 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
                 "errors": s.errors, "per_second": s.per_second.round(), "p50_ms": s.p50_ms, "p99_ms": s.p99_ms })
         );
     }
-    println!("process resident memory (server + load generator): {:.0} MB", resident_memory_mb());
+    let exactly_once = orders_after == orders_before + options.webhook_events as i64;
+    println!(
+        "webhook effects: {} distinct events made {} orders (exactly once: {exactly_once}); duplicates made none",
+        options.webhook_events,
+        orders_after - orders_before
+    );
+    println!(
+        "process resident memory (server + local Stripe + load generator): now {:.0} MB, peak sampled {:.0} MB",
+        resident_memory_mb(),
+        peak_rss
+    );
     let _ = stop_tx.send(());
     let _ = server.await;
     Ok(())
