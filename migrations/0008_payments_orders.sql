@@ -90,6 +90,14 @@ CREATE TABLE orders (
     amount_minor      bigint NOT NULL CONSTRAINT orders_amount_range CHECK (amount_minor > 0),
     currency          text NOT NULL,
     table_ref         text,
+    -- The read model of the order, kept in the row so that reading the queue touches one
+    -- table whatever else has grown: the checkout's lines (name, price, allergens as
+    -- ordered) copied when the order is created, and the refund and dispute state
+    -- recomputed from refunds/disputes whenever they change (orders::sync_money).
+    lines             jsonb NOT NULL DEFAULT '[]',
+    refunded_minor    bigint NOT NULL DEFAULT 0,
+    refund_pending_minor bigint NOT NULL DEFAULT 0,
+    dispute_status    text,
     -- The Stripe event that created the order.
     created_by_event  text NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now(),
@@ -139,6 +147,7 @@ CREATE TABLE refunds (
     CONSTRAINT refunds_stripe_key UNIQUE (venue_id, stripe_refund_id),
     CONSTRAINT refunds_checkout_fkey FOREIGN KEY (venue_id, checkout_id) REFERENCES checkouts (venue_id, id)
 );
+CREATE INDEX refunds_checkout_idx ON refunds (venue_id, checkout_id);
 COMMENT ON TABLE refunds IS 'Tenant: refunds of a checkout''s payment, ours and any made in Stripe''s Dashboard.';
 
 CREATE TABLE disputes (
@@ -156,6 +165,7 @@ CREATE TABLE disputes (
     PRIMARY KEY (venue_id, stripe_dispute_id),
     CONSTRAINT disputes_checkout_fkey FOREIGN KEY (venue_id, checkout_id) REFERENCES checkouts (venue_id, id)
 );
+CREATE INDEX disputes_checkout_idx ON disputes (venue_id, checkout_id);
 COMMENT ON TABLE disputes IS 'Tenant: chargebacks against a checkout''s payment.';
 
 DO $$
@@ -181,7 +191,7 @@ GRANT SELECT, INSERT,
       ON checkouts TO venueql_app;
 GRANT SELECT, INSERT ON checkout_items TO venueql_app;
 GRANT SELECT, INSERT, UPDATE (last_number) ON order_counters TO venueql_app;
-GRANT SELECT, INSERT, UPDATE (status, updated_at) ON orders TO venueql_app;
+GRANT SELECT, INSERT, UPDATE (status, refunded_minor, refund_pending_minor, dispute_status, updated_at) ON orders TO venueql_app;
 GRANT SELECT, INSERT ON payments TO venueql_app;
 GRANT SELECT, INSERT, UPDATE (stripe_refund_id, status, state_at, state_event, updated_at) ON refunds TO venueql_app;
 GRANT SELECT, INSERT, UPDATE (status, reason, amount_minor, state_at, state_event, updated_at) ON disputes TO venueql_app;

@@ -97,13 +97,14 @@ fn paid_event(stripe: &LocalStripe, client_secret: &str) -> Option<Value> {
     Some(local_stripe::event("payment_intent.succeeded", object, None))
 }
 
-/// Onboards the venue at the local Stripe and places 50 open orders of 1–5 lines.
+/// Onboards the venue at the local Stripe and places `orders` open orders of 1–5 lines.
 pub(super) async fn open_shop(
     door: &CrossTenantDoor,
     stripe: &LocalStripe,
     base: &str,
     slug: &str,
     venue: VenueId,
+    orders: usize,
 ) -> Result<Shop, DynError> {
     let token = crate::admin::issue_token(door, "operator:venueql-bench", slug, "bench-full", Permissions::all())
         .await
@@ -131,7 +132,7 @@ pub(super) async fn open_shop(
         &local_stripe::event("account.updated", object, Some(&account)),
     )
     .await?;
-    for n in 0..50usize {
+    for n in 0..orders {
         let lines: Vec<(usize, i32)> =
             (0..=(n % 5)).map(|line| ((n + line * 7) % shop.items.len(), 1 + (line % 3) as i32)).collect();
         let secret = shop.checkout(&lines).await?;
@@ -299,20 +300,24 @@ async fn deliver_all(shop: &Arc<Shop>, label: &str, concurrency: usize, events: 
     summarise(label, concurrency, started.elapsed(), latencies, errors)
 }
 
-/// Webhook ingestion: `count` distinct paid checkouts delivered once (each makes an
-/// order), then all again (duplicates, no effect), beside the raw event-store insert.
-/// Returns the samples and the number of orders the venue then has.
+/// Webhook ingestion: `count` distinct paid checkouts, spread over `shops`, delivered
+/// once (each makes an order), then all again (duplicates, no effect). Returns the two
+/// samples and how many orders the events made.
 pub(super) async fn measure_webhooks(
-    shop: &Arc<Shop>,
+    shops: &[Arc<Shop>],
     stripe: &LocalStripe,
     app_db: &Db,
     concurrency: usize,
     count: usize,
 ) -> Result<(Vec<Sample>, i64), DynError> {
+    let orders_before = count_orders(app_db, shops).await?;
     let mut events = Vec::with_capacity(count);
     use futures_util::StreamExt;
     let secrets: Vec<Result<String, DynError>> = futures_util::stream::iter(0..count)
-        .map(|n| async move { shop.checkout(&[(n % shop.items.len(), 1)]).await })
+        .map(|n| async move {
+            let shop = &shops[n % shops.len()];
+            shop.checkout(&[(n % shop.items.len(), 1)]).await
+        })
         .buffer_unordered(concurrency)
         .collect()
         .await;
@@ -321,10 +326,30 @@ pub(super) async fn measure_webhooks(
         events.push(signed(PLATFORM_SECRET, &event));
     }
     let events = Arc::new(events);
-    let distinct = deliver_all(shop, "webhook: distinct events (order each)", concurrency, events.clone()).await;
-    let duplicates = deliver_all(shop, "webhook: the same events again", concurrency, events).await;
+    let venues = if shops.len() == 1 { "1 venue".to_string() } else { format!("{} venues", shops.len()) };
+    let label = format!("webhook: distinct events, {venues}");
+    let distinct = deliver_all(&shops[0], &label, concurrency, events.clone()).await;
+    let label = format!("webhook: same events again, {venues}");
+    let duplicates = deliver_all(&shops[0], &label, concurrency, events).await;
+    let made = count_orders(app_db, shops).await? - orders_before;
+    Ok((vec![distinct, duplicates], made))
+}
+
+async fn count_orders(app_db: &Db, shops: &[Arc<Shop>]) -> Result<i64, DynError> {
+    let mut total = 0;
+    for shop in shops {
+        let mut tx = app_db.venue_tx(shop.venue).await?;
+        let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(tx.conn()).await?;
+        tx.commit().await?;
+        total += orders;
+    }
+    Ok(total)
+}
+
+/// The raw cost of the event store: one signed event's row, inserted and committed.
+pub(super) async fn measure_raw_event_store(app_db: &Db, concurrency: usize) -> Sample {
     let db = app_db.clone();
-    let raw = drive("raw SQL event store insert, app role", concurrency, 3, move || {
+    drive("raw SQL event store insert, app role", concurrency, 3, move || {
         let db = db.clone();
         async move {
             let Ok(mut tx) = db.resolving_tx().await else {
@@ -340,9 +365,5 @@ pub(super) async fn measure_webhooks(
             stored.is_ok_and(|s| s) && tx.commit().await.is_ok()
         }
     })
-    .await;
-    let mut tx = app_db.venue_tx(shop.venue).await?;
-    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(tx.conn()).await?;
-    tx.commit().await?;
-    Ok((vec![distinct, duplicates, raw], orders))
+    .await
 }

@@ -129,25 +129,63 @@ impl Order {
     }
 }
 
-/// The one SELECT every order read uses; `{where}` and `{order}` complete it.
+/// The one SELECT every order read uses; `WHERE` and `ORDER BY` complete it. Everything
+/// but the payment comes from the order row itself (see `sync_money`), so the cost does
+/// not depend on how many checkouts, lines or refunds the venue has.
 pub(crate) const ORDER_SELECT: &str = "\
 SELECT o.id, o.number, o.status, o.amount_minor, o.currency, o.table_ref, o.created_at, o.updated_at, o.checkout_id,
-       (SELECT coalesce(json_agg(json_build_object('menu_item_id', i.menu_item_id, 'name', i.name,
-                 'unit_price_minor', i.unit_price_minor, 'quantity', i.quantity, 'note', i.note,
-                 'allergens', i.allergens) ORDER BY i.line), '[]'::json)
-          FROM checkout_items i WHERE i.venue_id = o.venue_id AND i.checkout_id = o.checkout_id) AS lines,
-       greatest(c.charge_amount_refunded, r.succeeded) AS refunded_minor,
-       greatest(0, r.succeeded + r.in_flight - greatest(c.charge_amount_refunded, r.succeeded)) AS refund_pending_minor,
-       (SELECT d.status FROM disputes d WHERE d.venue_id = o.venue_id AND d.checkout_id = o.checkout_id
-          ORDER BY d.created_at DESC LIMIT 1) AS dispute_status,
+       o.lines, o.refunded_minor, o.refund_pending_minor, o.dispute_status,
        p.payment_intent_id, p.charge_id, p.application_fee_minor
   FROM orders o
-  JOIN checkouts c ON (c.venue_id, c.id) = (o.venue_id, o.checkout_id)
-  JOIN payments p ON (p.venue_id, p.order_id) = (o.venue_id, o.id)
-  CROSS JOIN LATERAL (
-       SELECT coalesce(sum(x.amount_minor) FILTER (WHERE x.status = 'succeeded'), 0)::bigint AS succeeded,
-              coalesce(sum(x.amount_minor) FILTER (WHERE x.status IN ('requested', 'pending', 'requires_action')), 0)::bigint AS in_flight
-         FROM refunds x WHERE x.venue_id = o.venue_id AND x.checkout_id = o.checkout_id) r";
+  JOIN payments p ON (p.venue_id, p.order_id) = (o.venue_id, o.id)";
+
+/// The order's lines as stored on the order (the checkout's lines when it was paid).
+pub(crate) const LINES_OF_CHECKOUT: &str = "\
+SELECT coalesce(jsonb_agg(jsonb_build_object('menu_item_id', i.menu_item_id, 'name', i.name,
+           'unit_price_minor', i.unit_price_minor, 'quantity', i.quantity, 'note', i.note,
+           'allergens', i.allergens) ORDER BY i.line), '[]'::jsonb)
+  FROM checkout_items i WHERE i.checkout_id = $1";
+
+/// Recomputes the refund and dispute state of the checkout's order from its refunds,
+/// disputes and Stripe's cumulative refunded amount, and marks it refunded once confirmed
+/// refunds cover it (audited). Runs after every change to those, in the same transaction.
+pub(crate) async fn sync_money(tx: &mut VenueTx, who: &Who, checkout_id: Uuid) -> Result<(), AppError> {
+    let changed: Option<(Uuid, String, String)> = sqlx::query_as(
+        "WITH r AS (SELECT coalesce(sum(amount_minor) FILTER (WHERE status = 'succeeded'), 0)::bigint AS confirmed, \
+                           coalesce(sum(amount_minor) FILTER (WHERE status IN ('requested', 'pending', 'requires_action')), 0)::bigint AS in_flight \
+                    FROM refunds WHERE checkout_id = $1), \
+              m AS (SELECT greatest(c.charge_amount_refunded, r.confirmed) AS refunded, r.confirmed, r.in_flight \
+                    FROM checkouts c, r WHERE c.id = $1), \
+              d AS (SELECT status FROM disputes WHERE checkout_id = $1 ORDER BY created_at DESC, stripe_dispute_id LIMIT 1), \
+              next AS (SELECT o.id, m.refunded, greatest(0, m.confirmed + m.in_flight - m.refunded) AS pending, \
+                              (SELECT status FROM d) AS dispute, \
+                              CASE WHEN m.refunded >= o.amount_minor THEN 'refunded' ELSE o.status END AS status, \
+                              o.status AS before \
+                       FROM orders o, m WHERE o.checkout_id = $1) \
+         UPDATE orders o SET refunded_minor = n.refunded, refund_pending_minor = n.pending, dispute_status = n.dispute, \
+                status = n.status, updated_at = now() \
+         FROM next n \
+         WHERE o.id = n.id AND (o.refunded_minor, o.refund_pending_minor, o.dispute_status, o.status) \
+               IS DISTINCT FROM (n.refunded, n.pending, n.dispute, n.status) \
+         RETURNING o.id, n.before, n.status",
+    )
+    .bind(checkout_id)
+    .fetch_optional(tx.conn())
+    .await?;
+    if let Some((order_id, before, after)) = changed
+        && before != after
+    {
+        let change = Change {
+            action: "order.refunded",
+            target_type: "order",
+            target_id: order_id.to_string(),
+            before: Some(json!({ "status": before })),
+            after: Some(json!({ "status": after })),
+        };
+        audit::record(tx, who, change).await?;
+    }
+    Ok(())
+}
 
 /// Open orders (placed, preparing, ready), oldest first.
 pub async fn queue(tx: &mut VenueTx) -> Result<Vec<Order>, AppError> {
@@ -291,6 +329,7 @@ pub async fn refund(
     } else {
         audit::record(&mut tx, who, change).await?;
     }
+    sync_money(&mut tx, who, order.checkout_id).await?;
     tx.commit().await?;
 
     let mut params: Params = vec![

@@ -169,7 +169,7 @@ async fn handle(
     }
 }
 
-/// The checkout fields a payment is checked against.
+/// The checkout fields a payment is checked against, and what is already known about it.
 #[derive(sqlx::FromRow)]
 struct CheckoutForPayment {
     amount_minor: i64,
@@ -177,16 +177,16 @@ struct CheckoutForPayment {
     application_fee_minor: i64,
     payment_intent_id: Option<String>,
     table_ref: Option<String>,
+    /// The venue's connected account.
+    account: Option<String>,
+    /// The order number, when this checkout already has its order.
+    existing_number: Option<i64>,
+    /// Refund or dispute events arrived before this one.
+    has_money_events: bool,
 }
 
 /// What does not match between a succeeded PaymentIntent and the checkout it names.
-fn payment_mismatches(
-    venue: VenueId,
-    checkout_id: Uuid,
-    checkout: &CheckoutForPayment,
-    account: Option<&str>,
-    intent: &Value,
-) -> Vec<String> {
+fn payment_mismatches(venue: VenueId, checkout_id: Uuid, checkout: &CheckoutForPayment, intent: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     let mut expect = |what: &str, seen: Value, wanted: Value| {
         if seen != wanted {
@@ -199,7 +199,7 @@ fn payment_mismatches(
     expect("currency", json!(intent["currency"].as_str().map(str::to_ascii_uppercase)), json!(checkout.currency));
     expect("metadata.venue_id", intent["metadata"]["venue_id"].clone(), json!(venue.to_string()));
     expect("metadata.checkout_id", intent["metadata"]["checkout_id"].clone(), json!(checkout_id.to_string()));
-    expect("transfer_data.destination", intent["transfer_data"]["destination"].clone(), json!(account));
+    expect("transfer_data.destination", intent["transfer_data"]["destination"].clone(), json!(checkout.account));
     // Stripe renders "no fee" as null.
     let fee = intent["application_fee_amount"].as_i64().unwrap_or(0);
     expect("application_fee_amount", json!(fee), json!(checkout.application_fee_minor));
@@ -208,6 +208,9 @@ fn payment_mismatches(
 
 /// `payment_intent.succeeded`: the one place an order is created, after checking that
 /// amount, currency, venue, checkout, destination and fee all match the checkout.
+///
+/// Statements are ordered so that the venue-wide serialisation (the order counter row and
+/// the audit chain) is taken last and held for as few round trips as possible.
 async fn payment_succeeded(
     tx: &mut VenueTx,
     who: &Who,
@@ -217,8 +220,12 @@ async fn payment_succeeded(
 ) -> Result<String, AppError> {
     let venue = tx.venue();
     let checkout: Option<CheckoutForPayment> = sqlx::query_as(
-        "SELECT amount_minor, currency, application_fee_minor, payment_intent_id, table_ref FROM checkouts \
-         WHERE id = $1 FOR UPDATE",
+        "SELECT c.amount_minor, c.currency, c.application_fee_minor, c.payment_intent_id, c.table_ref, \
+                (SELECT a.account_id FROM stripe_accounts a) AS account, \
+                (SELECT o.number FROM orders o WHERE o.checkout_id = c.id) AS existing_number, \
+                (c.charge_amount_refunded > 0 OR EXISTS (SELECT 1 FROM refunds r WHERE r.checkout_id = c.id) \
+                 OR EXISTS (SELECT 1 FROM disputes d WHERE d.checkout_id = c.id)) AS has_money_events \
+         FROM checkouts c WHERE c.id = $1 FOR UPDATE OF c",
     )
     .bind(checkout_id)
     .fetch_optional(tx.conn())
@@ -226,9 +233,7 @@ async fn payment_succeeded(
     let Some(checkout) = checkout else {
         return Err(AppError::internal(format!("routed checkout {checkout_id} is missing at venue {venue}")));
     };
-    let account: Option<String> =
-        sqlx::query_scalar("SELECT account_id FROM stripe_accounts").fetch_optional(tx.conn()).await?;
-    let problems = payment_mismatches(venue, checkout_id, &checkout, account.as_deref(), intent);
+    let problems = payment_mismatches(venue, checkout_id, &checkout, intent);
     if !problems.is_empty() {
         let change = Change {
             action: "payment.mismatch",
@@ -240,46 +245,9 @@ async fn payment_succeeded(
         audit::record_critical(tx, who, change).await?;
         return Ok(format!("mismatch, no order: {}", problems.join("; ")));
     }
-    let existing: Option<i64> = sqlx::query_scalar("SELECT number FROM orders WHERE checkout_id = $1")
-        .bind(checkout_id)
-        .fetch_optional(tx.conn())
-        .await?;
-    if let Some(number) = existing {
+    if let Some(number) = checkout.existing_number {
         return Ok(format!("order #{number} already exists for this checkout"));
     }
-    let number: i64 = sqlx::query_scalar(
-        "INSERT INTO order_counters (venue_id, last_number) VALUES ($1, 1) \
-         ON CONFLICT (venue_id) DO UPDATE SET last_number = order_counters.last_number + 1 RETURNING last_number",
-    )
-    .bind(venue.as_uuid())
-    .fetch_one(tx.conn())
-    .await?;
-    let order_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO orders (venue_id, number, checkout_id, amount_minor, currency, table_ref, created_by_event) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-    )
-    .bind(venue.as_uuid())
-    .bind(number)
-    .bind(checkout_id)
-    .bind(checkout.amount_minor)
-    .bind(&checkout.currency)
-    .bind(&checkout.table_ref)
-    .bind(stamp.event)
-    .fetch_one(tx.conn())
-    .await?;
-    sqlx::query(
-        "INSERT INTO payments (venue_id, order_id, payment_intent_id, charge_id, amount_minor, currency, application_fee_minor) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(venue.as_uuid())
-    .bind(order_id)
-    .bind(intent["id"].as_str())
-    .bind(intent["latest_charge"].as_str())
-    .bind(checkout.amount_minor)
-    .bind(&checkout.currency)
-    .bind(checkout.application_fee_minor)
-    .execute(tx.conn())
-    .await?;
     sqlx::query(
         "UPDATE checkouts SET status = 'succeeded', failure_reason = NULL, state_at = $2, state_event = $3, updated_at = now() \
          WHERE id = $1",
@@ -290,6 +258,31 @@ async fn payment_succeeded(
     .execute(tx.conn())
     .await?;
     sqlx::query("SELECT private.settle_payment_intent($1)").bind(intent["id"].as_str()).execute(tx.conn()).await?;
+    // Number, order and payment in one statement.
+    let (order_id, number): (Uuid, i64) = sqlx::query_as(&format!(
+        "WITH counter AS ( \
+             INSERT INTO order_counters (venue_id, last_number) VALUES ($1, 1) \
+             ON CONFLICT (venue_id) DO UPDATE SET last_number = order_counters.last_number + 1 RETURNING last_number), \
+         placed AS ( \
+             INSERT INTO orders (venue_id, number, checkout_id, amount_minor, currency, table_ref, created_by_event, lines) \
+             SELECT $1, counter.last_number, $2, $3, $4, $5, $6, ({}) FROM counter RETURNING id, number), \
+         paid AS ( \
+             INSERT INTO payments (venue_id, order_id, payment_intent_id, charge_id, amount_minor, currency, application_fee_minor) \
+             SELECT $1, placed.id, $7, $8, $3, $4, $9 FROM placed) \
+         SELECT id, number FROM placed",
+        crate::orders::LINES_OF_CHECKOUT.replace("$1", "$2")
+    ))
+    .bind(venue.as_uuid())
+    .bind(checkout_id)
+    .bind(checkout.amount_minor)
+    .bind(&checkout.currency)
+    .bind(&checkout.table_ref)
+    .bind(stamp.event)
+    .bind(intent["id"].as_str())
+    .bind(intent["latest_charge"].as_str())
+    .bind(checkout.application_fee_minor)
+    .fetch_one(tx.conn())
+    .await?;
     let change = Change {
         action: "order.placed",
         target_type: "order",
@@ -299,7 +292,9 @@ async fn payment_succeeded(
             "payment_intent": intent["id"], "checkout": checkout_id })),
     };
     audit::record(tx, who, change).await?;
-    sync_refund_state(tx, who, checkout_id).await?;
+    if checkout.has_money_events {
+        crate::orders::sync_money(tx, who, checkout_id).await?;
+    }
     Ok(format!("order #{number} placed"))
 }
 
@@ -356,7 +351,7 @@ async fn charge_refunded(
         upsert_refund(tx, who, refund, checkout_id, stamp).await?;
     }
     confirm_covered_refunds(tx, checkout_id, refunded, stamp).await?;
-    sync_refund_state(tx, who, checkout_id).await?;
+    crate::orders::sync_money(tx, who, checkout_id).await?;
     Ok(format!("charge refunded {refunded} in total"))
 }
 
@@ -395,7 +390,7 @@ async fn refund_changed(
     stamp: &Stamp<'_>,
 ) -> Result<String, AppError> {
     let outcome = upsert_refund(tx, who, refund, checkout_id, stamp).await?;
-    sync_refund_state(tx, who, checkout_id).await?;
+    crate::orders::sync_money(tx, who, checkout_id).await?;
     Ok(outcome)
 }
 
@@ -469,34 +464,6 @@ async fn upsert_refund(
     Ok(format!("refund {stripe_id} {status}"))
 }
 
-/// Marks the checkout's order refunded once confirmed refunds cover its amount.
-async fn sync_refund_state(tx: &mut VenueTx, who: &Who, checkout_id: Uuid) -> Result<(), AppError> {
-    let refunded: Option<(Uuid, String)> = sqlx::query_as(
-        "UPDATE orders o SET status = 'refunded', updated_at = now() \
-         FROM orders before JOIN checkouts c ON (c.venue_id, c.id) = (before.venue_id, before.checkout_id) \
-         WHERE before.venue_id = o.venue_id AND before.id = o.id AND o.checkout_id = $1 AND o.status <> 'refunded' \
-           AND greatest(c.charge_amount_refunded, \
-                        (SELECT coalesce(sum(r.amount_minor), 0) FROM refunds r \
-                         WHERE r.venue_id = o.venue_id AND r.checkout_id = o.checkout_id AND r.status = 'succeeded')) \
-               >= o.amount_minor \
-         RETURNING o.id, before.status",
-    )
-    .bind(checkout_id)
-    .fetch_optional(tx.conn())
-    .await?;
-    if let Some((order_id, before)) = refunded {
-        let change = Change {
-            action: "order.refunded",
-            target_type: "order",
-            target_id: order_id.to_string(),
-            before: Some(json!({ "status": before })),
-            after: Some(json!({ "status": "refunded" })),
-        };
-        audit::record(tx, who, change).await?;
-    }
-    Ok(())
-}
-
 /// `charge.dispute.*`: the dispute's state, with a critical audit event on opening and
 /// closing.
 async fn dispute_changed(
@@ -532,6 +499,7 @@ async fn dispute_changed(
     .bind(stamp.key(finality(status)))
     .fetch_optional(tx.conn())
     .await?;
+    crate::orders::sync_money(tx, who, checkout_id).await?;
     let action = match kind {
         "charge.dispute.created" => Some("dispute.created"),
         "charge.dispute.closed" => Some("dispute.closed"),
