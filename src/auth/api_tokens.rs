@@ -87,20 +87,13 @@ pub async fn verify(db: &Db, token: &str) -> Result<Caller, AppError> {
     if !secrets::looks_like(token, TOKEN_PREFIX) {
         return Err(INVALID_TOKEN);
     }
-    let mut tx = db.resolving_tx().await?;
-    let found: Option<(Uuid, Uuid)> = sqlx::query_as("SELECT venue_id, token_id FROM private.lookup_api_token($1)")
-        .bind(secrets::hash(token))
-        .fetch_optional(tx.conn())
-        .await?;
-    let Some((venue, token_id)) = found else { return Err(INVALID_TOKEN) };
-    let venue = VenueId::from_uuid(venue);
-    let mut tx = tx.into_venue(venue).await?;
-    let permissions: Option<i64> =
-        sqlx::query_scalar("SELECT permissions FROM api_tokens WHERE id = $1 AND revoked_at IS NULL")
-            .bind(token_id)
-            .fetch_optional(tx.conn())
+    // One round trip: the private mirror holds the live token's permissions.
+    let found: Option<(Uuid, Uuid, i64)> =
+        sqlx::query_as("SELECT venue_id, token_id, permissions FROM private.verify_api_token($1)")
+            .bind(secrets::hash(token))
+            .fetch_optional(db.platform_level())
             .await?;
-    tx.commit().await?;
-    let permissions = permissions.ok_or(INVALID_TOKEN)?;
+    let (venue, token_id, permissions) = found.ok_or(INVALID_TOKEN)?;
+    let venue = VenueId::from_uuid(venue);
     Ok(Caller { venue, principal: Principal::ApiToken(token_id), permissions: Permissions::from_db(permissions) })
 }

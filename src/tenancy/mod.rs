@@ -55,8 +55,11 @@ impl Db {
     }
 
     /// Begins a transaction scoped to `venue`: every tenant table shows only its rows.
+    /// `BEGIN` and the setting travel in one round trip (a simple-protocol batch; the
+    /// value is a UUID's canonical text, so there is nothing to escape).
     pub async fn venue_tx(&self, venue: VenueId) -> Result<VenueTx, sqlx::Error> {
-        VenueTx::scope(self.pool.begin().await?, venue).await
+        let begin = format!("BEGIN; SELECT set_config('{VENUE_SETTING}', '{}', true)", venue.as_uuid().hyphenated());
+        Ok(VenueTx { venue, tx: self.pool.begin_with(begin).await? })
     }
 
     /// Begins a transaction that has not chosen its venue yet: it may use the narrow

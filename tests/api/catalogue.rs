@@ -10,6 +10,7 @@ use crate::helpers::TestApp;
 /// Platform-level tables: no venue_id, reached by the app role only as listed below.
 const PLATFORM_LEVEL: &[&str] = &[
     "private.api_token_hashes",
+    "private.api_token_state",
     "private.auth_failures",
     "private.oauth_clients",
     "private.oauth_codes",
@@ -31,6 +32,7 @@ const PLATFORM_LEVEL: &[&str] = &[
 
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
+    "function private.verify_api_token(p_token_hash bytea) EXECUTE",
     "function private.finish_stripe_event(p_id text, p_venue uuid, p_outcome text) EXECUTE",
     "function private.mark_payment_intent_alerted(p_payment_intent text) EXECUTE",
     "function private.payment_intent_route(p_payment_intent text) EXECUTE",

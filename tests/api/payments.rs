@@ -631,21 +631,42 @@ async fn reconciliation_reports_a_paid_checkout_without_an_order_and_replay_reco
     };
     let payments = venueql::payments::Payments::from_config(&config);
     let db = venueql::tenancy::Db::new(app.app_pool.clone());
-    let report = venueql::payments::jobs::run_once(&db, &payments).await.unwrap();
-    assert_eq!(report.paid_without_order, vec![intent_of(&started)]);
+    // The operator's command, then the server's periodic pass (same code).
+    let (succeeded, report) = stripe_cli(&app, &["reconcile"]).await;
+    assert!(!succeeded, "exit 1 when a paid PaymentIntent has no order: {report}");
+    assert_eq!(report["paid_without_order"], json!([intent_of(&started)]));
     assert_eq!(app.audit_count(&app.a, "payment.without_order").await, 1);
     let again = venueql::payments::jobs::run_once(&db, &payments).await.unwrap();
     assert!(again.paid_without_order.is_empty(), "reported once");
 
     app.stripe.put(lost.clone());
-    let replayed = venueql::payments::jobs::replay(&db, &payments, lost["id"].as_str().unwrap()).await.unwrap();
-    assert_eq!(replayed, venueql::payments::events::Ingested::Applied("order #1 placed".into()));
+    let (succeeded, replayed) = stripe_cli(&app, &["replay", lost["id"].as_str().unwrap()]).await;
+    assert!(succeeded, "{replayed}");
+    assert_eq!((replayed["applied"].clone(), replayed["outcome"].clone()), (json!(true), json!("order #1 placed")));
     let twice = venueql::payments::jobs::replay(&db, &payments, lost["id"].as_str().unwrap()).await.unwrap();
     assert_eq!(twice, venueql::payments::events::Ingested::Duplicate);
     assert_eq!(orders_at(&app, &app.a.full).await.len(), 1);
     let bad = venueql::payments::jobs::replay(&db, &payments, "evt_../../v1/accounts").await;
     assert_eq!(bad.unwrap_err().code(), "BAD_USER_INPUT");
     assert!(app.stripe.violations().is_empty(), "{:?}", app.stripe.violations());
+}
+
+/// Runs `venueql stripe ARGS` against this test's database and local Stripe.
+async fn stripe_cli(app: &TestApp, args: &[&str]) -> (bool, Value) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_venueql"))
+        .arg("stripe")
+        .args(args)
+        .env("DATABASE_URL", &app.urls.app)
+        .env("STRIPE_SECRET_KEY", "sk_test_venueql_suite")
+        .env("STRIPE_API_BASE", app.stripe.base())
+        .env("RECONCILE_AFTER_SECS", "0")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("venueql stripe {args:?}: {}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.success(), json)
 }
 
 #[tokio::test]
