@@ -10,7 +10,7 @@ use crate::auth::breach::BreachCheck;
 use crate::auth::{Permissions, api_tokens, oauth};
 use crate::error::AppError;
 use crate::staff;
-use crate::tenancy::CrossTenantDoor;
+use crate::tenancy::{CrossTenantDoor, VenueId};
 use crate::venues::{self, Venue};
 
 /// The operator name recorded as the actor of admin commands: `operator:$USER`.
@@ -122,6 +122,21 @@ pub async fn revoke_token(
     api_tokens::revoke(&mut tx, &Who::operator(actor), token_id).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The id of the venue with `slug` (through the door, recording why).
+pub async fn venue_id(door: &CrossTenantDoor, actor: &str, slug: &str, reason: &str) -> Result<VenueId, AppError> {
+    let mut tx = door.open_cross_tenant(actor, reason).await?;
+    let venue = venues::find_by_slug_platform(&mut tx, slug).await?;
+    tx.commit().await?;
+    Ok(venue.venue_id())
+}
+
+/// `admin offboard-venue`: destroys the venue's data keys (crypto-shredding its diners'
+/// health data) and records it in the venue's audit log.
+pub async fn offboard_venue(door: &CrossTenantDoor, actor: &str, slug: &str) -> Result<u64, AppError> {
+    let venue = venue_id(door, actor, slug, "admin offboard-venue").await?;
+    crate::diners::keys::shred_venue(door, actor, venue).await
 }
 
 /// `admin create-client`: registers an OAuth client (SPA: public, any venue of its person;

@@ -47,6 +47,9 @@ pub struct Config {
     /// Master key (`APP_KEY`, base64 of 32 bytes); keys login tickets. When unset, a
     /// random per-process key is used (logins then do not span restarts or replicas).
     pub app_key: Arc<SecretBox<[u8; 32]>>,
+    /// Keys of diner data: the master keys (only when `APP_KEY` is set, plus the retired
+    /// ones in `APP_PREVIOUS_KEYS`) and `IDENTITY_HMAC_KEY`.
+    pub diner_keys: crate::diners::DinerKeys,
 }
 
 /// Depth, complexity, alias and batch limits for GraphQL requests.
@@ -108,6 +111,7 @@ impl Config {
             access_token_ttl: Duration::from_secs(parse_or(&lookup, "ACCESS_TOKEN_TTL_SECS", 900)?),
             refresh_token_ttl: Duration::from_secs(parse_or(&lookup, "REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?),
             app_key: Arc::new(parse_app_key(lookup("APP_KEY"))?),
+            diner_keys: diner_keys(&lookup)?,
             breach: crate::auth::breach::BreachCheck::from_lookup(&lookup)?,
             stripe: StripeConfig {
                 webhook_secrets: secrets_list(&lookup, "STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET_PREVIOUS"),
@@ -180,6 +184,43 @@ fn secrets_list(lookup: &impl Fn(&str) -> Option<String>, current: &str, previou
         .filter(|s| !s.is_empty())
         .map(SecretString::from)
         .collect()
+}
+
+fn decode_key(name: &str, raw: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .map_err(|_| ConfigError(format!("{name} must be base64 (standard alphabet)")))?;
+    bytes.try_into().map_err(|b: Vec<u8>| ConfigError(format!("{name} must decode to 32 bytes, not {}", b.len())))
+}
+
+/// The master keys (when `APP_KEY` is set) and the identity key.
+pub fn diner_keys(lookup: &impl Fn(&str) -> Option<String>) -> Result<crate::diners::DinerKeys, ConfigError> {
+    use crate::crypto::{Key, MasterKeys};
+    let master = match lookup("APP_KEY").filter(|k| !k.trim().is_empty()) {
+        Some(current) => {
+            let current = Key::from_bytes(decode_key("APP_KEY", &current)?);
+            let mut previous = Vec::new();
+            for raw in lookup("APP_PREVIOUS_KEYS").unwrap_or_default().split(',').filter(|k| !k.trim().is_empty()) {
+                previous.push(Key::from_bytes(decode_key("APP_PREVIOUS_KEYS", raw)?));
+            }
+            Some(Arc::new(MasterKeys::new(current, previous)))
+        }
+        None => None,
+    };
+    let identity = match lookup("IDENTITY_HMAC_KEY").filter(|k| !k.trim().is_empty()) {
+        Some(raw) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(raw.trim())
+                .map_err(|_| ConfigError("IDENTITY_HMAC_KEY must be base64 (standard alphabet)".into()))?;
+            if bytes.len() < 32 {
+                let message = format!("IDENTITY_HMAC_KEY must decode to at least 32 bytes, not {}", bytes.len());
+                return Err(ConfigError(message));
+            }
+            Some(Arc::new(SecretBox::new(Box::new(bytes))))
+        }
+        None => None,
+    };
+    Ok(crate::diners::DinerKeys { master, identity })
 }
 
 /// Decodes `APP_KEY` (base64 of exactly 32 bytes), or makes a random one when unset.

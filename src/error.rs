@@ -22,6 +22,9 @@ pub enum AppError {
     /// A service this operation needs (the payment provider) or a precondition of it (the
     /// venue's payment onboarding) is not available now; the message says which.
     Unavailable(String),
+    /// Stored data cannot be decrypted (its key was destroyed, or the ciphertext does not
+    /// belong where it is); the message says which, never the data.
+    Unreadable(String),
     /// Anything else; logged with the request id, reported, and shown as "internal error".
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -35,6 +38,7 @@ impl AppError {
             AppError::NotFound(_) => "NOT_FOUND",
             AppError::BadUserInput(_) => "BAD_USER_INPUT",
             AppError::Unavailable(_) => "UNAVAILABLE",
+            AppError::Unreadable(_) => "DATA_UNREADABLE",
             AppError::Internal(_) => "INTERNAL",
         }
     }
@@ -46,7 +50,9 @@ impl AppError {
             AppError::Forbidden => "you do not have permission to do this".into(),
             AppError::Refused(reason) => reason.clone(),
             AppError::NotFound(what) => format!("{what} not found"),
-            AppError::BadUserInput(message) | AppError::Unavailable(message) => message.clone(),
+            AppError::BadUserInput(message) | AppError::Unavailable(message) | AppError::Unreadable(message) => {
+                message.clone()
+            }
             AppError::Internal(_) => "internal error".into(),
         }
     }

@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Data-key tools (DATABASE_PLATFORM_URL, APP_KEY and APP_PREVIOUS_KEYS from the environment).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Stripe tools (DATABASE_URL and STRIPE_* from the environment).
     Stripe {
         #[command(subcommand)]
@@ -66,6 +71,17 @@ enum Command {
     },
     /// Load-test a private server over loopback and report throughput and latency.
     Bench(bench::BenchOptions),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-wrap every data key under the current APP_KEY (after moving the old one to APP_PREVIOUS_KEYS).
+    RotateMaster,
+    /// Give a venue a new data key and re-encrypt its diners' data in batches.
+    RotateVenue {
+        #[arg(long)]
+        venue: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +172,11 @@ enum AdminCommand {
         #[arg(long, default_value = "")]
         permissions: String,
     },
+    /// Offboard a venue: destroy its data keys (its diners' health data becomes unreadable).
+    OffboardVenue {
+        #[arg(long)]
+        venue: String,
+    },
     /// Revoke a venue API token.
     RevokeToken {
         #[arg(long)]
@@ -238,9 +259,30 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
             }
         }
         Command::Stripe { command } => return run_stripe(command).await,
+        Command::Keys { command } => run_keys(command).await?,
         Command::Bench(options) => bench::run(options).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_keys(command: KeysCommand) -> Result<(), DynError> {
+    let config_keys = venueql::diners::DinerKeys::from_env()?;
+    let master = config_keys.master().map_err(app_error)?;
+    let door = door().await?;
+    let actor = admin::operator_actor();
+    match command {
+        KeysCommand::RotateMaster => {
+            let rewrapped = venueql::diners::keys::rotate_master(&door, &actor, master).await.map_err(app_error)?;
+            print_json(&serde_json::json!({ "rewrapped_keys": rewrapped, "master_key_id": master.current().id() }));
+        }
+        KeysCommand::RotateVenue { venue } => {
+            let id = admin::venue_id(&door, &actor, &venue, "keys rotate-venue").await.map_err(app_error)?;
+            let (version, rows) =
+                venueql::diners::keys::rotate_venue(&door, &actor, master, id).await.map_err(app_error)?;
+            print_json(&serde_json::json!({ "venue": venue, "key_version": version, "reencrypted_rows": rows }));
+        }
+    }
+    Ok(())
 }
 
 async fn run_stripe(command: StripeCommand) -> Result<ExitCode, DynError> {
@@ -304,6 +346,10 @@ async fn run_admin(command: AdminCommand) -> Result<(), DynError> {
             .await
             .map_err(app_error)?;
             print_json(&created)
+        }
+        AdminCommand::OffboardVenue { venue } => {
+            let destroyed = admin::offboard_venue(&door, &actor, &venue).await.map_err(app_error)?;
+            print_json(&serde_json::json!({ "venue": venue, "offboarded": true, "data_keys_destroyed": destroyed }));
         }
         AdminCommand::RevokeToken { venue, token_id } => {
             admin::revoke_token(&door, &actor, &venue, token_id).await.map_err(app_error)?;

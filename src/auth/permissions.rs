@@ -34,6 +34,8 @@ bitflags! {
         const AUDIT_VIEW = 1 << 12;
         /// Create and revoke API clients and tokens.
         const API_CLIENTS_MANAGE = 1 << 13;
+        /// Export and erase diners' data (data-subject requests).
+        const DINERS_MANAGE = 1 << 14;
     }
 }
 
@@ -68,10 +70,12 @@ pub enum Permission {
     AuditView,
     /// Create and revoke API clients.
     ApiClientsManage,
+    /// Export and erase diners' data.
+    DinersManage,
 }
 
 impl Permission {
-    const ALL: [(Permission, Permissions); 14] = [
+    const ALL: [(Permission, Permissions); 15] = [
         (Permission::OrdersQueue, Permissions::ORDERS_QUEUE),
         (Permission::OrdersHistory, Permissions::ORDERS_HISTORY),
         (Permission::OrdersRefund, Permissions::ORDERS_REFUND),
@@ -86,6 +90,7 @@ impl Permission {
         (Permission::VenueSettings, Permissions::VENUE_SETTINGS),
         (Permission::AuditView, Permissions::AUDIT_VIEW),
         (Permission::ApiClientsManage, Permissions::API_CLIENTS_MANAGE),
+        (Permission::DinersManage, Permissions::DINERS_MANAGE),
     ];
 
     /// The set of bits a list of enum values names.
@@ -189,6 +194,6 @@ mod tests {
         let all = Permissions::all();
         assert_eq!(Permissions::from_db(all.to_db()), all);
         assert_eq!(Permissions::from_db(-1), all);
-        assert_eq!(all.names().len(), 14);
+        assert_eq!(all.names().len(), 15);
     }
 }

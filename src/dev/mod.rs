@@ -55,6 +55,9 @@ struct DevSecrets {
     /// Demo SPA clients by their dev callback URI (one per listen address used).
     #[serde(default)]
     spa_clients: std::collections::BTreeMap<String, String>,
+    /// `IDENTITY_HMAC_KEY` of the dev server (base64), so diners are recognised across restarts.
+    #[serde(default)]
+    identity_hmac_key: Option<String>,
     /// Signing secret of the dev server's `/webhooks/stripe` (unless set in the environment).
     #[serde(default)]
     stripe_webhook_secret: Option<String>,
@@ -119,6 +122,7 @@ fn load_or_create_secrets(path: &Path) -> Result<DevSecrets, DynError> {
         seed: None,
         app_key: None,
         spa_clients: Default::default(),
+        identity_hmac_key: None,
         stripe_webhook_secret: None,
         stripe_connect_webhook_secret: None,
     };
@@ -174,6 +178,7 @@ async fn serve_on(
         secrets.seed = Some(seed_demo(&door).await.map_err(|e| format!("seeding the demo venues failed: {e:?}"))?);
     }
     let app_key = secrets.app_key.get_or_insert_with(random_app_key).clone();
+    let identity_key = secrets.identity_hmac_key.get_or_insert_with(random_app_key).clone();
     let webhook_secret =
         secrets.stripe_webhook_secret.get_or_insert_with(|| format!("whsec_{}", random_secret())).clone();
     let connect_secret =
@@ -191,6 +196,7 @@ async fn serve_on(
         ("DATABASE_URL", _) => Some(urls.app.clone()),
         ("LISTEN_ADDR", _) => listen.clone(),
         ("APP_KEY", _) => Some(app_key.clone()),
+        ("IDENTITY_HMAC_KEY", _) => Some(identity_key.clone()),
         ("GRAPHQL_INTROSPECTION" | "GRAPHIQL", _) => Some("true".into()),
         ("STRIPE_WEBHOOK_SECRET", _) => Some(webhook_secret.clone()),
         ("STRIPE_CONNECT_WEBHOOK_SECRET", _) => Some(connect_secret.clone()),

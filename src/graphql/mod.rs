@@ -15,6 +15,7 @@ use async_graphql::{
 
 use crate::auth::graphql::{AccessMutation, AccessQuery, MeQuery, MfaMutation};
 use crate::config::GraphqlLimits;
+use crate::diners::graphql::{DinersMutation, DinersQuery};
 use crate::menu::graphql::{MenuMutation, MenuQuery, PublicMenuQuery};
 use crate::observability::Metrics;
 use crate::orders::graphql::{OrdersMutation, OrdersQuery, OrdersSubscription};
@@ -32,6 +33,7 @@ pub struct StaffQuery(
     AccessQuery,
     OrdersQuery,
     PaymentsQuery,
+    DinersQuery,
 );
 
 /// Root mutation of the staff/integration endpoint.
@@ -44,6 +46,7 @@ pub struct StaffMutation(
     AccessMutation,
     OrdersMutation,
     PaymentsMutation,
+    DinersMutation,
 );
 
 /// Root subscription of the staff endpoint (`/graphql/ws`).

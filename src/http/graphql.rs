@@ -121,12 +121,21 @@ async fn check_named_venue(state: &AppState, headers: &HeaderMap, staff: &StaffC
 }
 
 async fn execute_staff(state: &AppState, batch: BatchRequest, staff: StaffCtx) -> BatchResponse {
-    let batch = batch.data(staff).data(state.db.clone()).data(state.config.breach.clone()).data(state.payments.clone());
+    let batch = batch
+        .data(staff)
+        .data(state.db.clone())
+        .data(state.config.breach.clone())
+        .data(state.payments.clone())
+        .data(state.config.diner_keys.clone());
     state.staff_schema.execute_batch(batch).await
 }
 
 async fn execute_public(state: &AppState, batch: BatchRequest, venue: Venue, request_id: String) -> BatchResponse {
-    let batch = batch.data(PublicCtx { venue, request_id }).data(state.db.clone()).data(state.payments.clone());
+    let batch = batch
+        .data(PublicCtx { venue, request_id })
+        .data(state.db.clone())
+        .data(state.payments.clone())
+        .data(state.config.diner_keys.clone());
     state.public_schema.execute_batch(batch).await
 }
 
@@ -269,6 +278,7 @@ async fn connection_data(
     data.insert(staff);
     data.insert(state.db.clone());
     data.insert(state.payments.clone());
+    data.insert(state.config.diner_keys.clone());
     data.insert(state.orders_hub.clone());
     data.insert(state.config.breach.clone());
     data.insert(ConnectionToken(token));

@@ -84,7 +84,8 @@ impl Allergen {
         }
     }
 
-    fn from_stored(name: &str) -> Option<Allergen> {
+    /// The allergen with this stored name.
+    pub fn from_stored(name: &str) -> Option<Allergen> {
         Allergen::ALL.into_iter().find(|a| a.as_str() == name)
     }
 }

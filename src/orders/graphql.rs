@@ -13,20 +13,76 @@ use uuid::Uuid;
 
 use super::{HistoryFilter, Order, OrderStatus, live::OrdersHub};
 use crate::auth::Permissions;
+use crate::diners::DinerKeys;
 use crate::error::AppError;
 use crate::graphql::context::{commit, staff, staff_tx};
 use crate::graphql::guard::{Requires, RequiresAny};
+use crate::menu::Allergen;
 use crate::menu::graphql::parse_id;
 use crate::payments::Payments;
-use crate::tenancy::{Db, VenueId};
+use crate::tenancy::{Db, VenueId, VenueTx};
 
 fn minor(value: i64) -> i32 {
     // Order amounts are bounded by the checkout limits, far inside i32.
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
-/// An order as staff see it.
-pub struct OrderObject(pub Order);
+/// An order as staff see it, with its allergen alerts when the caller may see them.
+pub struct OrderObject {
+    order: Order,
+    alerts: Option<Vec<AllergenAlert>>,
+}
+
+/// An ordered item that declares an allergen the diner told the venue about.
+#[derive(SimpleObject, Clone)]
+pub struct AllergenAlert {
+    /// The item's name.
+    item_name: String,
+    /// The diner's allergens the item declares.
+    allergens: Vec<Allergen>,
+}
+
+/// The API view of orders: allergen alerts are computed (one statement and one key load
+/// for all the orders) only for callers holding DINER_ALLERGENS_VIEW; for others the
+/// diners' data is never decrypted.
+pub async fn present(
+    tx: &mut VenueTx,
+    permissions: Permissions,
+    keys: &DinerKeys,
+    orders: Vec<Order>,
+) -> Result<Vec<OrderObject>, AppError> {
+    if !permissions.contains(Permissions::DINER_ALLERGENS_VIEW) {
+        return Ok(orders.into_iter().map(|order| OrderObject { order, alerts: None }).collect());
+    }
+    let diners: Vec<Uuid> = orders.iter().filter_map(|o| o.diner_id).collect();
+    let allergens = if diners.is_empty() {
+        Default::default()
+    } else {
+        crate::diners::allergens_of(tx, keys.master()?, &diners).await?
+    };
+    Ok(orders
+        .into_iter()
+        .map(|order| {
+            let declared = order.diner_id.and_then(|d| allergens.get(&d));
+            let alerts = order
+                .lines()
+                .iter()
+                .filter_map(|line| {
+                    let hits: Vec<Allergen> =
+                        declared?.iter().copied().filter(|a| line.allergens.iter().any(|l| l == a.as_str())).collect();
+                    (!hits.is_empty()).then(|| AllergenAlert { item_name: line.name.clone(), allergens: hits })
+                })
+                .collect();
+            OrderObject { order, alerts: Some(alerts) }
+        })
+        .collect())
+}
+
+async fn present_in(ctx: &Context<'_>, tx: &mut VenueTx, orders: Vec<Order>) -> Result<Vec<OrderObject>, AppError> {
+    let permissions = staff(ctx)?.permissions;
+    let keys = ctx.data::<DinerKeys>().map_err(|_| AppError::internal("diner keys missing from the context"))?;
+    present(tx, permissions, keys, orders).await
+}
 
 /// One line of an order.
 #[derive(SimpleObject)]
@@ -94,39 +150,39 @@ pub struct OrderRefund {
 impl OrderObject {
     /// Order id.
     async fn id(&self) -> ID {
-        self.0.id.into()
+        self.order.id.into()
     }
     /// Per-venue order number, increasing.
     async fn number(&self) -> i32 {
-        i32::try_from(self.0.number).unwrap_or(i32::MAX)
+        i32::try_from(self.order.number).unwrap_or(i32::MAX)
     }
     /// Kitchen status.
     async fn status(&self) -> OrderStatus {
-        self.0.status()
+        self.order.status()
     }
     /// Total paid, minor units of `currency`.
     async fn amount_minor(&self) -> i32 {
-        minor(self.0.amount_minor)
+        minor(self.order.amount_minor)
     }
     /// ISO 4217 currency code.
     async fn currency(&self) -> &str {
-        &self.0.currency
+        &self.order.currency
     }
     /// The diner's table, if given.
     async fn table_ref(&self) -> Option<&str> {
-        self.0.table_ref.as_deref()
+        self.order.table_ref.as_deref()
     }
     /// When the payment was confirmed.
     async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+        self.order.created_at
     }
     /// Last change.
     async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
+        self.order.updated_at
     }
     /// What was ordered.
     async fn items(&self) -> Vec<OrderItem> {
-        self.0
+        self.order
             .lines()
             .iter()
             .map(|line| OrderItem {
@@ -138,20 +194,26 @@ impl OrderObject {
             })
             .collect()
     }
+    /// Items of this order that declare one of the diner's allergens (empty when none, or
+    /// when the diner told the venue nothing); null unless the caller holds
+    /// DINER_ALLERGENS_VIEW.
+    async fn allergen_alerts(&self) -> Option<Vec<AllergenAlert>> {
+        self.alerts.clone()
+    }
     /// Confirmed refunds, minor units (ORDERS_REFUND or ORDERS_HISTORY).
     #[graphql(guard = "RequiresAny(Permissions::ORDERS_REFUND | Permissions::ORDERS_HISTORY)")]
     async fn refunded_minor(&self) -> i32 {
-        minor(self.0.refunded_minor)
+        minor(self.order.refunded_minor)
     }
     /// Refunds asked for, awaiting Stripe's confirmation, minor units.
     #[graphql(guard = "RequiresAny(Permissions::ORDERS_REFUND | Permissions::ORDERS_HISTORY)")]
     async fn refund_pending_minor(&self) -> i32 {
-        minor(self.0.refund_pending_minor)
+        minor(self.order.refund_pending_minor)
     }
     /// Summary of the refunds.
     #[graphql(guard = "RequiresAny(Permissions::ORDERS_REFUND | Permissions::ORDERS_HISTORY)")]
     async fn refund_state(&self) -> RefundState {
-        let order = &self.0;
+        let order = &self.order;
         if order.refunded_minor >= order.amount_minor {
             RefundState::Full
         } else if order.refund_pending_minor > 0 {
@@ -166,7 +228,7 @@ impl OrderObject {
     #[graphql(guard = "RequiresAny(Permissions::ORDERS_REFUND | Permissions::ORDERS_HISTORY)")]
     async fn refunds(&self, ctx: &Context<'_>) -> Result<Vec<OrderRefund>> {
         let (_, mut tx) = staff_tx(ctx).await?;
-        let refunds = super::refunds_of(&mut tx, self.0.checkout_id).await?;
+        let refunds = super::refunds_of(&mut tx, self.order.checkout_id).await?;
         commit(tx).await?;
         Ok(refunds
             .into_iter()
@@ -185,17 +247,17 @@ impl OrderObject {
     #[graphql(guard = "RequiresAny(Permissions::PAYMENTS_VIEW | Permissions::ORDERS_HISTORY)")]
     async fn payment(&self) -> Payment {
         Payment {
-            payment_intent_id: self.0.payment_intent_id.clone(),
-            charge_id: self.0.charge_id.clone(),
-            amount_minor: minor(self.0.amount_minor),
-            currency: self.0.currency.clone(),
-            application_fee_minor: minor(self.0.application_fee_minor),
+            payment_intent_id: self.order.payment_intent_id.clone(),
+            charge_id: self.order.charge_id.clone(),
+            amount_minor: minor(self.order.amount_minor),
+            currency: self.order.currency.clone(),
+            application_fee_minor: minor(self.order.application_fee_minor),
         }
     }
     /// Status of the newest chargeback, if the diner disputed the payment.
     #[graphql(guard = "RequiresAny(Permissions::PAYMENTS_VIEW | Permissions::ORDERS_HISTORY)")]
     async fn dispute_status(&self) -> Option<&str> {
-        self.0.dispute_status.as_deref()
+        self.order.dispute_status.as_deref()
     }
 }
 
@@ -261,8 +323,9 @@ impl OrdersQuery {
     async fn orders_queue(&self, ctx: &Context<'_>) -> Result<Vec<OrderObject>> {
         let (_, mut tx) = staff_tx(ctx).await?;
         let orders = super::queue(&mut tx).await?;
+        let objects = present_in(ctx, &mut tx, orders).await?;
         commit(tx).await?;
-        Ok(orders.into_iter().map(OrderObject).collect())
+        Ok(objects)
     }
 
     /// Order history, newest first (`first` 1 to 100, default 20).
@@ -283,10 +346,11 @@ impl OrdersQuery {
         };
         let (_, mut tx) = staff_tx(ctx).await?;
         let (orders, more) = super::history(&mut tx, i64::from(first), before, &filter).await?;
-        commit(tx).await?;
         let end_cursor = orders.last().map(|o| cursor(o.number));
+        let objects = present_in(ctx, &mut tx, orders).await?;
+        commit(tx).await?;
         Ok(OrderConnection {
-            edges: orders.into_iter().map(|o| OrderEdge { cursor: cursor(o.number), node: OrderObject(o) }).collect(),
+            edges: objects.into_iter().map(|o| OrderEdge { cursor: cursor(o.order.number), node: o }).collect(),
             page_info: PageInfo { has_next_page: more, end_cursor },
         })
     }
@@ -297,8 +361,9 @@ impl OrdersQuery {
         let id = parse_id(&id, "id")?;
         let (_, mut tx) = staff_tx(ctx).await?;
         let order = super::find(&mut tx, id).await?;
+        let object = present_in(ctx, &mut tx, order.into_iter().collect()).await?.pop();
         commit(tx).await?;
-        Ok(order.map(OrderObject))
+        Ok(object)
     }
 }
 
@@ -309,8 +374,9 @@ pub struct OrdersMutation;
 async fn reload(ctx: &Context<'_>, id: Uuid) -> Result<OrderObject> {
     let (_, mut tx) = staff_tx(ctx).await?;
     let order = super::find(&mut tx, id).await?.ok_or(AppError::NotFound("order"))?;
+    let object = present_in(ctx, &mut tx, vec![order]).await?.pop();
     commit(tx).await?;
-    Ok(OrderObject(order))
+    Ok(object.ok_or(AppError::NotFound("order"))?)
 }
 
 #[Object]
@@ -362,17 +428,18 @@ impl OrdersSubscription {
         let venue = staff(ctx)?.venue;
         let db = ctx.data::<Db>()?.clone();
         let token = ctx.data::<ConnectionToken>()?.clone();
+        let keys = ctx.data::<DinerKeys>()?.clone();
         let receiver = ctx.data::<OrdersHub>()?.subscribe(venue).await?;
-        Ok(futures_util::stream::unfold(Some((receiver, db, token)), move |state| async move {
-            let (mut receiver, db, token) = state?;
+        Ok(futures_util::stream::unfold(Some((receiver, db, token, keys)), move |state| async move {
+            let (mut receiver, db, token, keys) = state?;
             loop {
                 let order_id = match receiver.recv().await {
                     Ok(id) => id,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 };
-                match next_update(&db, &token, venue, order_id).await {
-                    Ok(Some(order)) => return Some((Ok(order), Some((receiver, db, token)))),
+                match next_update(&db, &token, &keys, venue, order_id).await {
+                    Ok(Some(order)) => return Some((Ok(order), Some((receiver, db, token, keys)))),
                     Ok(None) => continue,
                     // Credential gone: send the error, then end the subscription.
                     Err(error) => return Some((Err(error.into()), None)),
@@ -385,6 +452,7 @@ impl OrdersSubscription {
 async fn next_update(
     db: &Db,
     token: &ConnectionToken,
+    keys: &DinerKeys,
     venue: VenueId,
     id: Uuid,
 ) -> Result<Option<OrderObject>, AppError> {
@@ -394,6 +462,7 @@ async fn next_update(
     }
     let mut tx = db.venue_tx(venue).await?;
     let order = super::find(&mut tx, id).await?;
+    let object = present(&mut tx, caller.permissions, keys, order.into_iter().collect()).await?.pop();
     tx.commit().await?;
-    Ok(order.map(OrderObject))
+    Ok(object)
 }

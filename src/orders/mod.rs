@@ -109,6 +109,8 @@ pub struct Order {
     pub refund_pending_minor: i64,
     /// Status of the newest dispute, if any.
     pub dispute_status: Option<String>,
+    /// The diner, if they gave details at checkout.
+    pub diner_id: Option<Uuid>,
     /// The PaymentIntent.
     pub payment_intent_id: String,
     /// The charge.
@@ -134,7 +136,7 @@ impl Order {
 /// not depend on how many checkouts, lines or refunds the venue has.
 pub(crate) const ORDER_SELECT: &str = "\
 SELECT o.id, o.number, o.status, o.amount_minor, o.currency, o.table_ref, o.created_at, o.updated_at, o.checkout_id,
-       o.lines, o.refunded_minor, o.refund_pending_minor, o.dispute_status,
+       o.lines, o.refunded_minor, o.refund_pending_minor, o.dispute_status, o.diner_id,
        p.payment_intent_id, p.charge_id, p.application_fee_minor
   FROM orders o
   JOIN payments p ON (p.venue_id, p.order_id) = (o.venue_id, o.id)";

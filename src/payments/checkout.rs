@@ -128,13 +128,15 @@ async fn price(tx: &mut VenueTx, lines: &[Line]) -> Result<Priced, AppError> {
     Ok(priced)
 }
 
-/// `startCheckout`: prices, stores and creates the PaymentIntent.
+/// `startCheckout`: prices, records the diner (when they gave details), stores the
+/// checkout and creates the PaymentIntent.
 pub async fn start(
     db: &Db,
     payments: &Payments,
     venue: VenueId,
     lines: &[Line],
     table_ref: Option<&str>,
+    diner: Option<(&crate::diners::DinerDetails, &crate::diners::DinerKeys)>,
 ) -> Result<Started, AppError> {
     check_lines(lines, table_ref)?;
     let client = payments.client()?;
@@ -145,11 +147,15 @@ pub async fn start(
         )
     })?;
     let priced = price(&mut tx, lines).await?;
+    let diner_id = match diner {
+        Some((details, keys)) => Some(crate::diners::record(&mut tx, keys, details).await?),
+        None => None,
+    };
     let fee = payments.application_fee(priced.total);
     let expires_at = Utc::now() + payments.checkout_expiry;
     let checkout_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO checkouts (venue_id, amount_minor, currency, application_fee_minor, table_ref, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        "INSERT INTO checkouts (venue_id, amount_minor, currency, application_fee_minor, table_ref, expires_at, diner_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(venue.as_uuid())
     .bind(priced.total)
@@ -157,6 +163,7 @@ pub async fn start(
     .bind(fee)
     .bind(table_ref.map(str::trim))
     .bind(expires_at)
+    .bind(diner_id)
     .fetch_one(tx.conn())
     .await?;
     sqlx::query(

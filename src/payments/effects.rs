@@ -183,6 +183,8 @@ struct CheckoutForPayment {
     existing_number: Option<i64>,
     /// Refund or dispute events arrived before this one.
     has_money_events: bool,
+    /// The diner who checked out, if they gave details.
+    diner_id: Option<Uuid>,
 }
 
 /// What does not match between a succeeded PaymentIntent and the checkout it names.
@@ -220,7 +222,7 @@ async fn payment_succeeded(
 ) -> Result<String, AppError> {
     let venue = tx.venue();
     let checkout: Option<CheckoutForPayment> = sqlx::query_as(
-        "SELECT c.amount_minor, c.currency, c.application_fee_minor, c.payment_intent_id, c.table_ref, \
+        "SELECT c.amount_minor, c.currency, c.application_fee_minor, c.payment_intent_id, c.table_ref, c.diner_id, \
                 (SELECT a.account_id FROM stripe_accounts a) AS account, \
                 (SELECT o.number FROM orders o WHERE o.checkout_id = c.id) AS existing_number, \
                 (c.charge_amount_refunded > 0 OR EXISTS (SELECT 1 FROM refunds r WHERE r.checkout_id = c.id) \
@@ -264,8 +266,8 @@ async fn payment_succeeded(
              INSERT INTO order_counters (venue_id, last_number) VALUES ($1, 1) \
              ON CONFLICT (venue_id) DO UPDATE SET last_number = order_counters.last_number + 1 RETURNING last_number), \
          placed AS ( \
-             INSERT INTO orders (venue_id, number, checkout_id, amount_minor, currency, table_ref, created_by_event, lines) \
-             SELECT $1, counter.last_number, $2, $3, $4, $5, $6, ({}) FROM counter RETURNING id, number), \
+             INSERT INTO orders (venue_id, number, checkout_id, amount_minor, currency, table_ref, created_by_event, lines, diner_id) \
+             SELECT $1, counter.last_number, $2, $3, $4, $5, $6, ({}), $10 FROM counter RETURNING id, number), \
          paid AS ( \
              INSERT INTO payments (venue_id, order_id, payment_intent_id, charge_id, amount_minor, currency, application_fee_minor) \
              SELECT $1, placed.id, $7, $8, $3, $4, $9 FROM placed) \
@@ -281,6 +283,7 @@ async fn payment_succeeded(
     .bind(intent["id"].as_str())
     .bind(intent["latest_charge"].as_str())
     .bind(checkout.application_fee_minor)
+    .bind(checkout.diner_id)
     .fetch_one(tx.conn())
     .await?;
     let change = Change {

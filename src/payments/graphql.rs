@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 
 use super::{Payments, accounts, checkout};
 use crate::auth::Permissions;
+use crate::diners::{DinerDetails, DinerKeys};
 use crate::graphql::context::{commit, public, staff, staff_tx};
 use crate::graphql::guard::Requires;
+use crate::menu::Allergen;
 use crate::menu::graphql::parse_id;
 use crate::tenancy::Db;
 
@@ -103,6 +105,24 @@ pub struct CheckoutItemInput {
     note: Option<String>,
 }
 
+/// What a diner may tell the venue: who they are (email or phone, kept only as a keyed
+/// hash), their allergens and dietary notes (kept only encrypted), and whether to share
+/// their allergen profile with other venues.
+#[derive(InputObject)]
+pub struct DinerInput {
+    /// Email (give this or phone).
+    email: Option<String>,
+    /// Phone in international form, e.g. +353 1 234 5678 (give this or email).
+    phone: Option<String>,
+    /// Allergens the kitchen must know about.
+    allergens: Option<Vec<Allergen>>,
+    /// Other dietary needs (at most 500 characters).
+    dietary_notes: Option<String>,
+    /// true: share this allergen profile with other venues; false: stop sharing it now;
+    /// omitted: leave as it is.
+    share_allergen_profile: Option<bool>,
+}
+
 /// A diner's basket.
 #[derive(InputObject)]
 pub struct StartCheckoutInput {
@@ -110,6 +130,8 @@ pub struct StartCheckoutInput {
     items: Vec<CheckoutItemInput>,
     /// The table, if the venue serves at tables (at most 40 characters).
     table_ref: Option<String>,
+    /// The diner's details, optional.
+    diner: Option<DinerInput>,
 }
 
 /// What Stripe.js needs to take the payment.
@@ -184,7 +206,17 @@ impl PublicCheckoutMutation {
             });
         }
         let payments = ctx.data::<Payments>()?;
-        let started = checkout::start(ctx.data::<Db>()?, payments, venue, &lines, input.table_ref.as_deref()).await?;
+        let details = input.diner.map(|d| DinerDetails {
+            email: d.email,
+            phone: d.phone,
+            allergens: d.allergens.unwrap_or_default(),
+            dietary_notes: d.dietary_notes,
+            share_allergen_profile: d.share_allergen_profile,
+        });
+        let keys = ctx.data::<DinerKeys>()?;
+        let diner = details.as_ref().map(|d| (d, keys));
+        let db = ctx.data::<Db>()?;
+        let started = checkout::start(db, payments, venue, &lines, input.table_ref.as_deref(), diner).await?;
         Ok(StartedCheckout {
             checkout_id: started.checkout_id.into(),
             client_secret: started.client_secret,

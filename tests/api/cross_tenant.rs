@@ -59,6 +59,13 @@ const STAFF_CASES: &[(&str, &str)] = &[
     ("advanceOrder", "mutation($order: ID!) { advanceOrder(id: $order, status: PREPARING) { id status } }"),
     ("refundOrder", "mutation($order: ID!) { refundOrder(id: $order, amountMinor: 100) { id } }"),
     ("stripeAccount", "query { stripeAccount { accountId chargesEnabled } }"),
+    ("diners", "query { diners { id allergenProfile { allergens dietaryNotes } } }"),
+    (
+        "diner",
+        "query($diner: ID!) { diner(id: $diner) { id allergenProfile { allergens } sharedAllergenProfile { allergens } } }",
+    ),
+    ("exportDiner", "mutation($diner: ID!) { exportDiner(id: $diner) }"),
+    ("eraseDiner", "mutation($diner: ID!) { eraseDiner(id: $diner) }"),
     (
         "startStripeOnboarding",
         "mutation { startStripeOnboarding(returnUrl: \"https://b.test\", refreshUrl: \"https://b.test\") { accountId url } }",
@@ -115,14 +122,30 @@ fn assert_covered(live: BTreeSet<String>, cases: &[(&str, &str)], which: &str) {
 }
 
 /// Venue A's paid order: (order id, checkout id, client secret, PaymentIntent id).
-async fn a_order(app: &TestApp) -> (String, String, String, String) {
-    let (started, event) = app.place_order(&app.a, "alpha").await;
-    let order = app.gql(&app.a.full, "{ ordersQueue { id } }", json!({})).await["data"]["ordersQueue"][0]["id"].clone();
+/// Dietary notes of venue A's diner: must never reach venue B.
+const A_DINER_NOTES: &str = "alpha-only dietary secret";
+
+async fn a_order(app: &TestApp) -> (String, String, String, String, String) {
+    let items = json!([{ "menuItemId": app.a.item_ids[2], "quantity": 1 }]);
+    let diner = json!({ "email": "alpha.diner@example.com", "allergens": ["CELERY"], "dietaryNotes": A_DINER_NOTES,
+        "shareAllergenProfile": true });
+    let response = app
+        .public_gql(
+            "alpha",
+            "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { checkoutId clientSecret } }",
+            json!({ "input": { "items": items, "diner": diner } }),
+        )
+        .await;
+    let started = response["data"]["startCheckout"].clone();
+    let event = app.paid_event(&started);
+    app.deliver(&event).await;
+    let ids = app.gql(&app.a.full, "{ ordersQueue { id } diners { id } }", json!({})).await;
     (
-        order.as_str().unwrap().to_string(),
+        ids["data"]["ordersQueue"][0]["id"].as_str().unwrap().to_string(),
         started["checkoutId"].as_str().unwrap().to_string(),
         started["clientSecret"].as_str().unwrap().to_string(),
         event["data"]["object"]["id"].as_str().unwrap().to_string(),
+        ids["data"]["diners"][0]["id"].as_str().unwrap().to_string(),
     )
 }
 
@@ -133,6 +156,7 @@ struct AOrder {
     client_secret: String,
     payment_intent: String,
     account: String,
+    diner: String,
 }
 
 /// Everything of venue A that must never appear in venue B's responses.
@@ -148,6 +172,8 @@ fn a_secrets(app: &TestApp, order: &AOrder) -> Vec<String> {
         order.client_secret.clone(),
         order.payment_intent.clone(),
         order.account.clone(),
+        order.diner.clone(),
+        A_DINER_NOTES.to_string(),
     ]);
     secrets
 }
@@ -155,15 +181,15 @@ fn a_secrets(app: &TestApp, order: &AOrder) -> Vec<String> {
 fn variables(app: &TestApp, order: &AOrder) -> Value {
     json!({ "item": app.a.item_ids[0], "category": app.a.category_id, "staff": app.a.staff_id,
         "client": app.a.client_id, "grant": app.a.grant_id, "order": order.order,
-        "checkout": order.checkout, "secret": order.client_secret })
+        "checkout": order.checkout, "secret": order.client_secret, "diner": order.diner })
 }
 
 /// Venue A, onboarded at Stripe, with one paid order.
 async fn with_a_order() -> (TestApp, AOrder) {
     let app = TestApp::spawn().await;
     let account = app.onboard(&app.a).await;
-    let (order, checkout, client_secret, payment_intent) = a_order(&app).await;
-    (app, AOrder { order, checkout, client_secret, payment_intent, account })
+    let (order, checkout, client_secret, payment_intent, diner) = a_order(&app).await;
+    (app, AOrder { order, checkout, client_secret, payment_intent, account, diner })
 }
 
 async fn a_state(app: &TestApp) -> Vec<Value> {
@@ -173,6 +199,7 @@ async fn a_state(app: &TestApp) -> Vec<Value> {
         "{ venueSettings { requireMfaForElevated } }",
         "{ ordersQueue { id status refundedMinor refundPendingMinor } }",
         "{ stripeAccount { accountId chargesEnabled } }",
+        "{ diners { id allergenProfile { allergens dietaryNotes } sharedAllergenProfile { allergens } } }",
     ] {
         states.push(app.gql(&app.a.full, query, json!({})).await);
     }
@@ -249,6 +276,7 @@ async fn no_mutation_of_either_endpoint_creates_an_order() {
         client_secret: "pi_x_secret_y".into(),
         payment_intent: "pi_x".into(),
         account: String::new(),
+        diner: uuid::Uuid::new_v4().to_string(),
     };
     for (_, operation) in STAFF_CASES.iter().filter(|(_, op)| op.starts_with("mutation")) {
         app.gql(&app.a.full, operation, variables(&app, &order)).await;

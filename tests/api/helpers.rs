@@ -122,6 +122,10 @@ pub struct TestApp {
     pub stripe: LocalStripe,
 }
 
+/// The test server's master key and identity key (base64 of 32 bytes).
+pub const TEST_APP_KEY: &str = "dGVzdCBtYXN0ZXIga2V5IG9mIHZlbnVlcWwgc3VpdGU=";
+pub const TEST_IDENTITY_KEY: &str = "dGVzdCBpZGVudGl0eSBrZXkgb2YgdmVudWVxbCB0c3Q=";
+
 /// Signing secrets of the test server's webhook endpoints.
 pub const PLATFORM_SECRET: &str = "whsec_test_platform";
 pub const CONNECT_SECRET: &str = "whsec_test_connect";
@@ -250,6 +254,8 @@ impl TestApp {
                 "STRIPE_RETRY_BACKOFF_MS" => Some("5".into()),
                 "PAYMENT_JOBS_INTERVAL_SECS" => Some("0".into()),
                 "PLATFORM_FEE_BPS" => Some("250".into()),
+                "APP_KEY" => Some(TEST_APP_KEY.into()),
+                "IDENTITY_HMAC_KEY" => Some(TEST_IDENTITY_KEY.into()),
                 "DATABASE_URL" => Some(app_url.clone()),
                 "LISTEN_ADDR" => Some("127.0.0.1:0".into()),
                 "DATABASE_MAX_CONNECTIONS" => Some("4".into()),

@@ -9,6 +9,7 @@ mod catalogue;
 mod cli;
 mod cross_tenant;
 mod dev;
+mod diners;
 mod limits;
 mod menu;
 mod oauth;

@@ -1,0 +1,330 @@
+//! Diners and their health data (SPEC §4). A diner is known to a venue by the keyed hash
+//! of their email or phone; their allergens and dietary notes are stored only as
+//! ciphertext under the venue's data key, bound to the venue, row and column. They are
+//! decrypted only for callers holding DINER_ALLERGENS_VIEW, and never logged. A diner may
+//! share their allergen profile across venues; another venue reads it only through the
+//! database's consent gate (`private.shared_diner_profile`).
+
+pub mod graphql;
+pub mod identity;
+pub mod keys;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretBox};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::audit::{self, Change, Who};
+use crate::crypto::{self, MasterKeys, Place};
+use crate::error::AppError;
+use crate::menu::Allergen;
+use crate::tenancy::{VenueId, VenueTx};
+
+/// The keys diner data needs: the master keys and the identity HMAC key. Either may be
+/// missing from the configuration; diner details are then refused with UNAVAILABLE.
+#[derive(Clone, Debug, Default)]
+pub struct DinerKeys {
+    /// `APP_KEY` + `APP_PREVIOUS_KEYS`, when `APP_KEY` is set.
+    pub master: Option<Arc<MasterKeys>>,
+    /// `IDENTITY_HMAC_KEY`.
+    pub identity: Option<Arc<SecretBox<Vec<u8>>>>,
+}
+
+impl DinerKeys {
+    /// Reads `APP_KEY`, `APP_PREVIOUS_KEYS` and `IDENTITY_HMAC_KEY` (the CLI's keys commands).
+    pub fn from_env() -> Result<DinerKeys, crate::config::ConfigError> {
+        crate::config::diner_keys(&|name| std::env::var(name).ok())
+    }
+
+    /// The master keys, or why diner data cannot be handled.
+    pub fn master(&self) -> Result<&MasterKeys, AppError> {
+        self.master.as_deref().ok_or_else(|| {
+            AppError::Unavailable("diner data is not enabled on this server (APP_KEY is not set)".into())
+        })
+    }
+
+    fn identity_key(&self) -> Result<&[u8], AppError> {
+        self.identity.as_deref().map(|k| k.expose_secret().as_slice()).ok_or_else(|| {
+            AppError::Unavailable("diner data is not enabled on this server (IDENTITY_HMAC_KEY is not set)".into())
+        })
+    }
+}
+
+/// Most characters of dietary notes.
+pub const MAX_NOTES_CHARS: usize = 500;
+
+/// What a diner tells the venue at checkout.
+#[derive(Clone, Debug, Default)]
+pub struct DinerDetails {
+    /// Email (one of email or phone identifies the diner).
+    pub email: Option<String>,
+    /// Phone, E.164.
+    pub phone: Option<String>,
+    /// Declared allergens.
+    pub allergens: Vec<Allergen>,
+    /// Free-text dietary notes.
+    pub dietary_notes: Option<String>,
+    /// Share the allergen profile with other venues: `Some(true)` gives consent,
+    /// `Some(false)` withdraws it at once, `None` leaves it as it is.
+    pub share_allergen_profile: Option<bool>,
+}
+
+fn place<'a>(venue: &'a str, row: &'a str, column: &'a str) -> Place<'a> {
+    Place { scope: venue, table: "diners", row, column }
+}
+
+fn profile_place<'a>(identity_hex: &'a str, column: &'a str) -> Place<'a> {
+    Place { scope: "platform", table: "diner_profiles", row: identity_hex, column }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn allergen_names(allergens: &[Allergen]) -> Vec<u8> {
+    serde_json::to_vec(&allergens.iter().map(|a| a.as_str()).collect::<Vec<_>>()).expect("a list of names")
+}
+
+fn parse_allergens(plain: &[u8]) -> Result<Vec<Allergen>, AppError> {
+    let names: Vec<String> = serde_json::from_slice(plain).map_err(|_| AppError::Unreadable("allergens".into()))?;
+    Ok(names.iter().filter_map(|n| Allergen::from_stored(n)).collect())
+}
+
+/// Records (or updates) the diner at the transaction's venue: identity hash, encrypted
+/// allergens and notes, and their sharing consent. Returns the diner id.
+pub async fn record(tx: &mut VenueTx, keys: &DinerKeys, details: &DinerDetails) -> Result<Uuid, AppError> {
+    let identifier = match (&details.email, &details.phone) {
+        (Some(email), None) => identity::email(email)?,
+        (None, Some(phone)) => identity::phone(phone)?,
+        _ => return Err(AppError::bad_input("diner needs exactly one of email or phone")),
+    };
+    if details.dietary_notes.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTES_CHARS) {
+        return Err(AppError::bad_input(format!("diner.dietaryNotes must be at most {MAX_NOTES_CHARS} characters")));
+    }
+    let master = keys.master()?;
+    let identity = identity::hash(keys.identity_key()?, &identifier);
+    let (version, key) = keys::active_key(tx, master).await?;
+    let diner_id: Uuid = sqlx::query_scalar(
+        "INSERT INTO diners (venue_id, identity_hash) VALUES ($1, $2) \
+         ON CONFLICT (venue_id, identity_hash) DO UPDATE SET updated_at = now() RETURNING id",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(&identity)
+    .fetch_one(tx.conn())
+    .await?;
+    let venue = tx.venue().to_string();
+    let row = diner_id.to_string();
+    let allergens = allergen_names(&details.allergens);
+    let notes = details.dietary_notes.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    let sealed_allergens = crypto::encrypt_field(&key, version, place(&venue, &row, "allergens"), &allergens);
+    let sealed_notes =
+        notes.map(|n| crypto::encrypt_field(&key, version, place(&venue, &row, "dietary_notes"), n.as_bytes()));
+    sqlx::query("UPDATE diners SET allergens = $2, dietary_notes = $3, updated_at = now() WHERE id = $1")
+        .bind(diner_id)
+        .bind(sealed_allergens)
+        .bind(sealed_notes)
+        .execute(tx.conn())
+        .await?;
+    match details.share_allergen_profile {
+        Some(true) => {
+            let (platform_version, platform_key) = keys::platform_key(tx.conn(), master, None).await?;
+            let identity_hex = hex(&identity);
+            let shared_allergens = crypto::encrypt_field(
+                &platform_key,
+                platform_version,
+                profile_place(&identity_hex, "allergens"),
+                &allergens,
+            );
+            let shared_notes = notes.map(|n| {
+                crypto::encrypt_field(
+                    &platform_key,
+                    platform_version,
+                    profile_place(&identity_hex, "dietary_notes"),
+                    n.as_bytes(),
+                )
+            });
+            sqlx::query("SELECT private.share_diner_profile($1, $2, $3)")
+                .bind(&identity)
+                .bind(shared_allergens)
+                .bind(shared_notes)
+                .execute(tx.conn())
+                .await?;
+        }
+        Some(false) => {
+            sqlx::query("SELECT private.withdraw_diner_profile($1)").bind(&identity).execute(tx.conn()).await?;
+        }
+        None => {}
+    }
+    Ok(diner_id)
+}
+
+/// A diner as stored (ciphertexts still sealed).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct StoredDiner {
+    /// Diner id.
+    pub id: Uuid,
+    identity_hash: Vec<u8>,
+    allergens: Option<Vec<u8>>,
+    dietary_notes: Option<Vec<u8>>,
+    /// First seen.
+    pub created_at: DateTime<Utc>,
+    /// Last checkout.
+    pub updated_at: DateTime<Utc>,
+    /// Paid orders at this venue.
+    pub order_count: i64,
+}
+
+const DINER_SELECT: &str = "SELECT d.id, d.identity_hash, d.allergens, d.dietary_notes, d.created_at, d.updated_at, \
+    (SELECT count(*) FROM orders o WHERE o.diner_id = d.id) AS order_count FROM diners d";
+
+/// Most diners in one page.
+pub const MAX_PAGE: i64 = 100;
+
+/// A page of the venue's diners by id.
+pub async fn list(tx: &mut VenueTx, first: i64, after: Option<Uuid>) -> Result<Vec<StoredDiner>, AppError> {
+    if !(1..=MAX_PAGE).contains(&first) {
+        return Err(AppError::bad_input(format!("first must be 1 to {MAX_PAGE}")));
+    }
+    let sql = format!("{DINER_SELECT} WHERE ($1::uuid IS NULL OR d.id > $1) ORDER BY d.id LIMIT $2");
+    Ok(sqlx::query_as(&sql).bind(after).bind(first).fetch_all(tx.conn()).await?)
+}
+
+/// One diner of the venue.
+pub async fn find(tx: &mut VenueTx, id: Uuid) -> Result<Option<StoredDiner>, AppError> {
+    let sql = format!("{DINER_SELECT} WHERE d.id = $1");
+    Ok(sqlx::query_as(&sql).bind(id).fetch_optional(tx.conn()).await?)
+}
+
+/// A diner's health data, decrypted.
+#[derive(Clone, Debug, Default)]
+pub struct HealthData {
+    /// Allergens.
+    pub allergens: Vec<Allergen>,
+    /// Dietary notes.
+    pub dietary_notes: Option<String>,
+}
+
+/// Decrypts the venue's own record of a diner.
+pub fn open(keys: &keys::VenueKeys, venue: VenueId, diner: &StoredDiner) -> Result<HealthData, AppError> {
+    let venue = venue.to_string();
+    let row = diner.id.to_string();
+    let allergens = match &diner.allergens {
+        Some(sealed) => parse_allergens(&keys.decrypt(place(&venue, &row, "allergens"), sealed)?)?,
+        None => Vec::new(),
+    };
+    let dietary_notes = match &diner.dietary_notes {
+        Some(sealed) => Some(
+            String::from_utf8(keys.decrypt(place(&venue, &row, "dietary_notes"), sealed)?)
+                .map_err(|_| AppError::Unreadable("dietary notes".into()))?,
+        ),
+        None => None,
+    };
+    Ok(HealthData { allergens, dietary_notes })
+}
+
+/// The diner's shared profile, through the database's consent gate (None without consent).
+pub async fn shared_profile(
+    tx: &mut VenueTx,
+    master: &MasterKeys,
+    diner: &StoredDiner,
+) -> Result<Option<HealthData>, AppError> {
+    let found: Option<(Vec<u8>, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT allergens, dietary_notes FROM private.shared_diner_profile($1)")
+            .bind(&diner.identity_hash)
+            .fetch_optional(tx.conn())
+            .await?;
+    let Some((allergens, notes)) = found else { return Ok(None) };
+    let (_, key) = keys::platform_key(tx.conn(), master, Some(crypto::field_version(&allergens)?)).await?;
+    let identity_hex = hex(&diner.identity_hash);
+    let allergens =
+        parse_allergens(&crypto::decrypt_field(&key, profile_place(&identity_hex, "allergens"), &allergens)?)?;
+    let dietary_notes = match notes {
+        Some(sealed) => Some(
+            String::from_utf8(crypto::decrypt_field(&key, profile_place(&identity_hex, "dietary_notes"), &sealed)?)
+                .map_err(|_| AppError::Unreadable("dietary notes".into()))?,
+        ),
+        None => None,
+    };
+    Ok(Some(HealthData { allergens, dietary_notes }))
+}
+
+/// The diners' allergens of orders' diners, by diner id: one statement and one key load
+/// for any number of orders.
+pub async fn allergens_of(
+    tx: &mut VenueTx,
+    master: &MasterKeys,
+    diner_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<Allergen>>, AppError> {
+    let mut found = std::collections::HashMap::new();
+    if diner_ids.is_empty() {
+        return Ok(found);
+    }
+    let rows: Vec<(Uuid, Option<Vec<u8>>)> = sqlx::query_as("SELECT id, allergens FROM diners WHERE id = ANY($1)")
+        .bind(diner_ids)
+        .fetch_all(tx.conn())
+        .await?;
+    let keys = keys::venue_keys(tx, master).await?;
+    let venue = tx.venue().to_string();
+    for (id, sealed) in rows {
+        if let Some(sealed) = sealed {
+            let row = id.to_string();
+            found.insert(id, parse_allergens(&keys.decrypt(place(&venue, &row, "allergens"), &sealed)?)?);
+        }
+    }
+    Ok(found)
+}
+
+/// `exportDiner`: everything held about the diner at this venue, as JSON (audited).
+pub async fn export(tx: &mut VenueTx, master: &MasterKeys, who: &Who, id: Uuid) -> Result<Value, AppError> {
+    let diner = find(tx, id).await?.ok_or(AppError::NotFound("diner"))?;
+    let keys = keys::venue_keys(tx, master).await?;
+    let health = open(&keys, tx.venue(), &diner)?;
+    let shared = shared_profile(tx, master, &diner).await?;
+    let orders: Vec<(i64, DateTime<Utc>, i64, String, String, Value)> = sqlx::query_as(
+        "SELECT number, created_at, amount_minor, currency, status, lines::json FROM orders WHERE diner_id = $1 ORDER BY number",
+    )
+    .bind(id)
+    .fetch_all(tx.conn())
+    .await?;
+    let names = |a: &[Allergen]| a.iter().map(|x| x.as_str()).collect::<Vec<_>>();
+    let export = json!({
+        "exported_at": Utc::now(),
+        "venue_id": tx.venue(),
+        "diner": {
+            "id": diner.id, "created_at": diner.created_at, "updated_at": diner.updated_at,
+            "identity": "kept only as a keyed hash of the email or phone given at checkout",
+            "allergens": names(&health.allergens), "dietary_notes": health.dietary_notes,
+        },
+        "shared_allergen_profile": shared.map(|s| json!({ "allergens": names(&s.allergens), "dietary_notes": s.dietary_notes })),
+        "orders": orders.into_iter().map(|(number, created_at, amount, currency, status, lines)| json!({
+            "number": number, "created_at": created_at, "amount_minor": amount, "currency": currency,
+            "status": status, "items": lines })).collect::<Vec<_>>(),
+    });
+    let change =
+        Change { action: "diner.exported", target_type: "diner", target_id: id.to_string(), before: None, after: None };
+    audit::record(tx, who, change).await?;
+    Ok(export)
+}
+
+/// `eraseDiner`: deletes the diner at this venue (their orders stay, unlinked) and
+/// withdraws their shared profile (audited; no identifier or health data in the row).
+pub async fn erase(tx: &mut VenueTx, who: &Who, id: Uuid) -> Result<(), AppError> {
+    let identity: Option<Vec<u8>> = sqlx::query_scalar("SELECT identity_hash FROM diners WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+    let identity = identity.ok_or(AppError::NotFound("diner"))?;
+    let withdrew: bool =
+        sqlx::query_scalar("SELECT private.withdraw_diner_profile($1)").bind(&identity).fetch_one(tx.conn()).await?;
+    sqlx::query("DELETE FROM diners WHERE id = $1").bind(id).execute(tx.conn()).await?;
+    let change = Change {
+        action: "diner.erased",
+        target_type: "diner",
+        target_id: id.to_string(),
+        before: None,
+        after: Some(json!({ "shared_profile_withdrawn": withdrew })),
+    };
+    audit::record(tx, who, change).await
+}

@@ -1,0 +1,365 @@
+//! Diner data protection: only ciphertext and keyed hashes in the database, ciphertexts
+//! bound to their row and venue, key rotation while requests run, crypto-shredding, the
+//! consent gate, permissions on health data, and nothing personal in logs.
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{TEST_APP_KEY, TestApp, TestVenue, error_code};
+use venueql::crypto::{Key, MasterKeys};
+use venueql::tenancy::Db;
+
+const EMAIL: &str = "Pea.Nut+allergy@Example.com";
+const NOTES: &str = "carries an adrenaline pen; xyzzy-marker";
+
+const DINER_QUERY: &str = "query($id: ID!) { diner(id: $id) { id orderCount allergenProfile { allergens dietaryNotes } sharedAllergenProfile { allergens dietaryNotes } } }";
+
+/// Checks out at `slug` with diner details and pays; returns the order's queue entry.
+async fn order_with_diner(app: &TestApp, venue: &TestVenue, slug: &str, diner: Value) -> Value {
+    if app.stripe.requests().iter().all(|r| r.param("metadata[venue_id]") != Some(&venue.id.to_string())) {
+        app.onboard(venue).await;
+    }
+    // Espresso (no allergens) and the peanut toast.
+    let items =
+        json!([{ "menuItemId": venue.item_ids[0], "quantity": 1 }, { "menuItemId": venue.item_ids[2], "quantity": 1 }]);
+    let response = app
+        .public_gql(
+            slug,
+            "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { checkoutId clientSecret amountMinor } }",
+            json!({ "input": { "items": items, "diner": diner } }),
+        )
+        .await;
+    assert!(response["errors"].is_null(), "{response}");
+    let started = response["data"]["startCheckout"].clone();
+    app.deliver(&app.paid_event(&started)).await;
+    started
+}
+
+async fn diner_ids(app: &TestApp, venue: &TestVenue) -> Vec<String> {
+    let response = app.gql(&venue.full, "{ diners { id } }", json!({})).await;
+    response["data"]["diners"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_string()).collect()
+}
+
+fn peanut_diner(share: Option<bool>) -> Value {
+    let mut diner = json!({ "email": EMAIL, "allergens": ["PEANUTS", "MILK"], "dietaryNotes": NOTES });
+    if let Some(share) = share {
+        diner["shareAllergenProfile"] = json!(share);
+    }
+    diner
+}
+
+#[tokio::test]
+async fn the_queue_flags_the_peanut_item_for_allergen_viewers_only_and_the_database_holds_only_ciphertext() {
+    let app = TestApp::spawn().await;
+    order_with_diner(&app, &app.a, "alpha", peanut_diner(None)).await;
+    let queue = "{ ordersQueue { number items { name } allergenAlerts { itemName allergens } } }";
+    let full = app.gql(&app.a.full, queue, json!({})).await;
+    assert_eq!(
+        full["data"]["ordersQueue"][0]["allergenAlerts"],
+        json!([{ "itemName": "Alpha Peanut Toast", "allergens": ["PEANUTS"] }]),
+        "{full}"
+    );
+    let casual = app.gql(&app.a.casual, queue, json!({})).await;
+    assert!(casual["errors"].is_null(), "{casual}");
+    assert_eq!(casual["data"]["ordersQueue"][0]["allergenAlerts"], Value::Null, "no flag for the casual token");
+
+    // Everything stored about the diner, read as the superuser: no plaintext anywhere.
+    let mut superuser = <sqlx::PgConnection as sqlx::Connection>::connect(&app.superuser_url()).await.unwrap();
+    let dump: Vec<(String,)> = sqlx::query_as(
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM diners) t \
+         UNION ALL SELECT row_to_json(t)::text FROM (SELECT * FROM checkouts) t \
+         UNION ALL SELECT row_to_json(t)::text FROM (SELECT id, diner_id, lines FROM orders) t \
+         UNION ALL SELECT row_to_json(t)::text FROM (SELECT * FROM audit_events) t \
+         UNION ALL SELECT row_to_json(t)::text FROM (SELECT * FROM private.diner_identities) t",
+    )
+    .fetch_all(&mut superuser)
+    .await
+    .unwrap();
+    let text = dump.iter().map(|(t,)| t.as_str()).collect::<Vec<_>>().join("\n").to_lowercase();
+    for secret in ["pea.nut", "example.com", "xyzzy", "adrenaline"] {
+        assert!(!text.contains(secret), "{secret:?} is stored in plain text");
+    }
+    let (allergens, notes): (Vec<u8>, Vec<u8>) =
+        sqlx::query_as("SELECT allergens, dietary_notes FROM diners").fetch_one(&mut superuser).await.unwrap();
+    for (bytes, plain) in [(&allergens, "PEANUTS"), (&notes, "xyzzy")] {
+        assert_eq!(bytes[0], 1, "versioned format");
+        assert!(!bytes.windows(plain.len()).any(|w| w == plain.as_bytes()), "{plain} in the ciphertext bytes");
+    }
+}
+
+#[tokio::test]
+async fn allergens_need_diner_allergens_view_and_diners_need_diners_view() {
+    let app = TestApp::spawn().await;
+    order_with_diner(&app, &app.a, "alpha", peanut_diner(None)).await;
+    let id = diner_ids(&app, &app.a).await[0].clone();
+    let full = app.gql(&app.a.full, DINER_QUERY, json!({ "id": id })).await;
+    assert_eq!(
+        full["data"]["diner"]["allergenProfile"],
+        json!({ "allergens": ["PEANUTS", "MILK"], "dietaryNotes": NOTES }),
+        "{full}"
+    );
+    assert_eq!(full["data"]["diner"]["orderCount"], 1);
+    let viewer = venueql::admin::issue_token(
+        &app.door,
+        "operator:test",
+        "alpha",
+        "diners-only",
+        venueql::auth::Permissions::DINERS_VIEW,
+    )
+    .await
+    .unwrap();
+    let seen = app.gql(&viewer.token, DINER_QUERY, json!({ "id": id })).await;
+    assert!(seen["errors"].is_null(), "{seen}");
+    assert_eq!(seen["data"]["diner"]["allergenProfile"], Value::Null, "no allergens without DINER_ALLERGENS_VIEW");
+    assert!(!seen.to_string().contains("PEANUTS") && !seen.to_string().contains("xyzzy"));
+    let casual = app.gql(&app.a.casual, DINER_QUERY, json!({ "id": id })).await;
+    assert_eq!(error_code(&casual), "FORBIDDEN");
+}
+
+#[tokio::test]
+async fn a_ciphertext_moved_to_another_row_or_venue_fails_to_decrypt_clearly() {
+    let app = TestApp::spawn().await;
+    order_with_diner(&app, &app.a, "alpha", peanut_diner(None)).await;
+    let mut other = peanut_diner(None);
+    other["email"] = json!("someone.else@example.com");
+    other["allergens"] = json!(["FISH"]);
+    order_with_diner(&app, &app.a, "alpha", other.clone()).await;
+    order_with_diner(&app, &app.b, "bravo", other).await;
+    let mut superuser = <sqlx::PgConnection as sqlx::Connection>::connect(&app.superuser_url()).await.unwrap();
+    let a_diners: Vec<(Uuid, Vec<u8>)> =
+        sqlx::query_as("SELECT id, allergens FROM diners WHERE venue_id = $1 ORDER BY created_at")
+            .bind(app.a.id)
+            .fetch_all(&mut superuser)
+            .await
+            .unwrap();
+    let (b_diner, _): (Uuid, Vec<u8>) = sqlx::query_as("SELECT id, allergens FROM diners WHERE venue_id = $1")
+        .bind(app.b.id)
+        .fetch_one(&mut superuser)
+        .await
+        .unwrap();
+    // The peanut diner's ciphertext copied onto the other diner of A, and onto B's diner.
+    for (venue_id, target) in [(app.a.id, a_diners[1].0), (app.b.id, b_diner)] {
+        sqlx::query("UPDATE diners SET allergens = $1 WHERE venue_id = $2 AND id = $3")
+            .bind(&a_diners[0].1)
+            .bind(venue_id)
+            .bind(target)
+            .execute(&mut superuser)
+            .await
+            .unwrap();
+    }
+    for (token, id) in [(&app.a.full, a_diners[1].0), (&app.b.full, b_diner)] {
+        let response = app.gql(token, DINER_QUERY, json!({ "id": id })).await;
+        assert_eq!(error_code(&response), "DATA_UNREADABLE", "{response}");
+        let message = response["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("does not belong here"), "{message}");
+        assert!(!response.to_string().contains("PEANUTS"), "never the other diner's data: {response}");
+    }
+    let untouched = app.gql(&app.a.full, DINER_QUERY, json!({ "id": a_diners[0].0 })).await;
+    assert!(untouched["errors"].is_null(), "{untouched}");
+}
+
+#[tokio::test]
+async fn consent_shares_the_profile_across_venues_until_it_is_withdrawn() {
+    let app: &'static TestApp = Box::leak(Box::new(TestApp::spawn().await));
+    // Absent consent: B's record of the diner shows no shared profile.
+    order_with_diner(app, &app.a, "alpha", peanut_diner(None)).await;
+    order_with_diner(app, &app.b, "bravo", json!({ "email": EMAIL })).await;
+    let at_b = diner_ids(app, &app.b).await[0].clone();
+    let shared = |app: &'static TestApp, id: &str| {
+        let id = id.to_string();
+        async move {
+            app.gql(&app.b.full, DINER_QUERY, json!({ "id": id })).await["data"]["diner"]["sharedAllergenProfile"]
+                .clone()
+        }
+    };
+    assert_eq!(shared(app, &at_b).await, Value::Null, "no consent given yet");
+    // Consent given at A: B sees the profile.
+    order_with_diner(app, &app.a, "alpha", peanut_diner(Some(true))).await;
+    let profile = shared(app, &at_b).await;
+    assert_eq!(profile["allergens"], json!(["PEANUTS", "MILK"]), "{profile}");
+    assert_eq!(profile["dietaryNotes"], NOTES);
+    // Withdrawn at A: gone for B at once.
+    order_with_diner(app, &app.a, "alpha", peanut_diner(Some(false))).await;
+    assert_eq!(shared(app, &at_b).await, Value::Null, "consent withdrawn");
+
+    // The gate is in the database: a venue without this diner gets nothing even when
+    // consent stands and it asks the function directly.
+    order_with_diner(app, &app.a, "alpha", peanut_diner(Some(true))).await;
+    let db = Db::new(app.app_pool.clone());
+    let mut tx = db.venue_tx(app.b.venue_id()).await.unwrap();
+    let identity: Vec<u8> = sqlx::query_scalar("SELECT identity_hash FROM diners").fetch_one(tx.conn()).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM private.shared_diner_profile($1)")
+        .bind(&identity)
+        .fetch_one(tx.conn())
+        .await
+        .unwrap();
+    assert_eq!(seen, 1, "B has this diner and consent stands");
+    tx.commit().await.unwrap();
+    let third = venueql::admin::create_venue(&app.door, "operator:test", "charlie", "Charlie", "EUR").await.unwrap();
+    let mut tx = db.venue_tx(third.venue_id()).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM private.shared_diner_profile($1)")
+        .bind(&identity)
+        .fetch_one(tx.conn())
+        .await
+        .unwrap();
+    assert_eq!(seen, 0, "a venue that never served the diner sees nothing");
+    let refused = sqlx::query("SELECT private.withdraw_diner_profile($1)").bind(&identity).execute(tx.conn()).await;
+    assert!(refused.is_err(), "and cannot withdraw someone else's consent");
+}
+
+#[tokio::test]
+async fn venue_rekeying_and_master_rotation_while_requests_run_lose_nothing() {
+    let app = TestApp::spawn().await;
+    for n in 0..30 {
+        let mut diner = peanut_diner(None);
+        diner["email"] = json!(format!("diner{n}@example.com"));
+        order_with_diner(&app, &app.a, "alpha", diner).await;
+    }
+    let current = Key::from_bytes(decode(TEST_APP_KEY));
+    let master = MasterKeys::new(current, vec![]);
+    let ids = diner_ids(&app, &app.a).await;
+    assert_eq!(ids.len(), 30);
+    // Readers and new checkouts keep going while the venue is re-keyed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, app_ref) = (stop.clone(), &app);
+        async move {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let response = app_ref
+                    .gql(
+                        &app_ref.a.full,
+                        "{ diners { allergenProfile { allergens } } ordersQueue { allergenAlerts { itemName } } }",
+                        json!({}),
+                    )
+                    .await;
+                assert!(response["errors"].is_null(), "a read failed during rotation: {response}");
+                reads += 1;
+            }
+            reads
+        }
+    };
+    let rotation = async {
+        let result = venueql::diners::keys::rotate_venue(&app.door, "operator:test", &master, app.a.venue_id()).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    };
+    let (reads, rotated) = tokio::join!(reader, rotation);
+    let (version, rows) = rotated.unwrap();
+    assert_eq!(version, 2);
+    assert_eq!(rows, 30, "every row re-encrypted");
+    assert!(reads > 0);
+    let response = app.gql(&app.a.full, "{ diners { allergenProfile { allergens dietaryNotes } } }", json!({})).await;
+    let profiles = response["data"]["diners"].as_array().unwrap();
+    assert!(profiles.iter().all(|d| d["allergenProfile"]["allergens"] == json!(["PEANUTS", "MILK"])), "{response}");
+    let mut superuser = <sqlx::PgConnection as sqlx::Connection>::connect(&app.superuser_url()).await.unwrap();
+    let old: i64 = sqlx::query_scalar("SELECT count(*) FROM diners WHERE get_byte(allergens, 4) <> 2")
+        .fetch_one(&mut superuser)
+        .await
+        .unwrap();
+    assert_eq!(old, 0, "no row left under the old key");
+
+    // Master rotation: the keys are re-wrapped under a new master; the old master alone
+    // can no longer open them, the new one (with the old retired) can.
+    let new_master = MasterKeys::new(Key::random(), vec![Key::from_bytes(decode(TEST_APP_KEY))]);
+    let rewrapped = venueql::diners::keys::rotate_master(&app.door, "operator:test", &new_master).await.unwrap();
+    assert!(rewrapped >= 2, "both venue keys of A re-wrapped");
+    let db = Db::new(app.app_pool.clone());
+    let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
+    let only_new = MasterKeys::new(Key::from_bytes(*b"not the new key, not the old one"), vec![]);
+    assert!(venueql::diners::keys::venue_keys(&mut tx, &only_new).await.is_err());
+    let diners = venueql::diners::list(&mut tx, 100, None).await.unwrap();
+    let keys = venueql::diners::keys::venue_keys(&mut tx, &new_master).await.unwrap();
+    for diner in &diners {
+        let health = venueql::diners::open(&keys, app.a.venue_id(), diner).unwrap();
+        assert_eq!(health.allergens.len(), 2);
+    }
+}
+
+fn decode(b64: &str) -> [u8; 32] {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(b64).unwrap().try_into().unwrap()
+}
+
+#[tokio::test]
+async fn an_offboarded_venues_diner_data_cannot_be_read_and_the_shredding_is_audited() {
+    let app = TestApp::spawn().await;
+    order_with_diner(&app, &app.a, "alpha", peanut_diner(None)).await;
+    let id = diner_ids(&app, &app.a).await[0].clone();
+    let destroyed = venueql::admin::offboard_venue(&app.door, "operator:test", "alpha").await.unwrap();
+    assert_eq!(destroyed, 1);
+    let response = app.gql(&app.a.full, DINER_QUERY, json!({ "id": id })).await;
+    assert_eq!(error_code(&response), "DATA_UNREADABLE", "{response}");
+    assert!(response["errors"][0]["message"].as_str().unwrap().contains("destroyed"), "{response}");
+    assert_eq!(app.audit_count(&app.a, "venue.offboarded").await, 1);
+    // Nor can new diner data be written under a fresh key.
+    let items = json!([{ "menuItemId": app.a.item_ids[0], "quantity": 1 }]);
+    let refused = app
+        .public_gql(
+            "alpha",
+            "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { checkoutId } }",
+            json!({ "input": { "items": items, "diner": peanut_diner(None) } }),
+        )
+        .await;
+    assert_eq!(error_code(&refused), "DATA_UNREADABLE", "{refused}");
+    let mut superuser = <sqlx::PgConnection as sqlx::Connection>::connect(&app.superuser_url()).await.unwrap();
+    let wrapped: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM venue_data_keys WHERE venue_id = $1 AND wrapped IS NOT NULL")
+            .bind(app.a.id)
+            .fetch_one(&mut superuser)
+            .await
+            .unwrap();
+    assert_eq!(wrapped, 0, "no wrapped key is left");
+}
+
+#[tokio::test]
+async fn export_and_erasure_are_audited_and_erasure_removes_the_diner() {
+    let app = TestApp::spawn().await;
+    order_with_diner(&app, &app.a, "alpha", peanut_diner(Some(true))).await;
+    let id = diner_ids(&app, &app.a).await[0].clone();
+    let export = app.gql(&app.a.full, "mutation($id: ID!) { exportDiner(id: $id) }", json!({ "id": id })).await;
+    let document: Value = serde_json::from_str(export["data"]["exportDiner"].as_str().unwrap()).unwrap();
+    assert_eq!(document["diner"]["allergens"], json!(["PEANUTS", "MILK"]));
+    assert_eq!(document["diner"]["dietary_notes"], NOTES);
+    assert_eq!(document["orders"][0]["number"], 1);
+    assert_eq!(document["shared_allergen_profile"]["allergens"], json!(["PEANUTS", "MILK"]));
+    let refused = app.gql(&app.a.casual, "mutation($id: ID!) { eraseDiner(id: $id) }", json!({ "id": id })).await;
+    assert_eq!(error_code(&refused), "FORBIDDEN");
+    let erased = app.gql(&app.a.full, "mutation($id: ID!) { eraseDiner(id: $id) }", json!({ "id": id })).await;
+    assert_eq!(erased["data"]["eraseDiner"], true, "{erased}");
+    assert!(diner_ids(&app, &app.a).await.is_empty());
+    let queue = app.gql(&app.a.full, "{ ordersQueue { number allergenAlerts { itemName } } }", json!({})).await;
+    assert_eq!(queue["data"]["ordersQueue"][0]["allergenAlerts"], json!([]), "the order stays, unlinked: {queue}");
+    assert_eq!(app.audit_count(&app.a, "diner.exported").await, 1);
+    assert_eq!(app.audit_count(&app.a, "diner.erased").await, 1);
+    let mut superuser = <sqlx::PgConnection as sqlx::Connection>::connect(&app.superuser_url()).await.unwrap();
+    let profiles: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM private.diner_profiles").fetch_one(&mut superuser).await.unwrap();
+    assert_eq!(profiles, 0, "the shared profile went with the erasure");
+}
+
+#[tokio::test]
+async fn bad_diner_details_are_refused_without_echoing_them() {
+    let app = TestApp::spawn().await;
+    app.onboard(&app.a).await;
+    let items = json!([{ "menuItemId": app.a.item_ids[0], "quantity": 1 }]);
+    for (diner, says) in [
+        (json!({ "email": "not-an-address-xyzzy" }), "email"),
+        (json!({ "phone": "0871234567-xyzzy" }), "E.164"),
+        (json!({ "email": "a@example.com", "phone": "+35312345678" }), "exactly one"),
+        (json!({ "allergens": ["PEANUTS"] }), "exactly one"),
+        (json!({ "email": "a@example.com", "dietaryNotes": "x".repeat(501) }), "500"),
+    ] {
+        let response = app
+            .public_gql(
+                "alpha",
+                "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { checkoutId } }",
+                json!({ "input": { "items": items, "diner": diner } }),
+            )
+            .await;
+        assert_eq!(error_code(&response), "BAD_USER_INPUT", "{response}");
+        let message = response["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+        assert!(!message.contains("xyzzy"), "the error repeats the identifier: {message}");
+    }
+}
