@@ -363,3 +363,115 @@ async fn bad_diner_details_are_refused_without_echoing_them() {
         assert!(!message.contains("xyzzy"), "the error repeats the identifier: {message}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifiers_and_health_data_never_reach_logs_or_error_reports() {
+    use crate::helpers::{KillOnDrop, PLATFORM_SECRET, TEST_IDENTITY_KEY, free_port};
+    let app = TestApp::spawn().await;
+    app.onboard(&app.a).await;
+    let (sentry_port, received) = crate::sentry::fake_sentry().await;
+    let port = free_port();
+    let log_path = std::env::temp_dir().join(format!("venueql-diner-log-{}.txt", Uuid::new_v4()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_venueql"))
+        .arg("serve")
+        .env("DATABASE_URL", &app.urls.app)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("APP_KEY", TEST_APP_KEY)
+        .env("IDENTITY_HMAC_KEY", TEST_IDENTITY_KEY)
+        .env("STRIPE_SECRET_KEY", "sk_test_venueql_suite")
+        .env("STRIPE_API_BASE", app.stripe.base())
+        .env("STRIPE_WEBHOOK_SECRET", PLATFORM_SECRET)
+        .env("SENTRY_DSN", format!("http://publickey@127.0.0.1:{sentry_port}/42"))
+        .env("RUST_LOG", "debug")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .map(KillOnDrop)
+        .expect("start venueql serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "venueql serve did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let client = reqwest::Client::new();
+    let post = |path: &str, token: Option<&str>, body: Value| {
+        let mut request = client.post(format!("{base}{path}")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap_or(Value::Null) }
+    };
+    let email = "Secret.Diner.Marker@Example.org";
+    let notes = "notes-marker-qwertz";
+    let items = json!([{ "menuItemId": app.a.item_ids[2], "quantity": 1 }]);
+    let checkout = "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { checkoutId clientSecret } }";
+    let diner = json!({ "email": email, "allergens": ["SESAME", "PEANUTS"], "dietaryNotes": notes, "shareAllergenProfile": true });
+    let started = post(
+        "/v/alpha/graphql",
+        None,
+        json!({ "query": checkout, "variables": { "input": { "items": items, "diner": diner } } }),
+    )
+    .await;
+    let started = started["data"]["startCheckout"].clone();
+    let event = app.paid_event(&started);
+    let body = event.to_string();
+    let signature = venueql::payments::signature::sign(
+        body.as_bytes(),
+        &secrecy::SecretString::from(PLATFORM_SECRET.to_string()),
+        chrono::Utc::now().timestamp(),
+    );
+    let paid = client
+        .post(format!("{base}/webhooks/stripe"))
+        .header("stripe-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+    let seen = post("/graphql", Some(&app.a.full), json!({ "query": "{ ordersQueue { allergenAlerts { allergens } } diners { id allergenProfile { dietaryNotes } } }" })).await;
+    assert_eq!(seen["data"]["diners"][0]["allergenProfile"]["dietaryNotes"], notes, "{seen}");
+    let id = seen["data"]["diners"][0]["id"].clone();
+    post(
+        "/graphql",
+        Some(&app.a.full),
+        json!({ "query": "mutation($id: ID!) { exportDiner(id: $id) }", "variables": { "id": id } }),
+    )
+    .await;
+    let bad = json!({ "email": format!("{email}@@"), "allergens": ["SESAME"], "dietaryNotes": notes });
+    post(
+        "/v/alpha/graphql",
+        None,
+        json!({ "query": checkout, "variables": { "input": { "items": items, "diner": bad } } }),
+    )
+    .await;
+    // An internal error while diner data is being handled reaches Sentry.
+    let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&app.urls.owner).await.unwrap();
+    sqlx::query("ALTER TABLE diners RENAME COLUMN dietary_notes TO dietary_notes_gone")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let failed = post(
+        "/v/alpha/graphql",
+        None,
+        json!({ "query": checkout, "variables": { "input": { "items": items, "diner": diner } } }),
+    )
+    .await;
+    assert_eq!(error_code(&failed), "INTERNAL", "{failed}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !received.lock().unwrap().iter().any(|b| b.contains("\"exception\"")) {
+        assert!(std::time::Instant::now() < deadline, "no error report reached the fake Sentry");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(server.terminate(), "venueql serve did not exit cleanly");
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(logs.lines().count() > 20, "debug logs were captured: {} lines", logs.lines().count());
+    let reports = received.lock().unwrap().join("\n");
+    for (what, text) in [("logs", logs.to_lowercase()), ("error reports", reports.to_lowercase())] {
+        for secret in ["secret.diner.marker", "example.org", "notes-marker-qwertz", "sesame"] {
+            assert!(!text.contains(secret), "{secret:?} appears in the {what}");
+        }
+    }
+}

@@ -12,9 +12,9 @@ use axum::routing::post;
 
 use crate::helpers::{KillOnDrop, TestApp, error_code, free_port};
 
-type Received = Arc<Mutex<Vec<String>>>;
+pub type Received = Arc<Mutex<Vec<String>>>;
 
-async fn fake_sentry() -> (u16, Received) {
+pub async fn fake_sentry() -> (u16, Received) {
     let received: Received = Arc::default();
     let router = Router::new()
         .route(
