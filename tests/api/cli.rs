@@ -257,3 +257,38 @@ async fn breached_passwords_are_refused_online_and_offline_with_a_clear_reason()
     assert!(ok, "{err}");
     std::fs::remove_file(&file).unwrap();
 }
+
+#[tokio::test]
+async fn keys_commands_rotate_and_offboard_shreds_with_clear_output() {
+    let app = TestApp::spawn().await;
+    let key = [("APP_KEY", crate::helpers::TEST_APP_KEY)];
+    // A diner at alpha first, so there is something to re-encrypt.
+    app.onboard(&app.a).await;
+    let items = serde_json::json!([{ "menuItemId": app.a.item_ids[0], "quantity": 1 }]);
+    let diner = serde_json::json!({ "email": "cli.diner@example.com", "allergens": ["EGGS"] });
+    let started = app
+        .public_gql(
+            "alpha",
+            "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { checkoutId } }",
+            serde_json::json!({ "input": { "items": items, "diner": diner } }),
+        )
+        .await;
+    assert!(started["errors"].is_null(), "{started}");
+    let (ok, rotated, err) = venueql_with(&app, &["keys", "rotate-venue", "--venue", "alpha"], &key);
+    assert!(ok, "{err}");
+    assert_eq!(
+        (rotated["key_version"].as_i64(), rotated["reencrypted_rows"].as_i64()),
+        (Some(2), Some(1)),
+        "{rotated}"
+    );
+    let (ok, master, err) = venueql_with(&app, &["keys", "rotate-master"], &key);
+    assert!(ok, "{err}");
+    assert!(master["rewrapped_keys"].as_i64().unwrap() >= 2, "{master}");
+    let (ok, _, err) = venueql_with(&app, &["keys", "rotate-master"], &[]);
+    assert!(!ok && err.contains("APP_KEY is not set"), "without APP_KEY: {err}");
+    let (ok, offboarded, err) = venueql(&app, &["admin", "offboard-venue", "--venue", "alpha"]);
+    assert!(ok, "{err}");
+    assert_eq!(offboarded["data_keys_destroyed"], 2, "{offboarded}");
+    let (ok, _, err) = venueql(&app, &["admin", "offboard-venue", "--venue", "nowhere"]);
+    assert!(!ok && err.contains("no venue with slug"), "{err}");
+}

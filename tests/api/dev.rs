@@ -79,6 +79,52 @@ async fn check_out_and_pay(dev: &Value, dir: &Path) -> Vec<i64> {
     queue["data"]["ordersQueue"].as_array().unwrap().iter().map(|o| o["number"].as_i64().unwrap()).collect()
 }
 
+/// Issue 5's new-user check: a diner with a peanut allergy orders the peanut toast; the
+/// full token sees the flag, the casual token does not.
+async fn peanut_diner_is_flagged(dev: &Value, dir: &Path) {
+    let public = dev["venues"][0]["public_graphql_url"].as_str().unwrap();
+    let menu = query(public, None, "{ menu { categories { items { id name } } } }").await;
+    let items: Vec<&Value> = menu["data"]["menu"]["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["items"].as_array().unwrap())
+        .collect();
+    let toast =
+        items.iter().find(|i| i["name"] == "Peanut Butter Toast").expect("the demo café has peanut toast")["id"]
+            .as_str()
+            .unwrap();
+    let started = query(
+        public,
+        None,
+        &format!("mutation {{ startCheckout(input: {{ items: [{{ menuItemId: \"{toast}\", quantity: 1 }}], diner: {{ email: \"new.user@example.com\", allergens: [PEANUTS] }} }}) {{ clientSecret }} }}"),
+    )
+    .await;
+    let secret = started["data"]["startCheckout"]["clientSecret"].as_str().unwrap_or_else(|| panic!("{started}"));
+    let paid = Command::new(env!("CARGO_BIN_EXE_venueql"))
+        .args(["dev", "--data-dir"])
+        .arg(dir)
+        .args(["pay", "--client-secret", secret])
+        .output()
+        .unwrap();
+    assert!(paid.status.success(), "{}", String::from_utf8_lossy(&paid.stderr));
+    let url = dev["graphql_url"].as_str().unwrap();
+    let queue = "{ ordersQueue { number allergenAlerts { itemName allergens } } }";
+    let full = query(url, Some(token(dev, 0, "everything")), queue).await;
+    let flagged =
+        full["data"]["ordersQueue"].as_array().unwrap().iter().find(|o| o["allergenAlerts"] != json!([])).cloned();
+    assert_eq!(
+        flagged.expect("an order is flagged")["allergenAlerts"],
+        json!([{ "itemName": "Peanut Butter Toast", "allergens": ["PEANUTS"] }])
+    );
+    let casual = query(url, Some(token(dev, 0, "casual")), queue).await;
+    assert!(casual["errors"].is_null(), "{casual}");
+    assert!(
+        casual["data"]["ordersQueue"].as_array().unwrap().iter().all(|o| o["allergenAlerts"].is_null()),
+        "{casual}"
+    );
+}
+
 async fn query(url: &str, token: Option<&str>, query: &str) -> Value {
     let mut request = reqwest::Client::new().post(url).json(&json!({ "query": query }));
     if let Some(token) = token {
@@ -113,6 +159,7 @@ async fn venueql_dev_serves_the_demo_menu_stops_cleanly_and_reuses_its_directory
     let public = query(dev["venues"][1]["public_graphql_url"].as_str().unwrap(), None, "{ venue { slug } }").await;
     assert_eq!(public["data"]["venue"]["slug"], "demo-bistro");
     assert_eq!(check_out_and_pay(&dev, &dir).await, vec![1], "the paid checkout is order 1 in the queue");
+    peanut_diner_is_flagged(&dev, &dir).await;
     stop(run, &dir);
 
     let again = start(&dir);
@@ -123,7 +170,7 @@ async fn venueql_dev_serves_the_demo_menu_stops_cleanly_and_reuses_its_directory
     let url = again.dev_json["graphql_url"].as_str().unwrap().to_string();
     let full = query(&url, Some(token(&dev, 0, "everything")), menu).await;
     assert!(full["errors"].is_null(), "{full}");
-    assert_eq!(check_out_and_pay(&again.dev_json, &dir).await, vec![1, 2], "payments still work after a restart");
+    assert_eq!(check_out_and_pay(&again.dev_json, &dir).await, vec![1, 2, 3], "payments still work after a restart");
     stop(again, &dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
