@@ -196,6 +196,9 @@ pub async fn rotate_master(door: &CrossTenantDoor, actor: &str, master: &MasterK
     Ok(rewrapped)
 }
 
+/// A diner row's id and its two sealed columns.
+type SealedRow = (uuid::Uuid, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Rows re-encrypted per transaction by [`rotate_venue`].
 pub const REKEY_BATCH: i64 = 200;
 
@@ -236,7 +239,7 @@ pub async fn rotate_venue(
     loop {
         let mut tx = door.open_cross_tenant(actor, "keys rotate-venue batch").await?.into_venue(venue).await?;
         let keys = venue_keys(&mut tx, master).await?;
-        let batch: Vec<(uuid::Uuid, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+        let batch: Vec<SealedRow> = sqlx::query_as(
             "SELECT id, allergens, dietary_notes FROM diners \
              WHERE (allergens IS NOT NULL AND substring(allergens FROM 1 FOR 5) <> $1) \
                 OR (dietary_notes IS NOT NULL AND substring(dietary_notes FROM 1 FOR 5) <> $1) \

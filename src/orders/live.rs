@@ -125,6 +125,7 @@ async fn run(
                         let _ = sender.send(order);
                     }
                 }
+                Err(_) if pool.is_closed() => return,
                 Err(error) => {
                     tracing::warn!(%error, "orders hub receive failed");
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
