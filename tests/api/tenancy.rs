@@ -75,6 +75,17 @@ async fn a_venue_scope_sees_only_that_venues_rows() {
         let dispute = serde_json::json!({ "id": format!("dp_{slug}"), "object": "dispute", "amount": 100, "currency": "eur",
             "payment_intent": intent, "charge": "ch_x", "reason": "general", "status": "needs_response" });
         app.deliver(&venueql::payments::local_stripe::event("charge.dispute.created", dispute, None)).await;
+        // A diner (and so the venue's data key).
+        let items = serde_json::json!([{ "menuItemId": venue.item_ids[0], "quantity": 1 }]);
+        let diner = serde_json::json!({ "email": format!("diner@{slug}.test"), "allergens": ["EGGS"] });
+        let checkout = app
+            .public_gql(
+                slug,
+                "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { checkoutId } }",
+                serde_json::json!({ "input": { "items": items, "diner": diner } }),
+            )
+            .await;
+        assert!(checkout["errors"].is_null(), "{checkout}");
     }
     let db = Db::new(app.app_pool.clone());
     let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
