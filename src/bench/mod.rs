@@ -35,6 +35,9 @@ pub struct BenchOptions {
     /// Distinct signed payment events delivered in the webhook measurement.
     #[arg(long, default_value_t = 3000)]
     pub webhook_events: usize,
+    /// Connections in the server's pool (and in each raw-SQL pool beside it).
+    #[arg(long, default_value_t = 16)]
+    pub pool_size: u32,
 }
 
 type DynError = Box<dyn std::error::Error + Send + Sync>;
@@ -186,7 +189,7 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     seed_bench_venue(&door, "bench-b").await?;
 
     let max_concurrency = options.concurrency.iter().copied().max().unwrap_or(8);
-    let pool_size = 16u32;
+    let pool_size = options.pool_size;
     let stripe = crate::payments::local_stripe::LocalStripe::start().await?;
     let config = Config::from_lookup(|name| match name {
         "DATABASE_URL" => Some(urls.app.clone()),

@@ -208,7 +208,7 @@ async fn consent_shares_the_profile_across_venues_until_it_is_withdrawn() {
 }
 
 #[tokio::test]
-async fn venue_rekeying_and_master_rotation_while_requests_run_lose_nothing() {
+async fn venue_rekeying_while_requests_run_loses_nothing() {
     let app = TestApp::spawn().await;
     for n in 0..30 {
         let mut diner = peanut_diner(None);
@@ -258,21 +258,59 @@ async fn venue_rekeying_and_master_rotation_while_requests_run_lose_nothing() {
         .await
         .unwrap();
     assert_eq!(old, 0, "no row left under the old key");
+}
 
-    // Master rotation: the keys are re-wrapped under a new master; the old master alone
-    // can no longer open them, the new one (with the old retired) can.
-    let new_master = MasterKeys::new(Key::random(), vec![Key::from_bytes(decode(TEST_APP_KEY))]);
-    let rewrapped = venueql::diners::keys::rotate_master(&app.door, "operator:test", &new_master).await.unwrap();
-    assert!(rewrapped >= 2, "both venue keys of A re-wrapped");
+#[tokio::test]
+async fn master_rotation_while_requests_run_loses_nothing() {
+    use base64::Engine;
+    // The deployment before: keys wrapped by OLD. The servers now run with the new
+    // APP_KEY and OLD in APP_PREVIOUS_KEYS; then the operator re-wraps.
+    let old = [3u8; 32];
+    let old_b64 = base64::engine::general_purpose::STANDARD.encode(old);
+    let previous = old_b64.clone();
+    let app = TestApp::spawn_with(move |name| (name == "APP_PREVIOUS_KEYS").then(|| previous.clone())).await;
+    let before = MasterKeys::new(Key::from_bytes(old), vec![]);
     let db = Db::new(app.app_pool.clone());
     let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
-    let only_new = MasterKeys::new(Key::from_bytes(*b"not the new key, not the old one"), vec![]);
-    assert!(venueql::diners::keys::venue_keys(&mut tx, &only_new).await.is_err());
+    venueql::diners::keys::active_key(&mut tx, &before).await.unwrap();
+    venueql::diners::keys::platform_key(tx.conn(), &before, None).await.unwrap();
+    tx.commit().await.unwrap();
+    for n in 0..10 {
+        let mut diner = peanut_diner(Some(true));
+        diner["email"] = json!(format!("rotating{n}@example.com"));
+        order_with_diner(&app, &app.a, "alpha", diner).await;
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let reader = async {
+        let mut reads = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
+            let query = "{ diners { allergenProfile { allergens } sharedAllergenProfile { allergens } } ordersQueue { allergenAlerts { itemName } } }";
+            let response = app.gql(&app.a.full, query, json!({})).await;
+            assert!(response["errors"].is_null(), "a read failed during the master rotation: {response}");
+            reads += 1;
+        }
+        reads
+    };
+    let rotation = async {
+        let now = MasterKeys::new(Key::from_bytes(decode(TEST_APP_KEY)), vec![Key::from_bytes(old)]);
+        let result = venueql::diners::keys::rotate_master(&app.door, "operator:test", &now).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    };
+    let (reads, rewrapped) = tokio::join!(reader, rotation);
+    assert!(rewrapped.unwrap() >= 2, "the venue key and the platform key were re-wrapped");
+    assert!(reads > 0);
+    // The old master can be forgotten: the new one alone opens everything.
+    let only_new = MasterKeys::new(Key::from_bytes(decode(TEST_APP_KEY)), vec![]);
+    let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
+    assert!(venueql::diners::keys::venue_keys(&mut tx, &before).await.is_err(), "the old master no longer opens them");
+    let keys = venueql::diners::keys::venue_keys(&mut tx, &only_new).await.unwrap();
     let diners = venueql::diners::list(&mut tx, 100, None).await.unwrap();
-    let keys = venueql::diners::keys::venue_keys(&mut tx, &new_master).await.unwrap();
+    assert_eq!(diners.len(), 10);
     for diner in &diners {
-        let health = venueql::diners::open(&keys, app.a.venue_id(), diner).unwrap();
-        assert_eq!(health.allergens.len(), 2);
+        assert_eq!(venueql::diners::open(&keys, app.a.venue_id(), diner).unwrap().allergens.len(), 2);
+        let shared = venueql::diners::shared_profile(&mut tx, &only_new, diner).await.unwrap();
+        assert_eq!(shared.unwrap().allergens.len(), 2);
     }
 }
 

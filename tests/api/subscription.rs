@@ -112,3 +112,38 @@ async fn a_subscription_needs_a_valid_token_with_orders_queue_and_ends_when_it_i
     assert!(update["payload"]["data"].is_null() || update["type"] == "error", "no order for a revoked token: {update}");
     assert!(!update.to_string().contains("Alpha Espresso"), "{update}");
 }
+
+#[tokio::test]
+async fn the_subscription_flags_allergens_for_tokens_allowed_to_see_them() {
+    let app = TestApp::spawn().await;
+    app.onboard(&app.a).await;
+    let query = "subscription { ordersQueueChanged { number allergenAlerts { itemName allergens } } }";
+    let mut sockets = Vec::new();
+    for token in [&app.a.full, &app.a.casual] {
+        let (mut socket, ack) = connect(&app, token).await;
+        assert_eq!(ack.unwrap()["type"], "connection_ack");
+        let message = json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
+        socket.send(Message::Text(message.to_string().into())).await.unwrap();
+        sockets.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let items = json!([{ "menuItemId": app.a.item_ids[2], "quantity": 1 }]);
+    let diner = json!({ "phone": "+353 87 123 4567", "allergens": ["PEANUTS"] });
+    let started = app
+        .public_gql(
+            "alpha",
+            "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { checkoutId clientSecret } }",
+            json!({ "input": { "items": items, "diner": diner } }),
+        )
+        .await["data"]["startCheckout"]
+        .clone();
+    app.deliver(&app.paid_event(&started)).await;
+    let full = next_json(&mut sockets[0], Duration::from_secs(5)).await.expect("an update");
+    assert_eq!(
+        full["payload"]["data"]["ordersQueueChanged"]["allergenAlerts"],
+        json!([{ "itemName": "Alpha Peanut Toast", "allergens": ["PEANUTS"] }]),
+        "{full}"
+    );
+    let casual = next_json(&mut sockets[1], Duration::from_secs(5)).await.expect("an update");
+    assert_eq!(casual["payload"]["data"]["ordersQueueChanged"]["allergenAlerts"], Value::Null, "{casual}");
+}
