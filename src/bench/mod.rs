@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::app::{Application, install_tls_provider};
+use crate::app::install_tls_provider;
 use crate::auth::Permissions;
-use crate::config::Config;
 use crate::db::{self, RoleUrls};
 use crate::dev::{Cluster, ClusterOptions, random_secret};
 use crate::menu::{Allergen, CategoryFields, ItemFields};
@@ -154,13 +153,59 @@ async fn seed_bench_venue(door: &CrossTenantDoor, slug: &str) -> Result<(VenueId
     Ok((venue.venue_id(), token.token))
 }
 
-fn resident_memory_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// A memory figure (`VmRSS`, `VmHWM`: peak) of a process, in MB.
+fn memory_mb(pid: &str, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The server under test as its own process (`venueql serve`, this binary), so that its
+/// memory is measured apart from the load generator and the local Stripe; killed on drop.
+struct ServerProcess {
+    child: std::process::Child,
+}
+
+impl ServerProcess {
+    /// Starts `venueql serve` with exactly `env` (plus a free loopback port) and waits
+    /// until `/healthz` answers; returns it with its base URL.
+    async fn start(env: &[(&str, String)]) -> Result<(ServerProcess, String), DynError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command
+            .arg("serve")
+            .env_clear()
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let server = ServerProcess { child: command.spawn()? };
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("{base}/healthz")).await.is_err() {
+            if Instant::now() > deadline {
+                return Err("venueql serve did not answer /healthz within 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok((server, base))
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Runs the benchmark and prints a table and one JSON line per measurement.
@@ -191,32 +236,25 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     let max_concurrency = options.concurrency.iter().copied().max().unwrap_or(8);
     let pool_size = options.pool_size;
     let stripe = crate::payments::local_stripe::LocalStripe::start().await?;
-    let config = Config::from_lookup(|name| match name {
-        "DATABASE_URL" => Some(urls.app.clone()),
-        "LISTEN_ADDR" => Some("127.0.0.1:0".into()),
-        "DATABASE_MAX_CONNECTIONS" => Some(pool_size.to_string()),
-        "STRIPE_SECRET_KEY" => Some("sk_test_venueql_bench".into()),
-        "STRIPE_API_BASE" => Some(stripe.base().to_string()),
-        "STRIPE_WEBHOOK_SECRET" => Some(orders::PLATFORM_SECRET.into()),
-        "STRIPE_CONNECT_WEBHOOK_SECRET" => Some(orders::CONNECT_SECRET.into()),
-        "PLATFORM_FEE_BPS" => Some("250".into()),
-        "PAYMENT_JOBS_INTERVAL_SECS" => Some("0".into()),
-        _ => None,
-    })?;
-    let app = Application::build(config).await?;
-    let base = format!("http://{}", app.local_addr());
+    let (server, base) = ServerProcess::start(&[
+        ("DATABASE_URL", urls.app.clone()),
+        ("DATABASE_MAX_CONNECTIONS", pool_size.to_string()),
+        ("STRIPE_SECRET_KEY", "sk_test_venueql_bench".into()),
+        ("STRIPE_API_BASE", stripe.base().to_string()),
+        ("STRIPE_WEBHOOK_SECRET", orders::PLATFORM_SECRET.into()),
+        ("STRIPE_CONNECT_WEBHOOK_SECRET", orders::CONNECT_SECRET.into()),
+        ("PLATFORM_FEE_BPS", "250".into()),
+        ("PAYMENT_JOBS_INTERVAL_SECS", "0".into()),
+        ("RUST_LOG", "info".into()),
+    ])
+    .await?;
     let url = format!("{base}/graphql");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stop_rx.await;
-    }));
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(max_concurrency).build()?;
     let app_db = Db::new(db::pool(&urls.app, pool_size).await?);
     let superuser: PgPool = db::pool(&cluster.superuser_url("venueql"), pool_size).await?;
     let auth = format!("Bearer {token}");
     let shop = Arc::new(orders::open_shop(&door, &stripe, &base, "bench-a", venue, 50).await?);
-    let mut peak_rss = resident_memory_mb();
 
     let mut samples = Vec::new();
     for &concurrency in &options.concurrency {
@@ -269,9 +307,7 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
             .await,
         );
         samples.extend(orders::measure_queue(&shop, &app_db, &superuser, concurrency, options.seconds).await);
-        peak_rss = peak_rss.max(resident_memory_mb());
         samples.extend(orders::measure_checkout(&shop, &app_db, concurrency, options.seconds).await);
-        peak_rss = peak_rss.max(resident_memory_mb());
     }
     // Webhooks: all events for one venue (serialised by its order numbers and audit
     // chain), then spread over four venues as the platform endpoint sees them.
@@ -286,7 +322,6 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
             orders::measure_webhooks(&shops[..spread], &stripe, &app_db, 32, options.webhook_events).await?;
         samples.extend(webhook_samples);
         made.push(orders);
-        peak_rss = peak_rss.max(resident_memory_mb());
     }
     samples.push(orders::measure_raw_event_store(&app_db, 32).await);
     println!(
@@ -311,12 +346,12 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
         "webhook effects: each run of {} distinct events (then the same again) made {made:?} orders (exactly once: {exactly_once})",
         options.webhook_events
     );
+    let pid = server.pid();
     println!(
-        "process resident memory (server + local Stripe + load generator): now {:.0} MB, peak sampled {:.0} MB",
-        resident_memory_mb(),
-        peak_rss
+        "server (venueql serve, its own process) resident memory: {:.0} MB now, {:.0} MB peak (VmHWM) over the whole run",
+        memory_mb(&pid, "VmRSS"),
+        memory_mb(&pid, "VmHWM")
     );
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    drop(server);
     Ok(())
 }
