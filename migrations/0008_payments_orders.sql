@@ -168,19 +168,30 @@ CREATE TABLE disputes (
 CREATE INDEX disputes_checkout_idx ON disputes (venue_id, checkout_id);
 COMMENT ON TABLE disputes IS 'Tenant: chargebacks against a checkout''s payment.';
 
-DO $$
-DECLARE t text;
+-- The one way a tenant table is isolated from here on (0001-0004 spell it out; editing
+-- an applied migration would change its checksum): RLS enabled and forced, one policy
+-- comparing venue_id with the transaction's venue. Owner-only.
+CREATE PROCEDURE private.isolate_by_venue(p_table regclass)
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+    AS $$
 BEGIN
-    FOREACH t IN ARRAY ARRAY['stripe_accounts','checkouts','checkout_items','order_counters','orders','payments',
-                             'refunds','disputes'] LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format(
-            'CREATE POLICY venue_isolation ON %I AS PERMISSIVE FOR ALL TO venueql_app, venueql_platform '
-            'USING (venue_id = (SELECT public.current_venue_id())) '
-            'WITH CHECK (venue_id = (SELECT public.current_venue_id()))', t);
-    END LOOP;
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', p_table);
+    EXECUTE format(
+        'CREATE POLICY venue_isolation ON %s AS PERMISSIVE FOR ALL TO venueql_app, venueql_platform '
+        'USING (venue_id = (SELECT public.current_venue_id())) '
+        'WITH CHECK (venue_id = (SELECT public.current_venue_id()))', p_table);
 END $$;
+REVOKE ALL ON PROCEDURE private.isolate_by_venue(regclass) FROM PUBLIC;
+
+CALL private.isolate_by_venue('stripe_accounts');
+CALL private.isolate_by_venue('checkouts');
+CALL private.isolate_by_venue('checkout_items');
+CALL private.isolate_by_venue('order_counters');
+CALL private.isolate_by_venue('orders');
+CALL private.isolate_by_venue('payments');
+CALL private.isolate_by_venue('refunds');
+CALL private.isolate_by_venue('disputes');
 
 GRANT SELECT, INSERT,
       UPDATE (charges_enabled, payouts_enabled, details_submitted, requirements_due, disabled_reason, state_at, state_event, updated_at)

@@ -44,18 +44,8 @@ ALTER TABLE orders ADD CONSTRAINT orders_diner_fkey FOREIGN KEY (venue_id, diner
     REFERENCES diners (venue_id, id) ON DELETE SET NULL (diner_id);
 CREATE INDEX orders_diner_idx ON orders (venue_id, diner_id) WHERE diner_id IS NOT NULL;
 
-DO $$
-DECLARE t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['venue_data_keys', 'diners'] LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format(
-            'CREATE POLICY venue_isolation ON %I AS PERMISSIVE FOR ALL TO venueql_app, venueql_platform '
-            'USING (venue_id = (SELECT public.current_venue_id())) '
-            'WITH CHECK (venue_id = (SELECT public.current_venue_id()))', t);
-    END LOOP;
-END $$;
+CALL private.isolate_by_venue('venue_data_keys');
+CALL private.isolate_by_venue('diners');
 
 -- The app creates a venue's first key and re-encrypts rows; the platform role (keys
 -- commands, offboarding) rotates, re-wraps and destroys keys.
@@ -137,6 +127,12 @@ CREATE FUNCTION private.rewrap_platform_data_key(p_version integer, p_wrapped by
     AS $$ UPDATE private.platform_data_keys SET wrapped = p_wrapped, master_key_id = p_master_key_id
           WHERE version = p_version $$;
 
+-- Whether the current venue has the diner with this identity (the consent gate's test).
+CREATE FUNCTION private.venue_has_diner(p_identity bytea) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT EXISTS (SELECT 1 FROM private.diner_identities i
+                         WHERE i.identity_hash = p_identity AND i.venue_id = public.current_venue_id()) $$;
+
 -- Gives (or renews) consent from the current venue: stores the shared profile. Only a
 -- venue that has this diner may.
 CREATE FUNCTION private.share_diner_profile(p_identity bytea, p_allergens bytea, p_dietary_notes bytea) RETURNS void
@@ -144,7 +140,7 @@ CREATE FUNCTION private.share_diner_profile(p_identity bytea, p_allergens bytea,
     AS $$
 DECLARE v uuid := public.current_venue_id();
 BEGIN
-    IF v IS NULL OR NOT EXISTS (SELECT 1 FROM private.diner_identities i WHERE i.identity_hash = p_identity AND i.venue_id = v) THEN
+    IF v IS NULL OR NOT private.venue_has_diner(p_identity) THEN
         RAISE EXCEPTION 'no such diner at this venue' USING ERRCODE = '42501';
     END IF;
     INSERT INTO private.diner_profiles (identity_hash, allergens, dietary_notes, consented_via)
@@ -160,7 +156,7 @@ CREATE FUNCTION private.withdraw_diner_profile(p_identity bytea) RETURNS boolean
     AS $$
 DECLARE v uuid := public.current_venue_id();
 BEGIN
-    IF v IS NULL OR NOT EXISTS (SELECT 1 FROM private.diner_identities i WHERE i.identity_hash = p_identity AND i.venue_id = v) THEN
+    IF v IS NULL OR NOT private.venue_has_diner(p_identity) THEN
         RAISE EXCEPTION 'no such diner at this venue' USING ERRCODE = '42501';
     END IF;
     DELETE FROM private.diner_profiles WHERE identity_hash = p_identity;
@@ -172,9 +168,7 @@ END $$;
 CREATE FUNCTION private.shared_diner_profile(p_identity bytea) RETURNS TABLE (allergens bytea, dietary_notes bytea)
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$ SELECT p.allergens, p.dietary_notes FROM private.diner_profiles p
-          WHERE p.identity_hash = p_identity
-            AND EXISTS (SELECT 1 FROM private.diner_identities i
-                        WHERE i.identity_hash = p_identity AND i.venue_id = public.current_venue_id()) $$;
+          WHERE p.identity_hash = p_identity AND private.venue_has_diner(p_identity) $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA private FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION

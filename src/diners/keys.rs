@@ -155,8 +155,7 @@ pub async fn rotate_master(door: &CrossTenantDoor, actor: &str, master: &MasterK
             .await?;
     let mut rewrapped = 0;
     for (version, wrapped, master_id) in platform {
-        let key = master.unwrap(&wrapped, &master_id, "platform", version as u32)?;
-        let (wrapped, master_id) = master.wrap(&key, "platform", version as u32);
+        let (wrapped, master_id) = rewrap(master, &wrapped, &master_id, "platform", version)?;
         sqlx::query("SELECT private.rewrap_platform_data_key($1, $2, $3)")
             .bind(version)
             .bind(wrapped)
@@ -175,14 +174,8 @@ pub async fn rotate_master(door: &CrossTenantDoor, actor: &str, master: &MasterK
         .fetch_all(tx.conn())
         .await?;
         for key in stored {
-            let version = key.version as u32;
-            let data = master.unwrap(
-                key.wrapped.as_deref().unwrap_or_default(),
-                &key.master_key_id,
-                &scope(venue),
-                version,
-            )?;
-            let (wrapped, master_id) = master.wrap(&data, &scope(venue), version);
+            let wrapped = key.wrapped.as_deref().unwrap_or_default();
+            let (wrapped, master_id) = rewrap(master, wrapped, &key.master_key_id, &scope(venue), key.version)?;
             sqlx::query("UPDATE venue_data_keys SET wrapped = $2, master_key_id = $3 WHERE version = $1")
                 .bind(key.version)
                 .bind(wrapped)
@@ -194,6 +187,18 @@ pub async fn rotate_master(door: &CrossTenantDoor, actor: &str, master: &MasterK
         tx.commit().await?;
     }
     Ok(rewrapped)
+}
+
+/// Unwraps a data key with whichever master wrapped it and wraps it under the current one.
+fn rewrap(
+    master: &MasterKeys,
+    wrapped: &[u8],
+    master_id: &str,
+    scope: &str,
+    version: i32,
+) -> Result<(Vec<u8>, String), AppError> {
+    let key = master.unwrap(wrapped, master_id, scope, version as u32)?;
+    Ok(master.wrap(&key, scope, version as u32))
 }
 
 /// A diner row's id and its two sealed columns.

@@ -27,6 +27,17 @@ pub struct StaffCtx {
 }
 
 impl StaffCtx {
+    /// The context of an authenticated caller at `peer`, for request `request_id`.
+    pub fn new(caller: crate::auth::Caller, request_id: String, peer: std::net::SocketAddr) -> StaffCtx {
+        StaffCtx {
+            venue: caller.venue,
+            principal: caller.principal,
+            permissions: caller.permissions,
+            request_id,
+            ip: Some(peer.ip()),
+        }
+    }
+
     /// The audit identity of this request.
     pub fn who(&self) -> Who {
         Who { actor: self.principal.actor(), request_id: Some(self.request_id.clone()), ip: self.ip }

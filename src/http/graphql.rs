@@ -172,13 +172,7 @@ async fn staff_response(
     };
     let caller = auth::authenticate_bearer(&state.db, &token).await.map_err(refusal)?;
     crate::observability::set_request_venue(&caller.venue.to_string());
-    let staff = StaffCtx {
-        venue: caller.venue,
-        principal: caller.principal,
-        permissions: caller.permissions,
-        request_id,
-        ip: Some(peer.ip()),
-    };
+    let staff = StaffCtx::new(caller, request_id, peer);
     check_named_venue(state, headers, &staff).await?;
     let batch = parse_batch(body, state.config.limits.max_batch, state.config.max_body_bytes)?;
     Ok(Json(execute_staff(state, batch, staff).await).into_response())
@@ -267,13 +261,7 @@ async fn connection_data(
     })?;
     let token = SecretString::from(token.trim().to_string());
     let caller = auth::authenticate_bearer(&state.db, &token).await?;
-    let staff = StaffCtx {
-        venue: caller.venue,
-        principal: caller.principal,
-        permissions: caller.permissions,
-        request_id,
-        ip: Some(peer.ip()),
-    };
+    let staff = StaffCtx::new(caller, request_id, peer);
     let mut data = Data::default();
     data.insert(staff);
     data.insert(state.db.clone());

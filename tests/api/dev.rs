@@ -51,6 +51,19 @@ fn token<'a>(dev: &'a Value, venue: usize, name: &str) -> &'a str {
     tokens.iter().find(|t| t["name"] == name).unwrap()["token"].as_str().unwrap()
 }
 
+/// `venueql dev pay --client-secret S`, as the README shows; the webhook must answer 200.
+fn pay(dir: &Path, secret: &str) {
+    let paid = Command::new(env!("CARGO_BIN_EXE_venueql"))
+        .args(["dev", "--data-dir"])
+        .arg(dir)
+        .args(["pay", "--client-secret", secret])
+        .output()
+        .unwrap();
+    assert!(paid.status.success(), "venueql dev pay: {}", String::from_utf8_lossy(&paid.stderr));
+    let answer: Value = serde_json::from_slice(&paid.stdout).unwrap();
+    assert_eq!(answer["webhook_status"], 200, "{answer}");
+}
+
 /// A new user's order: a checkout on the demo café's public endpoint, paid with
 /// `venueql dev pay`; returns the order numbers then in the queue.
 async fn check_out_and_pay(dev: &Value, dir: &Path) -> Vec<i64> {
@@ -64,15 +77,7 @@ async fn check_out_and_pay(dev: &Value, dir: &Path) -> Vec<i64> {
     )
     .await;
     let secret = started["data"]["startCheckout"]["clientSecret"].as_str().unwrap_or_else(|| panic!("{started}"));
-    let paid = Command::new(env!("CARGO_BIN_EXE_venueql"))
-        .args(["dev", "--data-dir"])
-        .arg(dir)
-        .args(["pay", "--client-secret", secret])
-        .output()
-        .unwrap();
-    assert!(paid.status.success(), "venueql dev pay: {}", String::from_utf8_lossy(&paid.stderr));
-    let answer: Value = serde_json::from_slice(&paid.stdout).unwrap();
-    assert_eq!(answer["webhook_status"], 200, "{answer}");
+    pay(dir, secret);
     let queue =
         query(dev["graphql_url"].as_str().unwrap(), Some(token(dev, 0, "everything")), "{ ordersQueue { number } }")
             .await;
@@ -101,13 +106,7 @@ async fn peanut_diner_is_flagged(dev: &Value, dir: &Path) {
     )
     .await;
     let secret = started["data"]["startCheckout"]["clientSecret"].as_str().unwrap_or_else(|| panic!("{started}"));
-    let paid = Command::new(env!("CARGO_BIN_EXE_venueql"))
-        .args(["dev", "--data-dir"])
-        .arg(dir)
-        .args(["pay", "--client-secret", secret])
-        .output()
-        .unwrap();
-    assert!(paid.status.success(), "{}", String::from_utf8_lossy(&paid.stderr));
+    pay(dir, secret);
     let url = dev["graphql_url"].as_str().unwrap();
     let queue = "{ ordersQueue { number allergenAlerts { itemName allergens } } }";
     let full = query(url, Some(token(dev, 0, "everything")), queue).await;
