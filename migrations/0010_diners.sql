@@ -37,6 +37,12 @@ CREATE TABLE diners (
 COMMENT ON TABLE diners IS 'Tenant: diners of the venue; health data only as ciphertext.';
 
 ALTER TABLE checkouts ADD COLUMN diner_id uuid;
+-- What the diner asked about sharing at this checkout (NULL: nothing), with the shared
+-- profile already sealed under the platform key; applied only once the payment is
+-- verified (an unpaid, anonymous checkout changes no shared profile).
+ALTER TABLE checkouts ADD COLUMN share_consent boolean;
+ALTER TABLE checkouts ADD COLUMN shared_allergens bytea;
+ALTER TABLE checkouts ADD COLUMN shared_notes bytea;
 ALTER TABLE checkouts ADD CONSTRAINT checkouts_diner_fkey FOREIGN KEY (venue_id, diner_id)
     REFERENCES diners (venue_id, id) ON DELETE SET NULL (diner_id);
 ALTER TABLE orders ADD COLUMN diner_id uuid;
@@ -62,6 +68,9 @@ GRANT SELECT ON checkouts, orders TO venueql_platform;
 CREATE TABLE private.diner_identities (
     venue_id      uuid NOT NULL REFERENCES venues (id),
     identity_hash bytea NOT NULL,
+    -- Set when the diner paid an order at the venue (a verified Stripe payment): only
+    -- then may the venue read, give or withdraw the shared profile.
+    paid          boolean NOT NULL DEFAULT false,
     PRIMARY KEY (identity_hash, venue_id)
 );
 COMMENT ON TABLE private.diner_identities IS 'Private: identity hash -> venues that have that diner (mirror of diners).';
@@ -127,11 +136,12 @@ CREATE FUNCTION private.rewrap_platform_data_key(p_version integer, p_wrapped by
     AS $$ UPDATE private.platform_data_keys SET wrapped = p_wrapped, master_key_id = p_master_key_id
           WHERE version = p_version $$;
 
--- Whether the current venue has the diner with this identity (the consent gate's test).
+-- Whether the diner with this identity paid an order at the current venue (the consent
+-- gate's test).
 CREATE FUNCTION private.venue_has_diner(p_identity bytea) RETURNS boolean
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$ SELECT EXISTS (SELECT 1 FROM private.diner_identities i
-                         WHERE i.identity_hash = p_identity AND i.venue_id = public.current_venue_id()) $$;
+                         WHERE i.identity_hash = p_identity AND i.venue_id = public.current_venue_id() AND i.paid) $$;
 
 -- Gives (or renews) consent from the current venue: stores the shared profile. Only a
 -- venue that has this diner may.
@@ -149,18 +159,34 @@ BEGIN
         consented_at = now(), consented_via = EXCLUDED.consented_via;
 END $$;
 
--- Withdraws consent: the shared profile is deleted at once. Only a venue that has this
--- diner may ask; returns whether a profile existed.
+-- Withdraws consent: the shared profile is deleted at once. Only a venue where the diner
+-- paid may; returns whether a profile was deleted.
 CREATE FUNCTION private.withdraw_diner_profile(p_identity bytea) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE v uuid := public.current_venue_id();
 BEGIN
-    IF v IS NULL OR NOT private.venue_has_diner(p_identity) THEN
-        RAISE EXCEPTION 'no such diner at this venue' USING ERRCODE = '42501';
+    IF NOT private.venue_has_diner(p_identity) THEN
+        RETURN false;
     END IF;
     DELETE FROM private.diner_profiles WHERE identity_hash = p_identity;
     RETURN FOUND;
+END $$;
+
+-- A verified payment by this diner at the current venue: marks them paid here, then
+-- applies what they asked about sharing at that checkout (true: share the sealed
+-- profile; false: withdraw; NULL: nothing). Called by the payment_intent.succeeded handler.
+CREATE FUNCTION private.diner_paid(p_identity bytea, p_consent boolean, p_allergens bytea, p_dietary_notes bytea)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    UPDATE private.diner_identities SET paid = true
+     WHERE identity_hash = p_identity AND venue_id = public.current_venue_id();
+    IF p_consent AND p_allergens IS NOT NULL THEN
+        PERFORM private.share_diner_profile(p_identity, p_allergens, p_dietary_notes);
+    ELSIF p_consent = false THEN
+        PERFORM private.withdraw_diner_profile(p_identity);
+    END IF;
 END $$;
 
 -- The consent gate: the shared profile of an identity, only while consent stands and only
@@ -175,7 +201,7 @@ GRANT EXECUTE ON FUNCTION
     private.platform_data_key(integer),
     private.platform_data_keys_all(),
     private.add_platform_data_key(integer, bytea, text),
-    private.share_diner_profile(bytea, bytea, bytea),
+    private.diner_paid(bytea, boolean, bytea, bytea),
     private.withdraw_diner_profile(bytea),
     private.shared_diner_profile(bytea)
     TO venueql_app;

@@ -115,8 +115,9 @@ pub struct DinersMutation;
 
 #[Object]
 impl DinersMutation {
-    /// Everything held about a diner at this venue, as a JSON document (audited).
-    #[graphql(guard = "Requires(Permissions::DINERS_MANAGE)")]
+    /// Everything held about a diner at this venue, as a JSON document (audited; needs
+    /// DINERS_MANAGE and DINER_ALLERGENS_VIEW, since it holds their health data).
+    #[graphql(guard = "Requires(Permissions::DINERS_MANAGE.union(Permissions::DINER_ALLERGENS_VIEW))")]
     async fn export_diner(&self, ctx: &Context<'_>, id: ID) -> Result<String> {
         let id = parse_id(&id, "id")?;
         let master = ctx.data::<DinerKeys>()?.master()?;

@@ -92,9 +92,26 @@ fn parse_allergens(plain: &[u8]) -> Result<Vec<Allergen>, AppError> {
     Ok(names.iter().filter_map(|n| Allergen::from_stored(n)).collect())
 }
 
-/// Records (or updates) the diner at the transaction's venue: identity hash, encrypted
-/// allergens and notes, and their sharing consent. Returns the diner id.
-pub async fn record(tx: &mut VenueTx, keys: &DinerKeys, details: &DinerDetails) -> Result<Uuid, AppError> {
+/// What a checkout recorded about its diner; the sharing request waits on the checkout
+/// until the payment is verified.
+#[derive(Debug)]
+pub struct Recorded {
+    /// The diner at this venue.
+    pub diner_id: Uuid,
+    /// Share (true) or stop sharing (false) the allergen profile; None: no change.
+    pub share_consent: Option<bool>,
+    /// The profile to share, sealed under the platform key (when sharing).
+    pub shared_allergens: Option<Vec<u8>>,
+    /// The notes to share, sealed under the platform key.
+    pub shared_notes: Option<Vec<u8>>,
+}
+
+/// Records the diner at the transaction's venue from an anonymous checkout. Nobody has
+/// proved who they are yet, so this can only add: allergens join those already held
+/// (an unverified request never removes a warning), and notes are kept when some are
+/// already held. The shared profile is prepared here but changed only when the payment
+/// is verified ([`Recorded`], applied by the payment handler).
+pub async fn record(tx: &mut VenueTx, keys: &DinerKeys, details: &DinerDetails) -> Result<Recorded, AppError> {
     let identifier = match (&details.email, &details.phone) {
         (Some(email), None) => identity::email(email)?,
         (None, Some(phone)) => identity::phone(phone)?,
@@ -106,6 +123,7 @@ pub async fn record(tx: &mut VenueTx, keys: &DinerKeys, details: &DinerDetails) 
     let master = keys.master()?;
     let identity = identity::hash(keys.identity_key()?, &identifier);
     let (version, key) = keys::active_key(tx, master).await?;
+    // The upsert locks the row until commit: concurrent checkouts of one diner merge in turn.
     let diner_id: Uuid = sqlx::query_scalar(
         "INSERT INTO diners (venue_id, identity_hash) VALUES ($1, $2) \
          ON CONFLICT (venue_id, identity_hash) DO UPDATE SET updated_at = now() RETURNING id",
@@ -114,50 +132,59 @@ pub async fn record(tx: &mut VenueTx, keys: &DinerKeys, details: &DinerDetails) 
     .bind(&identity)
     .fetch_one(tx.conn())
     .await?;
+    let stored = find(tx, diner_id).await?.ok_or_else(|| AppError::internal("the diner row vanished"))?;
+    let held = if stored.allergens.is_some() || stored.dietary_notes.is_some() {
+        open(&keys::venue_keys(tx, master).await?, tx.venue(), &stored)?
+    } else {
+        HealthData::default()
+    };
+    let mut allergens = held.allergens.clone();
+    for allergen in &details.allergens {
+        if !allergens.contains(allergen) {
+            allergens.push(*allergen);
+        }
+    }
+    let stated_notes = details.dietary_notes.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    let notes = held.dietary_notes.as_deref().or(stated_notes);
     let venue = tx.venue().to_string();
-    let row = diner_id.to_string();
-    let allergens = allergen_names(&details.allergens);
-    let notes = details.dietary_notes.as_deref().map(str::trim).filter(|n| !n.is_empty());
-    let sealed_allergens = crypto::encrypt_field(&key, version, place(&venue, &row, "allergens"), &allergens);
+    let row = stored.id.to_string();
+    let sealed_allergens =
+        crypto::encrypt_field(&key, version, place(&venue, &row, "allergens"), &allergen_names(&allergens));
     let sealed_notes =
         notes.map(|n| crypto::encrypt_field(&key, version, place(&venue, &row, "dietary_notes"), n.as_bytes()));
     sqlx::query("UPDATE diners SET allergens = $2, dietary_notes = $3, updated_at = now() WHERE id = $1")
-        .bind(diner_id)
+        .bind(stored.id)
         .bind(sealed_allergens)
         .bind(sealed_notes)
         .execute(tx.conn())
         .await?;
-    match details.share_allergen_profile {
-        Some(true) => {
-            let (platform_version, platform_key) = keys::platform_key(tx.conn(), master, None).await?;
-            let identity_hex = hex(&identity);
-            let shared_allergens = crypto::encrypt_field(
+    let mut recorded = Recorded {
+        diner_id: stored.id,
+        share_consent: details.share_allergen_profile,
+        shared_allergens: None,
+        shared_notes: None,
+    };
+    if details.share_allergen_profile == Some(true) {
+        // What the diner states now is what they share.
+        let (platform_version, platform_key) = keys::platform_key(tx.conn(), master, None).await?;
+        let identity_hex = hex(&identity);
+        let stated = allergen_names(&details.allergens);
+        recorded.shared_allergens = Some(crypto::encrypt_field(
+            &platform_key,
+            platform_version,
+            profile_place(&identity_hex, "allergens"),
+            &stated,
+        ));
+        recorded.shared_notes = stated_notes.map(|n| {
+            crypto::encrypt_field(
                 &platform_key,
                 platform_version,
-                profile_place(&identity_hex, "allergens"),
-                &allergens,
-            );
-            let shared_notes = notes.map(|n| {
-                crypto::encrypt_field(
-                    &platform_key,
-                    platform_version,
-                    profile_place(&identity_hex, "dietary_notes"),
-                    n.as_bytes(),
-                )
-            });
-            sqlx::query("SELECT private.share_diner_profile($1, $2, $3)")
-                .bind(&identity)
-                .bind(shared_allergens)
-                .bind(shared_notes)
-                .execute(tx.conn())
-                .await?;
-        }
-        Some(false) => {
-            sqlx::query("SELECT private.withdraw_diner_profile($1)").bind(&identity).execute(tx.conn()).await?;
-        }
-        None => {}
+                profile_place(&identity_hex, "dietary_notes"),
+                n.as_bytes(),
+            )
+        });
     }
-    Ok(diner_id)
+    Ok(recorded)
 }
 
 /// A diner as stored (ciphertexts still sealed).

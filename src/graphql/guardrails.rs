@@ -114,6 +114,16 @@ impl Extension for Guardrails {
             );
             return Err(with_code(error, "INTROSPECTION_DISABLED"));
         }
+        // A WebSocket connection authenticated once, at connection_init: it may only
+        // subscribe (each update re-checks the token); queries and mutations go to POST.
+        let over_websocket = ctx.data_opt::<crate::orders::graphql::ConnectionToken>().is_some();
+        if over_websocket && doc.operations.iter().any(|(_, op)| op.node.ty != OperationType::Subscription) {
+            let error = ServerError::new(
+                "only subscriptions are served over /graphql/ws; send queries and mutations to POST /graphql",
+                None,
+            );
+            return Err(with_code(error, "BAD_REQUEST"));
+        }
         let kinds = match &doc.operations {
             DocumentOperations::Single(op) => vec![(None, kind_name(op.node.ty))],
             DocumentOperations::Multiple(ops) => {

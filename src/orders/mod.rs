@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::payments::Payments;
-use crate::payments::stripe::{Params, metadata};
+use crate::payments::stripe::{Params, StripeError, metadata};
 use crate::tenancy::{Db, VenueId, VenueTx};
 
 /// Where an order is in the kitchen (or that it was cancelled or refunded).
@@ -152,12 +152,14 @@ SELECT coalesce(jsonb_agg(jsonb_build_object('menu_item_id', i.menu_item_id, 'na
 /// disputes and Stripe's cumulative refunded amount, and marks it refunded once confirmed
 /// refunds cover it (audited). Runs after every change to those, in the same transaction.
 pub(crate) async fn sync_money(tx: &mut VenueTx, who: &Who, checkout_id: Uuid) -> Result<(), AppError> {
+    // Lock first, in its own statement: the recompute below then reads a snapshot taken
+    // after any concurrent writer of this order committed.
+    sqlx::query("SELECT 1 FROM orders WHERE checkout_id = $1 FOR UPDATE").bind(checkout_id).execute(tx.conn()).await?;
     let changed: Option<(Uuid, String, String)> = sqlx::query_as(
         "WITH r AS (SELECT coalesce(sum(amount_minor) FILTER (WHERE status = 'succeeded'), 0)::bigint AS confirmed, \
                            coalesce(sum(amount_minor) FILTER (WHERE status IN ('requested', 'pending', 'requires_action')), 0)::bigint AS in_flight \
                     FROM refunds WHERE checkout_id = $1), \
-              m AS (SELECT greatest(c.charge_amount_refunded, r.confirmed) AS refunded, r.confirmed, r.in_flight \
-                    FROM checkouts c, r WHERE c.id = $1), \
+              m AS (SELECT r.confirmed AS refunded, r.confirmed, r.in_flight FROM r), \
               d AS (SELECT status FROM disputes WHERE checkout_id = $1 ORDER BY created_at DESC, stripe_dispute_id LIMIT 1), \
               next AS (SELECT o.id, m.refunded, greatest(0, m.confirmed + m.in_flight - m.refunded) AS pending, \
                               (SELECT status FROM d) AS dispute, \
@@ -334,29 +336,20 @@ pub async fn refund(
     sync_money(&mut tx, who, order.checkout_id).await?;
     tx.commit().await?;
 
-    let mut params: Params = vec![
-        ("payment_intent".into(), order.payment_intent_id.clone()),
-        ("amount".into(), amount_minor.to_string()),
-        ("reverse_transfer".into(), "true".into()),
-        ("refund_application_fee".into(), "true".into()),
-    ];
-    metadata(&mut params, &[("venue_id", venue.to_string()), ("refund_id", refund_id.to_string())]);
-    let key = format!("venueql-refund-{refund_id}");
+    let params = refund_params(&order.payment_intent_id, amount_minor, venue, refund_id);
+    let key = refund_key(refund_id);
     let outcome = client.post("/v1/refunds", &key, &params).await;
+    // Stripe said no (a definite 4xx): the refund failed and frees its amount. Anything
+    // else (no answer, 409, 429, 5xx after retries) may have refunded: it stays
+    // `requested`, still counted against what is left, until Stripe's webhook or a retry
+    // with the same idempotency key settles it.
+    let refused = matches!(&outcome, Err(StripeError::Api { status, .. }) if (400..500).contains(status) && *status != 409 && *status != 429);
     let mut tx = db.venue_tx(venue).await?;
     match &outcome {
         Ok(stripe_refund) => {
-            sqlx::query(
-                "UPDATE refunds SET stripe_refund_id = coalesce(stripe_refund_id, $2), \
-                        status = CASE WHEN status = 'requested' THEN 'pending' ELSE status END, updated_at = now() \
-                 WHERE id = $1",
-            )
-            .bind(refund_id)
-            .bind(stripe_refund["id"].as_str())
-            .execute(tx.conn())
-            .await?;
+            mark_accepted(&mut tx, refund_id, stripe_refund["id"].as_str()).await?;
         }
-        Err(_) => {
+        Err(_) if refused => {
             sqlx::query(
                 "UPDATE refunds SET status = 'failed', updated_at = now() WHERE id = $1 AND status = 'requested'",
             )
@@ -364,15 +357,79 @@ pub async fn refund(
             .execute(tx.conn())
             .await?;
         }
+        Err(_) => {}
     }
+    sync_money(&mut tx, who, order.checkout_id).await?;
     tx.commit().await?;
     match outcome {
         Ok(_) => Ok(()),
-        Err(error) if matches!(error, crate::payments::stripe::StripeError::Api { status: 400..=499, .. }) => {
-            Err(AppError::bad_input(format!("Stripe refused the refund: {error}")))
+        Err(error) if refused => Err(AppError::bad_input(format!("Stripe refused the refund: {error}"))),
+        Err(error) => {
+            tracing::warn!(error = %error, refund = %refund_id, "refund outcome unknown; left requested");
+            Err(AppError::Unavailable(
+                "Stripe did not confirm the refund; it stays pending and is retried with the same idempotency key, so it cannot be made twice".into(),
+            ))
         }
-        Err(error) => Err(error.into()),
     }
+}
+
+/// The parameters of the refund request: the transfer to the venue and the platform's
+/// fee are reversed in proportion, and the refund names its row for the webhook.
+fn refund_params(payment_intent: &str, amount_minor: i64, venue: VenueId, refund_id: Uuid) -> Params {
+    let mut params: Params = vec![
+        ("payment_intent".into(), payment_intent.to_string()),
+        ("amount".into(), amount_minor.to_string()),
+        ("reverse_transfer".into(), "true".into()),
+        ("refund_application_fee".into(), "true".into()),
+    ];
+    metadata(&mut params, &[("venue_id", venue.to_string()), ("refund_id", refund_id.to_string())]);
+    params
+}
+
+/// One idempotency key per refund row: no retry can refund twice.
+fn refund_key(refund_id: Uuid) -> String {
+    format!("venueql-refund-{refund_id}")
+}
+
+/// Stripe accepted the refund: it is pending until the webhook confirms it.
+async fn mark_accepted(tx: &mut VenueTx, refund_id: Uuid, stripe_refund_id: Option<&str>) -> Result<(), AppError> {
+    sqlx::query(
+        "UPDATE refunds SET stripe_refund_id = coalesce(stripe_refund_id, $2), \
+                status = CASE WHEN status = 'requested' THEN 'pending' ELSE status END, updated_at = now() \
+         WHERE id = $1",
+    )
+    .bind(refund_id)
+    .bind(stripe_refund_id)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// Asks Stripe again, with the same idempotency key, for refunds of the venue left
+/// `requested` (Stripe did not answer at the time) for over a minute; returns how many
+/// Stripe has now accepted.
+pub async fn retry_requested_refunds(db: &Db, payments: &Payments, venue: VenueId) -> Result<usize, AppError> {
+    let client = payments.client()?;
+    let mut tx = db.venue_tx(venue).await?;
+    let stuck: Vec<(Uuid, i64, String)> = sqlx::query_as(
+        "SELECT r.id, r.amount_minor, p.payment_intent_id FROM refunds r \
+         JOIN orders o ON o.checkout_id = r.checkout_id JOIN payments p ON p.order_id = o.id \
+         WHERE r.status = 'requested' AND r.created_at < now() - interval '1 minute' ORDER BY r.created_at LIMIT 50",
+    )
+    .fetch_all(tx.conn())
+    .await?;
+    tx.commit().await?;
+    let mut accepted = 0;
+    for (refund_id, amount, payment_intent) in stuck {
+        let params = refund_params(&payment_intent, amount, venue, refund_id);
+        if let Ok(stripe_refund) = client.post("/v1/refunds", &refund_key(refund_id), &params).await {
+            let mut tx = db.venue_tx(venue).await?;
+            mark_accepted(&mut tx, refund_id, stripe_refund["id"].as_str()).await?;
+            tx.commit().await?;
+            accepted += 1;
+        }
+    }
+    Ok(accepted)
 }
 
 /// Refunds of an order, newest first.

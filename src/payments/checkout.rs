@@ -147,15 +147,16 @@ pub async fn start(
         )
     })?;
     let priced = price(&mut tx, lines).await?;
-    let diner_id = match diner {
+    let diner = match diner {
         Some((details, keys)) => Some(crate::diners::record(&mut tx, keys, details).await?),
         None => None,
     };
     let fee = payments.application_fee(priced.total);
     let expires_at = Utc::now() + payments.checkout_expiry;
     let checkout_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO checkouts (venue_id, amount_minor, currency, application_fee_minor, table_ref, expires_at, diner_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        "INSERT INTO checkouts (venue_id, amount_minor, currency, application_fee_minor, table_ref, expires_at, diner_id, \
+                                share_consent, shared_allergens, shared_notes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
     )
     .bind(venue.as_uuid())
     .bind(priced.total)
@@ -163,7 +164,10 @@ pub async fn start(
     .bind(fee)
     .bind(table_ref.map(str::trim))
     .bind(expires_at)
-    .bind(diner_id)
+    .bind(diner.as_ref().map(|d| d.diner_id))
+    .bind(diner.as_ref().and_then(|d| d.share_consent))
+    .bind(diner.as_ref().and_then(|d| d.shared_allergens.clone()))
+    .bind(diner.as_ref().and_then(|d| d.shared_notes.clone()))
     .fetch_one(tx.conn())
     .await?;
     sqlx::query(

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::events::EventEnvelope;
+use super::events::{Endpoint, EventEnvelope};
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::tenancy::{ResolvingTx, VenueId, VenueTx};
@@ -66,9 +66,14 @@ enum Route {
 }
 
 /// Routes and applies a freshly stored event, marks it processed and commits.
-pub(super) async fn apply(mut tx: ResolvingTx, event: &EventEnvelope, body: &Value) -> Result<String, AppError> {
+pub(super) async fn apply(
+    mut tx: ResolvingTx,
+    endpoint: Endpoint,
+    event: &EventEnvelope,
+    body: &Value,
+) -> Result<String, AppError> {
     let object = &body["data"]["object"];
-    match route(&mut tx, event, object).await? {
+    match route(&mut tx, endpoint, event, object).await? {
         Route::Venue { venue, checkout } => {
             let mut tx = tx.into_venue(venue).await?;
             let stamp = Stamp { at: DateTime::from_timestamp(event.created, 0).unwrap_or_default(), event: &event.id };
@@ -100,10 +105,24 @@ async fn finish(
     Ok(())
 }
 
-async fn route(tx: &mut ResolvingTx, event: &EventEnvelope, object: &Value) -> Result<Route, AppError> {
+async fn route(
+    tx: &mut ResolvingTx,
+    endpoint: Endpoint,
+    event: &EventEnvelope,
+    object: &Value,
+) -> Result<Route, AppError> {
     let kind = event.event_type.as_str();
     if !HANDLED_TYPES.contains(&kind) {
         return Ok(Route::Nowhere(format!("ignored: {kind} has no effect here")));
+    }
+    // Destination charges report payments to the platform endpoint; the Connect endpoint
+    // only reports connected accounts. Anything else there is not ours to apply.
+    let expected = match endpoint {
+        Endpoint::Connect => kind == "account.updated",
+        Endpoint::Platform => kind != "account.updated",
+    };
+    if !expected {
+        return Ok(Route::Nowhere(format!("ignored: {kind} is not expected on this endpoint")));
     }
     if kind == "account.updated" {
         let account = event.account.as_deref().or(object["id"].as_str()).unwrap_or_default();
@@ -153,6 +172,10 @@ async fn handle(
     stamp: &Stamp<'_>,
 ) -> Result<String, AppError> {
     let who = who(event);
+    // Events of one checkout apply one after another (Stripe delivers related events at once).
+    if let Some(checkout) = checkout {
+        sqlx::query("SELECT 1 FROM checkouts WHERE id = $1 FOR UPDATE").bind(checkout).execute(tx.conn()).await?;
+    }
     match (event.event_type.as_str(), checkout) {
         ("payment_intent.succeeded", Some(checkout)) => payment_succeeded(tx, &who, object, checkout, stamp).await,
         ("payment_intent.payment_failed", Some(checkout)) => payment_ended(tx, object, checkout, "failed", stamp).await,
@@ -185,6 +208,10 @@ struct CheckoutForPayment {
     has_money_events: bool,
     /// The diner who checked out, if they gave details.
     diner_id: Option<Uuid>,
+    /// Their sharing request at this checkout, applied now that the payment is verified.
+    share_consent: Option<bool>,
+    shared_allergens: Option<Vec<u8>>,
+    shared_notes: Option<Vec<u8>>,
 }
 
 /// What does not match between a succeeded PaymentIntent and the checkout it names.
@@ -223,6 +250,7 @@ async fn payment_succeeded(
     let venue = tx.venue();
     let checkout: Option<CheckoutForPayment> = sqlx::query_as(
         "SELECT c.amount_minor, c.currency, c.application_fee_minor, c.payment_intent_id, c.table_ref, c.diner_id, \
+                c.share_consent, c.shared_allergens, c.shared_notes, \
                 (SELECT a.account_id FROM stripe_accounts a) AS account, \
                 (SELECT o.number FROM orders o WHERE o.checkout_id = c.id) AS existing_number, \
                 (c.charge_amount_refunded > 0 OR EXISTS (SELECT 1 FROM refunds r WHERE r.checkout_id = c.id) \
@@ -260,6 +288,16 @@ async fn payment_succeeded(
     .execute(tx.conn())
     .await?;
     sqlx::query("SELECT private.settle_payment_intent($1)").bind(intent["id"].as_str()).execute(tx.conn()).await?;
+    if let Some(diner) = checkout.diner_id {
+        // The diner is now known to have paid here: their sharing request takes effect.
+        sqlx::query("SELECT private.diner_paid(d.identity_hash, $2, $3, $4) FROM diners d WHERE d.id = $1")
+            .bind(diner)
+            .bind(checkout.share_consent)
+            .bind(&checkout.shared_allergens)
+            .bind(&checkout.shared_notes)
+            .execute(tx.conn())
+            .await?;
+    }
     // Number, order and payment in one statement.
     let (order_id, number): (Uuid, i64) = sqlx::query_as(&format!(
         "WITH counter AS ( \

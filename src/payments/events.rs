@@ -75,7 +75,7 @@ pub async fn ingest(db: &Db, endpoint: Endpoint, event: &EventEnvelope, raw: &st
         tx.commit().await?;
         return Ok(Ingested::Duplicate);
     }
-    let outcome = super::effects::apply(tx, event, &body).await?;
+    let outcome = super::effects::apply(tx, endpoint, event, &body).await?;
     Ok(Ingested::Applied(outcome))
 }
 

@@ -2,6 +2,7 @@
 //! `venueql stripe reconcile`: unpaid checkouts past their expiry are expired (their
 //! PaymentIntent cancelled at Stripe), and a PaymentIntent that Stripe reports succeeded
 //! but that has no order after the reconciliation delay raises a critical audit event.
+//! Refunds Stripe did not answer are asked again with their own idempotency key.
 //! `venueql stripe replay EVENT_ID` fetches an event from Stripe's API and runs it through
 //! the webhook's own store-and-apply path, so even a recovered order comes from an event.
 
@@ -26,6 +27,8 @@ pub struct Report {
     pub paid_without_order: Vec<String>,
     /// PaymentIntents that could not be checked (Stripe unavailable); retried next pass.
     pub errors: usize,
+    /// Refunds Stripe had not answered for, now accepted on a retry.
+    pub refunds_retried: usize,
 }
 
 #[derive(sqlx::FromRow)]
@@ -56,6 +59,13 @@ pub async fn run_once(db: &Db, payments: &Payments) -> Result<Report, AppError> 
     .await?;
     tx.commit().await?;
     let mut report = Report { checked: candidates.len(), ..Report::default() };
+    let venues: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM venues").fetch_all(db.platform_level()).await?;
+    for venue in venues {
+        match crate::orders::retry_requested_refunds(db, payments, VenueId::from_uuid(venue)).await {
+            Ok(accepted) => report.refunds_retried += accepted,
+            Err(error) => tracing::warn!(error = ?error, "refund retry failed"),
+        }
+    }
     for candidate in candidates {
         match check(db, payments, client, &candidate).await {
             Ok(Outcome::Expired) => report.expired += 1,

@@ -38,7 +38,7 @@ const APP_PRIVILEGES: &[&str] = &[
     "function private.add_platform_data_key(p_version integer, p_wrapped bytea, p_master_key_id text) EXECUTE",
     "function private.platform_data_key(p_version integer) EXECUTE",
     "function private.platform_data_keys_all() EXECUTE",
-    "function private.share_diner_profile(p_identity bytea, p_allergens bytea, p_dietary_notes bytea) EXECUTE",
+    "function private.diner_paid(p_identity bytea, p_consent boolean, p_allergens bytea, p_dietary_notes bytea) EXECUTE",
     "function private.shared_diner_profile(p_identity bytea) EXECUTE",
     "function private.withdraw_diner_profile(p_identity bytea) EXECUTE",
     "table public.diners DELETE",

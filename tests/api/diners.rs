@@ -203,8 +203,58 @@ async fn consent_shares_the_profile_across_venues_until_it_is_withdrawn() {
         .await
         .unwrap();
     assert_eq!(seen, 0, "a venue that never served the diner sees nothing");
-    let refused = sqlx::query("SELECT private.withdraw_diner_profile($1)").bind(&identity).execute(tx.conn()).await;
-    assert!(refused.is_err(), "and cannot withdraw someone else's consent");
+    let withdrew: bool = sqlx::query_scalar("SELECT private.withdraw_diner_profile($1)")
+        .bind(&identity)
+        .fetch_one(tx.conn())
+        .await
+        .unwrap();
+    assert!(!withdrew, "and cannot withdraw someone else's consent");
+    tx.commit().await.unwrap();
+    assert_eq!(shared(app, &at_b).await["allergens"], json!(["PEANUTS", "MILK"]), "still shared");
+}
+
+#[tokio::test]
+async fn an_unpaid_anonymous_checkout_can_neither_read_the_shared_profile_nor_lower_allergens() {
+    let app = TestApp::spawn().await;
+    // The real diner: paid at A, sharing their profile.
+    order_with_diner(&app, &app.a, "alpha", peanut_diner(Some(true))).await;
+    let checkout = "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { checkoutId } }";
+    let unpaid = |slug: &'static str, item: Uuid, diner: Value| {
+        let app = &app;
+        async move {
+            let items = json!([{ "menuItemId": item, "quantity": 1 }]);
+            let response = app.public_gql(slug, checkout, json!({ "input": { "items": items, "diner": diner } })).await;
+            assert!(response["errors"].is_null(), "{response}");
+        }
+    };
+    // Someone who knows the email, at venue B, without paying: B learns nothing.
+    app.onboard(&app.b).await;
+    unpaid("bravo", app.b.item_ids[0], json!({ "email": EMAIL, "shareAllergenProfile": false })).await;
+    let at_b = diner_ids(&app, &app.b).await[0].clone();
+    let seen = app.gql(&app.b.full, DINER_QUERY, json!({ "id": at_b })).await;
+    assert_eq!(seen["data"]["diner"]["sharedAllergenProfile"], Value::Null, "{seen}");
+    // ...and the unpaid "stop sharing" changed nothing.
+    let at_a = diner_ids(&app, &app.a).await[0].clone();
+    let own = app.gql(&app.a.full, DINER_QUERY, json!({ "id": at_a })).await;
+    assert_eq!(own["data"]["diner"]["sharedAllergenProfile"]["allergens"], json!(["PEANUTS", "MILK"]), "{own}");
+    // At A, a checkout claiming no allergens and other notes does not lower what A holds:
+    // the order in the kitchen still warns about peanuts.
+    unpaid("alpha", app.a.item_ids[0], json!({ "email": EMAIL, "allergens": [], "dietaryNotes": "nothing at all" }))
+        .await;
+    let own = app.gql(&app.a.full, DINER_QUERY, json!({ "id": at_a })).await;
+    assert_eq!(
+        own["data"]["diner"]["allergenProfile"],
+        json!({ "allergens": ["PEANUTS", "MILK"], "dietaryNotes": NOTES })
+    );
+    let queue = app.gql(&app.a.full, "{ ordersQueue { allergenAlerts { itemName allergens } } }", json!({})).await;
+    assert_eq!(
+        queue["data"]["ordersQueue"][0]["allergenAlerts"],
+        json!([{ "itemName": "Alpha Peanut Toast", "allergens": ["PEANUTS"] }])
+    );
+    // A new allergen is added, though: more caution is always safe.
+    unpaid("alpha", app.a.item_ids[0], json!({ "email": EMAIL, "allergens": ["SESAME"] })).await;
+    let own = app.gql(&app.a.full, DINER_QUERY, json!({ "id": at_a })).await;
+    assert_eq!(own["data"]["diner"]["allergenProfile"]["allergens"], json!(["PEANUTS", "MILK", "SESAME"]));
 }
 
 #[tokio::test]
