@@ -238,7 +238,10 @@ CREATE TABLE private.stripe_payment_intents (
     -- Set when the checkout's order exists or its payment ended without one.
     settled_at        timestamptz,
     -- Set when reconciliation raised "paid but no order".
-    alerted_at        timestamptz
+    alerted_at        timestamptz,
+    -- When reconciliation last asked Stripe about it (the least recently checked go first,
+    -- so slow payments cannot hold up the rest).
+    checked_at        timestamptz
 );
 CREATE INDEX stripe_payment_intents_open_idx ON private.stripe_payment_intents (created_at)
     WHERE settled_at IS NULL AND alerted_at IS NULL;
@@ -287,7 +290,12 @@ CREATE FUNCTION private.unsettled_payment_intents(p_older_than interval, p_limit
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$ SELECT payment_intent_id, venue_id, checkout_id FROM private.stripe_payment_intents
           WHERE settled_at IS NULL AND alerted_at IS NULL AND created_at < now() - p_older_than
-          ORDER BY created_at LIMIT p_limit $$;
+          ORDER BY coalesce(checked_at, created_at) LIMIT p_limit $$;
+
+CREATE FUNCTION private.mark_payment_intent_checked(p_payment_intent text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$ UPDATE private.stripe_payment_intents SET checked_at = now()
+          WHERE payment_intent_id = p_payment_intent AND venue_id = public.current_venue_id() $$;
 
 CREATE FUNCTION private.mark_payment_intent_alerted(p_payment_intent text) RETURNS void
     LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -309,5 +317,6 @@ GRANT EXECUTE ON FUNCTION
     private.settle_payment_intent(text),
     private.unsettled_payment_intents(interval, integer),
     private.mark_payment_intent_alerted(text),
+    private.mark_payment_intent_checked(text),
     private.finish_stripe_event(text, uuid, text)
     TO venueql_app;

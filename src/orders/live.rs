@@ -45,13 +45,18 @@ impl OrdersHub {
     pub async fn subscribe(&self, venue: VenueId) -> Result<broadcast::Receiver<Uuid>, AppError> {
         // Commands are sent under the lock, so a LISTEN and a prune's UNLISTEN of the same
         // channel reach the listener in the order they were decided.
+        // Every subscriber waits for a LISTEN of its own (idempotent), so none returns
+        // before the channel is listened to, even while another subscriber's is in flight.
         let (receiver, listening) = {
             let mut senders = self.senders.lock().expect("orders hub lock");
-            if let Some(sender) = senders.get(&venue).filter(|s| s.receiver_count() > 0) {
-                return Ok(sender.subscribe());
-            }
-            let (sender, receiver) = broadcast::channel(256);
-            senders.insert(venue, sender);
+            let receiver = match senders.get(&venue).filter(|s| s.receiver_count() > 0) {
+                Some(sender) => sender.subscribe(),
+                None => {
+                    let (sender, receiver) = broadcast::channel(256);
+                    senders.insert(venue, sender);
+                    receiver
+                }
+            };
             let (done, listening) = oneshot::channel();
             self.commands
                 .send(Command::Listen(channel(venue), done))

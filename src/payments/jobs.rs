@@ -113,6 +113,9 @@ async fn check(
         return Ok(Outcome::Nothing);
     }
     let intent = client.get(&format!("/v1/payment_intents/{id}")).await?;
+    let mut tx = db.venue_tx(venue).await?;
+    sqlx::query("SELECT private.mark_payment_intent_checked($1)").bind(id).execute(tx.conn()).await?;
+    tx.commit().await?;
     match intent["status"].as_str().unwrap_or_default() {
         "succeeded" if state.old_enough => {
             let mut tx = db.venue_tx(venue).await?;

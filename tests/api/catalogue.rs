@@ -35,6 +35,7 @@ const PLATFORM_LEVEL: &[&str] = &[
 
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
+    "function private.mark_payment_intent_checked(p_payment_intent text) EXECUTE",
     "function private.add_platform_data_key(p_version integer, p_wrapped bytea, p_master_key_id text) EXECUTE",
     "function private.platform_data_key(p_version integer) EXECUTE",
     "function private.platform_data_keys_all() EXECUTE",

@@ -96,6 +96,13 @@ async fn a_subscription_needs_a_valid_token_with_orders_queue_and_ends_when_it_i
     let refused = next_json(&mut nothing, Duration::from_secs(5)).await.unwrap();
     assert!(refused.to_string().contains("FORBIDDEN"), "{refused}");
 
+    // The socket authenticated once: it serves subscriptions only, never a mutation.
+    let (mut full, _) = connect(&app, &app.a.full).await;
+    let mutation = json!({ "id": "2", "type": "subscribe", "payload": { "query": "mutation { deleteMenuItem(id: \"00000000-0000-0000-0000-000000000000\") }" } });
+    full.send(Message::Text(mutation.to_string().into())).await.unwrap();
+    let answer = next_json(&mut full, Duration::from_secs(5)).await.unwrap();
+    assert!(answer.to_string().contains("only subscriptions are served"), "{answer}");
+
     app.onboard(&app.a).await;
     let (mut casual, _) = connect(&app, &app.a.casual).await;
     subscribe(&mut casual).await;
