@@ -97,6 +97,9 @@ CREATE TABLE orders (
     lines             jsonb NOT NULL DEFAULT '[]',
     refunded_minor    bigint NOT NULL DEFAULT 0,
     refund_pending_minor bigint NOT NULL DEFAULT 0,
+    -- The kitchen status the order had when it became `refunded`, restored if a refund
+    -- that covered it fails after all.
+    status_before_refund text,
     dispute_status    text,
     -- The Stripe event that created the order.
     created_by_event  text NOT NULL,
@@ -202,7 +205,9 @@ GRANT SELECT, INSERT,
       ON checkouts TO venueql_app;
 GRANT SELECT, INSERT ON checkout_items TO venueql_app;
 GRANT SELECT, INSERT, UPDATE (last_number) ON order_counters TO venueql_app;
-GRANT SELECT, INSERT, UPDATE (status, refunded_minor, refund_pending_minor, dispute_status, updated_at) ON orders TO venueql_app;
+GRANT SELECT, INSERT,
+      UPDATE (status, refunded_minor, refund_pending_minor, dispute_status, status_before_refund, updated_at)
+      ON orders TO venueql_app;
 GRANT SELECT, INSERT ON payments TO venueql_app;
 GRANT SELECT, INSERT, UPDATE (stripe_refund_id, status, state_at, state_event, updated_at) ON refunds TO venueql_app;
 GRANT SELECT, INSERT, UPDATE (status, reason, amount_minor, state_at, state_event, updated_at) ON disputes TO venueql_app;

@@ -148,9 +148,10 @@ SELECT coalesce(jsonb_agg(jsonb_build_object('menu_item_id', i.menu_item_id, 'na
            'allergens', i.allergens) ORDER BY i.line), '[]'::jsonb)
   FROM checkout_items i WHERE i.checkout_id = $1";
 
-/// Recomputes the refund and dispute state of the checkout's order from its refunds,
-/// disputes and Stripe's cumulative refunded amount, and marks it refunded once confirmed
-/// refunds cover it (audited). Runs after every change to those, in the same transaction.
+/// Recomputes the refund and dispute state of the checkout's order from its refunds and
+/// disputes; marks it refunded once confirmed refunds cover it, and gives it back its
+/// kitchen status if such a refund fails after all (both audited). Runs after every
+/// change to those, in the same transaction.
 pub(crate) async fn sync_money(tx: &mut VenueTx, who: &Who, checkout_id: Uuid) -> Result<(), AppError> {
     // Lock first, in its own statement: the recompute below then reads a snapshot taken
     // after any concurrent writer of this order committed.
@@ -163,11 +164,15 @@ pub(crate) async fn sync_money(tx: &mut VenueTx, who: &Who, checkout_id: Uuid) -
               d AS (SELECT status FROM disputes WHERE checkout_id = $1 ORDER BY created_at DESC, stripe_dispute_id LIMIT 1), \
               next AS (SELECT o.id, m.refunded, greatest(0, m.confirmed + m.in_flight - m.refunded) AS pending, \
                               (SELECT status FROM d) AS dispute, \
-                              CASE WHEN m.refunded >= o.amount_minor THEN 'refunded' ELSE o.status END AS status, \
+                              CASE WHEN m.refunded >= o.amount_minor THEN 'refunded' \
+                                   WHEN o.status = 'refunded' THEN coalesce(o.status_before_refund, 'placed') \
+                                   ELSE o.status END AS status, \
                               o.status AS before \
                        FROM orders o, m WHERE o.checkout_id = $1) \
          UPDATE orders o SET refunded_minor = n.refunded, refund_pending_minor = n.pending, dispute_status = n.dispute, \
-                status = n.status, updated_at = now() \
+                status = n.status, updated_at = now(), \
+                status_before_refund = CASE WHEN n.status = 'refunded' AND o.status <> 'refunded' THEN o.status \
+                                            ELSE o.status_before_refund END \
          FROM next n \
          WHERE o.id = n.id AND (o.refunded_minor, o.refund_pending_minor, o.dispute_status, o.status) \
                IS DISTINCT FROM (n.refunded, n.pending, n.dispute, n.status) \
@@ -179,8 +184,9 @@ pub(crate) async fn sync_money(tx: &mut VenueTx, who: &Who, checkout_id: Uuid) -
     if let Some((order_id, before, after)) = changed
         && before != after
     {
+        let action = if after == "refunded" { "order.refunded" } else { "order.refund_reversed" };
         let change = Change {
-            action: "order.refunded",
+            action,
             target_type: "order",
             target_id: order_id.to_string(),
             before: Some(json!({ "status": before })),

@@ -88,6 +88,7 @@ const APP_PRIVILEGES: &[&str] = &[
     "table public.orders(refund_pending_minor) UPDATE",
     "table public.orders(refunded_minor) UPDATE",
     "table public.orders(status) UPDATE",
+    "table public.orders(status_before_refund) UPDATE",
     "table public.orders(updated_at) UPDATE",
     "table public.payments INSERT",
     "table public.payments SELECT",

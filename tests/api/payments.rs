@@ -429,6 +429,17 @@ async fn refunds_full_partial_and_repeated_are_pending_until_stripe_confirms() {
     assert!(orders_at(&app, &app.a.full).await.is_empty(), "a refunded order leaves the queue");
     assert_eq!(app.audit_count(&app.a, "refund.requested").await, 3);
     assert_eq!(app.audit_count(&app.a, "order.refunded").await, 1);
+    // The last refund fails at Stripe after all: the order is no longer fully refunded
+    // and gets its kitchen status back.
+    let mut failed = confirm(2);
+    failed["data"]["object"]["status"] = json!("failed");
+    failed["created"] = json!(failed["created"].as_i64().unwrap() + 10);
+    app.deliver(&failed).await;
+    let money = app.gql(&app.a.full, ORDER_MONEY, json!({ "id": order })).await;
+    assert_eq!(money["data"]["order"]["status"], "PLACED", "{money}");
+    assert_eq!(money["data"]["order"]["refundedMinor"], 600);
+    assert_eq!(money["data"]["order"]["refundState"], "PARTIAL");
+    assert_eq!(app.audit_count(&app.a, "order.refund_reversed").await, 1);
     let negative = refund(-5).await;
     assert_eq!(error_code(&negative), "BAD_USER_INPUT");
     assert!(app.stripe.violations().is_empty(), "{:?}", app.stripe.violations());
