@@ -255,7 +255,7 @@ async fn payment_succeeded(
                 (SELECT o.number FROM orders o WHERE o.checkout_id = c.id) AS existing_number, \
                 (c.charge_amount_refunded > 0 OR EXISTS (SELECT 1 FROM refunds r WHERE r.checkout_id = c.id) \
                  OR EXISTS (SELECT 1 FROM disputes d WHERE d.checkout_id = c.id)) AS has_money_events \
-         FROM checkouts c WHERE c.id = $1 FOR UPDATE OF c",
+         FROM checkouts c WHERE c.id = $1",
     )
     .bind(checkout_id)
     .fetch_optional(tx.conn())

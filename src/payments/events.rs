@@ -42,12 +42,17 @@ pub struct EventEnvelope {
     pub api_version: Option<String>,
     /// The connected account, for Connect events.
     pub account: Option<String>,
+    /// The whole event, parsed once here for the handlers.
+    #[serde(skip)]
+    pub body: serde_json::Value,
 }
 
 /// Parses the envelope of a verified body, refusing anything that is not a Stripe event.
 pub fn parse(body: &[u8]) -> Result<EventEnvelope, AppError> {
-    let envelope: EventEnvelope = serde_json::from_slice(body)
-        .map_err(|e| AppError::bad_input(format!("the body is not a Stripe event object: {e}")))?;
+    let not_event = |e: serde_json::Error| AppError::bad_input(format!("the body is not a Stripe event object: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(not_event)?;
+    let mut envelope = EventEnvelope::deserialize(&value).map_err(not_event)?;
+    envelope.body = value;
     let id_ok = envelope.id.starts_with("evt_") && envelope.id.len() <= 255;
     if envelope.object != "event" || !id_ok || envelope.event_type.is_empty() {
         return Err(AppError::bad_input("the body is not a Stripe event object (object must be \"event\", id evt_…)"));
@@ -68,14 +73,12 @@ pub enum Ingested {
 /// acknowledged without effect; any failure rolls back both, so Stripe's retry finds
 /// nothing stored and the event is applied then. Returns only after the commit.
 pub async fn ingest(db: &Db, endpoint: Endpoint, event: &EventEnvelope, raw: &str) -> Result<Ingested, AppError> {
-    let body: serde_json::Value =
-        serde_json::from_str(raw).map_err(|e| AppError::bad_input(format!("the event is not JSON: {e}")))?;
     let mut tx = db.resolving_tx().await?;
     if !store(tx.conn(), endpoint, event, raw).await? {
         tx.commit().await?;
         return Ok(Ingested::Duplicate);
     }
-    let outcome = super::effects::apply(tx, endpoint, event, &body).await?;
+    let outcome = super::effects::apply(tx, endpoint, event, &event.body).await?;
     Ok(Ingested::Applied(outcome))
 }
 

@@ -20,6 +20,9 @@ use serde_json::{Map, Value, json};
 
 use super::stripe::API_VERSION;
 
+/// How many requests [`LocalStripe::requests`] remembers.
+const MAX_RECORDED: usize = 10_000;
+
 const SPEC: &str = include_str!("../../stripe/api-subset.json");
 const FIXTURES: &str = include_str!("../../stripe/fixtures.json");
 
@@ -47,7 +50,7 @@ impl Recorded {
 struct Inner {
     objects: HashMap<String, Value>,
     idempotent: HashMap<String, (String, u16, Value)>,
-    requests: Vec<Recorded>,
+    requests: VecDeque<Recorded>,
     violations: Vec<String>,
     failures: VecDeque<u16>,
 }
@@ -94,9 +97,9 @@ impl LocalStripe {
         &self.base
     }
 
-    /// Every request received so far.
+    /// The requests received so far (the newest 10,000).
     pub fn requests(&self) -> Vec<Recorded> {
-        self.shared.inner.lock().unwrap().requests.clone()
+        self.shared.inner.lock().unwrap().requests.iter().cloned().collect()
     }
 
     /// Every rule a request broke so far (empty when venueql spoke Stripe correctly).
@@ -199,7 +202,11 @@ async fn handle(
 
 fn answer(shared: &Shared, request: &Recorded, header: &dyn Fn(&str) -> Option<String>) -> (u16, Value) {
     let mut inner = shared.inner.lock().unwrap();
-    inner.requests.push(request.clone());
+    // The newest requests only: a long `venueql dev` or bench run must not grow forever.
+    if inner.requests.len() == MAX_RECORDED {
+        inner.requests.pop_front();
+    }
+    inner.requests.push_back(request.clone());
     if let Some(status) = inner.failures.pop_front() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return stripe_error(status, "api_error", None, "simulated failure".into());
