@@ -85,6 +85,17 @@ pub async fn start_onboarding(
     let key = format!("venueql-account-link-{}", uuid::Uuid::new_v4());
     let link = client.post("/v1/account_links", &key, &params).await?;
     let url = link["url"].as_str().ok_or_else(|| AppError::internal("Stripe's account link has no url"))?;
+    // Each link hands the venue's payouts set-up to whoever opens it: audited.
+    let mut tx = db.venue_tx(venue).await?;
+    let change = Change {
+        action: "stripe_onboarding.link_created",
+        target_type: "stripe_account",
+        target_id: account_id.clone(),
+        before: None,
+        after: Some(json!({ "return_url": return_url, "refresh_url": refresh_url })),
+    };
+    audit::record(&mut tx, who, change).await?;
+    tx.commit().await?;
     Ok(OnboardingLink { account_id, url: url.to_string() })
 }
 

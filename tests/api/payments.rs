@@ -506,6 +506,7 @@ async fn onboarding_creates_one_account_and_account_updated_keeps_it_current() {
     );
     assert_eq!(state["data"]["stripeAccount"]["requirementsDue"], json!([]));
     assert_eq!(app.audit_count(&app.a, "stripe_account.created").await, 1);
+    assert_eq!(app.audit_count(&app.a, "stripe_onboarding.link_created").await, 2, "every link is audited");
     // Now the venue takes payments.
     app.start_checkout("alpha", &[(app.a.item_ids[0], 1)]).await;
     let bad = app
