@@ -37,6 +37,15 @@ pub struct BenchOptions {
     /// Connections in the server's pool (and in each raw-SQL pool beside it).
     #[arg(long, default_value_t = 16)]
     pub pool_size: u32,
+    /// Comma-separated measurements to run: menu, queue, checkout, webhooks (default all).
+    #[arg(long, value_delimiter = ',', default_value = "menu,queue,checkout,webhooks")]
+    pub only: Vec<String>,
+}
+
+impl BenchOptions {
+    fn runs(&self, measurement: &str) -> bool {
+        self.only.iter().any(|m| m == measurement)
+    }
 }
 
 type DynError = Box<dyn std::error::Error + Send + Sync>;
@@ -258,72 +267,22 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
 
     let mut samples = Vec::new();
     for &concurrency in &options.concurrency {
-        let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
-        samples.push(
-            drive("graphql menu over HTTP", concurrency, options.seconds, move || {
-                let request = client
-                    .post(&url)
-                    .header("authorization", &auth)
-                    .header("content-type", "application/json")
-                    .body(MENU_QUERY);
-                async move {
-                    match request.send().await {
-                        Ok(response) => {
-                            response.status().is_success()
-                                && response.bytes().await.is_ok_and(|b| !b.starts_with(b"{\"errors"))
-                        }
-                        Err(_) => false,
-                    }
-                }
-            })
-            .await,
-        );
-        let db = app_db.clone();
-        samples.push(
-            drive("raw SQL, app role, venue scope (RLS)", concurrency, options.seconds, move || {
-                let db = db.clone();
-                async move {
-                    let Ok(mut tx) = db.venue_tx(venue).await else {
-                        return false;
-                    };
-                    let ok = raw_menu_sql(tx.conn(), venue.as_uuid()).await.is_ok_and(|n| n == 45);
-                    ok && tx.commit().await.is_ok()
-                }
-            })
-            .await,
-        );
-        let pool = superuser.clone();
-        samples.push(
-            drive("raw SQL, no isolation (superuser)", concurrency, options.seconds, move || {
-                let pool = pool.clone();
-                async move {
-                    let Ok(mut tx) = pool.begin().await else {
-                        return false;
-                    };
-                    let ok = raw_menu_sql(&mut tx, venue.as_uuid()).await.is_ok_and(|n| n == 45);
-                    ok && tx.commit().await.is_ok()
-                }
-            })
-            .await,
-        );
-        samples.extend(orders::measure_queue(&shop, &app_db, &superuser, concurrency, options.seconds).await);
-        samples.extend(orders::measure_checkout(&shop, &app_db, concurrency, options.seconds).await);
-    }
-    // Webhooks: all events for one venue (serialised by its order numbers and audit
-    // chain), then spread over four venues as the platform endpoint sees them.
-    let mut shops = vec![shop.clone()];
-    for slug in ["bench-c", "bench-d", "bench-e"] {
-        let (venue, _) = seed_bench_venue(&door, slug).await?;
-        shops.push(Arc::new(orders::open_shop(&door, &stripe, &base, slug, venue, 0).await?));
+        if options.runs("menu") {
+            samples.extend(
+                measure_menu(&client, &url, &auth, &app_db, &superuser, venue, concurrency, options.seconds).await,
+            );
+        }
+        if options.runs("queue") {
+            samples.extend(orders::measure_queue(&shop, &app_db, &superuser, concurrency, options.seconds).await);
+        }
+        if options.runs("checkout") {
+            samples.extend(orders::measure_checkout(&shop, &app_db, concurrency, options.seconds).await);
+        }
     }
     let mut made = Vec::new();
-    for spread in [1, shops.len()] {
-        let (webhook_samples, orders) =
-            orders::measure_webhooks(&shops[..spread], &stripe, &app_db, 32, options.webhook_events).await?;
-        samples.extend(webhook_samples);
-        made.push(orders);
+    if options.runs("webhooks") {
+        made = measure_all_webhooks(&door, &stripe, &base, &shop, &app_db, &mut samples, options).await?;
     }
-    samples.push(orders::measure_raw_event_store(&app_db, 32).await);
     println!(
         "{:<40} {:>5} {:>9} {:>7} {:>10} {:>9} {:>9}",
         "measurement", "conc", "requests", "errors", "req/s", "p50 ms", "p99 ms"
@@ -354,4 +313,96 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     );
     drop(server);
     Ok(())
+}
+
+/// The menu over HTTP, beside its SQL with RLS and without isolation.
+#[allow(clippy::too_many_arguments)]
+async fn measure_menu(
+    client: &reqwest::Client,
+    url: &str,
+    auth: &str,
+    app_db: &Db,
+    superuser: &PgPool,
+    venue: VenueId,
+    concurrency: usize,
+    seconds: u64,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let (client, url, auth) = (client.clone(), url.to_string(), auth.to_string());
+    samples.push(
+        drive("graphql menu over HTTP", concurrency, seconds, move || {
+            let request = client
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body(MENU_QUERY);
+            async move {
+                match request.send().await {
+                    Ok(response) => {
+                        response.status().is_success()
+                            && response.bytes().await.is_ok_and(|b| !b.starts_with(b"{\"errors"))
+                    }
+                    Err(_) => false,
+                }
+            }
+        })
+        .await,
+    );
+    let db = app_db.clone();
+    samples.push(
+        drive("raw SQL, app role, venue scope (RLS)", concurrency, seconds, move || {
+            let db = db.clone();
+            async move {
+                let Ok(mut tx) = db.venue_tx(venue).await else {
+                    return false;
+                };
+                let ok = raw_menu_sql(tx.conn(), venue.as_uuid()).await.is_ok_and(|n| n == 45);
+                ok && tx.commit().await.is_ok()
+            }
+        })
+        .await,
+    );
+    let pool = superuser.clone();
+    samples.push(
+        drive("raw SQL, no isolation (superuser)", concurrency, seconds, move || {
+            let pool = pool.clone();
+            async move {
+                let Ok(mut tx) = pool.begin().await else {
+                    return false;
+                };
+                let ok = raw_menu_sql(&mut tx, venue.as_uuid()).await.is_ok_and(|n| n == 45);
+                ok && tx.commit().await.is_ok()
+            }
+        })
+        .await,
+    );
+    samples
+}
+
+/// Webhooks: all events for one venue (serialised by its order numbers and audit
+/// chain), then spread over four venues as the platform endpoint sees them; returns how
+/// many orders each run made.
+async fn measure_all_webhooks(
+    door: &CrossTenantDoor,
+    stripe: &crate::payments::local_stripe::LocalStripe,
+    base: &str,
+    shop: &Arc<orders::Shop>,
+    app_db: &Db,
+    samples: &mut Vec<Sample>,
+    options: &BenchOptions,
+) -> Result<Vec<i64>, DynError> {
+    let mut shops = vec![shop.clone()];
+    for slug in ["bench-c", "bench-d", "bench-e"] {
+        let (venue, _) = seed_bench_venue(door, slug).await?;
+        shops.push(Arc::new(orders::open_shop(door, stripe, base, slug, venue, 0).await?));
+    }
+    let mut made = Vec::new();
+    for spread in [1, shops.len()] {
+        let (webhook_samples, orders) =
+            orders::measure_webhooks(&shops[..spread], stripe, app_db, 32, options.webhook_events).await?;
+        samples.extend(webhook_samples);
+        made.push(orders);
+    }
+    samples.push(orders::measure_raw_event_store(app_db, 32).await);
+    Ok(made)
 }
