@@ -14,6 +14,11 @@ use venueql::db::{self, RoleUrls};
 use venueql::tenancy::CrossTenantDoor;
 use venueql::{admin, app, audit, bench, dev, graphql, observability};
 
+/// A GraphQL response is built from many small allocations (one map per object, one
+/// string per field); mimalloc serves them in about a third of glibc malloc's time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "venueql", version, about = "Multi-tenant GraphQL ordering and payments API for venues")]
 struct Cli {
