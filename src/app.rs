@@ -89,7 +89,7 @@ impl Application {
         let bound = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
         let issuer = config.public_base_url.clone().unwrap_or_else(|| format!("http://{bound}"));
         let payments = crate::payments::Payments::from_config(&config.stripe);
-        let orders_hub = crate::orders::live::OrdersHub::start(pool.clone());
+        let orders_hub = crate::orders::live::OrdersHub::start(pool.clone(), config.queue_snapshot_max_age);
         orders_hub.spawn_pruning(std::time::Duration::from_secs(30));
         if payments.client().is_ok() && !config.stripe.jobs_interval.is_zero() {
             crate::payments::jobs::spawn_periodic(Db::new(pool.clone()), payments.clone(), config.stripe.jobs_interval);

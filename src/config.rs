@@ -38,6 +38,10 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// Lifetime of OAuth refresh tokens (`REFRESH_TOKEN_TTL_SECS`, default 30 days).
     pub refresh_token_ttl: Duration,
+    /// How long an `ordersQueue` snapshot may be served at most (`QUEUE_SNAPSHOT_MAX_AGE_MS`,
+    /// default 1000; 0 reads every request fresh). A snapshot is dropped at once when the
+    /// venue's orders change; the age bounds staleness should a notification be lost.
+    pub queue_snapshot_max_age: Duration,
     /// Stripe settings (`STRIPE_*`).
     pub stripe: StripeConfig,
     /// Breached-password check for passwords set through the API (`HIBP_*`).
@@ -110,6 +114,7 @@ impl Config {
                 .map(|url| url.trim_end_matches('/').to_string()),
             access_token_ttl: Duration::from_secs(parse_or(&lookup, "ACCESS_TOKEN_TTL_SECS", 900)?),
             refresh_token_ttl: Duration::from_secs(parse_or(&lookup, "REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?),
+            queue_snapshot_max_age: Duration::from_millis(parse_or(&lookup, "QUEUE_SNAPSHOT_MAX_AGE_MS", 1000)?),
             app_key: Arc::new(parse_app_key(lookup("APP_KEY"))?),
             diner_keys: diner_keys(&lookup)?,
             breach: crate::auth::breach::BreachCheck::from_lookup(&lookup)?,

@@ -306,7 +306,7 @@ async fn run_stripe(command: StripeCommand) -> Result<ExitCode, DynError> {
         StripeCommand::Replay { event_id } => {
             let outcome = venueql::payments::jobs::replay(&database, &payments, &event_id).await.map_err(app_error)?;
             let json = match outcome {
-                venueql::payments::events::Ingested::Applied(outcome) => {
+                venueql::payments::events::Ingested::Applied { outcome, .. } => {
                     serde_json::json!({ "event": event_id, "applied": true, "outcome": outcome })
                 }
                 venueql::payments::events::Ingested::Duplicate => {

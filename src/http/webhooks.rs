@@ -49,7 +49,10 @@ async fn receive(
         RequestError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "the event could not be processed; retry")
     })?;
     let body = match &ingested {
-        Ingested::Applied(outcome) => {
+        Ingested::Applied { outcome, venue } => {
+            if let Some(venue) = venue {
+                state.orders_hub.changed(*venue);
+            }
             tracing::info!(event_id = %event.id, event_type = %event.event_type, outcome, "Stripe event applied");
             // Stripe's Dashboard shows this body next to the delivery: say what happened.
             serde_json::json!({ "received": true, "duplicate": false, "outcome": outcome })

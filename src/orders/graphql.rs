@@ -4,6 +4,8 @@
 //! ORDERS_REFUND / PAYMENTS_VIEW (or ORDERS_HISTORY): a queue-only token sees the kitchen
 //! view and nothing about money movements.
 
+use std::sync::Arc;
+
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject, Subscription};
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -29,7 +31,7 @@ fn minor(value: i64) -> i32 {
 
 /// An order as staff see it, with its allergen alerts when the caller may see them.
 pub struct OrderObject {
-    order: Order,
+    order: Arc<Order>,
     alerts: Option<Vec<AllergenAlert>>,
 }
 
@@ -42,6 +44,19 @@ pub struct AllergenAlert {
     allergens: Vec<Allergen>,
 }
 
+/// Whether presenting `orders` to a caller with `permissions` reads diners' data: only
+/// for callers holding DINER_ALLERGENS_VIEW, and only when an order has a diner.
+fn reads_diners(permissions: Permissions, orders: &[Arc<Order>]) -> bool {
+    permissions.contains(Permissions::DINER_ALLERGENS_VIEW) && orders.iter().any(|o| o.diner_id.is_some())
+}
+
+/// The API view of orders that needs no diner data (see [`reads_diners`]): no alerts,
+/// or an empty list of them for callers who may see alerts.
+fn without_diners(permissions: Permissions, orders: Vec<Arc<Order>>) -> Vec<OrderObject> {
+    let alerts = permissions.contains(Permissions::DINER_ALLERGENS_VIEW);
+    orders.into_iter().map(|order| OrderObject { order, alerts: alerts.then(Vec::new) }).collect()
+}
+
 /// The API view of orders: allergen alerts are computed (one statement and one key load
 /// for all the orders) only for callers holding DINER_ALLERGENS_VIEW; for others the
 /// diners' data is never decrypted.
@@ -49,17 +64,13 @@ pub async fn present(
     tx: &mut VenueTx,
     permissions: Permissions,
     keys: &DinerKeys,
-    orders: Vec<Order>,
+    orders: Vec<Arc<Order>>,
 ) -> Result<Vec<OrderObject>, AppError> {
-    if !permissions.contains(Permissions::DINER_ALLERGENS_VIEW) {
-        return Ok(orders.into_iter().map(|order| OrderObject { order, alerts: None }).collect());
+    if !reads_diners(permissions, &orders) {
+        return Ok(without_diners(permissions, orders));
     }
     let diners: Vec<Uuid> = orders.iter().filter_map(|o| o.diner_id).collect();
-    let allergens = if diners.is_empty() {
-        Default::default()
-    } else {
-        crate::diners::allergens_of(tx, keys.master()?, &diners).await?
-    };
+    let allergens = crate::diners::allergens_of(tx, keys.master()?, &diners).await?;
     Ok(orders
         .into_iter()
         .map(|order| {
@@ -78,7 +89,11 @@ pub async fn present(
         .collect())
 }
 
-async fn present_in(ctx: &Context<'_>, tx: &mut VenueTx, orders: Vec<Order>) -> Result<Vec<OrderObject>, AppError> {
+async fn present_in(
+    ctx: &Context<'_>,
+    tx: &mut VenueTx,
+    orders: Vec<Arc<Order>>,
+) -> Result<Vec<OrderObject>, AppError> {
     let permissions = staff(ctx)?.permissions;
     let keys = ctx.data::<DinerKeys>().map_err(|_| AppError::internal("diner keys missing from the context"))?;
     present(tx, permissions, keys, orders).await
@@ -321,8 +336,12 @@ impl OrdersQuery {
     /// Open orders (placed, preparing, ready) with their items, oldest first.
     #[graphql(guard = "Requires(Permissions::ORDERS_QUEUE)")]
     async fn orders_queue(&self, ctx: &Context<'_>) -> Result<Vec<OrderObject>> {
+        let staff = staff(ctx)?;
+        let orders = ctx.data::<OrdersHub>()?.queue(ctx.data::<Db>()?, staff.venue).await?;
+        if !reads_diners(staff.permissions, &orders) {
+            return Ok(without_diners(staff.permissions, orders));
+        }
         let (_, mut tx) = staff_tx(ctx).await?;
-        let orders = super::queue(&mut tx).await?;
         let objects = present_in(ctx, &mut tx, orders).await?;
         commit(tx).await?;
         Ok(objects)
@@ -347,7 +366,7 @@ impl OrdersQuery {
         let (_, mut tx) = staff_tx(ctx).await?;
         let (orders, more) = super::history(&mut tx, i64::from(first), before, &filter).await?;
         let end_cursor = orders.last().map(|o| cursor(o.number));
-        let objects = present_in(ctx, &mut tx, orders).await?;
+        let objects = present_in(ctx, &mut tx, orders.into_iter().map(Arc::new).collect()).await?;
         commit(tx).await?;
         Ok(OrderConnection {
             edges: objects.into_iter().map(|o| OrderEdge { cursor: cursor(o.order.number), node: o }).collect(),
@@ -361,7 +380,7 @@ impl OrdersQuery {
         let id = parse_id(&id, "id")?;
         let (_, mut tx) = staff_tx(ctx).await?;
         let order = super::find(&mut tx, id).await?;
-        let object = present_in(ctx, &mut tx, order.into_iter().collect()).await?.pop();
+        let object = present_in(ctx, &mut tx, order.into_iter().map(Arc::new).collect()).await?.pop();
         commit(tx).await?;
         Ok(object)
     }
@@ -374,7 +393,7 @@ pub struct OrdersMutation;
 async fn reload(ctx: &Context<'_>, id: Uuid) -> Result<OrderObject> {
     let (_, mut tx) = staff_tx(ctx).await?;
     let order = super::find(&mut tx, id).await?.ok_or(AppError::NotFound("order"))?;
-    let object = present_in(ctx, &mut tx, vec![order]).await?.pop();
+    let object = present_in(ctx, &mut tx, vec![Arc::new(order)]).await?.pop();
     commit(tx).await?;
     Ok(object.ok_or(AppError::NotFound("order"))?)
 }
@@ -388,6 +407,7 @@ impl OrdersMutation {
         let (staff, mut tx) = staff_tx(ctx).await?;
         super::advance(&mut tx, &staff.who(), id, status).await?;
         commit(tx).await?;
+        ctx.data::<OrdersHub>()?.changed(staff.venue);
         reload(ctx, id).await
     }
 
@@ -405,7 +425,12 @@ impl OrdersMutation {
         let staff = staff(ctx)?;
         let db = ctx.data::<Db>()?;
         let payments = ctx.data::<Payments>()?;
-        super::refund(db, payments, staff.venue, &staff.who(), id, i64::from(amount_minor), reason.as_deref()).await?;
+        let refunded =
+            super::refund(db, payments, staff.venue, &staff.who(), id, i64::from(amount_minor), reason.as_deref())
+                .await;
+        // A refund that Stripe refused may still have recorded its attempt on the order.
+        ctx.data::<OrdersHub>()?.changed(staff.venue);
+        refunded?;
         reload(ctx, id).await
     }
 }
@@ -462,7 +487,7 @@ async fn next_update(
     }
     let mut tx = db.venue_tx(venue).await?;
     let order = super::find(&mut tx, id).await?;
-    let object = present(&mut tx, caller.permissions, keys, order.into_iter().collect()).await?.pop();
+    let object = present(&mut tx, caller.permissions, keys, order.into_iter().map(Arc::new).collect()).await?.pop();
     tx.commit().await?;
     Ok(object)
 }

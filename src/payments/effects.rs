@@ -65,13 +65,14 @@ enum Route {
     Nowhere(String),
 }
 
-/// Routes and applies a freshly stored event, marks it processed and commits.
+/// Routes and applies a freshly stored event, marks it processed and commits; returns
+/// what it did and at which venue.
 pub(super) async fn apply(
     mut tx: ResolvingTx,
     endpoint: Endpoint,
     event: &EventEnvelope,
     body: &Value,
-) -> Result<String, AppError> {
+) -> Result<(String, Option<VenueId>), AppError> {
     let object = &body["data"]["object"];
     match route(&mut tx, endpoint, event, object).await? {
         Route::Venue { venue, checkout } => {
@@ -80,12 +81,12 @@ pub(super) async fn apply(
             let outcome = handle(&mut tx, event, object, checkout, &stamp).await?;
             finish(tx.conn(), &event.id, Some(venue), &outcome).await?;
             tx.commit().await?;
-            Ok(outcome)
+            Ok((outcome, Some(venue)))
         }
         Route::Nowhere(outcome) => {
             finish(tx.conn(), &event.id, None, &outcome).await?;
             tx.commit().await?;
-            Ok(outcome)
+            Ok((outcome, None))
         }
     }
 }

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use crate::error::AppError;
-use crate::tenancy::Db;
+use crate::tenancy::{Db, VenueId};
 
 /// Which endpoint an event arrived at (or, for a replay, would have).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +63,13 @@ pub fn parse(body: &[u8]) -> Result<EventEnvelope, AppError> {
 /// What happened to a verified delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingested {
-    /// First delivery: stored and applied; the outcome says what it did.
-    Applied(String),
+    /// First delivery: stored and applied; the outcome says what it did, at which venue.
+    Applied {
+        /// What the event did.
+        outcome: String,
+        /// The venue it was applied at (none for events routed nowhere).
+        venue: Option<VenueId>,
+    },
     /// Seen before: acknowledged without effect.
     Duplicate,
 }
@@ -78,8 +83,8 @@ pub async fn ingest(db: &Db, endpoint: Endpoint, event: &EventEnvelope, raw: &st
         tx.commit().await?;
         return Ok(Ingested::Duplicate);
     }
-    let outcome = super::effects::apply(tx, endpoint, event, &event.body).await?;
-    Ok(Ingested::Applied(outcome))
+    let (outcome, venue) = super::effects::apply(tx, endpoint, event, &event.body).await?;
+    Ok(Ingested::Applied { outcome, venue })
 }
 
 /// Records a verified event; `false` when it was recorded before (a duplicate delivery).

@@ -262,6 +262,9 @@ impl TestApp {
                 "PUBLIC_HOST_SUFFIX" => Some("venues.test".into()),
                 "GRAPHQL_INTROSPECTION" => Some("true".into()),
                 "HIBP_MODE" => Some("off".into()),
+                // Queue snapshots live until a notification drops them: a missing drop
+                // shows as a stale queue instead of being hidden by the age limit.
+                "QUEUE_SNAPSHOT_MAX_AGE_MS" => Some("3600000".into()),
                 _ => None,
             })
         })

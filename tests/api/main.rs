@@ -15,6 +15,7 @@ mod menu;
 mod oauth;
 mod ops;
 mod payments;
+mod queue_snapshot;
 mod schema;
 mod sentry;
 mod staff;
