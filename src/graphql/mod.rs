@@ -1,5 +1,5 @@
 //! Schema assembly: one `#[Object]` per feature, merged; limits and the guardrails
-//! extension applied the same way to both schemas. Schemas are built without runtime
+//! applied the same way to both schemas. Schemas are built without runtime
 //! data (the pool and caller arrive per request), so `venueql schema` needs no database.
 
 pub mod context;
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_graphql::{
     EmptySubscription, MergedObject, MergedSubscription, ObjectType, Schema, SchemaBuilder, SubscriptionType,
 };
+use guardrails::{Guarded, Rules};
 
 use crate::auth::graphql::{AccessMutation, AccessQuery, MeQuery, MfaMutation};
 use crate::config::GraphqlLimits;
@@ -61,10 +62,10 @@ pub struct PublicQuery(PublicMenuQuery, PublicCheckoutQuery);
 #[derive(MergedObject, Default)]
 pub struct PublicMutation(PublicCheckoutMutation);
 
-/// The staff/integration schema.
-pub type StaffSchema = Schema<StaffQuery, StaffMutation, StaffSubscription>;
-/// The diner schema.
-pub type PublicSchema = Schema<PublicQuery, PublicMutation, EmptySubscription>;
+/// The staff/integration schema, behind the guardrails.
+pub type StaffSchema = Guarded<Schema<StaffQuery, StaffMutation, StaffSubscription>>;
+/// The diner schema, behind the guardrails.
+pub type PublicSchema = Guarded<Schema<PublicQuery, PublicMutation, EmptySubscription>>;
 
 /// How a schema is built at run time.
 #[derive(Clone, Default)]
@@ -77,7 +78,7 @@ pub struct SchemaOptions {
     pub metrics: Option<Arc<Metrics>>,
 }
 
-fn with_limits<Q, M, S>(builder: SchemaBuilder<Q, M, S>, options: &SchemaOptions) -> Schema<Q, M, S>
+fn with_limits<Q, M, S>(builder: SchemaBuilder<Q, M, S>, options: &SchemaOptions) -> Guarded<Schema<Q, M, S>>
 where
     Q: ObjectType + 'static,
     M: ObjectType + 'static,
@@ -87,16 +88,16 @@ where
         .limit_depth(options.limits.max_depth)
         .limit_complexity(options.limits.max_complexity)
         .limit_recursive_depth(32)
-        .limit_directives(8)
-        .extension(guardrails::GuardrailsFactory {
-            max_aliases: options.limits.max_aliases,
-            metrics: options.metrics.clone(),
-            introspection: options.introspection,
-        });
+        .limit_directives(8);
     if !options.introspection {
         builder = builder.disable_introspection().disable_suggestions();
     }
-    builder.finish()
+    let rules = Rules {
+        max_aliases: options.limits.max_aliases,
+        metrics: options.metrics.clone(),
+        introspection: options.introspection,
+    };
+    Guarded::new(builder.finish(), rules)
 }
 
 /// Builds the staff schema.
@@ -111,10 +112,10 @@ pub fn public_schema(options: &SchemaOptions) -> PublicSchema {
 
 /// SDL of the staff schema, as committed in `schema.graphql`.
 pub fn staff_sdl() -> String {
-    staff_schema(&SchemaOptions::default()).sdl()
+    staff_schema(&SchemaOptions::default()).inner().sdl()
 }
 
 /// SDL of the diner schema, as committed in `schema.public.graphql`.
 pub fn public_sdl() -> String {
-    public_schema(&SchemaOptions::default()).sdl()
+    public_schema(&SchemaOptions::default()).inner().sdl()
 }
