@@ -245,7 +245,7 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     let max_concurrency = options.concurrency.iter().copied().max().unwrap_or(8);
     let pool_size = options.pool_size;
     let stripe = crate::payments::local_stripe::LocalStripe::start().await?;
-    let (server, base) = ServerProcess::start(&[
+    let mut server_env = vec![
         ("DATABASE_URL", urls.app.clone()),
         ("DATABASE_MAX_CONNECTIONS", pool_size.to_string()),
         ("STRIPE_SECRET_KEY", "sk_test_venueql_bench".into()),
@@ -255,8 +255,11 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
         ("PLATFORM_FEE_BPS", "250".into()),
         ("PAYMENT_JOBS_INTERVAL_SECS", "0".into()),
         ("RUST_LOG", "info".into()),
-    ])
-    .await?;
+    ];
+    let (server, base) = ServerProcess::start(&server_env).await?;
+    // The same server with queue snapshots off: every ordersQueue reads the database.
+    server_env.push(("QUEUE_SNAPSHOT_MAX_AGE_MS", "0".into()));
+    let (fresh_server, fresh_base) = ServerProcess::start(&server_env).await?;
     let url = format!("{base}/graphql");
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(max_concurrency).build()?;
@@ -273,7 +276,9 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
             );
         }
         if options.runs("queue") {
-            samples.extend(orders::measure_queue(&shop, &app_db, &superuser, concurrency, options.seconds).await);
+            samples.extend(
+                orders::measure_queue(&shop, &fresh_base, &app_db, &superuser, concurrency, options.seconds).await,
+            );
         }
         if options.runs("checkout") {
             samples.extend(orders::measure_checkout(&shop, &app_db, concurrency, options.seconds).await);
@@ -301,10 +306,12 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
         );
     }
     let exactly_once = made.iter().all(|n| *n == options.webhook_events as i64);
-    println!(
-        "webhook effects: each run of {} distinct events (then the same again) made {made:?} orders (exactly once: {exactly_once})",
-        options.webhook_events
-    );
+    if options.runs("webhooks") {
+        println!(
+            "webhook effects: each run of {} distinct events (then the same again) made {made:?} orders (exactly once: {exactly_once})",
+            options.webhook_events
+        );
+    }
     let pid = server.pid();
     println!(
         "server (venueql serve, its own process) resident memory: {:.0} MB now, {:.0} MB peak (VmHWM) over the whole run",
@@ -312,6 +319,7 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
         memory_mb(&pid, "VmHWM")
     );
     drop(server);
+    drop(fresh_server);
     Ok(())
 }
 

@@ -151,25 +151,31 @@ async fn http_ok(request: reqwest::RequestBuilder) -> bool {
     }
 }
 
-/// The queue over HTTP, through the app role with RLS, and as superuser without isolation.
+/// The queue over HTTP (from the server's snapshot, and from a second server with
+/// snapshots off at `fresh_base`), through the app role with RLS, and as superuser without
+/// isolation.
 pub(super) async fn measure_queue(
     shop: &Arc<Shop>,
+    fresh_base: &str,
     app_db: &Db,
     superuser: &PgPool,
     concurrency: usize,
     seconds: u64,
 ) -> Vec<Sample> {
     let mut samples = Vec::new();
-    let url = format!("{}/graphql", shop.base);
-    let s = shop.clone();
-    samples.push(
-        drive("graphql ordersQueue (50 orders) HTTP", concurrency, seconds, move || {
-            http_ok(
-                s.client.post(&url).bearer_auth(&s.token).header("content-type", "application/json").body(QUEUE_QUERY),
-            )
-        })
-        .await,
-    );
+    for (label, base) in [
+        ("graphql ordersQueue (50 orders) HTTP", shop.base.as_str()),
+        ("graphql ordersQueue HTTP, snapshots off", fresh_base),
+    ] {
+        let (s, url) = (shop.clone(), format!("{base}/graphql"));
+        samples.push(
+            drive(label, concurrency, seconds, move || {
+                let request = s.client.post(&url).bearer_auth(&s.token).header("content-type", "application/json");
+                http_ok(request.body(QUEUE_QUERY))
+            })
+            .await,
+        );
+    }
     let (db, venue) = (app_db.clone(), shop.venue);
     samples.push(
         drive("raw SQL queue, app role (RLS)", concurrency, seconds, move || {
