@@ -69,9 +69,26 @@ async fn a_paid_checkout_becomes_one_order_in_the_queue_and_the_stripe_requests_
     let status = checkout_status(&app, "alpha", &started).await;
     assert_eq!((status["status"].clone(), status["orderNumber"].clone()), (json!("SUCCEEDED"), json!(1)));
     assert_eq!(app.audit_count(&app.a, "order.placed").await, 1);
+    let db = venueql::tenancy::Db::new(app.app_pool.clone());
+    let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
+    let (actor, target, after): (String, String, Value) =
+        sqlx::query_as("SELECT actor, target_id, after FROM audit_events WHERE action = 'order.placed'")
+            .fetch_one(tx.conn())
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(target, queue[0]["id"].as_str().unwrap());
+    assert!(actor.starts_with("stripe"), "{actor}");
+    assert_eq!(
+        after,
+        json!({ "number": 1, "amount_minor": 1050, "currency": "EUR", "payment_intent": event["data"]["object"]["id"],
+            "checkout": started["checkoutId"] })
+    );
 
-    // A second checkout gets the next number.
+    // A second checkout gets the next number; the audit chain holds both orders' rows.
     let (_, _) = app.place_order(&app.a, "alpha").await;
+    let chains = venueql::audit::verify_all(&app.door, "operator:test").await.unwrap();
+    assert!(chains.iter().all(|c| c.problems.is_empty()), "{chains:?}");
     let numbers: Vec<i64> = orders_at(&app, &app.a.full).await.iter().map(|o| o["number"].as_i64().unwrap()).collect();
     assert_eq!(numbers, vec![1, 2]);
     assert!(app.stripe.violations().is_empty(), "{:?}", app.stripe.violations());
