@@ -104,6 +104,7 @@ fn code_errors(response: &mut Response) {
         } else {
             tracing::error!(error = %error.message, path = ?error.path, "uncoded GraphQL execution error masked");
             error.message = "internal error".into();
+            error.extensions = None;
             *error = with_code(error.clone(), "INTERNAL");
         }
     }

@@ -27,6 +27,20 @@ use crate::tenancy::{Db, VenueId};
 /// A venue whose queue nobody asked for in this long is no longer watched.
 const WATCH_IDLE: Duration = Duration::from_secs(60);
 
+/// Longest a request waits for the listener to LISTEN (it may be reconnecting): the queue
+/// is then read without keeping a snapshot, and a subscription is refused.
+const LISTEN_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits for the listener's answer to a LISTEN, at most [`LISTEN_WAIT`].
+async fn listened(listening: oneshot::Receiver<Result<(), sqlx::Error>>) -> Result<(), AppError> {
+    match tokio::time::timeout(LISTEN_WAIT, listening).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(error))) => Err(error.into()),
+        Ok(Err(_)) => Err(AppError::internal("orders hub stopped")),
+        Err(_) => Err(AppError::Unavailable("live order updates are unavailable right now; retry shortly".into())),
+    }
+}
+
 /// The channel a venue's order changes are announced on.
 pub fn channel(venue: VenueId) -> String {
     format!("venueql_orders_{}", venue.as_uuid().simple())
@@ -123,13 +137,6 @@ impl Shared {
         })
     }
 
-    /// Marks the watches whose channel is in `channels` as listened to.
-    fn listening(&mut self, channels: &HashSet<String>) {
-        for (venue, watch) in &mut self.watches {
-            watch.listening = channels.contains(&channel(*venue));
-        }
-    }
-
     /// Keeps `orders`, read from `read_at` on, as `venue`'s snapshot if nothing changed
     /// since the read began.
     fn keep(&mut self, venue: VenueId, began: ReadBegan, read_at: Instant, orders: &[Arc<Order>]) {
@@ -193,7 +200,7 @@ impl OrdersHub {
             };
             (receiver, self.listen(&mut shared, venue))
         };
-        listening.await.map_err(|_| AppError::internal("orders hub stopped"))??;
+        listened(listening).await?;
         Ok(receiver)
     }
 
@@ -220,26 +227,26 @@ impl OrdersHub {
     }
 
     /// Starts watching `venue` and waits for its channel to be listened to; returns what
-    /// a read beginning now must find unchanged (`None` if the LISTEN failed).
+    /// a read beginning now must find unchanged. If the LISTEN fails or takes too long,
+    /// the watch is dropped (the next request starts another) and `None` is returned.
     async fn watch(&self, venue: VenueId) -> Option<ReadBegan> {
-        let listening = {
+        let (id, listening) = {
             let mut shared = self.lock();
             shared.next_watch += 1;
-            let watch = QueueWatch {
-                id: shared.next_watch,
-                listening: false,
-                changes: 0,
-                last_asked: Instant::now(),
-                snapshot: None,
-            };
+            let id = shared.next_watch;
+            let watch = QueueWatch { id, listening: false, changes: 0, last_asked: Instant::now(), snapshot: None };
             shared.watches.insert(venue, watch);
-            self.listen(&mut shared, venue)
+            (id, self.listen(&mut shared, venue))
         };
-        if !matches!(listening.await, Ok(Ok(()))) {
+        let answer = listened(listening).await;
+        let mut shared = self.lock();
+        // Only this watch's own LISTEN vouches for it: a newer watch waits for its own.
+        let watch = shared.watches.get_mut(&venue).filter(|watch| watch.id == id)?;
+        if answer.is_err() {
+            shared.watches.remove(&venue);
             return None;
         }
-        let mut shared = self.lock();
-        shared.watches.get_mut(&venue)?.listening = true;
+        watch.listening = true;
         shared.began(venue)
     }
 
@@ -295,6 +302,9 @@ async fn connect(pool: &PgPool, channels: &HashSet<String>) -> Option<PgListener
         }
         let connected = async {
             let mut listener = PgListener::connect_with(pool).await?;
+            // A lost connection must surface as `try_recv` → `Ok(None)` (handled by
+            // reconnecting here and dropping every snapshot), never be repaired silently.
+            listener.eager_reconnect(false);
             listener.listen_all(channels.iter().map(String::as_str)).await?;
             Ok::<_, sqlx::Error>(listener)
         };
@@ -354,9 +364,8 @@ async fn run(pool: PgPool, mut commands: mpsc::UnboundedReceiver<Command>, share
             tracing::warn!("orders hub lost its LISTEN connection; reconnecting");
             let Some(reconnected) = connect(&pool, &channels).await else { return };
             listener = reconnected;
-            let mut shared = lock();
-            shared.set_connected(true);
-            shared.listening(&channels);
+            // Every acknowledged LISTEN's channel is in `channels`, listened to again.
+            lock().set_connected(true);
         }
     }
 }
