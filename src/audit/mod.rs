@@ -47,27 +47,24 @@ pub struct Change<'a> {
     pub after: Option<Value>,
 }
 
-/// The head of every audit row insert. The chain trigger fills `seq`, `prev_hash` and
-/// `row_hash` (given as 0 and ''). A statement that must write its audit row in the same
-/// round trip as its change uses it in a data-modifying CTE.
-pub(crate) const INSERT_INTO: &str = "INSERT INTO audit_events \
-    (venue_id, seq, actor, action, target_type, target_id, before, after, request_id, ip, prev_hash, row_hash)";
-
 /// Appends an audit row for `change` at the transaction's venue.
 pub async fn record(tx: &mut VenueTx, who: &Who, change: Change<'_>) -> Result<(), AppError> {
     let venue = tx.venue().as_uuid();
-    sqlx::query(&format!("{INSERT_INTO} VALUES ($1, 0, $2, $3, $4, $5, $6, $7, $8, $9::inet, '', '')"))
-        .bind(venue)
-        .bind(&who.actor)
-        .bind(change.action)
-        .bind(change.target_type)
-        .bind(&change.target_id)
-        .bind(change.before)
-        .bind(change.after)
-        .bind(who.request_id.as_deref())
-        .bind(who.ip.map(|ip| ip.to_string()))
-        .execute(tx.conn())
-        .await?;
+    sqlx::query(
+        "INSERT INTO audit_events (venue_id, seq, actor, action, target_type, target_id, before, after, request_id, ip, prev_hash, row_hash) \
+         VALUES ($1, 0, $2, $3, $4, $5, $6, $7, $8, $9::inet, '', '')",
+    )
+    .bind(venue)
+    .bind(&who.actor)
+    .bind(change.action)
+    .bind(change.target_type)
+    .bind(&change.target_id)
+    .bind(change.before)
+    .bind(change.after)
+    .bind(who.request_id.as_deref())
+    .bind(who.ip.map(|ip| ip.to_string()))
+    .execute(tx.conn())
+    .await?;
     Ok(())
 }
 

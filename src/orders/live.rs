@@ -51,12 +51,9 @@ enum Command {
     Unlisten(String),
 }
 
-/// A venue's open orders as read at one moment.
+/// A venue's open orders as read at one moment. It is dropped (never patched) by any
+/// change of the venue's orders and by any change of the listener's connection.
 struct Snapshot {
-    /// The watch's change count when the read began.
-    changes: u64,
-    /// The listener's connection count when the read began.
-    connection: u64,
     /// When the read began.
     read_at: Instant,
     orders: Vec<Arc<Order>>,
@@ -115,15 +112,11 @@ impl Shared {
 
     /// The snapshot of `venue` if it may be served (and notes that the queue was asked for).
     fn snapshot(&mut self, venue: VenueId, max_age: Duration) -> Option<Vec<Arc<Order>>> {
-        let (connection, connected) = (self.connection, self.connected);
+        let connected = self.connected;
         let watch = self.watches.get_mut(&venue)?;
         watch.last_asked = Instant::now();
         let snapshot = watch.snapshot.as_ref()?;
-        let fresh = connected
-            && snapshot.connection == connection
-            && snapshot.changes == watch.changes
-            && snapshot.read_at.elapsed() < max_age;
-        fresh.then(|| snapshot.orders.clone())
+        (connected && snapshot.read_at.elapsed() < max_age).then(|| snapshot.orders.clone())
     }
 
     /// What a read of `venue` beginning now must find unchanged for its result to be
@@ -143,9 +136,7 @@ impl Shared {
         if self.began(venue) == Some(began)
             && let Some(watch) = self.watches.get_mut(&venue)
         {
-            let snapshot =
-                Snapshot { changes: began.changes, connection: began.connection, read_at, orders: orders.to_vec() };
-            watch.snapshot = Some(snapshot);
+            watch.snapshot = Some(Snapshot { read_at, orders: orders.to_vec() });
         }
     }
 }

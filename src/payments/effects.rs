@@ -280,17 +280,15 @@ async fn payment_succeeded(
         return Ok(format!("order #{number} already exists for this checkout"));
     }
     sqlx::query(
-        "WITH succeeded AS ( \
-             UPDATE checkouts SET status = 'succeeded', failure_reason = NULL, state_at = $2, state_event = $3, updated_at = now() \
-             WHERE id = $1) \
-         SELECT private.settle_payment_intent($4)",
+        "UPDATE checkouts SET status = 'succeeded', failure_reason = NULL, state_at = $2, state_event = $3, updated_at = now() \
+         WHERE id = $1",
     )
     .bind(checkout_id)
     .bind(stamp.at)
     .bind(stamp.key(9))
-    .bind(intent["id"].as_str())
     .execute(tx.conn())
     .await?;
+    sqlx::query("SELECT private.settle_payment_intent($1)").bind(intent["id"].as_str()).execute(tx.conn()).await?;
     if let Some(diner) = checkout.diner_id {
         // The diner is now known to have paid here: their sharing request takes effect.
         sqlx::query("SELECT private.diner_paid(d.identity_hash, $2, $3, $4) FROM diners d WHERE d.id = $1")
@@ -301,27 +299,19 @@ async fn payment_succeeded(
             .execute(tx.conn())
             .await?;
     }
-    // Number, order, payment and the order's audit row in one statement: the venue's
-    // order counter and audit chain stay locked from here to the commit, so every round
-    // trip saved here is time another payment of the venue does not wait.
-    let (number,): (i64,) = sqlx::query_as(&format!(
+    // Number, order and payment in one statement.
+    let (order_id, number): (Uuid, i64) = sqlx::query_as(&format!(
         "WITH counter AS ( \
              INSERT INTO order_counters (venue_id, last_number) VALUES ($1, 1) \
              ON CONFLICT (venue_id) DO UPDATE SET last_number = order_counters.last_number + 1 RETURNING last_number), \
          placed AS ( \
              INSERT INTO orders (venue_id, number, checkout_id, amount_minor, currency, table_ref, created_by_event, lines, diner_id) \
-             SELECT $1, counter.last_number, $2, $3, $4, $5, $6, ({lines}), $10 FROM counter RETURNING id, number), \
+             SELECT $1, counter.last_number, $2, $3, $4, $5, $6, ({}), $10 FROM counter RETURNING id, number), \
          paid AS ( \
              INSERT INTO payments (venue_id, order_id, payment_intent_id, charge_id, amount_minor, currency, application_fee_minor) \
-             SELECT $1, placed.id, $7, $8, $3, $4, $9 FROM placed), \
-         logged AS ( \
-             {audit} SELECT $1, 0, $11, 'order.placed', 'order', placed.id::text, NULL, \
-                 jsonb_build_object('number', placed.number, 'amount_minor', $3::bigint, 'currency', $4::text, \
-                                    'payment_intent', $7::text, 'checkout', $2::uuid), \
-                 $12, $13::inet, '', '' FROM placed) \
-         SELECT number FROM placed",
-        lines = crate::orders::LINES_OF_CHECKOUT.replace("$1", "$2"),
-        audit = audit::INSERT_INTO,
+             SELECT $1, placed.id, $7, $8, $3, $4, $9 FROM placed) \
+         SELECT id, number FROM placed",
+        crate::orders::LINES_OF_CHECKOUT.replace("$1", "$2")
     ))
     .bind(venue.as_uuid())
     .bind(checkout_id)
@@ -333,11 +323,17 @@ async fn payment_succeeded(
     .bind(intent["latest_charge"].as_str())
     .bind(checkout.application_fee_minor)
     .bind(checkout.diner_id)
-    .bind(&who.actor)
-    .bind(who.request_id.as_deref())
-    .bind(who.ip.map(|ip| ip.to_string()))
     .fetch_one(tx.conn())
     .await?;
+    let change = Change {
+        action: "order.placed",
+        target_type: "order",
+        target_id: order_id.to_string(),
+        before: None,
+        after: Some(json!({ "number": number, "amount_minor": checkout.amount_minor, "currency": checkout.currency,
+            "payment_intent": intent["id"], "checkout": checkout_id })),
+    };
+    audit::record(tx, who, change).await?;
     if checkout.has_money_events {
         crate::orders::sync_money(tx, who, checkout_id).await?;
     }
