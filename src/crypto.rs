@@ -1,4 +1,4 @@
-//! Envelope encryption with AES-256-GCM (ring): the master key (`APP_KEY`, with retired
+//! Envelope encryption with AES-256-GCM (the RustCrypto `aes-gcm` crate): the master key (`APP_KEY`, with retired
 //! ones in `APP_PREVIOUS_KEYS`) wraps data keys stored in the database; data keys encrypt
 //! fields. Every ciphertext is bound by its associated data to where it lives (venue,
 //! table, row, column, key version), so a ciphertext copied anywhere else fails to
@@ -7,12 +7,17 @@
 //! Field ciphertext format, version 1: `0x01 ‖ key version (u32, big-endian) ‖ 96-bit
 //! random nonce ‖ AES-256-GCM ciphertext and tag`.
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
 use secrecy::{ExposeSecret, SecretBox};
 use sha2::{Digest, Sha256};
 
 /// The format byte of version-1 field ciphertexts.
 const FORMAT_V1: u8 = 1;
+/// AES-GCM's 96-bit nonce.
+const NONCE_LEN: usize = 12;
+/// AES-GCM's 128-bit tag, appended to the ciphertext.
+const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
 
 /// Why a ciphertext could not be opened.
@@ -49,8 +54,8 @@ impl Key {
         Key::from_bytes(bytes)
     }
 
-    fn aead(&self) -> LessSafeKey {
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, self.0.expose_secret()).expect("32-byte AES-256 key"))
+    fn aead(&self) -> Aes256Gcm {
+        Aes256Gcm::new(self.0.expose_secret().into())
     }
 
     /// A short public fingerprint naming this key (never the key itself).
@@ -70,26 +75,22 @@ impl std::fmt::Debug for Key {
 pub fn seal(key: &Key, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).expect("the OS random source is available");
-    let mut buffer = plaintext.to_vec();
-    key.aead()
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buffer)
+    let body = key
+        .aead()
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
         .expect("AES-GCM sealing cannot fail for in-range lengths");
     let mut sealed = nonce.to_vec();
-    sealed.extend_from_slice(&buffer);
+    sealed.extend_from_slice(&body);
     sealed
 }
 
 /// Opens what [`seal`] produced with the same key and `aad`.
 pub fn open(key: &Key, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    if sealed.len() < NONCE_LEN + AES_256_GCM.tag_len() {
+    if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(CryptoError::Format);
     }
     let (nonce, body) = sealed.split_at(NONCE_LEN);
-    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Format)?;
-    let mut buffer = body.to_vec();
-    let plaintext =
-        key.aead().open_in_place(nonce, Aad::from(aad), &mut buffer).map_err(|_| CryptoError::Authentication)?;
-    Ok(plaintext.to_vec())
+    key.aead().decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad }).map_err(|_| CryptoError::Authentication)
 }
 
 /// Where a field ciphertext lives; all of it is bound into the associated data.
@@ -226,5 +227,33 @@ mod tests {
         assert_eq!(rotated.unwrap(&wrapped, &id, "venue-b", 1).unwrap_err(), CryptoError::Authentication);
         let forgotten = MasterKeys::new(Key::random(), vec![]);
         assert!(matches!(forgotten.unwrap(&wrapped, &id, "venue-a", 1), Err(CryptoError::MasterUnavailable(_))));
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// Ciphertexts written by the earlier AES-GCM implementation (ring) still open: the
+    /// stored format (nonce ‖ ciphertext ‖ tag) did not change with the crate.
+    #[test]
+    fn ciphertexts_written_by_the_earlier_implementation_still_open() {
+        let key = Key::from_bytes([0x11; 32]);
+        let place = Place {
+            scope: "7d1c3e52-0c5a-4f0e-9a55-3b1f0c2d9e01",
+            table: "diners",
+            row: "0b7e0f6a-9f1d-4c3b-8a2e-5d6c7b8a9f10",
+            column: "allergens",
+        };
+        let field = hex(
+            "01000000036a6708c68dc83ec781a8e84ede51677ee2b8871419eb2044d9a0a22f9487fd0133b9535567314664f8062174878a",
+        );
+        assert_eq!(decrypt_field(&key, place, &field).unwrap(), b"[\"PEANUTS\",\"MILK\"]");
+        let master = MasterKeys::new(Key::from_bytes([0x22; 32]), vec![]);
+        let wrapped = hex(
+            "587039c860123d516f28b6cae6f431771ae6fa9b9d630412ba58839ca192709ec6dd0282c24ca1df9faa0006a499078b5b7750baaa5d98ac7799f8fc",
+        );
+        assert_eq!(master.current().id(), "9b1a6d6d5d83c838");
+        let unwrapped = master.unwrap(&wrapped, "9b1a6d6d5d83c838", "platform", 1).unwrap();
+        assert_eq!(unwrapped.id(), Key::from_bytes([0x33; 32]).id());
     }
 }
