@@ -136,7 +136,35 @@ pub async fn venue_id(door: &CrossTenantDoor, actor: &str, slug: &str, reason: &
 /// health data) and records it in the venue's audit log.
 pub async fn offboard_venue(door: &CrossTenantDoor, actor: &str, slug: &str) -> Result<u64, AppError> {
     let venue = venue_id(door, actor, slug, "admin offboard-venue").await?;
-    crate::diners::keys::shred_venue(door, actor, venue).await
+    crate::keys::shred_venue(door, actor, venue).await
+}
+
+/// `admin reset-password`: mails the person a password reset link (through the outbox: a
+/// running server delivers it). Recorded in the platform audit with the person's id.
+pub async fn reset_password(
+    door: &CrossTenantDoor,
+    actor: &str,
+    email: &str,
+    master: &crate::crypto::MasterKeys,
+) -> Result<uuid::Uuid, AppError> {
+    let mut tx = door.open_cross_tenant(actor, "admin reset-password").await?;
+    let person = staff::find_by_email(&mut tx, email).await?;
+    tx.note(&format!("reset link sent to staff {}", person.id)).await?;
+    crate::auth::reset::create_link(tx.conn(), master, &person.email).await?;
+    tx.commit().await?;
+    Ok(person.id)
+}
+
+/// `admin reset-mfa`: removes the person's TOTP and recovery codes (they lost their
+/// authenticator) and ends their sessions. Recorded in the platform audit.
+pub async fn reset_mfa(door: &CrossTenantDoor, actor: &str, email: &str) -> Result<uuid::Uuid, AppError> {
+    let mut tx = door.open_cross_tenant(actor, "admin reset-mfa").await?;
+    let person = staff::find_by_email(&mut tx, email).await?;
+    tx.note(&format!("two-factor authentication removed and sessions ended for staff {}", person.id)).await?;
+    sqlx::query("SELECT private.disable_totp($1)").bind(person.id).execute(tx.conn()).await?;
+    sqlx::query("SELECT private.cut_off_sessions($1, NULL)").bind(person.id).execute(tx.conn()).await?;
+    tx.commit().await?;
+    Ok(person.id)
 }
 
 /// `admin create-client`: registers an OAuth client (SPA: public, any venue of its person;

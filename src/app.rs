@@ -50,6 +50,9 @@ pub enum StartError {
     /// Database connection, role check or migrations state.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// A setting cannot be used (e.g. `SMTP_URL`, `MAIL_FROM`).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Could not bind the listen address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -94,6 +97,7 @@ impl Application {
         if payments.client().is_ok() && !config.stripe.jobs_interval.is_zero() {
             crate::payments::jobs::spawn_periodic(Db::new(pool.clone()), payments.clone(), config.stripe.jobs_interval);
         }
+        start_mail_worker(&config, Db::new(pool.clone()), &issuer)?;
         let state = AppState {
             issuer,
             payments,
@@ -125,6 +129,37 @@ impl Application {
         tracing::info!("venueql stopped");
         Ok(())
     }
+}
+
+/// Starts the outbox worker when mail has somewhere to go (`SMTP_URL` or `MAIL_DIR`) and
+/// the master key can open the outbox; otherwise says why mail waits.
+fn start_mail_worker(config: &Config, db: Db, issuer: &str) -> Result<(), StartError> {
+    let transport = crate::mail::Transport::from_config(&config.mail)?;
+    let from: lettre::message::Mailbox = config.mail.from.parse().map_err(|_| {
+        crate::config::ConfigError(format!(
+            "MAIL_FROM {:?} is not a mail address (e.g. venueql <no-reply@example.com>)",
+            config.mail.from
+        ))
+    })?;
+    match (transport, config.diner_keys.master.clone()) {
+        (Some(transport), Some(master)) => {
+            let worker = crate::mail::Worker {
+                db,
+                master,
+                transport,
+                from,
+                base_url: issuer.to_string(),
+                retry_base: config.mail.retry_base,
+                lease: config.mail.lease,
+            };
+            crate::mail::spawn_worker(worker);
+        }
+        (None, _) => tracing::warn!(
+            "outgoing mail is not configured (SMTP_URL): invitation and password reset mails wait in the outbox"
+        ),
+        (Some(_), None) => tracing::warn!("APP_KEY is not set: the mail outbox cannot be opened; mails wait"),
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -51,9 +51,36 @@ pub struct Config {
     /// Master key (`APP_KEY`, base64 of 32 bytes); keys login tickets. When unset, a
     /// random per-process key is used (logins then do not span restarts or replicas).
     pub app_key: Arc<SecretBox<[u8; 32]>>,
+    /// Proxies whose `Forwarded`/`X-Forwarded-For` is believed (`TRUSTED_PROXIES`, CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long an invitation to join a venue stays valid (`INVITATION_TTL_HOURS`, 168).
+    pub invitation_ttl: Duration,
+    /// Absolute lifetime of a session however often it is refreshed (`SESSION_MAX_AGE_SECS`,
+    /// 30 days).
+    pub session_max_age: Duration,
+    /// Outgoing mail (`SMTP_URL`, `MAIL_FROM`, `MAIL_DIR`).
+    pub mail: MailConfig,
     /// Keys of diner data: the master keys (only when `APP_KEY` is set, plus the retired
     /// ones in `APP_PREVIOUS_KEYS`) and `IDENTITY_HMAC_KEY`.
     pub diner_keys: crate::diners::DinerKeys,
+}
+
+/// Where outgoing mail goes and how it is retried.
+#[derive(Clone, Debug)]
+pub struct MailConfig {
+    /// `SMTP_URL`: `smtp://` (STARTTLS required unless `?tls=none`... see README),
+    /// `smtps://` (implicit TLS), with `user:password@` for AUTH. Holds a credential.
+    pub smtp_url: Option<SecretString>,
+    /// `MAIL_DIR`: write each mail as a file here instead (what `venueql dev` does).
+    pub mail_dir: Option<std::path::PathBuf>,
+    /// `MAIL_FROM`: the sender (default `venueql <no-reply@venueql.invalid>`).
+    pub from: String,
+    /// `MAIL_RETRY_BASE_SECS`: first wait after a failed delivery, doubled per attempt up
+    /// to an hour (default 30).
+    pub retry_base: Duration,
+    /// `MAIL_LEASE_SECS`: how long a worker holds a mail it is sending before another
+    /// process may take it over (default 120).
+    pub lease: Duration,
 }
 
 /// Depth, complexity, alias and batch limits for GraphQL requests.
@@ -135,6 +162,21 @@ impl Config {
                 checkout_expiry: Duration::from_secs(parse_or(&lookup, "CHECKOUT_EXPIRY_SECS", 1800)?),
                 reconcile_after: Duration::from_secs(parse_or(&lookup, "RECONCILE_AFTER_SECS", 900)?),
                 jobs_interval: Duration::from_secs(parse_or(&lookup, "PAYMENT_JOBS_INTERVAL_SECS", 60)?),
+            },
+            trusted_proxies: crate::http::client_addr::parse_trusted_proxies(
+                &lookup("TRUSTED_PROXIES").unwrap_or_default(),
+            )
+            .map_err(ConfigError)?,
+            invitation_ttl: Duration::from_secs(3600 * parse_or(&lookup, "INVITATION_TTL_HOURS", 168u64)?),
+            session_max_age: Duration::from_secs(parse_or(&lookup, "SESSION_MAX_AGE_SECS", 30 * 24 * 3600)?),
+            mail: MailConfig {
+                smtp_url: lookup("SMTP_URL").filter(|u| !u.trim().is_empty()).map(SecretString::from),
+                mail_dir: lookup("MAIL_DIR").filter(|d| !d.trim().is_empty()).map(std::path::PathBuf::from),
+                from: lookup("MAIL_FROM")
+                    .filter(|f| !f.trim().is_empty())
+                    .unwrap_or_else(|| "venueql <no-reply@venueql.invalid>".into()),
+                retry_base: Duration::from_secs(parse_or(&lookup, "MAIL_RETRY_BASE_SECS", 30)?),
+                lease: Duration::from_secs(parse_or(&lookup, "MAIL_LEASE_SECS", 120)?),
             },
             lockout: crate::auth::lockout::LockoutLimits {
                 per_identifier: parse_or(&lookup, "LOCKOUT_IDENTIFIER_LIMIT", 5)?,

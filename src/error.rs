@@ -25,6 +25,14 @@ pub enum AppError {
     /// Stored data cannot be decrypted (its key was destroyed, or the ciphertext does not
     /// belong where it is); the message says which, never the data.
     Unreadable(String),
+    /// Too many attempts or requests: try again after `retry_after_secs` (lockouts, rate
+    /// limits); the message says what was limited.
+    RateLimited {
+        /// Seconds until the next attempt may go ahead.
+        retry_after_secs: u32,
+        /// What was limited, for the client.
+        message: String,
+    },
     /// Anything else; logged with the request id, reported, and shown as "internal error".
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -39,6 +47,7 @@ impl AppError {
             AppError::BadUserInput(_) => "BAD_USER_INPUT",
             AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::Unreadable(_) => "DATA_UNREADABLE",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::Internal(_) => "INTERNAL",
         }
     }
@@ -50,9 +59,10 @@ impl AppError {
             AppError::Forbidden => "you do not have permission to do this".into(),
             AppError::Refused(reason) => reason.clone(),
             AppError::NotFound(what) => format!("{what} not found"),
-            AppError::BadUserInput(message) | AppError::Unavailable(message) | AppError::Unreadable(message) => {
-                message.clone()
-            }
+            AppError::BadUserInput(message)
+            | AppError::Unavailable(message)
+            | AppError::Unreadable(message)
+            | AppError::RateLimited { message, .. } => message.clone(),
             AppError::Internal(_) => "internal error".into(),
         }
     }
@@ -60,6 +70,12 @@ impl AppError {
     /// Shorthand for a bad-input error.
     pub fn bad_input(message: impl Into<String>) -> AppError {
         AppError::BadUserInput(message.into())
+    }
+
+    /// Too many attempts: wait `retry_after_secs`.
+    pub fn locked_out(retry_after_secs: u32) -> AppError {
+        let message = format!("too many failed attempts; try again in {retry_after_secs} seconds");
+        AppError::RateLimited { retry_after_secs, message }
     }
 
     /// Wraps any error as an internal one.

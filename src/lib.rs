@@ -16,6 +16,8 @@ pub mod diners;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod keys;
+pub mod mail;
 pub mod menu;
 pub mod observability;
 pub mod orders;

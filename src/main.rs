@@ -177,6 +177,16 @@ enum AdminCommand {
         #[arg(long, default_value = "")]
         permissions: String,
     },
+    /// Mail a person a password reset link (a running server sends it; APP_KEY needed).
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+    },
+    /// Remove a person's two-factor authentication (lost authenticator) and end their sessions.
+    ResetMfa {
+        #[arg(long)]
+        email: String,
+    },
     /// Offboard a venue: destroy its data keys (its diners' health data becomes unreadable).
     OffboardVenue {
         #[arg(long)]
@@ -277,13 +287,13 @@ async fn run_keys(command: KeysCommand) -> Result<(), DynError> {
     let actor = admin::operator_actor();
     match command {
         KeysCommand::RotateMaster => {
-            let rewrapped = venueql::diners::keys::rotate_master(&door, &actor, master).await.map_err(app_error)?;
+            let rewrapped = venueql::keys::rotate_master(&door, &actor, master).await.map_err(app_error)?;
             print_json(&serde_json::json!({ "rewrapped_keys": rewrapped, "master_key_id": master.current().id() }));
         }
         KeysCommand::RotateVenue { venue } => {
             let id = admin::venue_id(&door, &actor, &venue, "keys rotate-venue").await.map_err(app_error)?;
             let (version, rows) =
-                venueql::diners::keys::rotate_venue(&door, &actor, master, id).await.map_err(app_error)?;
+                venueql::diners::rotate_venue_key(&door, &actor, master, id).await.map_err(app_error)?;
             print_json(&serde_json::json!({ "venue": venue, "key_version": version, "reencrypted_rows": rows }));
         }
     }
@@ -351,6 +361,19 @@ async fn run_admin(command: AdminCommand) -> Result<(), DynError> {
             .await
             .map_err(app_error)?;
             print_json(&created)
+        }
+        AdminCommand::ResetPassword { email } => {
+            let keys = venueql::diners::DinerKeys::from_env()?;
+            let staff = admin::reset_password(&door, &actor, &email, keys.master().map_err(app_error)?)
+                .await
+                .map_err(app_error)?;
+            print_json(&serde_json::json!({ "email": email, "staff_id": staff, "reset_link_queued": true }));
+        }
+        AdminCommand::ResetMfa { email } => {
+            let staff = admin::reset_mfa(&door, &actor, &email).await.map_err(app_error)?;
+            print_json(
+                &serde_json::json!({ "email": email, "staff_id": staff, "mfa_removed": true, "sessions_ended": true }),
+            );
         }
         AdminCommand::OffboardVenue { venue } => {
             let destroyed = admin::offboard_venue(&door, &actor, &venue).await.map_err(app_error)?;

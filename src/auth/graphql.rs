@@ -3,13 +3,13 @@
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use uuid::Uuid;
 
-use super::{Permission, Permissions, login, oauth, totp};
+use super::login::Reauth;
+use super::{Permission, Permissions, login, oauth, reset, totp};
 use crate::audit::{self, Change};
 use crate::error::AppError;
 use crate::graphql::context::{self, StaffCtx, commit, staff_tx};
 use crate::graphql::guard::Requires;
 use crate::menu::graphql::parse_id;
-use crate::tenancy::Db;
 use crate::{staff, venues};
 
 /// The caller's venue.
@@ -89,8 +89,44 @@ fn person(caller: &StaffCtx) -> Result<Uuid, AppError> {
     caller.principal.staff_id().ok_or(AppError::Forbidden)
 }
 
-fn db<'a>(ctx: &Context<'a>) -> Result<&'a Db, AppError> {
-    ctx.data::<Db>().map_err(|_| AppError::internal("no database in the request context"))
+/// The session (grant) the request is made with, when it is a person's.
+fn current_session(caller: &StaffCtx) -> Option<Uuid> {
+    match &caller.principal {
+        super::Principal::Staff { grant_id, .. } => Some(*grant_id),
+        _ => None,
+    }
+}
+
+/// A fresh proof of who the person is, for changing a credential in the same request:
+/// exactly one of the current password or a code from their authenticator app.
+#[derive(InputObject, Clone)]
+pub struct ReauthInput {
+    /// The current password.
+    password: Option<String>,
+    /// A 6-digit TOTP code (or a recovery code).
+    totp_code: Option<String>,
+}
+
+impl ReauthInput {
+    fn proof(&self) -> Result<Reauth, AppError> {
+        match (&self.password, &self.totp_code) {
+            (Some(password), None) => Ok(Reauth::Password(password.clone())),
+            (None, Some(code)) => Ok(Reauth::TotpCode(code.clone())),
+            _ => Err(AppError::bad_input("reauth needs exactly one of password or totpCode")),
+        }
+    }
+}
+
+/// Checks a step-up proof of `staff` under the lockout (a sign-in's counters).
+pub async fn step_up(ctx: &Context<'_>, staff: Uuid, reauth: Option<&ReauthInput>) -> Result<(), AppError> {
+    let reauth = reauth.ok_or_else(|| {
+        AppError::bad_input("changing your own credentials needs reauth: { password } or { totpCode }")
+    })?;
+    let caller = context::staff(ctx)?;
+    let config = context::config(ctx)?;
+    let ip = caller.ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let master = config.diner_keys.master()?;
+    login::reauthenticate(context::db(ctx)?, config.lockout, master, staff, &reauth.proof()?, ip).await
 }
 
 async fn audit_mfa(ctx: &Context<'_>, action: &str, staff: Uuid) -> Result<(), AppError> {
@@ -108,12 +144,16 @@ pub struct MfaMutation;
 #[Object]
 impl MfaMutation {
     /// Starts (or restarts) TOTP enrolment; confirm it with `confirmTotpEnrollment`.
-    async fn begin_totp_enrollment(&self, ctx: &Context<'_>) -> Result<TotpEnrollment> {
+    /// Needs the current password in `reauth` (a stolen access token cannot enrol a second
+    /// factor of its own).
+    async fn begin_totp_enrollment(&self, ctx: &Context<'_>, reauth: ReauthInput) -> Result<TotpEnrollment> {
         let caller = context::staff(ctx)?;
         let staff = person(caller)?;
-        let db = db(ctx)?;
+        step_up(ctx, staff, Some(&reauth)).await?;
+        let db = context::db(ctx)?;
         let email = login::email_of(db, staff).await?.ok_or(AppError::Forbidden)?;
-        let enrollment = totp::begin_enrollment(db, staff, &email).await?;
+        let master = context::config(ctx)?.diner_keys.master()?;
+        let enrollment = totp::begin_enrollment(db, master, staff, &email).await?;
         Ok(TotpEnrollment {
             secret: enrollment.secret,
             otpauth_uri: enrollment.otpauth_uri,
@@ -124,21 +164,40 @@ impl MfaMutation {
     /// Turns TOTP on with a first code; returns 10 single-use recovery codes (shown once).
     async fn confirm_totp_enrollment(&self, ctx: &Context<'_>, code: String) -> Result<Vec<String>> {
         let staff = person(context::staff(ctx)?)?;
-        let codes = totp::confirm_enrollment(db(ctx)?, staff, &code).await?;
+        let master = context::config(ctx)?.diner_keys.master()?;
+        let codes = totp::confirm_enrollment(context::db(ctx)?, master, staff, &code).await?;
         audit_mfa(ctx, "mfa.enabled", staff).await?;
         Ok(codes)
     }
 
-    /// Turns TOTP off. Requires the current password (a fresh sign-in).
-    async fn disable_totp(&self, ctx: &Context<'_>, password: String) -> Result<bool> {
+    /// Turns TOTP off. Needs the current password or a code in `reauth`, checked under
+    /// the sign-in lockout.
+    async fn disable_totp(&self, ctx: &Context<'_>, reauth: ReauthInput) -> Result<bool> {
         let staff = person(context::staff(ctx)?)?;
-        let db = db(ctx)?;
-        let email = login::email_of(db, staff).await?.ok_or(AppError::Forbidden)?;
-        if login::verify_password(db, &email, &password).await? != Some(staff) {
-            return Err(AppError::bad_input("the password is incorrect").into());
-        }
-        totp::disable(db, staff).await?;
+        step_up(ctx, staff, Some(&reauth)).await?;
+        totp::disable(context::db(ctx)?, staff).await?;
         audit_mfa(ctx, "mfa.disabled", staff).await?;
+        Ok(true)
+    }
+
+    /// Changes the signed-in person's password: the current one is checked like a sign-in,
+    /// the new one against the rules and the breach corpus. Every other session of the
+    /// person (at every venue) ends; this one goes on.
+    async fn change_password(&self, ctx: &Context<'_>, current_password: String, new_password: String) -> Result<bool> {
+        let config = context::config(ctx)?;
+        let (caller, mut tx) = staff_tx(ctx).await?;
+        let staff = person(caller)?;
+        let change = reset::PasswordChange {
+            staff,
+            session: current_session(caller),
+            current: &current_password,
+            new: &new_password,
+            ip: caller.ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        };
+        let master = config.diner_keys.master()?;
+        let db = context::db(ctx)?;
+        reset::change_password(db, &mut tx, &caller.who(), config.lockout, &config.breach, master, change).await?;
+        commit(tx).await?;
         Ok(true)
     }
 }
@@ -213,6 +272,11 @@ pub struct Session {
     created_at: chrono::DateTime<chrono::Utc>,
     /// When it was last refreshed.
     last_used_at: chrono::DateTime<chrono::Utc>,
+    /// When it ends at the latest, however often it is refreshed (`SESSION_MAX_AGE_SECS`).
+    expires_at: chrono::DateTime<chrono::Utc>,
+    /// Whether it proved a second factor when it started (a venue requiring MFA gives
+    /// elevated permissions only to such sessions).
+    mfa: bool,
     /// Whether this request is made with it.
     current: bool,
 }
@@ -234,13 +298,11 @@ impl AccessQuery {
 
     /// The caller's own active sessions at this venue (people only).
     async fn my_sessions(&self, ctx: &Context<'_>) -> Result<Vec<Session>> {
+        let max_age = context::config(ctx)?.session_max_age;
         let (caller, mut tx) = staff_tx(ctx).await?;
         let staff = person(caller)?;
-        let current = match &caller.principal {
-            super::Principal::Staff { grant_id, .. } => Some(*grant_id),
-            _ => None,
-        };
-        let sessions = oauth::sessions_of(&mut tx, staff).await?;
+        let current = current_session(caller);
+        let sessions = oauth::sessions_of(&mut tx, staff, max_age).await?;
         commit(tx).await?;
         Ok(sessions
             .into_iter()
@@ -250,6 +312,8 @@ impl AccessQuery {
                 grant_type: s.grant_type,
                 created_at: s.created_at,
                 last_used_at: s.last_used_at,
+                expires_at: s.expires_at,
+                mfa: s.mfa,
                 current: Some(s.id) == current,
             })
             .collect())

@@ -1,7 +1,10 @@
-//! The hosted login's logic: checking a person's password, listing their venues, and the
-//! signed ticket that carries an authenticated person from the password step to the
-//! venue choice without server-side session state.
+//! The hosted login's logic as plain functions: a person's password and second factor
+//! checked under the lockout, re-authentication for credential changes, listing their
+//! venues, and the signed ticket that carries an authenticated person from one step of a
+//! hosted page to the next without server-side session state. `http::oauth` only parses
+//! forms and renders pages around these.
 
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -9,8 +12,10 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
+use super::lockout::{self, Attempt, Checked, LockoutLimits, SecretKind};
 use super::passwords;
 use super::{Permissions, totp};
+use crate::crypto::MasterKeys;
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId};
 
@@ -44,6 +49,87 @@ pub async fn verify_password(db: &Db, email: &str, password: &str) -> Result<Opt
     };
     let matches = passwords::verify(hash, password.to_string()).await?;
     Ok(staff.filter(|_| matches))
+}
+
+/// A password sign-in: who claims to be signing in, from where.
+#[derive(Clone, Copy, Debug)]
+pub struct PasswordSignIn<'a> {
+    /// The email typed.
+    pub email: &'a str,
+    /// The password typed.
+    pub password: &'a str,
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The trusted-device id of the browser, when its cookie is genuine for this email.
+    pub device: Option<&'a str>,
+}
+
+/// Checks a password under the lockout (per email, per address).
+pub async fn sign_in_with_password(
+    db: &Db,
+    limits: LockoutLimits,
+    sign_in: PasswordSignIn<'_>,
+) -> Result<Checked<Uuid>, AppError> {
+    let attempt = Attempt {
+        kind: SecretKind::Password,
+        identifiers: vec![sign_in.email],
+        ip: Some(sign_in.ip),
+        device: sign_in.device,
+    };
+    lockout::check(db, limits, attempt, verify_password(db, sign_in.email, sign_in.password)).await
+}
+
+/// Checks a TOTP or recovery code of `staff` under the lockout (per person, per address).
+pub async fn second_factor(
+    db: &Db,
+    limits: LockoutLimits,
+    master: &MasterKeys,
+    staff: Uuid,
+    code: &str,
+    ip: IpAddr,
+) -> Result<Checked<()>, AppError> {
+    let identifier = staff.to_string();
+    let attempt = Attempt::new(SecretKind::Totp, &identifier, Some(ip));
+    lockout::check(db, limits, attempt, async { Ok(totp::verify(db, master, staff, code).await?.then_some(())) }).await
+}
+
+/// What a signed-in person shows to change a credential (step-up): their current
+/// password, or a code from their authenticator.
+#[derive(Clone, Debug)]
+pub enum Reauth {
+    /// The current password.
+    Password(String),
+    /// A TOTP (or recovery) code.
+    TotpCode(String),
+}
+
+/// Checks a step-up proof of `staff` under the same lockout as a sign-in. A wrong proof
+/// is BAD_USER_INPUT; too many are RATE_LIMITED.
+pub async fn reauthenticate(
+    db: &Db,
+    limits: LockoutLimits,
+    master: &MasterKeys,
+    staff: Uuid,
+    proof: &Reauth,
+    ip: IpAddr,
+) -> Result<(), AppError> {
+    let checked = match proof {
+        Reauth::Password(password) => {
+            let email = email_of(db, staff).await?.ok_or(AppError::Forbidden)?;
+            let sign_in = PasswordSignIn { email: &email, password, ip, device: None };
+            match sign_in_with_password(db, limits, sign_in).await? {
+                Checked::Passed(who) if who == staff => Checked::Passed(()),
+                Checked::Passed(_) | Checked::Wrong => Checked::Wrong,
+                Checked::Locked(wait) => Checked::Locked(wait),
+            }
+        }
+        Reauth::TotpCode(code) => second_factor(db, limits, master, staff, code, ip).await?,
+    };
+    match checked {
+        Checked::Passed(()) => Ok(()),
+        Checked::Wrong => Err(AppError::bad_input("the current password or authentication code is incorrect")),
+        Checked::Locked(wait) => Err(AppError::locked_out(wait)),
+    }
 }
 
 /// The venues `staff` belongs to, by name.

@@ -1,14 +1,17 @@
-//! Who is calling and what they may do: permission flags, venue API tokens, passwords.
+//! Who is calling and what they may do: permission flags, venue API tokens, the OAuth
+//! server, and a person's own credentials (passwords, TOTP, PINs, invitations, resets).
 
 pub mod api_tokens;
 pub mod breach;
 pub mod graphql;
+pub mod invitations;
 pub mod lockout;
 pub mod login;
 pub mod oauth;
 pub mod passwords;
 pub mod permissions;
 pub mod pins;
+pub mod reset;
 pub mod secrets;
 pub mod totp;
 
@@ -81,14 +84,18 @@ pub struct Caller {
     pub permissions: Permissions,
 }
 
-/// Verifies a bearer token of any kind (venue API token or OAuth access token). Every
-/// failure is the same "invalid or revoked token".
-pub async fn authenticate_bearer(db: &Db, token: &SecretString) -> Result<Caller, AppError> {
+/// Verifies a bearer token of any kind (venue API token or OAuth access token; a session
+/// lives at most `session_max_age`). Every failure is the same "invalid or revoked token".
+pub async fn authenticate_bearer(
+    db: &Db,
+    token: &SecretString,
+    session_max_age: std::time::Duration,
+) -> Result<Caller, AppError> {
     let text = token.expose_secret();
     if text.starts_with(api_tokens::TOKEN_PREFIX) {
         api_tokens::verify(db, text).await
     } else if text.starts_with(oauth::ACCESS_PREFIX) {
-        oauth::verify_access_token(db, text).await
+        oauth::verify_access_token(db, text, session_max_age).await
     } else {
         Err(INVALID_TOKEN)
     }

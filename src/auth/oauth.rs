@@ -63,13 +63,50 @@ impl From<sqlx::Error> for OAuthError {
     }
 }
 
-/// Token lifetimes from the configuration.
+/// Token and session lifetimes from the configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct TokenLifetimes {
     /// Access tokens.
     pub access: Duration,
     /// Refresh tokens.
     pub refresh: Duration,
+    /// A session's absolute lifetime, however often it is refreshed (`SESSION_MAX_AGE_SECS`).
+    pub session: Duration,
+}
+
+/// What decides a session's permissions at one moment: its client's ceiling (an SPA's is
+/// every bit, a POS terminal's or integration's its own permissions), the person's
+/// membership now, and the venue's rule that elevated bits need a second factor.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionFacts {
+    /// The client's ceiling, fixed when the session started.
+    pub ceiling: Permissions,
+    /// The person's membership now (None for a client-credentials session).
+    pub membership: Option<Permissions>,
+    /// Whether the venue requires MFA for elevated permissions now.
+    pub venue_requires_mfa: bool,
+    /// Whether the session proved a second factor when it started.
+    pub session_mfa: bool,
+}
+
+impl SessionFacts {
+    /// The one rule for every token venueql issues or honours: membership ∩ ceiling,
+    /// minus the elevated bits when the venue requires MFA the session did not prove.
+    pub fn permissions(&self) -> Permissions {
+        let mut permissions = self.ceiling;
+        if let Some(member) = self.membership {
+            permissions &= member;
+            if self.venue_requires_mfa && !self.session_mfa {
+                permissions -= super::totp::ELEVATED;
+            }
+        }
+        permissions
+    }
+}
+
+/// The ceiling a client puts on every session through it.
+pub fn client_ceiling(client: &Client) -> Permissions {
+    if client.kind == "spa" { Permissions::all() } else { Permissions::from_db(client.permissions) }
 }
 
 /// The token endpoint's success body (RFC 6749 §5.1).
@@ -129,25 +166,24 @@ pub enum ClientCredentials {
     Secret(String, String),
 }
 
-/// Resolves and authenticates the client. Confidential clients must present their secret;
-/// public clients must not present one.
-pub async fn authenticate_client(db: &Db, credentials: &ClientCredentials) -> Result<Client, OAuthError> {
-    let unknown = || OAuthError::InvalidClient("client authentication failed".into());
+/// Resolves and authenticates the client; None when that fails. Confidential clients
+/// must present their secret; public clients must not present one.
+pub async fn authenticate_client(db: &Db, credentials: &ClientCredentials) -> Result<Option<Client>, AppError> {
     let id = match credentials {
         ClientCredentials::Public(id) | ClientCredentials::Secret(id, _) => id,
     };
-    let client = find_client(db, id).await?.ok_or_else(unknown)?;
+    let Some(client) = find_client(db, id).await? else { return Ok(None) };
     match (credentials, client.confidential) {
-        (ClientCredentials::Public(_), false) => Ok(client),
+        (ClientCredentials::Public(_), false) => Ok(Some(client)),
         (ClientCredentials::Secret(_, secret), true) => {
             let ok: bool = sqlx::query_scalar("SELECT private.authenticate_oauth_client($1, $2)")
                 .bind(&client.id)
                 .bind(secrets::hash(secret))
                 .fetch_one(db.platform_level())
                 .await?;
-            if ok { Ok(client) } else { Err(unknown()) }
+            Ok(ok.then_some(client))
         }
-        _ => Err(unknown()),
+        _ => Ok(None),
     }
 }
 
@@ -251,7 +287,8 @@ pub fn s256_challenge(verifier: &str) -> String {
 }
 
 /// Issues an authorization code for `staff` at `venue` (the login page calls this once
-/// the person has authenticated and chosen the venue).
+/// the person has authenticated and chosen the venue); `mfa` says whether this login
+/// proved a second factor, which the session then carries.
 pub async fn issue_code(
     db: &Db,
     venue: VenueId,
@@ -259,38 +296,43 @@ pub async fn issue_code(
     client: &Client,
     redirect_uri: &str,
     code_challenge: &str,
+    mfa: bool,
 ) -> Result<String, AppError> {
     let code = secrets::new_secret(CODE_PREFIX);
     let mut tx = db.venue_tx(venue).await?;
-    sqlx::query("SELECT private.store_oauth_code($1, $2, $3, $4, $5, $6)")
+    sqlx::query("SELECT private.store_oauth_code($1, $2, $3, $4, $5, $6, $7)")
         .bind(secrets::hash(&code))
         .bind(&client.id)
         .bind(staff)
         .bind(redirect_uri)
         .bind(code_challenge)
         .bind(CODE_TTL_SECS)
+        .bind(mfa)
         .execute(tx.conn())
         .await?;
     tx.commit().await?;
     Ok(code)
 }
 
-/// Creates a grant at the transaction's venue and returns its id.
+/// Creates a grant (session) at the transaction's venue with the client's ceiling and
+/// whether it proved a second factor; returns its id.
 async fn create_grant(
     tx: &mut VenueTx,
     client: &Client,
     staff: Option<Uuid>,
     grant_type: &str,
-    permissions: Permissions,
+    mfa: bool,
 ) -> Result<Uuid, AppError> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO oauth_grants (venue_id, client_id, staff_id, grant_type, permissions) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        "INSERT INTO oauth_grants (venue_id, client_id, staff_id, grant_type, permissions, mfa) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(tx.venue().as_uuid())
     .bind(&client.id)
     .bind(staff)
     .bind(grant_type)
-    .bind(permissions.to_db())
+    .bind(client_ceiling(client).to_db())
+    .bind(mfa)
     .fetch_one(tx.conn())
     .await?)
 }
@@ -306,19 +348,22 @@ async fn store_token(tx: &mut VenueTx, grant: Uuid, token: &str, kind: &str, ttl
     Ok(())
 }
 
-/// Issues an access token (and a refresh token when `with_refresh`) for a grant.
+/// Issues an access token (and a refresh token when `with_refresh`) for a grant; neither
+/// outlives the session (`session_left`).
 async fn issue_tokens(
     tx: &mut VenueTx,
     grant: Uuid,
     permissions: Permissions,
     lifetimes: TokenLifetimes,
+    session_left: Duration,
     with_refresh: bool,
 ) -> Result<TokenResponse, AppError> {
+    let access_ttl = lifetimes.access.min(session_left);
     let access_token = secrets::new_secret(ACCESS_PREFIX);
-    store_token(tx, grant, &access_token, "access", lifetimes.access).await?;
+    store_token(tx, grant, &access_token, "access", access_ttl).await?;
     let refresh_token = if with_refresh {
         let refresh = secrets::new_secret(REFRESH_PREFIX);
-        store_token(tx, grant, &refresh, "refresh", lifetimes.refresh).await?;
+        store_token(tx, grant, &refresh, "refresh", lifetimes.refresh.min(session_left)).await?;
         Some(refresh)
     } else {
         None
@@ -326,20 +371,23 @@ async fn issue_tokens(
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",
-        expires_in: lifetimes.access.as_secs(),
+        expires_in: access_ttl.as_secs(),
         refresh_token,
         scope: permissions.names().join(" "),
     })
 }
 
-async fn membership_permissions(tx: &mut VenueTx, staff: Uuid) -> Result<Option<Permissions>, AppError> {
-    let bits: Option<i64> =
-        sqlx::query_scalar("SELECT permissions FROM memberships WHERE venue_id = $1 AND staff_id = $2")
-            .bind(tx.venue().as_uuid())
-            .bind(staff)
-            .fetch_optional(tx.conn())
-            .await?;
-    Ok(bits.map(Permissions::from_db))
+/// The person's membership at the transaction's venue and the venue's MFA rule, now.
+async fn membership_and_rule(tx: &mut VenueTx, staff: Uuid) -> Result<(Option<Permissions>, bool), AppError> {
+    let (bits, rule): (Option<i64>, bool) = sqlx::query_as(
+        "SELECT (SELECT permissions FROM memberships WHERE venue_id = $1 AND staff_id = $2), \
+                COALESCE((SELECT require_mfa_for_elevated FROM venue_settings WHERE venue_id = $1), false)",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(staff)
+    .fetch_one(tx.conn())
+    .await?;
+    Ok((bits.map(Permissions::from_db), rule))
 }
 
 /// Revokes a grant (and so every token of it), with an audit row.
@@ -375,6 +423,7 @@ struct CodeRow {
     expired: bool,
     used: bool,
     grant_id: Option<Uuid>,
+    mfa: bool,
 }
 
 /// `grant_type=authorization_code`: checks client, redirect URI and PKCE verifier before
@@ -428,37 +477,68 @@ pub async fn exchange_code(
     if !redeemed {
         return Err(invalid());
     }
-    let (grant, response) = staff_grant(&mut tx, client, row.staff_id, "authorization_code", lifetimes, true).await?;
+    let session =
+        NewSession { staff: row.staff_id, grant_type: "authorization_code", mfa: row.mfa, with_refresh: true };
+    let (grant, response) = staff_grant(&mut tx, client, session, lifetimes).await?;
     sqlx::query("SELECT private.attach_code_grant($1, $2)").bind(&hash).bind(grant).execute(tx.conn()).await?;
     tx.commit().await?;
     Ok(response)
 }
 
-/// Starts a session for a person at the transaction's venue with their membership's
-/// permissions (audited as `session.started`) and issues its tokens; returns the grant id
-/// with them.
+/// A person's session about to start.
+#[derive(Clone, Copy, Debug)]
+pub struct NewSession<'a> {
+    /// The person.
+    pub staff: Uuid,
+    /// `authorization_code` or `pin`.
+    pub grant_type: &'a str,
+    /// Whether the person proved a second factor to start it.
+    pub mfa: bool,
+    /// Whether it gets a refresh token (hosted login) or not (PIN).
+    pub with_refresh: bool,
+}
+
+/// Starts a session for a person at the transaction's venue (audited as
+/// `session.started`) and issues its tokens, with the permissions of [`SessionFacts`]:
+/// their membership, capped by the client's ceiling and the venue's MFA rule. Returns the
+/// grant id with them. Refused when the person is no longer a member, or holds nothing
+/// the client may carry.
 pub async fn staff_grant(
     tx: &mut VenueTx,
     client: &Client,
-    staff: Uuid,
-    grant_type: &str,
+    session: NewSession<'_>,
     lifetimes: TokenLifetimes,
-    with_refresh: bool,
 ) -> Result<(Uuid, TokenResponse), OAuthError> {
-    let permissions = membership_permissions(tx, staff)
-        .await?
-        .ok_or_else(|| OAuthError::InvalidGrant("the person no longer belongs to this venue".into()))?;
-    let grant = create_grant(tx, client, Some(staff), grant_type, permissions).await?;
-    let who = Who::outside_http(super::staff_actor(staff));
+    let (membership, venue_requires_mfa) = membership_and_rule(tx, session.staff).await?;
+    let membership =
+        membership.ok_or_else(|| OAuthError::InvalidGrant("the person no longer belongs to this venue".into()))?;
+    let facts = SessionFacts {
+        ceiling: client_ceiling(client),
+        membership: Some(membership),
+        venue_requires_mfa,
+        session_mfa: session.mfa,
+    };
+    let permissions = facts.permissions();
+    if permissions.is_empty() && !membership.is_empty() {
+        return Err(OAuthError::InvalidGrant(
+            "none of this person's permissions may be used through this client (its ceiling, or the venue's MFA rule)"
+                .into(),
+        ));
+    }
+    let grant = create_grant(tx, client, Some(session.staff), session.grant_type, session.mfa).await?;
+    let who = Who::outside_http(super::staff_actor(session.staff));
+    let after = serde_json::json!({ "client_id": client.id, "grant_type": session.grant_type, "mfa": session.mfa,
+        "permissions": permissions.names() });
     let change = Change {
         action: "session.started",
         target_type: "oauth_grant",
         target_id: grant.to_string(),
         before: None,
-        after: Some(serde_json::json!({ "client_id": client.id, "grant_type": grant_type })),
+        after: Some(after),
     };
     audit::record(tx, &who, change).await?;
-    Ok((grant, issue_tokens(tx, grant, permissions, lifetimes, with_refresh).await?))
+    let tokens = issue_tokens(tx, grant, permissions, lifetimes, lifetimes.session, session.with_refresh).await?;
+    Ok((grant, tokens))
 }
 
 #[derive(sqlx::FromRow)]
@@ -471,6 +551,9 @@ struct RefreshRow {
 
 /// `grant_type=refresh_token`: rotates the refresh token. A refresh token used twice
 /// revokes its whole grant (both the thief's and the owner's tokens) and is audited.
+/// Every refresh re-reads the session's facts: the membership (gone: refused), its bits
+/// and the venue's MFA rule now, the session's absolute lifetime and the person's
+/// session cut-off (password change or reset).
 pub async fn refresh(
     db: &Db,
     lifetimes: TokenLifetimes,
@@ -488,15 +571,8 @@ pub async fn refresh(
         .await?;
     let row = row.ok_or_else(invalid)?;
     let mut tx = tx.into_venue(VenueId::from_uuid(row.venue_id)).await?;
-    let grant: Option<(String, Option<Uuid>, i64, bool)> = sqlx::query_as(
-        "SELECT client_id, staff_id, permissions, revoked_at IS NULL FROM oauth_grants WHERE venue_id = $1 AND id = $2",
-    )
-    .bind(row.venue_id)
-    .bind(row.grant_id)
-    .fetch_optional(tx.conn())
-    .await?;
-    let (grant_client, staff, bits, active) = grant.ok_or_else(invalid)?;
-    if grant_client != client.id {
+    let grant = session_state(&mut tx, row.grant_id, lifetimes.session).await?.ok_or_else(invalid)?;
+    if grant.client_id != client.id {
         return Err(invalid());
     }
     if !row.first_use {
@@ -507,20 +583,19 @@ pub async fn refresh(
             "the refresh token was already used: the session has been revoked".into(),
         ));
     }
-    if row.expired || !active {
-        return Err(invalid());
-    }
-    let mut permissions = Permissions::from_db(bits);
-    if let Some(staff) = staff {
-        let member = membership_permissions(&mut tx, staff).await?.ok_or_else(invalid)?;
-        permissions &= member;
+    if row.expired || !grant.live() {
+        return Err(OAuthError::InvalidGrant(
+            "the session has ended (expired, revoked, its membership removed, or the password changed): sign in again"
+                .into(),
+        ));
     }
     sqlx::query("UPDATE oauth_grants SET last_used_at = now() WHERE venue_id = $1 AND id = $2")
         .bind(row.venue_id)
         .bind(row.grant_id)
         .execute(tx.conn())
         .await?;
-    let response = issue_tokens(&mut tx, row.grant_id, permissions, lifetimes, true).await?;
+    let left = grant.session_left();
+    let response = issue_tokens(&mut tx, row.grant_id, grant.facts().permissions(), lifetimes, left, true).await?;
     tx.commit().await?;
     Ok(response)
 }
@@ -536,10 +611,10 @@ pub async fn client_credentials(
         ("integration", Some(venue)) if client.confidential => VenueId::from_uuid(venue),
         _ => return Err(OAuthError::UnauthorizedClient("only integration clients may use client_credentials".into())),
     };
-    let permissions = Permissions::from_db(client.permissions);
+    let permissions = client_ceiling(client);
     let mut tx = db.venue_tx(venue).await?;
-    let grant = create_grant(&mut tx, client, None, "client_credentials", permissions).await?;
-    let response = issue_tokens(&mut tx, grant, permissions, lifetimes, false).await?;
+    let grant = create_grant(&mut tx, client, None, "client_credentials", false).await?;
+    let response = issue_tokens(&mut tx, grant, permissions, lifetimes, lifetimes.session, false).await?;
     tx.commit().await?;
     Ok(response)
 }
@@ -554,17 +629,72 @@ struct TokenRow {
     live: bool,
 }
 
+/// A session (grant) as it stands now, with everything its permissions depend on.
 #[derive(sqlx::FromRow)]
-struct GrantRow {
+struct SessionRow {
     client_id: String,
     staff_id: Option<Uuid>,
-    grant_permissions: i64,
+    ceiling: i64,
     member_permissions: Option<i64>,
+    mfa: bool,
+    venue_requires_mfa: bool,
+    active: bool,
     client_active: bool,
+    cut_off: bool,
+    seconds_left: f64,
 }
 
-/// A token's row and its active grant, under the token's venue (None when anything is off).
-async fn live_token(db: &Db, token: &str) -> Result<Option<(TokenRow, GrantRow, VenueTx)>, AppError> {
+impl SessionRow {
+    /// Whether the session may still be used: not revoked, its client active, within its
+    /// absolute lifetime, not cut off, and its person still a member.
+    fn live(&self) -> bool {
+        self.active
+            && self.client_active
+            && !self.cut_off
+            && self.seconds_left > 0.0
+            && (self.staff_id.is_none() || self.member_permissions.is_some())
+    }
+
+    fn facts(&self) -> SessionFacts {
+        SessionFacts {
+            ceiling: Permissions::from_db(self.ceiling),
+            membership: self.member_permissions.map(Permissions::from_db),
+            venue_requires_mfa: self.venue_requires_mfa,
+            session_mfa: self.mfa,
+        }
+    }
+
+    fn session_left(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds_left.max(0.0))
+    }
+}
+
+/// Reads a session of the transaction's venue with its facts (None when there is none).
+async fn session_state(tx: &mut VenueTx, grant: Uuid, max_age: Duration) -> Result<Option<SessionRow>, AppError> {
+    Ok(sqlx::query_as(
+        "SELECT g.client_id, g.staff_id, g.permissions AS ceiling, m.permissions AS member_permissions, g.mfa, \
+                COALESCE(vs.require_mfa_for_elevated, false) AS venue_requires_mfa, g.revoked_at IS NULL AS active, \
+                EXISTS (SELECT 1 FROM private.oauth_client(g.client_id)) AS client_active, \
+                (g.staff_id IS NOT NULL AND private.session_cut_off(g.staff_id, g.id, g.created_at)) AS cut_off, \
+                extract(epoch FROM g.created_at + make_interval(secs => $3::float8) - now())::float8 AS seconds_left \
+         FROM oauth_grants g \
+         LEFT JOIN memberships m ON m.venue_id = g.venue_id AND m.staff_id = g.staff_id \
+         LEFT JOIN venue_settings vs ON vs.venue_id = g.venue_id \
+         WHERE g.venue_id = $1 AND g.id = $2",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(grant)
+    .bind(max_age.as_secs_f64())
+    .fetch_optional(tx.conn())
+    .await?)
+}
+
+/// A token's row and its live session, under the token's venue (None when anything is off).
+async fn live_token(
+    db: &Db,
+    token: &str,
+    max_age: Duration,
+) -> Result<Option<(TokenRow, SessionRow, VenueTx)>, AppError> {
     let mut tx = db.resolving_tx().await?;
     let row: Option<TokenRow> = sqlx::query_as("SELECT * FROM private.lookup_oauth_token($1)")
         .bind(secrets::hash(token))
@@ -572,36 +702,18 @@ async fn live_token(db: &Db, token: &str) -> Result<Option<(TokenRow, GrantRow, 
         .await?;
     let Some(row) = row.filter(|r| r.live) else { return Ok(None) };
     let mut tx = tx.into_venue(VenueId::from_uuid(row.venue_id)).await?;
-    let grant: Option<GrantRow> = sqlx::query_as(
-        "SELECT g.client_id, g.staff_id, g.permissions AS grant_permissions, m.permissions AS member_permissions, \
-                EXISTS (SELECT 1 FROM private.oauth_client(g.client_id)) AS client_active \
-         FROM oauth_grants g LEFT JOIN memberships m ON m.venue_id = g.venue_id AND m.staff_id = g.staff_id \
-         WHERE g.venue_id = $1 AND g.id = $2 AND g.revoked_at IS NULL",
-    )
-    .bind(row.venue_id)
-    .bind(row.grant_id)
-    .fetch_optional(tx.conn())
-    .await?;
-    Ok(grant
-        .filter(|g| g.client_active && (g.staff_id.is_none() || g.member_permissions.is_some()))
-        .map(|g| (row, g, tx)))
+    let session = session_state(&mut tx, row.grant_id, max_age).await?;
+    Ok(session.filter(SessionRow::live).map(|session| (row, session, tx)))
 }
 
-fn effective_permissions(grant: &GrantRow) -> Permissions {
-    let mut permissions = Permissions::from_db(grant.grant_permissions);
-    if let Some(member) = grant.member_permissions {
-        permissions &= Permissions::from_db(member);
-    }
-    permissions
-}
-
-/// Verifies an OAuth access token: live, its grant active, its client active, its person
-/// still a member. Permissions are the grant's, capped by the membership's current bits.
-pub async fn verify_access_token(db: &Db, token: &str) -> Result<Caller, AppError> {
+/// Verifies an OAuth access token: live, its session live (see [`SessionRow::live`]).
+/// Permissions are those of [`SessionFacts`] now, so a membership change or the venue
+/// turning on its MFA rule takes effect on the next request.
+pub async fn verify_access_token(db: &Db, token: &str, max_age: Duration) -> Result<Caller, AppError> {
     if !secrets::looks_like(token, ACCESS_PREFIX) {
         return Err(INVALID_TOKEN);
     }
-    let Some((row, grant, tx)) = live_token(db, token).await? else { return Err(INVALID_TOKEN) };
+    let Some((row, grant, tx)) = live_token(db, token, max_age).await? else { return Err(INVALID_TOKEN) };
     tx.commit().await?;
     if row.kind != "access" {
         return Err(INVALID_TOKEN);
@@ -610,7 +722,7 @@ pub async fn verify_access_token(db: &Db, token: &str) -> Result<Caller, AppErro
         Some(staff_id) => Principal::Staff { staff_id, grant_id: row.grant_id },
         None => Principal::Client { client_id: grant.client_id.clone(), grant_id: row.grant_id },
     };
-    Ok(Caller { venue: VenueId::from_uuid(row.venue_id), principal, permissions: effective_permissions(&grant) })
+    Ok(Caller { venue: VenueId::from_uuid(row.venue_id), principal, permissions: grant.facts().permissions() })
 }
 
 /// RFC 7009 revocation by the client the token was issued to. Revoking a refresh token
@@ -648,12 +760,18 @@ pub async fn revoke(db: &Db, client: &Client, token: &str) -> Result<(), AppErro
 
 /// RFC 7662 introspection for a confidential client. Tokens of another venue than the
 /// client's, and anything expired, revoked or unknown, are `{"active": false}`.
-pub async fn introspect(db: &Db, issuer: &str, client: &Client, token: &str) -> Result<serde_json::Value, AppError> {
+pub async fn introspect(
+    db: &Db,
+    issuer: &str,
+    client: &Client,
+    token: &str,
+    max_age: Duration,
+) -> Result<serde_json::Value, AppError> {
     let inactive = serde_json::json!({ "active": false });
     if !secrets::looks_like(token, ACCESS_PREFIX) && !secrets::looks_like(token, REFRESH_PREFIX) {
         return Ok(inactive);
     }
-    let Some((row, grant, tx)) = live_token(db, token).await? else { return Ok(inactive) };
+    let Some((row, grant, tx)) = live_token(db, token, max_age).await? else { return Ok(inactive) };
     tx.commit().await?;
     if client.venue_id != Some(row.venue_id) {
         return Ok(inactive);
@@ -661,7 +779,7 @@ pub async fn introspect(db: &Db, issuer: &str, client: &Client, token: &str) -> 
     let subject = grant.staff_id.map_or_else(|| grant.client_id.clone(), |s| s.to_string());
     Ok(serde_json::json!({
         "active": true,
-        "scope": effective_permissions(&grant).names().join(" "),
+        "scope": grant.facts().permissions().names().join(" "),
         "client_id": grant.client_id,
         "token_type": if row.kind == "access" { "access_token" } else { "refresh_token" },
         "exp": row.expires_at.timestamp(),
@@ -762,16 +880,25 @@ pub struct Session {
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// When its refresh token was last used.
     pub last_used_at: chrono::DateTime<chrono::Utc>,
+    /// When it ends at the latest (its absolute lifetime).
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Whether it proved a second factor when it started.
+    pub mfa: bool,
 }
 
-/// The active sessions of `staff` at the transaction's venue, newest first.
-pub async fn sessions_of(tx: &mut VenueTx, staff: Uuid) -> Result<Vec<Session>, AppError> {
+/// The live sessions of `staff` at the transaction's venue, newest first.
+pub async fn sessions_of(tx: &mut VenueTx, staff: Uuid, max_age: Duration) -> Result<Vec<Session>, AppError> {
     Ok(sqlx::query_as(
-        "SELECT id, client_id, grant_type, created_at, last_used_at FROM oauth_grants \
-         WHERE venue_id = $1 AND staff_id = $2 AND revoked_at IS NULL ORDER BY created_at DESC",
+        "SELECT id, client_id, grant_type, created_at, last_used_at, mfa, \
+                created_at + make_interval(secs => $3::float8) AS expires_at \
+         FROM oauth_grants WHERE venue_id = $1 AND staff_id = $2 AND revoked_at IS NULL \
+           AND created_at + make_interval(secs => $3::float8) > now() \
+           AND NOT private.session_cut_off(staff_id, id, created_at) \
+         ORDER BY created_at DESC",
     )
     .bind(tx.venue().as_uuid())
     .bind(staff)
+    .bind(max_age.as_secs_f64())
     .fetch_all(tx.conn())
     .await?)
 }

@@ -1,15 +1,16 @@
 //! Cashier PINs and the PIN grant: a registered POS terminal (confidential client bound to
-//! one venue) exchanges a staff member's email and PIN for a short-lived access token with
-//! that person's permissions there. PINs are 4-8 digits, Argon2id-hashed, never readable,
-//! and have their own lockout per terminal and per staff member.
+//! one venue) exchanges a staff member's email and PIN for a short-lived access token.
+//! PINs are 4-8 digits, Argon2id-hashed, never readable, and have their own lockout per
+//! terminal and per staff member. A PIN is one factor: its token never holds more than the
+//! terminal's ceiling, nor an elevated bit where the venue requires MFA for those.
 
 use std::net::IpAddr;
 
 use uuid::Uuid;
 
-use super::lockout::{self, Attempt, LockoutLimits};
-use super::oauth::{Client, OAuthError, TokenLifetimes, TokenResponse};
-use super::passwords;
+use super::lockout::{self, Attempt, Checked, LockoutLimits, SecretKind};
+use super::oauth::{Client, NewSession, OAuthError, TokenLifetimes, TokenResponse};
+use super::{Permissions, passwords};
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId, VenueTx};
@@ -25,27 +26,77 @@ fn check_format(pin: &str) -> Result<(), AppError> {
     }
 }
 
-/// Sets `staff`'s PIN at the transaction's venue (audited; the PIN itself is not).
-pub async fn set(tx: &mut VenueTx, who: &Who, staff: Uuid, pin: &str) -> Result<(), AppError> {
+/// Whose PIN a request changes, as far as the rules care.
+#[derive(Clone, Copy, Debug)]
+pub enum PinTarget {
+    /// The caller's own (they re-authenticated in the same request).
+    Own(Uuid),
+    /// Another member's: the caller must hold every bit the member holds.
+    Other {
+        /// The member.
+        staff: Uuid,
+        /// The caller's permissions.
+        caller: Permissions,
+    },
+}
+
+impl PinTarget {
+    fn staff(self) -> Uuid {
+        match self {
+            PinTarget::Own(staff) | PinTarget::Other { staff, .. } => staff,
+        }
+    }
+}
+
+/// Applies the granting rule to another member's PIN: a PIN is a credential for the
+/// member's whole membership, so only someone holding every bit they hold may set it.
+async fn check_target(tx: &mut VenueTx, target: PinTarget) -> Result<(), AppError> {
+    let PinTarget::Other { staff, caller } = target else { return Ok(()) };
+    let bits: Option<i64> =
+        sqlx::query_scalar("SELECT permissions FROM memberships WHERE venue_id = $1 AND staff_id = $2")
+            .bind(tx.venue().as_uuid())
+            .bind(staff)
+            .fetch_optional(tx.conn())
+            .await?;
+    let held = Permissions::from_db(bits.ok_or(AppError::NotFound("staff member"))?);
+    Permissions::check_grantable(caller, Permissions::empty(), held)
+        .map_err(|_| AppError::Refused("you may only set the PIN of someone whose permissions you all hold".into()))
+}
+
+/// Sets a member's PIN at the transaction's venue (audited; the PIN itself is not).
+pub async fn set(tx: &mut VenueTx, who: &Who, target: PinTarget, pin: &str) -> Result<(), AppError> {
     check_format(pin)?;
+    check_target(tx, target).await?;
     let hash = passwords::hash_password(pin)?;
-    let saved: bool =
-        sqlx::query_scalar("SELECT private.set_staff_pin($1, $2)").bind(staff).bind(hash).fetch_one(tx.conn()).await?;
+    let saved: bool = sqlx::query_scalar("SELECT private.set_staff_pin($1, $2)")
+        .bind(target.staff())
+        .bind(hash)
+        .fetch_one(tx.conn())
+        .await?;
     if !saved {
         return Err(AppError::NotFound("staff member"));
     }
-    let change = Change {
-        action: "staff.pin_set",
-        target_type: "staff",
-        target_id: staff.to_string(),
-        before: None,
-        after: None,
-    };
+    record(tx, who, "staff.pin_set", target.staff()).await
+}
+
+/// Clears a member's PIN at the transaction's venue (audited); false when there was none.
+pub async fn clear(tx: &mut VenueTx, who: &Who, target: PinTarget) -> Result<bool, AppError> {
+    check_target(tx, target).await?;
+    let cleared: bool =
+        sqlx::query_scalar("SELECT private.clear_staff_pin($1)").bind(target.staff()).fetch_one(tx.conn()).await?;
+    if cleared {
+        record(tx, who, "staff.pin_cleared", target.staff()).await?;
+    }
+    Ok(cleared)
+}
+
+async fn record(tx: &mut VenueTx, who: &Who, action: &str, staff: Uuid) -> Result<(), AppError> {
+    let change = Change { action, target_type: "staff", target_id: staff.to_string(), before: None, after: None };
     audit::record(tx, who, change).await
 }
 
-/// The PIN grant. Both lockouts (this terminal, this person at this venue) are checked
-/// before the PIN and both count a failure.
+/// The PIN grant. The attempt counts against this terminal and this person at once,
+/// before the PIN is checked.
 pub async fn grant(
     db: &Db,
     lifetimes: TokenLifetimes,
@@ -61,35 +112,30 @@ pub async fn grant(
     };
     let terminal = format!("terminal:{}", client.id);
     let person = format!("staff:{venue}:{}", username.trim().to_lowercase());
-    let attempts = [
-        Attempt { kind: "pin", identifier: &terminal, ip: Some(ip), device: None },
-        Attempt { kind: "pin", identifier: &person, ip: Some(ip), device: None },
-    ];
-    let mut wait = 0;
-    for attempt in &attempts {
-        wait = wait.max(lockout::retry_after(db, limits, attempt).await?);
-    }
-    if wait > 0 {
-        return Err(OAuthError::SlowDown(wait));
-    }
+    let attempt = Attempt { kind: SecretKind::Pin, identifiers: vec![&terminal, &person], ip: Some(ip), device: None };
+    let checked = lockout::check(db, limits, attempt, pin_holder(db, venue, username, pin)).await?;
+    let staff = match checked {
+        Checked::Passed(staff) => staff,
+        Checked::Wrong => return Err(OAuthError::InvalidGrant("the staff member or PIN is wrong".into())),
+        Checked::Locked(wait) => return Err(OAuthError::SlowDown(wait)),
+    };
+    let mut tx = db.venue_tx(venue).await?;
+    let session = NewSession { staff, grant_type: "pin", mfa: false, with_refresh: false };
+    let (_, response) = super::oauth::staff_grant(&mut tx, client, session, lifetimes).await?;
+    tx.commit().await?;
+    Ok(response)
+}
+
+/// The member of `venue` whose email is `username` and whose PIN is `pin`, if any (the
+/// same time either way).
+async fn pin_holder(db: &Db, venue: VenueId, username: &str, pin: &str) -> Result<Option<Uuid>, AppError> {
     let mut tx = db.venue_tx(venue).await?;
     let found: Option<(Uuid, String)> = sqlx::query_as("SELECT staff_id, pin_hash FROM private.staff_pin($1)")
         .bind(username)
         .fetch_optional(tx.conn())
         .await?;
+    tx.commit().await?;
     let hash = found.as_ref().map_or_else(|| passwords::dummy_hash().to_string(), |(_, hash)| hash.clone());
     let matches = passwords::verify(hash, pin.to_string()).await?;
-    let Some((staff, _)) = found.filter(|_| matches && check_format(pin).is_ok()) else {
-        drop(tx);
-        for attempt in &attempts {
-            lockout::failed(db, limits, attempt).await?;
-        }
-        return Err(OAuthError::InvalidGrant("the staff member or PIN is wrong".into()));
-    };
-    for attempt in &attempts {
-        lockout::succeeded(db, attempt).await?;
-    }
-    let (_, response) = super::oauth::staff_grant(&mut tx, client, staff, "pin", lifetimes, false).await?;
-    tx.commit().await?;
-    Ok(response)
+    Ok(found.filter(|_| matches && check_format(pin).is_ok()).map(|(staff, _)| staff))
 }

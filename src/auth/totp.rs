@@ -1,6 +1,8 @@
 //! TOTP (RFC 6238: HMAC-SHA1, 6 digits, 30-second steps, ±1 step of clock skew) with
 //! replay protection (a step is accepted once), enrolment with an otpauth URI and a QR
-//! code, and single-use recovery codes stored as hashes.
+//! code, and single-use recovery codes stored as hashes. Secrets are stored sealed under
+//! the platform data key, bound to the person and column; a secret stored in plain bytes
+//! by an earlier version is sealed on its next use.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,7 +11,9 @@ use sha1::Sha1;
 use uuid::Uuid;
 
 use super::{Permissions, secrets};
+use crate::crypto::{self, MasterKeys, Place};
 use crate::error::AppError;
+use crate::keys;
 use crate::tenancy::Db;
 
 /// Permissions that a venue can insist be held only with MFA.
@@ -100,13 +104,45 @@ pub struct Enrollment {
     pub qr_svg: String,
 }
 
+/// Where a person's TOTP secret is sealed (the associated data of its ciphertext).
+fn secret_place(staff: &str) -> Place<'_> {
+    Place { scope: "platform", table: "staff_totp", row: staff, column: "secret" }
+}
+
+/// A secret stored by an earlier version: 20 plain bytes.
+const LEGACY_SECRET_LEN: usize = 20;
+
+async fn seal_secret(db: &Db, master: &MasterKeys, staff: Uuid, secret: &[u8]) -> Result<Vec<u8>, AppError> {
+    let mut conn = db.platform_level().acquire().await?;
+    let (version, key) = keys::platform_key(&mut conn, master, None).await?;
+    Ok(crypto::encrypt_field(&key, version, secret_place(&staff.to_string()), secret))
+}
+
+/// Opens a stored secret; a legacy plain one is sealed in place on the way.
+async fn open_secret(db: &Db, master: &MasterKeys, staff: Uuid, stored: Vec<u8>) -> Result<Vec<u8>, AppError> {
+    if stored.len() == LEGACY_SECRET_LEN {
+        let sealed = seal_secret(db, master, staff, &stored).await?;
+        sqlx::query("SELECT private.reseal_totp($1, $2, $3)")
+            .bind(staff)
+            .bind(&stored)
+            .bind(sealed)
+            .execute(db.platform_level())
+            .await?;
+        return Ok(stored);
+    }
+    let mut conn = db.platform_level().acquire().await?;
+    let (_, key) = keys::platform_key(&mut conn, master, Some(crypto::field_version(&stored)?)).await?;
+    Ok(crypto::decrypt_field(&key, secret_place(&staff.to_string()), &stored)?)
+}
+
 /// Starts (or restarts) TOTP enrolment for `staff`; refused while TOTP is enabled.
-pub async fn begin_enrollment(db: &Db, staff: Uuid, email: &str) -> Result<Enrollment, AppError> {
+pub async fn begin_enrollment(db: &Db, master: &MasterKeys, staff: Uuid, email: &str) -> Result<Enrollment, AppError> {
     let mut secret = [0u8; 20];
     getrandom::fill(&mut secret).expect("the OS random source is available");
+    let sealed = seal_secret(db, master, staff, &secret).await?;
     let started: bool = sqlx::query_scalar("SELECT private.begin_totp($1, $2)")
         .bind(staff)
-        .bind(&secret[..])
+        .bind(sealed)
         .fetch_one(db.platform_level())
         .await?;
     if !started {
@@ -137,8 +173,9 @@ pub async fn is_enrolled(db: &Db, staff: Uuid) -> Result<bool, AppError> {
     Ok(state(db, staff).await?.is_some_and(|(_, confirmed, _)| confirmed))
 }
 
-async fn accept(db: &Db, staff: Uuid, code: &str, confirm: bool) -> Result<bool, AppError> {
-    let Some((secret, _, last_step)) = state(db, staff).await? else { return Ok(false) };
+async fn accept(db: &Db, master: &MasterKeys, staff: Uuid, code: &str, confirm: bool) -> Result<bool, AppError> {
+    let Some((stored, _, last_step)) = state(db, staff).await? else { return Ok(false) };
+    let secret = open_secret(db, master, staff, stored).await?;
     let Some(step) = matching_step(&secret, code, now_step()) else { return Ok(false) };
     if i64::try_from(step).unwrap_or(i64::MAX) <= last_step {
         return Ok(false);
@@ -156,8 +193,13 @@ fn normalise_recovery(code: &str) -> String {
 }
 
 /// Confirms enrolment with a first code and returns fresh recovery codes (shown once).
-pub async fn confirm_enrollment(db: &Db, staff: Uuid, code: &str) -> Result<Vec<String>, AppError> {
-    if !accept(db, staff, code, true).await? {
+pub async fn confirm_enrollment(
+    db: &Db,
+    master: &MasterKeys,
+    staff: Uuid,
+    code: &str,
+) -> Result<Vec<String>, AppError> {
+    if !accept(db, master, staff, code, true).await? {
         return Err(AppError::bad_input(
             "that code is not valid; check the authenticator app's clock and try the next code",
         ));
@@ -178,8 +220,8 @@ pub async fn confirm_enrollment(db: &Db, staff: Uuid, code: &str) -> Result<Vec<
 }
 
 /// Checks a TOTP code (each step once) or an unused recovery code.
-pub async fn verify(db: &Db, staff: Uuid, code: &str) -> Result<bool, AppError> {
-    if accept(db, staff, code, false).await? {
+pub async fn verify(db: &Db, master: &MasterKeys, staff: Uuid, code: &str) -> Result<bool, AppError> {
+    if accept(db, master, staff, code, false).await? {
         return Ok(true);
     }
     let normalised = normalise_recovery(code);

@@ -191,6 +191,12 @@ async fn serve_on(
     };
     let local_stripe_base = local_stripe.as_ref().map(|s| s.base().to_string());
     let listen = options.listen.map(|a| a.to_string());
+    // Without SMTP_URL, mail is written into the data directory, one file per mail.
+    let mail_dir = std::env::var("SMTP_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .is_none()
+        .then(|| options.data_dir.join("mail").to_string_lossy().into_owned());
     let config = Config::from_lookup(|name| match (name, std::env::var(name).ok()) {
         (_, Some(value)) if !(name == "LISTEN_ADDR" && listen.is_some()) => Some(value),
         ("DATABASE_URL", _) => Some(urls.app.clone()),
@@ -202,6 +208,7 @@ async fn serve_on(
         ("STRIPE_CONNECT_WEBHOOK_SECRET", _) => Some(connect_secret.clone()),
         ("STRIPE_SECRET_KEY", _) => local_stripe_base.as_ref().map(|_| LOCAL_STRIPE_KEY.to_string()),
         ("STRIPE_API_BASE", _) => local_stripe_base.clone(),
+        ("MAIL_DIR", _) => mail_dir.clone(),
         _ => None,
     })?;
     let stripe_config = config.stripe.clone();
@@ -239,6 +246,9 @@ async fn serve_on(
         println!(
             "venueql dev: payments use a local stand-in of Stripe's API; pay a checkout with\n  venueql dev pay --client-secret <clientSecret from startCheckout>"
         );
+    }
+    if let Some(dir) = &mail_dir {
+        println!("venueql dev: mail (invitations, password resets) is written to {dir}/, one .eml file each");
     }
     println!("venueql dev: Ctrl-C stops the server, then the database");
     app.run_until_stopped(shutdown_signal()).await?;

@@ -52,7 +52,7 @@ async fn present(ctx: &Context<'_>, diners: Vec<StoredDiner>) -> Result<Vec<Dine
     let venue = tx.venue();
     let master = if may_read { Some(ctx.data::<DinerKeys>()?.master()?) } else { None };
     let keys = match master {
-        Some(master) if !diners.is_empty() => Some(super::keys::venue_keys(&mut tx, master).await?),
+        Some(master) if !diners.is_empty() => Some(crate::keys::venue_keys(&mut tx, master).await?),
         _ => None,
     };
     let mut out = Vec::with_capacity(diners.len());

@@ -7,7 +7,6 @@
 
 pub mod graphql;
 pub mod identity;
-pub mod keys;
 
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ use uuid::Uuid;
 use crate::audit::{self, Change, Who};
 use crate::crypto::{self, MasterKeys, Place};
 use crate::error::AppError;
+use crate::keys;
 use crate::menu::Allergen;
 use crate::tenancy::{VenueId, VenueTx};
 
@@ -354,4 +354,63 @@ pub async fn erase(tx: &mut VenueTx, who: &Who, id: Uuid) -> Result<(), AppError
         after: Some(json!({ "shared_profile_withdrawn": withdrew })),
     };
     audit::record(tx, who, change).await
+}
+
+/// A diner row's id and its two sealed columns.
+type SealedRow = (Uuid, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Rows re-encrypted per transaction by [`rotate_venue_key`].
+pub const REKEY_BATCH: i64 = 200;
+
+/// `venueql keys rotate-venue`: a new data key becomes the venue's active one
+/// ([`keys::new_venue_key`]), then the venue's diner rows are re-encrypted under it in
+/// batches, each its own short transaction, while the server keeps serving. Returns the
+/// new version and the rows re-encrypted.
+pub async fn rotate_venue_key(
+    door: &crate::tenancy::CrossTenantDoor,
+    actor: &str,
+    master: &MasterKeys,
+    venue: VenueId,
+) -> Result<(u32, usize), AppError> {
+    let (version, key) = keys::new_venue_key(door, actor, master, venue).await?;
+    let prefix: Vec<u8> = std::iter::once(1u8).chain(version.to_be_bytes()).collect();
+    let mut rows = 0;
+    loop {
+        let mut tx = door.open_cross_tenant(actor, "keys rotate-venue batch").await?.into_venue(venue).await?;
+        let keys = keys::venue_keys(&mut tx, master).await?;
+        let batch: Vec<SealedRow> = sqlx::query_as(
+            "SELECT id, allergens, dietary_notes FROM diners \
+             WHERE (allergens IS NOT NULL AND substring(allergens FROM 1 FOR 5) <> $1) \
+                OR (dietary_notes IS NOT NULL AND substring(dietary_notes FROM 1 FOR 5) <> $1) \
+             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(&prefix)
+        .bind(REKEY_BATCH)
+        .fetch_all(tx.conn())
+        .await?;
+        if batch.is_empty() {
+            tx.commit().await?;
+            return Ok((version, rows));
+        }
+        let venue_scope = venue.to_string();
+        for (id, allergens, notes) in batch {
+            let row = id.to_string();
+            let reencrypt = |column: &'static str, value: Option<Vec<u8>>| -> Result<Option<Vec<u8>>, AppError> {
+                let Some(value) = value else { return Ok(None) };
+                let place = place(&venue_scope, &row, column);
+                let plain = keys.decrypt(place, &value)?;
+                Ok(Some(crypto::encrypt_field(&key, version, place, &plain)))
+            };
+            let allergens = reencrypt("allergens", allergens)?;
+            let notes = reencrypt("dietary_notes", notes)?;
+            sqlx::query("UPDATE diners SET allergens = $2, dietary_notes = $3 WHERE id = $1")
+                .bind(id)
+                .bind(allergens)
+                .bind(notes)
+                .execute(tx.conn())
+                .await?;
+            rows += 1;
+        }
+        tx.commit().await?;
+    }
 }

@@ -27,14 +27,14 @@ pub struct StaffCtx {
 }
 
 impl StaffCtx {
-    /// The context of an authenticated caller at `peer`, for request `request_id`.
-    pub fn new(caller: crate::auth::Caller, request_id: String, peer: std::net::SocketAddr) -> StaffCtx {
+    /// The context of an authenticated caller at address `client`, for request `request_id`.
+    pub fn new(caller: crate::auth::Caller, request_id: String, client: IpAddr) -> StaffCtx {
         StaffCtx {
             venue: caller.venue,
             principal: caller.principal,
             permissions: caller.permissions,
             request_id,
-            ip: Some(peer.ip()),
+            ip: Some(client),
         }
     }
 
@@ -65,6 +65,18 @@ pub fn staff<'a>(ctx: &Context<'a>) -> Result<&'a StaffCtx, AppError> {
 /// The public context, or UNAUTHENTICATED.
 pub fn public<'a>(ctx: &Context<'a>) -> Result<&'a PublicCtx, AppError> {
     data::<PublicCtx>(ctx)
+}
+
+/// The server's settings.
+pub fn config<'a>(ctx: &Context<'a>) -> Result<&'a crate::config::Config, AppError> {
+    ctx.data::<std::sync::Arc<crate::config::Config>>()
+        .map(|config| config.as_ref())
+        .map_err(|_| AppError::internal("no settings in the request context"))
+}
+
+/// The database handle of the request.
+pub fn db<'a>(ctx: &Context<'a>) -> Result<&'a Db, AppError> {
+    ctx.data::<Db>().map_err(|_| AppError::internal("no database in the request context"))
 }
 
 /// Begins a transaction scoped to the caller's venue.

@@ -12,7 +12,16 @@ impl From<AppError> for Error {
             crate::observability::report_internal(source.as_ref());
         }
         let code = error.code();
-        Error::new(error.client_message()).extend_with(|_, ext| ext.set("code", code))
+        let retry_after = match &error {
+            AppError::RateLimited { retry_after_secs, .. } => Some(*retry_after_secs),
+            _ => None,
+        };
+        Error::new(error.client_message()).extend_with(|_, ext| {
+            ext.set("code", code);
+            if let Some(seconds) = retry_after {
+                ext.set("retryAfter", seconds);
+            }
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! (authoritative) and refuses a request that names another venue by host name or the
 //! `X-Venue` header; the diner endpoint takes it from the path or host name.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::{BatchRequest, BatchResponse, Data, Executor};
@@ -10,12 +10,13 @@ use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::WebSocketUpgrade;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
 use secrecy::SecretString;
 
+use super::client_addr::ClientAddr;
 use super::{RequestError, RequestId};
 use crate::app::AppState;
 use crate::auth;
@@ -127,7 +128,8 @@ async fn execute_staff(state: &AppState, batch: BatchRequest, staff: StaffCtx) -
         .data(state.config.breach.clone())
         .data(state.payments.clone())
         .data(state.orders_hub.clone())
-        .data(state.config.diner_keys.clone());
+        .data(state.config.diner_keys.clone())
+        .data(state.config.clone());
     state.staff_schema.execute_batch(batch).await
 }
 
@@ -136,7 +138,8 @@ async fn execute_public(state: &AppState, batch: BatchRequest, venue: Venue, req
         .data(PublicCtx { venue, request_id })
         .data(state.db.clone())
         .data(state.payments.clone())
-        .data(state.config.diner_keys.clone());
+        .data(state.config.diner_keys.clone())
+        .data(state.config.clone());
     state.public_schema.execute_batch(batch).await
 }
 
@@ -145,17 +148,17 @@ async fn execute_public(state: &AppState, batch: BatchRequest, venue: Venue, req
 pub async fn staff(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client)): Extension<ClientAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    staff_response(&state, request_id, peer, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
+    staff_response(&state, request_id, client, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn staff_response(
     state: &AppState,
     request_id: String,
-    peer: SocketAddr,
+    client: IpAddr,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RequestError> {
@@ -171,9 +174,9 @@ async fn staff_response(
             return Err(unauthenticated("authentication required: send `Authorization: Bearer <token>`"));
         }
     };
-    let caller = auth::authenticate_bearer(&state.db, &token).await.map_err(refusal)?;
+    let caller = auth::authenticate_bearer(&state.db, &token, state.config.session_max_age).await.map_err(refusal)?;
     crate::observability::set_request_venue(&caller.venue.to_string());
-    let staff = StaffCtx::new(caller, request_id, peer);
+    let staff = StaffCtx::new(caller, request_id, client);
     check_named_venue(state, headers, &staff).await?;
     let batch = parse_batch(body, state.config.limits.max_batch, state.config.max_body_bytes)?;
     Ok(Json(execute_staff(state, batch, staff).await).into_response())
@@ -207,7 +210,8 @@ pub async fn public(
     let checked = async {
         if let Some(token) = bearer_token(&headers) {
             let token = token.map_err(|()| unauthenticated("the Authorization header must be `Bearer <token>`"))?;
-            let caller = auth::authenticate_bearer(&state.db, &token).await.map_err(refusal)?;
+            let caller =
+                auth::authenticate_bearer(&state.db, &token, state.config.session_max_age).await.map_err(refusal)?;
             let own = venues::find_by_id(&state.db, caller.venue).await.map_err(refusal)?;
             if own.is_none_or(|venue| venue.slug != slug) {
                 let message = "this request names a different venue than the one its token is bound to";
@@ -226,7 +230,7 @@ pub async fn public(
 pub async fn websocket(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client)): Extension<ClientAddr>,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -235,7 +239,7 @@ pub async fn websocket(
         .on_upgrade(move |socket| {
             let schema = state.staff_schema.clone();
             GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| connection_data(state, payload, request_id, peer))
+                .on_connection_init(move |payload| connection_data(state, payload, request_id, client))
                 .serve()
         })
         .into_response()
@@ -252,7 +256,7 @@ async fn connection_data(
     state: AppState,
     payload: serde_json::Value,
     request_id: String,
-    peer: SocketAddr,
+    client: IpAddr,
 ) -> async_graphql::Result<Data> {
     let token = token_in(&payload).ok_or_else(|| {
         crate::graphql::error::coded(
@@ -261,8 +265,8 @@ async fn connection_data(
         )
     })?;
     let token = SecretString::from(token.trim().to_string());
-    let caller = auth::authenticate_bearer(&state.db, &token).await?;
-    let staff = StaffCtx::new(caller, request_id, peer);
+    let caller = auth::authenticate_bearer(&state.db, &token, state.config.session_max_age).await?;
+    let staff = StaffCtx::new(caller, request_id, client);
     let mut data = Data::default();
     data.insert(staff);
     data.insert(state.db.clone());
@@ -270,7 +274,8 @@ async fn connection_data(
     data.insert(state.config.diner_keys.clone());
     data.insert(state.orders_hub.clone());
     data.insert(state.config.breach.clone());
-    data.insert(ConnectionToken(token));
+    data.insert(state.config.clone());
+    data.insert(ConnectionToken { token, session_max_age: state.config.session_max_age });
     Ok(data)
 }
 

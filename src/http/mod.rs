@@ -2,15 +2,21 @@
 //! limits, panic catching). Handlers live in `graphql` (the two GraphQL endpoints) and
 //! `ops` (health, readiness, metrics, security.txt).
 
+pub mod client_addr;
 pub mod graphql;
+pub mod invitation;
 pub mod oauth;
 pub mod ops;
+pub mod pages;
+pub mod reset;
 pub mod webhooks;
 
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +25,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
+use self::client_addr::ClientAddr;
 use crate::app::AppState;
 use crate::observability::{REQUEST_SCOPE, RequestScope};
 
@@ -35,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v/{slug}/graphql", post(graphql::public))
         .route("/oauth/authorize", get(oauth::authorize_page).post(oauth::authorize_submit))
         .route("/oauth/token", post(oauth::token))
+        .route("/oauth/invitation", get(invitation::invitation_page).post(invitation::invitation_submit))
+        .route("/oauth/reset", get(reset::reset_page).post(reset::reset_submit))
         .route("/dev/callback", get(oauth::dev_callback))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
@@ -110,6 +119,8 @@ fn route_label(path: &str) -> &'static str {
         "/webhooks/stripe" => "/webhooks/stripe",
         "/webhooks/stripe/connect" => "/webhooks/stripe/connect",
         "/oauth/token" => "/oauth/token",
+        "/oauth/invitation" => "/oauth/invitation",
+        "/oauth/reset" => "/oauth/reset",
         "/oauth/revoke" => "/oauth/revoke",
         "/oauth/introspect" => "/oauth/introspect",
         "/.well-known/oauth-authorization-server" => "/.well-known/oauth-authorization-server",
@@ -127,6 +138,9 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         .and_then(valid_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     request.extensions_mut().insert(RequestId(request_id.clone()));
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    let client = peer.map(|peer| client_addr::client_addr(peer, request.headers(), &state.config.trusted_proxies));
+    request.extensions_mut().insert(ClientAddr(client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())));
     let route = route_label(request.uri().path());
     let method = request.method().to_string();
     // Error level, so the request id and venue stay on error lines whatever the log filter.

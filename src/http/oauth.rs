@@ -3,19 +3,24 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use secrecy::ExposeSecret;
 
+use super::client_addr::ClientAddr;
+use super::pages::{cookie_value, csrf_matches, error_html, escape, new_csrf, page, with_csrf_cookie};
 use crate::app::AppState;
-use crate::auth::lockout::{self, Attempt};
+use crate::auth::lockout::{self, Attempt, Checked, SecretKind};
+use crate::auth::login::PasswordSignIn;
 use crate::auth::oauth::{self, Client, ClientCredentials, OAuthError, TokenLifetimes};
-use crate::auth::{Permissions, login, pins, secrets, totp};
+use crate::auth::{Permissions, login, pins, totp};
+use crate::error::AppError;
 use crate::tenancy::VenueId;
 
 /// A parsed `application/x-www-form-urlencoded` body or query, refusing repeated names.
@@ -116,13 +121,19 @@ fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<ClientCredenti
 }
 
 fn lifetimes(state: &AppState) -> TokenLifetimes {
-    TokenLifetimes { access: state.config.access_token_ttl, refresh: state.config.refresh_token_ttl }
+    TokenLifetimes {
+        access: state.config.access_token_ttl,
+        refresh: state.config.refresh_token_ttl,
+        session: state.config.session_max_age,
+    }
 }
 
+/// Authenticates the client of a token, revocation or introspection request; a secret
+/// is checked under the lockout (per client id, per address).
 async fn authenticated_client(
     state: &AppState,
     headers: &HeaderMap,
-    peer: SocketAddr,
+    client_addr: IpAddr,
     body: &[u8],
 ) -> Result<(Form, Client), OAuthError> {
     let is_form = headers
@@ -134,36 +145,29 @@ async fn authenticated_client(
     }
     let form = Form::parse(body)?;
     let credentials = client_credentials(headers, &form)?;
+    let failed = || OAuthError::InvalidClient("client authentication failed".into());
     let ClientCredentials::Secret(id, _) = &credentials else {
-        return oauth::authenticate_client(&state.db, &credentials).await.map(|client| (form, client));
+        let client = oauth::authenticate_client(&state.db, &credentials).await?.ok_or_else(failed)?;
+        return Ok((form, client));
     };
-    let attempt = Attempt { kind: "client_secret", identifier: id, ip: Some(peer.ip()), device: None };
-    let wait = lockout::retry_after(&state.db, state.config.lockout, &attempt).await?;
-    if wait > 0 {
-        return Err(OAuthError::SlowDown(wait));
-    }
-    match oauth::authenticate_client(&state.db, &credentials).await {
-        Ok(client) => {
-            lockout::succeeded(&state.db, &attempt).await?;
-            Ok((form, client))
-        }
-        Err(OAuthError::InvalidClient(reason)) => {
-            lockout::failed(&state.db, state.config.lockout, &attempt).await?;
-            Err(OAuthError::InvalidClient(reason))
-        }
-        Err(other) => Err(other),
+    let attempt = Attempt::new(SecretKind::ClientSecret, id, Some(client_addr));
+    let verify = oauth::authenticate_client(&state.db, &credentials);
+    match lockout::check(&state.db, state.config.lockout, attempt, verify).await? {
+        Checked::Passed(client) => Ok((form, client)),
+        Checked::Wrong => Err(failed()),
+        Checked::Locked(wait) => Err(OAuthError::SlowDown(wait)),
     }
 }
 
 /// `POST /oauth/token`.
 pub async fn token(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client_addr)): Extension<ClientAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let result = async {
-        let (form, client) = authenticated_client(&state, &headers, peer, &body).await?;
+        let (form, client) = authenticated_client(&state, &headers, client_addr, &body).await?;
         match form.required("grant_type")? {
             "authorization_code" => {
                 oauth::exchange_code(
@@ -182,7 +186,8 @@ pub async fn token(
             "client_credentials" => oauth::client_credentials(&state.db, lifetimes(&state), &client).await,
             pins::PIN_GRANT => {
                 let (username, pin) = (form.required("username")?, form.required("pin")?);
-                pins::grant(&state.db, lifetimes(&state), state.config.lockout, &client, username, pin, peer.ip()).await
+                pins::grant(&state.db, lifetimes(&state), state.config.lockout, &client, username, pin, client_addr)
+                    .await
             }
             other => Err(OAuthError::UnsupportedGrantType(format!("grant_type {other} is not supported"))),
         }
@@ -194,12 +199,12 @@ pub async fn token(
 /// `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known.
 pub async fn revoke(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client_addr)): Extension<ClientAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let result = async {
-        let (form, client) = authenticated_client(&state, &headers, peer, &body).await?;
+        let (form, client) = authenticated_client(&state, &headers, client_addr, &body).await?;
         oauth::revoke(&state.db, &client, form.required("token")?).await.map_err(OAuthError::from)
     }
     .await;
@@ -212,17 +217,19 @@ pub async fn revoke(
 /// `POST /oauth/introspect` (RFC 7662), for confidential clients.
 pub async fn introspect(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client_addr)): Extension<ClientAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let result = async {
-        let (form, client) = authenticated_client(&state, &headers, peer, &body).await?;
+        let (form, client) = authenticated_client(&state, &headers, client_addr, &body).await?;
         if !client.confidential {
             return Err(OAuthError::InvalidClient("introspection is for confidential clients".into()));
         }
         let token = form.required("token")?;
-        oauth::introspect(&state.db, &state.issuer, &client, token).await.map_err(OAuthError::from)
+        oauth::introspect(&state.db, &state.issuer, &client, token, state.config.session_max_age)
+            .await
+            .map_err(OAuthError::from)
     }
     .await;
     json_or_oauth_error(result)
@@ -251,8 +258,6 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
 }
 
 // ───────────────────────────── hosted login ─────────────────────────────
-
-const CSRF_COOKIE: &str = "vq_csrf";
 
 /// The parameters of an authorization request, carried through the login steps.
 struct AuthorizeRequest {
@@ -368,36 +373,6 @@ async fn validate(state: &AppState, request: &AuthorizeRequest) -> Result<Client
     Ok(client)
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:26rem;margin:3rem auto;padding:0 1rem}}\
-         label{{display:block;margin-top:1rem}}input,button{{font-size:1rem;padding:.5rem;width:100%;box-sizing:border-box}}\
-         button{{margin-top:1.5rem}}.error{{color:#a00;border:1px solid #a00;padding:.5rem}}</style></head>\
-         <body><main><h1>{title}</h1>{body}</main></body></html>",
-        title = escape(title)
-    );
-    let mut response = (status, Html(html)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
-    );
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    response
-}
-
-fn error_html(message: &str) -> String {
-    format!("<p class=\"error\" role=\"alert\">{}</p>", escape(message))
-}
-
 fn login_form(client: &Client, request: &AuthorizeRequest, csrf: &str, error: Option<&str>) -> String {
     format!(
         "<p>Sign in to continue to <strong>{client}</strong>.</p>{error}\
@@ -439,22 +414,6 @@ fn venue_form(request: &AuthorizeRequest, csrf: &str, ticket: &str, venues: &[lo
     )
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
-        let (key, value) = pair.trim().split_once('=')?;
-        (key == name).then(|| value.to_string())
-    })
-}
-
-fn with_csrf_cookie(mut response: Response, state: &AppState, csrf: &str) -> Response {
-    let secure = if state.issuer.starts_with("https://") { "; Secure" } else { "" };
-    let cookie = format!("{CSRF_COOKIE}={csrf}; Path=/oauth/authorize; HttpOnly; SameSite=Strict{secure}");
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
-}
-
 fn refusal_response(refusal: Refusal) -> Response {
     match refusal {
         Refusal::Page(status, message) => page(status, "Cannot sign in", &error_html(&message)),
@@ -469,9 +428,9 @@ pub async fn authorize_page(State(state): State<AppState>, Query(params): Query<
         Ok(client) => client,
         Err(refusal) => return refusal_response(refusal),
     };
-    let csrf = secrets::new_secret("");
+    let csrf = new_csrf();
     let body = login_form(&client, &request, &csrf, None);
-    with_csrf_cookie(page(StatusCode::OK, "Sign in", &body), &state, &csrf)
+    with_csrf_cookie(page(StatusCode::OK, "Sign in", &body), state.issuer.starts_with("https://"), &csrf)
 }
 
 /// Everything a login step needs about the request being served.
@@ -481,6 +440,7 @@ struct LoginContext<'a> {
     request: AuthorizeRequest,
     csrf: String,
     key: &'a [u8; 32],
+    client_addr: IpAddr,
 }
 
 impl LoginContext<'_> {
@@ -570,8 +530,25 @@ enum Progress {
     Authenticated { staff: uuid::Uuid, mfa: bool },
 }
 
-fn internal_page(context: &LoginContext<'_>) -> Response {
+/// The page for a failure inside venueql: the detail is logged with the request id and
+/// reported to Sentry; the person sees a generic message.
+fn internal_page(context: &LoginContext<'_>, error: AppError) -> Response {
+    report(error);
     context.retry(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Try again.")
+}
+
+/// Logs and reports an error met on a hosted page (internal ones to Sentry).
+pub(super) fn report(error: AppError) {
+    match error {
+        AppError::Internal(source) => crate::observability::report_internal(source.as_ref()),
+        other => tracing::warn!(code = other.code(), "hosted page refused: {}", other.client_message()),
+    }
+}
+
+fn locked_page(mut response: Response, wait: u32) -> Response {
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    response
 }
 
 /// `POST /oauth/authorize`: password, then TOTP when enabled, then the venue choice when
@@ -579,7 +556,7 @@ fn internal_page(context: &LoginContext<'_>) -> Response {
 /// for their role), then a redirect with the authorization code.
 pub async fn authorize_submit(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientAddr(client_addr)): Extension<ClientAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -587,9 +564,7 @@ pub async fn authorize_submit(
         return page(StatusCode::BAD_REQUEST, "Cannot sign in", &error_html("The form could not be read."));
     };
     let csrf = fields.get("csrf").cloned().unwrap_or_default();
-    let cookie = cookie_value(&headers, CSRF_COOKIE).unwrap_or_default();
-    let csrf_ok = !csrf.is_empty() && secrets::hash(&csrf) == secrets::hash(&cookie);
-    if !csrf_ok {
+    if !csrf_matches(&headers, &csrf) {
         let message = "This sign-in form expired or came from another site. Go back to the application and try again.";
         return page(StatusCode::FORBIDDEN, "Cannot sign in", &error_html(message));
     }
@@ -598,36 +573,26 @@ pub async fn authorize_submit(
         Ok(client) => client,
         Err(refusal) => return refusal_response(refusal),
     };
-    let context = LoginContext { state: &state, client, request, csrf, key: state.config.app_key.expose_secret() };
+    let key = state.config.app_key.expose_secret();
+    let context = LoginContext { state: &state, client, request, csrf, key, client_addr };
     let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
     let venue_field: Option<uuid::Uuid> = field("venue_id").parse().ok();
     let mut device_cookie = None;
     let progress = match field("step") {
         "password" => {
-            let attempt =
-                PasswordAttempt { email: field("email"), password: field("password"), peer, headers: &headers };
-            match password_step(&state, attempt).await {
-                Ok((staff, cookie)) => {
+            let email = field("email");
+            let cookie = cookie_value(&headers, DEVICE_COOKIE).unwrap_or_default();
+            let device = lockout::trusted_device(key, &cookie, email);
+            let sign_in = PasswordSignIn { email, password: field("password"), ip: client_addr, device };
+            match password_step(&context, sign_in).await {
+                Ok((progress, cookie)) => {
                     device_cookie = Some(cookie);
-                    match totp::is_enrolled(&state.db, staff).await {
-                        Ok(true) => Progress::Page(context.totp_page(&context.ticket(staff, "mfa-pending"), None)),
-                        Ok(false) => Progress::Authenticated { staff, mfa: false },
-                        Err(_) => Progress::Page(internal_page(&context)),
-                    }
+                    progress
                 }
-                Err(PasswordRefusal::Wrong) => {
-                    Progress::Page(context.retry(StatusCode::UNAUTHORIZED, "The email or password is incorrect."))
-                }
-                Err(PasswordRefusal::Locked(wait)) => {
-                    let message = format!("Too many sign-in attempts. Try again in {wait} seconds.");
-                    let mut response = context.retry(StatusCode::TOO_MANY_REQUESTS, &message);
-                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
-                    Progress::Page(response)
-                }
-                Err(PasswordRefusal::Failed) => Progress::Page(internal_page(&context)),
+                Err(progress) => progress,
             }
         }
-        "totp" => totp_step(&context, field("ticket"), field("code"), peer).await,
+        "totp" => totp_step(&context, field("ticket"), field("code")).await,
         "enroll" => enroll_step(&context, field("ticket"), field("code"), venue_field).await,
         "venue" => {
             match (context.check_ticket(field("ticket"), "mfa"), context.check_ticket(field("ticket"), "password")) {
@@ -647,35 +612,58 @@ pub async fn authorize_submit(
     with_device_cookie(response, &state, device_cookie.as_deref())
 }
 
-/// The TOTP step (under the lockout, per person and IP).
-async fn totp_step(context: &LoginContext<'_>, ticket: &str, code: &str, peer: SocketAddr) -> Progress {
+/// The password step (under the lockout): on success, the TOTP step when the person has
+/// TOTP, else signed in; with the renewed trusted-device cookie, so strangers' failures
+/// cannot lock this browser out.
+async fn password_step(
+    context: &LoginContext<'_>,
+    sign_in: PasswordSignIn<'_>,
+) -> Result<(Progress, String), Progress> {
+    let state = context.state;
+    let checked = login::sign_in_with_password(&state.db, state.config.lockout, sign_in)
+        .await
+        .map_err(|e| Progress::Page(internal_page(context, e)))?;
+    let staff = match checked {
+        Checked::Passed(staff) => staff,
+        Checked::Wrong => {
+            return Err(Progress::Page(context.retry(StatusCode::UNAUTHORIZED, "The email or password is incorrect.")));
+        }
+        Checked::Locked(wait) => {
+            let message = format!("Too many sign-in attempts. Try again in {wait} seconds.");
+            return Err(Progress::Page(locked_page(context.retry(StatusCode::TOO_MANY_REQUESTS, &message), wait)));
+        }
+    };
+    let cookie = lockout::device_cookie(context.key, sign_in.device, sign_in.email);
+    let progress = match totp::is_enrolled(&state.db, staff).await {
+        Ok(true) => Progress::Page(context.totp_page(&context.ticket(staff, "mfa-pending"), None)),
+        Ok(false) => Progress::Authenticated { staff, mfa: false },
+        Err(error) => Progress::Page(internal_page(context, error)),
+    };
+    Ok((progress, cookie))
+}
+
+/// The TOTP step (under the lockout, per person and address).
+async fn totp_step(context: &LoginContext<'_>, ticket: &str, code: &str) -> Progress {
     let Some(staff) = context.check_ticket(ticket, "mfa-pending") else {
         return Progress::Page(context.retry(StatusCode::UNAUTHORIZED, "Your sign-in expired. Sign in again."));
     };
-    let db = &context.state.db;
-    let identifier = staff.to_string();
-    let attempt = Attempt { kind: "totp", identifier: &identifier, ip: Some(peer.ip()), device: None };
-    match lockout::retry_after(db, context.state.config.lockout, &attempt).await {
-        Ok(0) => {}
-        Ok(wait) => {
-            let message = format!("Too many attempts. Try again in {wait} seconds.");
-            let mut response = context.totp_page(ticket, Some(&message));
-            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
-            return Progress::Page(response);
+    let state = context.state;
+    let checked = match state.config.diner_keys.master() {
+        Ok(master) => {
+            login::second_factor(&state.db, state.config.lockout, master, staff, code, context.client_addr).await
         }
-        Err(_) => return Progress::Page(internal_page(context)),
-    }
-    match totp::verify(db, staff, code).await {
-        Ok(true) => match lockout::succeeded(db, &attempt).await {
-            Ok(()) => Progress::Authenticated { staff, mfa: true },
-            Err(_) => Progress::Page(internal_page(context)),
-        },
-        Ok(false) => match lockout::failed(db, context.state.config.lockout, &attempt).await {
-            Ok(()) => Progress::Page(context.totp_page(ticket, Some("That code is not valid. Try the next one."))),
-            Err(_) => Progress::Page(internal_page(context)),
-        },
-        Err(_) => Progress::Page(internal_page(context)),
+        Err(error) => Err(error),
+    };
+    match checked {
+        Ok(Checked::Passed(())) => Progress::Authenticated { staff, mfa: true },
+        Ok(Checked::Wrong) => {
+            Progress::Page(context.totp_page(ticket, Some("That code is not valid. Try the next one.")))
+        }
+        Ok(Checked::Locked(wait)) => {
+            let message = format!("Too many attempts. Try again in {wait} seconds.");
+            Progress::Page(locked_page(context.totp_page(ticket, Some(&message)), wait))
+        }
+        Err(error) => Progress::Page(internal_page(context, error)),
     }
 }
 
@@ -684,23 +672,28 @@ async fn enroll_step(context: &LoginContext<'_>, ticket: &str, code: &str, venue
     let (Some(staff), Some(venue)) = (context.check_ticket(ticket, "enroll"), venue) else {
         return Progress::Page(context.retry(StatusCode::UNAUTHORIZED, "Your sign-in expired. Sign in again."));
     };
-    match totp::confirm_enrollment(&context.state.db, staff, code).await {
+    let state = context.state;
+    let confirmed = match state.config.diner_keys.master() {
+        Ok(master) => totp::confirm_enrollment(&state.db, master, staff, code).await,
+        Err(error) => Err(error),
+    };
+    match confirmed {
         Ok(codes) => Progress::Page(context.recovery_page(&context.ticket(staff, "mfa"), venue, &codes)),
-        Err(crate::error::AppError::BadUserInput(message)) => {
+        Err(AppError::BadUserInput(message)) => {
             let retry = context.ticket(staff, "enroll");
             match restart_enrollment(context, staff).await {
-                Some(enrollment) => Progress::Page(context.enroll_page(&retry, venue, &enrollment, Some(&message))),
-                None => Progress::Page(internal_page(context)),
+                Ok(enrollment) => Progress::Page(context.enroll_page(&retry, venue, &enrollment, Some(&message))),
+                Err(error) => Progress::Page(internal_page(context, error)),
             }
         }
-        Err(_) => Progress::Page(internal_page(context)),
+        Err(error) => Progress::Page(internal_page(context, error)),
     }
 }
 
-async fn restart_enrollment(context: &LoginContext<'_>, staff: uuid::Uuid) -> Option<totp::Enrollment> {
-    let db = &context.state.db;
-    let person = login::email_of(db, staff).await.ok()??;
-    totp::begin_enrollment(db, staff, &person).await.ok()
+async fn restart_enrollment(context: &LoginContext<'_>, staff: uuid::Uuid) -> Result<totp::Enrollment, AppError> {
+    let state = context.state;
+    let person = login::email_of(&state.db, staff).await?.ok_or(AppError::NotFound("person"))?;
+    totp::begin_enrollment(&state.db, state.config.diner_keys.master()?, staff, &person).await
 }
 
 /// Picks the venue (the only one, the chosen one, or asks), enforces the venue's MFA
@@ -712,11 +705,14 @@ async fn finish_login(
     wanted: Option<uuid::Uuid>,
 ) -> Response {
     let state = context.state;
-    let Ok(venues) = login::venues_of(&state.db, staff).await else { return internal_page(context) };
+    let venues = match login::venues_of(&state.db, staff).await {
+        Ok(venues) => venues,
+        Err(error) => return internal_page(context, error),
+    };
     let stage = if mfa { "mfa" } else { "password" };
     let chosen = match (venues.as_slice(), wanted) {
         ([], _) => {
-            let message = "Your account does not belong to any venue yet. Ask a manager to add you.";
+            let message = "Your account does not belong to any venue yet. Ask a manager to invite you.";
             return page(StatusCode::FORBIDDEN, "Cannot sign in", &error_html(message));
         }
         (_, Some(wanted)) if venues.iter().any(|v| v.venue_id == wanted) => wanted,
@@ -736,73 +732,34 @@ async fn finish_login(
         Ok(true) if mfa => {}
         Ok(true) => {
             return match restart_enrollment(context, staff).await {
-                Some(enrollment) => context.enroll_page(&context.ticket(staff, "enroll"), chosen, &enrollment, None),
-                None => internal_page(context),
+                Ok(enrollment) => context.enroll_page(&context.ticket(staff, "enroll"), chosen, &enrollment, None),
+                Err(error) => internal_page(context, error),
             };
         }
-        Err(_) => return internal_page(context),
+        Err(error) => return internal_page(context, error),
     }
     let request = &context.request;
-    match oauth::issue_code(&state.db, venue, staff, &context.client, &request.redirect_uri, &request.code_challenge)
-        .await
-    {
+    let code = oauth::issue_code(
+        &state.db,
+        venue,
+        staff,
+        &context.client,
+        &request.redirect_uri,
+        &request.code_challenge,
+        mfa,
+    )
+    .await;
+    match code {
         Ok(code) => {
             let location =
                 redirect_to(&request.redirect_uri, &state.issuer, &[("code", &code)], request.state.as_deref());
             no_store((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
         }
-        Err(_) => internal_page(context),
+        Err(error) => internal_page(context, error),
     }
 }
 
 const DEVICE_COOKIE: &str = "vq_device";
-
-/// What the password step was given.
-struct PasswordAttempt<'a> {
-    email: &'a str,
-    password: &'a str,
-    peer: SocketAddr,
-    headers: &'a HeaderMap,
-}
-
-/// Why the password step refused.
-enum PasswordRefusal {
-    /// Wrong email or password (the same answer for both).
-    Wrong,
-    /// Locked out for this many seconds.
-    Locked(u32),
-    /// Something broke.
-    Failed,
-}
-
-/// Checks the password under the lockout: identifier and IP limits first, then the
-/// password; a success clears this IP's failures for the email and renews the browser's
-/// trusted-device cookie (returned) so strangers' failures cannot lock it out.
-async fn password_step(
-    state: &AppState,
-    attempt: PasswordAttempt<'_>,
-) -> Result<(uuid::Uuid, String), PasswordRefusal> {
-    let key = state.config.app_key.expose_secret();
-    let cookie = cookie_value(attempt.headers, DEVICE_COOKIE).unwrap_or_default();
-    let device = lockout::trusted_device(key, &cookie, attempt.email);
-    let lock = Attempt { kind: "password", identifier: attempt.email, ip: Some(attempt.peer.ip()), device };
-    let wait =
-        lockout::retry_after(&state.db, state.config.lockout, &lock).await.map_err(|_| PasswordRefusal::Failed)?;
-    if wait > 0 {
-        return Err(PasswordRefusal::Locked(wait));
-    }
-    match login::verify_password(&state.db, attempt.email, attempt.password).await {
-        Ok(Some(staff)) => {
-            lockout::succeeded(&state.db, &lock).await.map_err(|_| PasswordRefusal::Failed)?;
-            Ok((staff, lockout::device_cookie(key, device, attempt.email)))
-        }
-        Ok(None) => {
-            lockout::failed(&state.db, state.config.lockout, &lock).await.map_err(|_| PasswordRefusal::Failed)?;
-            Err(PasswordRefusal::Wrong)
-        }
-        Err(_) => Err(PasswordRefusal::Failed),
-    }
-}
 
 fn with_device_cookie(mut response: Response, state: &AppState, value: Option<&str>) -> Response {
     let Some(value) = value else { return response };

@@ -442,7 +442,12 @@ pub struct OrdersSubscription;
 /// The credential a WebSocket connection authenticated with, checked again before each
 /// update so a revoked or expired token stops receiving orders.
 #[derive(Clone)]
-pub struct ConnectionToken(pub SecretString);
+pub struct ConnectionToken {
+    /// The bearer token.
+    pub token: SecretString,
+    /// The absolute session lifetime it is checked against (`SESSION_MAX_AGE_SECS`).
+    pub session_max_age: std::time::Duration,
+}
 
 #[Subscription]
 impl OrdersSubscription {
@@ -481,7 +486,7 @@ async fn next_update(
     venue: VenueId,
     id: Uuid,
 ) -> Result<Option<OrderObject>, AppError> {
-    let caller = crate::auth::authenticate_bearer(db, &token.0).await?;
+    let caller = crate::auth::authenticate_bearer(db, &token.token, token.session_max_age).await?;
     if caller.venue != venue || !caller.permissions.contains(Permissions::ORDERS_QUEUE) {
         return Err(AppError::Forbidden);
     }

@@ -1,27 +1,44 @@
-//! Staff management in GraphQL: list (STAFF_VIEW); add, set permissions, remove
-//! (STAFF_MANAGE). Nobody grants or removes bits they do not hold.
+//! Staff management in GraphQL: list (STAFF_VIEW); invite, set permissions, remove,
+//! revoke an invitation (STAFF_MANAGE); cashier PINs. Nobody grants, removes or sets a
+//! credential for bits they do not hold, and no venue sets or learns a password.
 
-use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
 
 use super::Member;
-use crate::auth::breach::BreachCheck;
+use crate::auth::graphql::{ReauthInput, step_up};
+use crate::auth::invitations::{self, Invitation, NewInvitation};
+use crate::auth::pins::{self, PinTarget};
 use crate::auth::{Permission, Permissions};
 use crate::error::AppError;
-use crate::graphql::context::{commit, staff_tx};
+use crate::graphql::context::{self, StaffCtx, commit, staff_tx};
 use crate::graphql::guard::Requires;
 use crate::menu::graphql::parse_id;
 
-/// A person working at the venue.
+/// Where a person stands with the venue.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaffStatus {
+    /// A member: works here with these permissions.
+    Active,
+    /// Invited and not yet answered: holds nothing until they accept.
+    Invited,
+}
+
+/// A person working at the venue, or invited to.
 #[derive(SimpleObject)]
 pub struct StaffMember {
-    /// Staff id.
+    /// Staff id (ACTIVE), or the invitation's id (INVITED; revoke it with `revokeInvitation`).
     id: ID,
     /// Email.
     email: String,
-    /// Display name (may be empty).
+    /// Display name (may be empty; empty for invitations).
     display_name: String,
-    /// Permissions at this venue.
+    /// Permissions at this venue (for an invitation: once accepted).
     permissions: Vec<Permission>,
+    /// Member or invited.
+    status: StaffStatus,
+    /// When an invitation's link stops working (null for members).
+    invitation_expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<Member> for StaffMember {
@@ -31,6 +48,21 @@ impl From<Member> for StaffMember {
             email: m.email,
             display_name: m.display_name,
             permissions: Permission::list(Permissions::from_db(m.permissions)),
+            status: StaffStatus::Active,
+            invitation_expires_at: None,
+        }
+    }
+}
+
+impl From<Invitation> for StaffMember {
+    fn from(i: Invitation) -> StaffMember {
+        StaffMember {
+            id: i.id.into(),
+            email: i.email,
+            display_name: String::new(),
+            permissions: Permission::list(Permissions::from_db(i.permissions)),
+            status: StaffStatus::Invited,
+            invitation_expires_at: Some(i.expires_at),
         }
     }
 }
@@ -38,12 +70,10 @@ impl From<Member> for StaffMember {
 /// Input of `addStaff`.
 #[derive(InputObject)]
 pub struct AddStaffInput {
-    /// The person's email.
+    /// The person's email: they get a one-time link to accept (new people choose their own
+    /// password there; people with an account sign in with theirs).
     email: String,
-    /// Initial password, required when the person has no account yet (at least 12
-    /// characters with upper and lower case, a digit and a symbol; not breached).
-    password: Option<String>,
-    /// Their permissions here (only bits the caller holds).
+    /// Their permissions here once they accept (only bits the caller holds).
     permissions: Vec<Permission>,
 }
 
@@ -53,14 +83,39 @@ pub struct StaffMembersQuery;
 
 #[Object]
 impl StaffMembersQuery {
-    /// Everyone who works at the venue. Requires STAFF_VIEW.
+    /// Everyone who works at the venue, then pending invitations (newest first).
+    /// Requires STAFF_VIEW.
     #[graphql(guard = "Requires(Permissions::STAFF_VIEW)")]
     async fn staff(&self, ctx: &Context<'_>) -> Result<Vec<StaffMember>> {
         let (_, mut tx) = staff_tx(ctx).await?;
         let members = super::members(&mut tx).await?;
+        let invited = invitations::pending(&mut tx).await?;
         commit(tx).await?;
-        Ok(members.into_iter().map(StaffMember::from).collect())
+        Ok(members.into_iter().map(StaffMember::from).chain(invited.into_iter().map(StaffMember::from)).collect())
     }
+}
+
+/// Whose PIN a mutation changes: the caller's own (after re-authenticating) or, with
+/// STAFF_MANAGE, another member's whose every bit the caller holds.
+async fn pin_target(
+    ctx: &Context<'_>,
+    caller: &StaffCtx,
+    staff_id: Option<&ID>,
+    reauth: Option<&ReauthInput>,
+) -> Result<PinTarget, AppError> {
+    let own = caller.principal.staff_id();
+    let target = match staff_id {
+        Some(id) => parse_id(id, "staffId")?,
+        None => own.ok_or(AppError::Refused("only a person has a PIN of their own; name the staffId".into()))?,
+    };
+    if Some(target) == own {
+        step_up(ctx, target, reauth).await?;
+        return Ok(PinTarget::Own(target));
+    }
+    if !caller.permissions.contains(Permissions::STAFF_MANAGE) {
+        return Err(AppError::Forbidden);
+    }
+    Ok(PinTarget::Other { staff: target, caller: caller.permissions })
 }
 
 /// Staff mutations; each writes an audit event.
@@ -69,24 +124,33 @@ pub struct StaffMembersMutation;
 
 #[Object]
 impl StaffMembersMutation {
-    /// Adds a person to the venue. Requires STAFF_MANAGE.
+    /// Invites a person to the venue: they get a one-time link by email and hold nothing
+    /// here until they accept it with their own credentials. The answer is the same
+    /// whether or not the email has an account. Inviting an email again replaces its
+    /// pending invitation. Requires STAFF_MANAGE.
     #[graphql(guard = "Requires(Permissions::STAFF_MANAGE)")]
     async fn add_staff(&self, ctx: &Context<'_>, input: AddStaffInput) -> Result<StaffMember> {
-        let breach = ctx.data::<BreachCheck>().map_err(|_| AppError::internal("no breach check configured"))?;
+        let config = context::config(ctx)?;
+        let master = config.diner_keys.master()?;
         let (caller, mut tx) = staff_tx(ctx).await?;
-        let wanted = Permission::set(&input.permissions);
-        let added = super::add(
-            &mut tx,
-            &caller.who(),
-            caller.permissions,
-            &input.email,
-            input.password.as_deref(),
-            wanted,
-            breach,
-        )
-        .await?;
+        let new = NewInvitation {
+            email: &input.email,
+            permissions: Permission::set(&input.permissions),
+            ttl: config.invitation_ttl,
+        };
+        let invitation = invitations::invite(&mut tx, &caller.who(), caller.permissions, master, new).await?;
         commit(tx).await?;
-        Ok(added.into())
+        Ok(invitation.into())
+    }
+
+    /// Revokes a pending invitation; its link stops working. Requires STAFF_MANAGE.
+    #[graphql(guard = "Requires(Permissions::STAFF_MANAGE)")]
+    async fn revoke_invitation(&self, ctx: &Context<'_>, id: ID) -> Result<ID> {
+        let invitation = parse_id(&id, "id")?;
+        let (caller, mut tx) = staff_tx(ctx).await?;
+        invitations::revoke(&mut tx, &caller.who(), invitation).await?;
+        commit(tx).await?;
+        Ok(id)
     }
 
     /// Replaces a member's permissions. Requires STAFF_MANAGE.
@@ -106,21 +170,38 @@ impl StaffMembersMutation {
         Ok(member.into())
     }
 
-    /// Sets a cashier PIN (4-8 digits) for the POS terminals of this venue: the caller's own
-    /// (omit `staffId`), or anyone's with STAFF_MANAGE. The PIN is never readable.
-    async fn set_staff_pin(&self, ctx: &Context<'_>, staff_id: Option<ID>, pin: String) -> Result<bool> {
+    /// Sets a cashier PIN (4-8 digits) for this venue's POS terminals. Your own (omit
+    /// `staffId`): needs `reauth` (your current password or a code). Someone else's: needs
+    /// STAFF_MANAGE and every permission they hold. The PIN is never readable.
+    async fn set_staff_pin(
+        &self,
+        ctx: &Context<'_>,
+        staff_id: Option<ID>,
+        pin: String,
+        reauth: Option<ReauthInput>,
+    ) -> Result<bool> {
+        let caller = context::staff(ctx)?;
+        let target = pin_target(ctx, caller, staff_id.as_ref(), reauth.as_ref()).await?;
         let (caller, mut tx) = staff_tx(ctx).await?;
-        let own = caller.principal.staff_id();
-        let target = match &staff_id {
-            Some(id) => parse_id(id, "staffId")?,
-            None => own.ok_or(AppError::Refused("only a person can set their own PIN; name the staffId".into()))?,
-        };
-        if Some(target) != own && !caller.permissions.contains(Permissions::STAFF_MANAGE) {
-            return Err(AppError::Forbidden.into());
-        }
-        crate::auth::pins::set(&mut tx, &caller.who(), target, &pin).await?;
+        pins::set(&mut tx, &caller.who(), target, &pin).await?;
         commit(tx).await?;
         Ok(true)
+    }
+
+    /// Clears a cashier PIN, under the same rules as `setStaffPin`; false when there was
+    /// none.
+    async fn clear_staff_pin(
+        &self,
+        ctx: &Context<'_>,
+        staff_id: Option<ID>,
+        reauth: Option<ReauthInput>,
+    ) -> Result<bool> {
+        let caller = context::staff(ctx)?;
+        let target = pin_target(ctx, caller, staff_id.as_ref(), reauth.as_ref()).await?;
+        let (caller, mut tx) = staff_tx(ctx).await?;
+        let cleared = pins::clear(&mut tx, &caller.who(), target).await?;
+        commit(tx).await?;
+        Ok(cleared)
     }
 
     /// Removes a member from the venue and ends their sessions here; returns their id.

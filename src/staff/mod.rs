@@ -20,15 +20,12 @@ pub struct Staff {
     pub email: String,
 }
 
-fn normalise_email(email: &str) -> Result<String, AppError> {
-    let email = email.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
-    if valid { Ok(email) } else { Err(AppError::bad_input(format!("{email:?} is not a valid email address"))) }
-}
+use crate::auth::invitations::normalise_email;
 
 /// Creates a staff identity with an Argon2id password hash (stored in the private schema),
-/// after the password rules and the breached-password check.
+/// after the password rules and the breached-password check. Operators only (`venueql
+/// admin create-staff` and the dev seed): the one place an initial password is set by
+/// someone else; everyone else joins through an invitation and chooses their own.
 pub async fn create(tx: &mut PlatformTx, email: &str, password: &str, breach: &BreachCheck) -> Result<Staff, AppError> {
     let email = normalise_email(email)?;
     passwords::check_policy(password)?;
@@ -151,57 +148,6 @@ async fn keep_a_manager(tx: &mut VenueTx, target: Uuid, keeps_manage: bool) -> R
 
 fn member_json(member: &Member) -> serde_json::Value {
     serde_json::json!({ "email": member.email, "permissions": Permissions::from_db(member.permissions).names() })
-}
-
-/// Adds a person to the venue (creating their identity when new, which needs an initial
-/// password), with permissions the caller holds.
-pub async fn add(
-    tx: &mut VenueTx,
-    who: &Who,
-    caller: Permissions,
-    email: &str,
-    password: Option<&str>,
-    permissions: Permissions,
-    breach: &BreachCheck,
-) -> Result<Member, AppError> {
-    Permissions::check_grantable(caller, Permissions::empty(), permissions).map_err(AppError::Refused)?;
-    let email = normalise_email(email)?;
-    let hash = match password {
-        Some(password) => {
-            passwords::check_policy(password)?;
-            breach.check(password).await?;
-            Some(passwords::hash_password(password)?)
-        }
-        None => None,
-    };
-    let found: Result<(Uuid, bool), sqlx::Error> =
-        sqlx::query_as("SELECT staff_id, created FROM private.find_or_create_staff($1, $2)")
-            .bind(&email)
-            .bind(hash)
-            .fetch_one(tx.conn())
-            .await;
-    let (staff, _created) = match found {
-        Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("22023") => {
-            return Err(AppError::bad_input("this person has no account yet: give them an initial password"));
-        }
-        other => other?,
-    };
-    sqlx::query("INSERT INTO memberships (venue_id, staff_id, permissions) VALUES ($1, $2, $3)")
-        .bind(tx.venue().as_uuid())
-        .bind(staff)
-        .bind(permissions.to_db())
-        .execute(tx.conn())
-        .await?;
-    let added = member(tx, staff).await?;
-    let change = Change {
-        action: "staff.added",
-        target_type: "staff",
-        target_id: staff.to_string(),
-        before: None,
-        after: Some(member_json(&added)),
-    };
-    audit::record(tx, who, change).await?;
-    Ok(added)
 }
 
 /// Replaces a member's permissions; the caller may only add or remove bits they hold.

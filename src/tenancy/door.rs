@@ -50,6 +50,17 @@ impl PlatformTx {
         &self.actor
     }
 
+    /// Records what the door is being used for, beyond its opening reason (e.g. whose
+    /// credentials an operator reset), in the same transaction.
+    pub async fn note(&mut self, reason: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO platform_audit_events (actor, reason) VALUES ($1, $2)")
+            .bind(&self.actor)
+            .bind(reason)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// Narrows this transaction to one venue, so feature code that takes a `VenueTx` can
     /// run; the door's audit row is updated to name the venue.
     pub async fn into_venue(mut self, venue: VenueId) -> Result<VenueTx, sqlx::Error> {

@@ -16,13 +16,20 @@ const STAFF_CASES: &[(&str, &str)] = &[
         "updateVenueSettings",
         "mutation { updateVenueSettings(input: { requireMfaForElevated: true }) { requireMfaForElevated } }",
     ),
-    ("beginTotpEnrollment", "mutation { beginTotpEnrollment { secret otpauthUri } }"),
+    (
+        "beginTotpEnrollment",
+        "mutation { beginTotpEnrollment(reauth: { password: \"Wrong-Password-1\" }) { secret otpauthUri } }",
+    ),
     ("confirmTotpEnrollment", "mutation { confirmTotpEnrollment(code: \"123456\") }"),
-    ("disableTotp", "mutation { disableTotp(password: \"Wrong-Password-1\") }"),
+    ("disableTotp", "mutation { disableTotp(reauth: { password: \"Wrong-Password-1\" }) }"),
+    (
+        "changePassword",
+        "mutation { changePassword(currentPassword: \"Wrong-Password-1\", newPassword: \"Other-Password-12\") }",
+    ),
     ("staff", "query { staff { id email permissions } }"),
     (
         "addStaff",
-        "mutation { addStaff(input: { email: \"new@bravo.test\", password: \"New-Person-Pass-12\", permissions: [MENU_VIEW] }) { id email } }",
+        "mutation { addStaff(input: { email: \"new@bravo.test\", permissions: [MENU_VIEW] }) { id email status } }",
     ),
     (
         "setStaffPermissions",
@@ -30,6 +37,8 @@ const STAFF_CASES: &[(&str, &str)] = &[
     ),
     ("removeStaff", "mutation($staff: ID!) { removeStaff(staffId: $staff) }"),
     ("setStaffPin", "mutation($staff: ID!) { setStaffPin(staffId: $staff, pin: \"4321\") }"),
+    ("clearStaffPin", "mutation($staff: ID!) { clearStaffPin(staffId: $staff) }"),
+    ("revokeInvitation", "mutation($invitation: ID!) { revokeInvitation(id: $invitation) }"),
     ("apiClients", "query { apiClients { id name permissions } }"),
     (
         "createApiClient",
@@ -157,7 +166,12 @@ struct AOrder {
     payment_intent: String,
     account: String,
     diner: String,
+    /// A pending invitation of venue A.
+    invitation: String,
 }
+
+/// The email venue A invited: never shown to venue B.
+const A_INVITED: &str = "invited.by.alpha@example.com";
 
 /// Everything of venue A that must never appear in venue B's responses.
 fn a_secrets(app: &TestApp, order: &AOrder) -> Vec<String> {
@@ -174,6 +188,8 @@ fn a_secrets(app: &TestApp, order: &AOrder) -> Vec<String> {
         order.account.clone(),
         order.diner.clone(),
         A_DINER_NOTES.to_string(),
+        order.invitation.clone(),
+        A_INVITED.to_string(),
     ]);
     secrets
 }
@@ -181,7 +197,8 @@ fn a_secrets(app: &TestApp, order: &AOrder) -> Vec<String> {
 fn variables(app: &TestApp, order: &AOrder) -> Value {
     json!({ "item": app.a.item_ids[0], "category": app.a.category_id, "staff": app.a.staff_id,
         "client": app.a.client_id, "grant": app.a.grant_id, "order": order.order,
-        "checkout": order.checkout, "secret": order.client_secret, "diner": order.diner })
+        "checkout": order.checkout, "secret": order.client_secret, "diner": order.diner,
+        "invitation": order.invitation })
 }
 
 /// Venue A, onboarded at Stripe, with one paid order.
@@ -189,7 +206,9 @@ async fn with_a_order() -> (TestApp, AOrder) {
     let app = TestApp::spawn().await;
     let account = app.onboard(&app.a).await;
     let (order, checkout, client_secret, payment_intent, diner) = a_order(&app).await;
-    (app, AOrder { order, checkout, client_secret, payment_intent, account, diner })
+    let invited = app.invite(&app.a.full, A_INVITED, &["MENU_VIEW"]).await;
+    let invitation = invited["data"]["addStaff"]["id"].as_str().expect("A's invitation").to_string();
+    (app, AOrder { order, checkout, client_secret, payment_intent, account, diner, invitation })
 }
 
 async fn a_state(app: &TestApp) -> Vec<Value> {
@@ -200,6 +219,7 @@ async fn a_state(app: &TestApp) -> Vec<Value> {
         "{ ordersQueue { id status refundedMinor refundPendingMinor } }",
         "{ stripeAccount { accountId chargesEnabled } }",
         "{ diners { id allergenProfile { allergens dietaryNotes } sharedAllergenProfile { allergens } } }",
+        "{ staff { id email status permissions } }",
     ] {
         states.push(app.gql(&app.a.full, query, json!({})).await);
     }
@@ -277,6 +297,7 @@ async fn no_mutation_of_either_endpoint_creates_an_order() {
         payment_intent: "pi_x".into(),
         account: String::new(),
         diner: uuid::Uuid::new_v4().to_string(),
+        invitation: uuid::Uuid::new_v4().to_string(),
     };
     for (_, operation) in STAFF_CASES.iter().filter(|(_, op)| op.starts_with("mutation")) {
         app.gql(&app.a.full, operation, variables(&app, &order)).await;

@@ -290,7 +290,7 @@ async fn venue_rekeying_while_requests_run_loses_nothing() {
         }
     };
     let rotation = async {
-        let result = venueql::diners::keys::rotate_venue(&app.door, "operator:test", &master, app.a.venue_id()).await;
+        let result = venueql::diners::rotate_venue_key(&app.door, "operator:test", &master, app.a.venue_id()).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         result
     };
@@ -322,8 +322,8 @@ async fn master_rotation_while_requests_run_loses_nothing() {
     let before = MasterKeys::new(Key::from_bytes(old), vec![]);
     let db = Db::new(app.app_pool.clone());
     let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
-    venueql::diners::keys::active_key(&mut tx, &before).await.unwrap();
-    venueql::diners::keys::platform_key(tx.conn(), &before, None).await.unwrap();
+    venueql::keys::active_key(&mut tx, &before).await.unwrap();
+    venueql::keys::platform_key(tx.conn(), &before, None).await.unwrap();
     tx.commit().await.unwrap();
     for n in 0..10 {
         let mut diner = peanut_diner(Some(true));
@@ -343,7 +343,7 @@ async fn master_rotation_while_requests_run_loses_nothing() {
     };
     let rotation = async {
         let now = MasterKeys::new(Key::from_bytes(decode(TEST_APP_KEY)), vec![Key::from_bytes(old)]);
-        let result = venueql::diners::keys::rotate_master(&app.door, "operator:test", &now).await;
+        let result = venueql::keys::rotate_master(&app.door, "operator:test", &now).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         result
     };
@@ -353,8 +353,8 @@ async fn master_rotation_while_requests_run_loses_nothing() {
     // The old master can be forgotten: the new one alone opens everything.
     let only_new = MasterKeys::new(Key::from_bytes(decode(TEST_APP_KEY)), vec![]);
     let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
-    assert!(venueql::diners::keys::venue_keys(&mut tx, &before).await.is_err(), "the old master no longer opens them");
-    let keys = venueql::diners::keys::venue_keys(&mut tx, &only_new).await.unwrap();
+    assert!(venueql::keys::venue_keys(&mut tx, &before).await.is_err(), "the old master no longer opens them");
+    let keys = venueql::keys::venue_keys(&mut tx, &only_new).await.unwrap();
     let diners = venueql::diners::list(&mut tx, 100, None).await.unwrap();
     assert_eq!(diners.len(), 10);
     for diner in &diners {

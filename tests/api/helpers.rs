@@ -19,6 +19,8 @@ use venueql::payments::local_stripe::{self, LocalStripe};
 use venueql::payments::signature::sign;
 use venueql::tenancy::{CrossTenantDoor, Db, VenueId};
 
+use crate::smtp::Mailbox;
+
 const TEMPLATE: &str = "venueql_template";
 const ACTOR: &str = "operator:test";
 
@@ -120,11 +122,21 @@ pub struct TestApp {
     pub b: TestVenue,
     /// The local Stripe the server talks to (`STRIPE_API_BASE`).
     pub stripe: LocalStripe,
+    /// The SMTP server the server's mail goes to (`SMTP_URL`).
+    pub mail: Mailbox,
 }
 
 /// The test server's master key and identity key (base64 of 32 bytes).
 pub const TEST_APP_KEY: &str = "dGVzdCBtYXN0ZXIga2V5IG9mIHZlbnVlcWwgc3VpdGU=";
 pub const TEST_IDENTITY_KEY: &str = "dGVzdCBpZGVudGl0eSBrZXkgb2YgdmVudWVxbCB0c3Q=";
+
+/// The test server's master keys (`TEST_APP_KEY`), for calling library functions directly.
+pub fn test_master() -> venueql::crypto::MasterKeys {
+    use base64::Engine;
+    let bytes: [u8; 32] =
+        base64::engine::general_purpose::STANDARD.decode(TEST_APP_KEY).unwrap().try_into().expect("32 bytes");
+    venueql::crypto::MasterKeys::new(venueql::crypto::Key::from_bytes(bytes), vec![])
+}
 
 /// Signing secrets of the test server's webhook endpoints.
 pub const PLATFORM_SECRET: &str = "whsec_test_platform";
@@ -191,6 +203,7 @@ async fn seed_venue(door: &CrossTenantDoor, app_db: &Db, slug: &str, menu: DemoM
     let lifetimes = venueql::auth::oauth::TokenLifetimes {
         access: std::time::Duration::from_secs(900),
         refresh: std::time::Duration::from_secs(900),
+        session: std::time::Duration::from_secs(3600),
     };
     venueql::auth::oauth::client_credentials(app_db, lifetimes, &found).await.unwrap();
     let mut tx = app_db.venue_tx(venue.venue_id()).await.unwrap();
@@ -245,6 +258,8 @@ impl TestApp {
         let app_url = urls.app.clone();
         let stripe = LocalStripe::start().await.expect("start the local Stripe");
         let stripe_base = stripe.base().to_string();
+        let mail = Mailbox::start().await;
+        let smtp_url = mail.url();
         let config = Config::from_lookup(|name| {
             settings(name).or_else(|| match name {
                 "STRIPE_SECRET_KEY" => Some("sk_test_venueql_suite".into()),
@@ -262,6 +277,8 @@ impl TestApp {
                 "PUBLIC_HOST_SUFFIX" => Some("venues.test".into()),
                 "GRAPHQL_INTROSPECTION" => Some("true".into()),
                 "HIBP_MODE" => Some("off".into()),
+                "SMTP_URL" => Some(smtp_url.clone()),
+                "MAIL_RETRY_BASE_SECS" => Some("1".into()),
                 // Queue snapshots live until a notification drops them: a missing drop
                 // shows as a stale queue instead of being hidden by the age limit.
                 "QUEUE_SNAPSHOT_MAX_AGE_MS" => Some("3600000".into()),
@@ -272,7 +289,7 @@ impl TestApp {
         let app = Application::build(config).await.expect("build the server");
         let base = format!("http://{}", app.local_addr());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
-        TestApp { base, client: reqwest::Client::new(), database, urls, door, app_pool, a, b, stripe }
+        TestApp { base, client: reqwest::Client::new(), database, urls, door, app_pool, a, b, stripe, mail }
     }
 
     /// POSTs a raw body to `path` with extra headers; returns status and JSON body.
@@ -410,6 +427,104 @@ impl TestApp {
     /// The superuser URL of this test's database (only for tamper and role-check tests).
     pub fn superuser_url(&self) -> String {
         cluster().cluster.superuser_url(&self.database)
+    }
+}
+
+/// A hosted page (login, invitation, reset) as a browser without JavaScript sees it.
+#[derive(Clone, Debug)]
+pub struct HostedPage {
+    pub status: StatusCode,
+    pub html: String,
+    /// The CSRF cookie the page set (or the one carried along).
+    pub cookie: String,
+}
+
+impl HostedPage {
+    /// The value of hidden field `name`.
+    pub fn hidden(&self, name: &str) -> Option<String> {
+        hidden_field(&self.html, name)
+    }
+}
+
+/// The value of hidden input `name` in `html`.
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    Some(html[start..].split('"').next()?.replace("&amp;", "&"))
+}
+
+impl TestApp {
+    /// GETs a hosted page (absolute URL, e.g. a link from a mail).
+    pub async fn hosted_get(&self, url: &str) -> HostedPage {
+        let response = self.client.get(url).send().await.unwrap();
+        let status = response.status();
+        let cookie = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+            .find(|c| c.starts_with("vq_csrf="))
+            .unwrap_or_default();
+        HostedPage { status, html: response.text().await.unwrap(), cookie }
+    }
+
+    /// Submits the form of `page` to `path` with its hidden token and CSRF value plus `fields`.
+    pub async fn hosted_post(&self, path: &str, page: &HostedPage, fields: &[(&str, &str)]) -> HostedPage {
+        let mut form: Vec<(String, String)> = ["csrf", "token"]
+            .iter()
+            .filter_map(|name| page.hidden(name).map(|value| (name.to_string(), value)))
+            .collect();
+        form.extend(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &page.cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        HostedPage { status, html: response.text().await.unwrap(), cookie: page.cookie.clone() }
+    }
+
+    /// `addStaff` with `token` at its venue: the GraphQL answer.
+    pub async fn invite(&self, token: &str, email: &str, permissions: &[&str]) -> Value {
+        let query = "mutation($email: String!, $permissions: [Permission!]!) { addStaff(input: { email: $email, permissions: $permissions }) { id email permissions status invitationExpiresAt } }";
+        self.gql(token, query, json!({ "email": email, "permissions": permissions })).await
+    }
+
+    /// The `nth` invitation link mailed to `email`.
+    pub async fn invitation_link(&self, email: &str, nth: usize) -> String {
+        self.mail.wait_for_nth(email, nth).await.link("/oauth/invitation").0
+    }
+
+    /// Invites a new person with `token` and accepts as them, choosing `password`;
+    /// returns their staff id (as the venue's staff list shows it).
+    pub async fn join_as_new_person(&self, token: &str, email: &str, permissions: &[&str], password: &str) -> Uuid {
+        let nth = self.mail.received().iter().filter(|m| m.to.iter().any(|t| t == email)).count();
+        let invited = self.invite(token, email, permissions).await;
+        assert!(invited["errors"].is_null(), "{invited}");
+        let page = self.hosted_get(&self.invitation_link(email, nth).await).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+        let done = self
+            .hosted_post(
+                "/oauth/invitation",
+                &page,
+                &[("step", "create"), ("password", password), ("password2", password)],
+            )
+            .await;
+        assert!(done.html.contains("id=\"accepted\""), "{}", done.html);
+        let staff = self.gql(token, "{ staff { id email status } }", json!({})).await;
+        let id = staff["data"]["staff"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["email"] == email && m["status"] == "ACTIVE")
+            .unwrap_or_else(|| panic!("{email} is not a member: {staff}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        id.parse().unwrap()
     }
 }
 

@@ -3,6 +3,7 @@
 //! connecting as the app role.
 
 mod helpers;
+mod smtp;
 
 mod browser;
 mod catalogue;

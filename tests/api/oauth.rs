@@ -587,8 +587,11 @@ async fn totp_enrolled_through_graphql_is_required_at_login_and_codes_are_single
     let (_, tokens) = exchange(&s, &code, &v).await;
     let access = tokens["access_token"].as_str().unwrap();
 
-    let enrolment =
-        s.app.gql(access, "mutation { beginTotpEnrollment { secret otpauthUri qrCodeSvg } }", json!({})).await;
+    let begin =
+        "mutation($p: String!) { beginTotpEnrollment(reauth: { password: $p }) { secret otpauthUri qrCodeSvg } }";
+    let stolen = s.app.gql(access, begin, json!({ "p": "Not-The-Password-1" })).await;
+    assert_eq!(error_code(&stolen), "BAD_USER_INPUT", "an access token alone cannot enrol a factor: {stolen}");
+    let enrolment = s.app.gql(access, begin, json!({ "p": PASSWORD })).await;
     let enrolment = &enrolment["data"]["beginTotpEnrollment"];
     let secret = enrolment["secret"].as_str().unwrap().to_string();
     assert!(
@@ -631,7 +634,7 @@ async fn totp_enrolled_through_graphql_is_required_at_login_and_codes_are_single
         assert_eq!(status, expected, "a recovery code works exactly once");
     }
 
-    let disable = "mutation($p: String!) { disableTotp(password: $p) }";
+    let disable = "mutation($p: String!) { disableTotp(reauth: { password: $p }) }";
     assert_eq!(error_code(&s.app.gql(access, disable, json!({ "p": "Wrong-Password-123" })).await), "BAD_USER_INPUT");
     assert_eq!(s.app.gql(access, disable, json!({ "p": PASSWORD })).await["data"]["disableTotp"], true);
     let (_, _, page) = Browser::open(&s, &challenge).await.password(EMAIL, PASSWORD).await;
@@ -714,7 +717,7 @@ async fn a_pos_terminal_exchanges_a_cashiers_pin_for_a_short_lived_token() {
         "Till 1",
         Some("alpha"),
         &[],
-        Permissions::empty(),
+        Permissions::MENU_VIEW | Permissions::MENU_EDIT | Permissions::ORDERS_QUEUE,
     )
     .await
     .unwrap();

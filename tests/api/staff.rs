@@ -21,30 +21,52 @@ async fn token_with(app: &TestApp, permissions: Permissions) -> String {
 }
 
 #[tokio::test]
-async fn staff_are_listed_added_changed_and_removed_with_audit_rows() {
+async fn staff_are_invited_listed_changed_and_removed_with_audit_rows() {
     let app = TestApp::spawn().await;
     let full = &app.a.full;
     assert!(member_id(&app, full, "member@alpha.test").await.is_some());
-    let add = "mutation($e: String!) { addStaff(input: { email: $e, password: \"New-Waiter-Pass-1\", permissions: [ORDERS_QUEUE, MENU_VIEW] }) { id email permissions } }";
-    let added = app.gql(full, add, json!({ "e": "Waiter@Alpha.test" })).await;
-    assert_eq!(added["data"]["addStaff"]["email"], "waiter@alpha.test", "{added}");
-    assert_eq!(added["data"]["addStaff"]["permissions"], json!(["ORDERS_QUEUE", "MENU_VIEW"]));
-    let id = added["data"]["addStaff"]["id"].as_str().unwrap().to_string();
-    let again = app.gql(full, add, json!({ "e": "waiter@alpha.test" })).await;
-    assert_eq!(error_code(&again), "BAD_USER_INPUT", "already a member: {again}");
-    let no_password = app
-        .gql(full, "mutation { addStaff(input: { email: \"fresh@alpha.test\", permissions: [] }) { id } }", json!({}))
+    let invited = app.invite(full, "Waiter@Alpha.test", &["ORDERS_QUEUE", "MENU_VIEW"]).await;
+    let invitation = &invited["data"]["addStaff"];
+    assert_eq!(invitation["email"], "waiter@alpha.test", "{invited}");
+    assert_eq!(invitation["status"], "INVITED");
+    assert_eq!(invitation["permissions"], json!(["ORDERS_QUEUE", "MENU_VIEW"]));
+    assert!(invitation["invitationExpiresAt"].is_string());
+    let with_password = app
+        .gql(full, "mutation { addStaff(input: { email: \"x@alpha.test\", password: \"Chosen-By-Venue-1\", permissions: [] }) { id } }", json!({}))
         .await;
-    assert!(no_password["errors"][0]["message"].as_str().unwrap().contains("initial password"), "{no_password}");
+    assert_eq!(error_code(&with_password), "GRAPHQL_VALIDATION_FAILED", "no venue chooses a password: {with_password}");
+    let again = app.invite(full, "waiter@alpha.test", &["ORDERS_QUEUE"]).await;
+    let listed = app.gql(full, "{ staff { id email status permissions } }", json!({})).await;
+    let waiters: Vec<&Value> =
+        listed["data"]["staff"].as_array().unwrap().iter().filter(|m| m["email"] == "waiter@alpha.test").collect();
+    assert_eq!(waiters.len(), 1, "inviting again replaces the pending invitation: {listed}");
+    assert_eq!(waiters[0]["id"], again["data"]["addStaff"]["id"]);
+    let revoke = "mutation($id: ID!) { revokeInvitation(id: $id) }";
+    let revoked = app.gql(full, revoke, json!({ "id": waiters[0]["id"] })).await;
+    assert_eq!(revoked["data"]["revokeInvitation"], waiters[0]["id"], "{revoked}");
+    assert_eq!(error_code(&app.gql(full, revoke, json!({ "id": waiters[0]["id"] })).await), "NOT_FOUND");
+    assert!(member_id(&app, full, "waiter@alpha.test").await.is_none());
 
-    let set = "mutation($s: ID!) { setStaffPermissions(staffId: $s, permissions: [ORDERS_QUEUE]) { permissions } }";
+    let id =
+        app.join_as_new_person(full, "waiter@alpha.test", &["ORDERS_QUEUE", "MENU_VIEW"], "Waiter-Own-Pass-1").await;
+    let again = app.invite(full, "waiter@alpha.test", &["MENU_VIEW"]).await;
+    assert_eq!(error_code(&again), "BAD_USER_INPUT", "already a member: {again}");
+    let set =
+        "mutation($s: ID!) { setStaffPermissions(staffId: $s, permissions: [ORDERS_QUEUE]) { permissions status } }";
     let changed = app.gql(full, set, json!({ "s": id })).await;
     assert_eq!(changed["data"]["setStaffPermissions"]["permissions"], json!(["ORDERS_QUEUE"]));
+    assert_eq!(changed["data"]["setStaffPermissions"]["status"], "ACTIVE");
     let removed = app.gql(full, "mutation($s: ID!) { removeStaff(staffId: $s) }", json!({ "s": id })).await;
-    assert_eq!(removed["data"]["removeStaff"], id.as_str());
+    assert_eq!(removed["data"]["removeStaff"], id.to_string().as_str());
     assert!(member_id(&app, full, "waiter@alpha.test").await.is_none());
-    for action in ["staff.added", "staff.permissions_set", "staff.removed"] {
-        assert_eq!(app.audit_count(&app.a, action).await, 1, "{action}");
+    for (action, times) in [
+        ("staff.invited", 3),
+        ("staff.invitation_revoked", 1),
+        ("staff.invitation_accepted", 1),
+        ("staff.permissions_set", 1),
+        ("staff.removed", 1),
+    ] {
+        assert_eq!(app.audit_count(&app.a, action).await, times, "{action}");
     }
     let staff_view_only = token_with(&app, Permissions::STAFF_VIEW).await;
     assert!(member_id(&app, &staff_view_only, "member@alpha.test").await.is_some());
@@ -57,7 +79,11 @@ async fn nobody_grants_changes_or_removes_permissions_they_do_not_hold() {
     let app = TestApp::spawn().await;
     let manager = token_with(&app, Permissions::STAFF_MANAGE | Permissions::STAFF_VIEW | Permissions::MENU_VIEW).await;
     let escalate = app
-        .gql(&manager, "mutation { addStaff(input: { email: \"crony@alpha.test\", password: \"Crony-Password-12\", permissions: [PAYMENTS_MANAGE] }) { id } }", json!({}))
+        .gql(
+            &manager,
+            "mutation { addStaff(input: { email: \"crony@alpha.test\", permissions: [PAYMENTS_MANAGE] }) { id } }",
+            json!({}),
+        )
         .await;
     assert_eq!(error_code(&escalate), "FORBIDDEN");
     assert!(escalate["errors"][0]["message"].as_str().unwrap().contains("PAYMENTS_MANAGE"), "{escalate}");
@@ -66,8 +92,10 @@ async fn nobody_grants_changes_or_removes_permissions_they_do_not_hold() {
     assert_eq!(error_code(&raise), "FORBIDDEN", "{raise}");
     assert!(raise["errors"][0]["message"].as_str().unwrap().contains("AUDIT_VIEW"));
 
-    let owner = app.gql(&app.a.full, "mutation { addStaff(input: { email: \"owner@alpha.test\", password: \"Owner-Password-12\", permissions: [PAYMENTS_MANAGE, STAFF_MANAGE] }) { id } }", json!({})).await;
-    let owner_id = owner["data"]["addStaff"]["id"].as_str().unwrap().to_string();
+    let owner_id = app
+        .join_as_new_person(&app.a.full, "owner@alpha.test", &["PAYMENTS_MANAGE", "STAFF_MANAGE"], "Owner-Password-12")
+        .await
+        .to_string();
     let oust = app.gql(&manager, "mutation($s: ID!) { removeStaff(staffId: $s) }", json!({ "s": owner_id })).await;
     assert_eq!(error_code(&oust), "FORBIDDEN", "a manager cannot remove someone holding bits they lack: {oust}");
     let demote = app
@@ -89,8 +117,10 @@ async fn nobody_grants_changes_or_removes_permissions_they_do_not_hold() {
 #[tokio::test]
 async fn the_last_staff_manager_can_neither_be_removed_nor_lose_the_bit() {
     let app = TestApp::spawn().await;
-    let added = app.gql(&app.a.full, "mutation { addStaff(input: { email: \"boss@alpha.test\", password: \"Boss-Password-123\", permissions: [STAFF_MANAGE] }) { id } }", json!({})).await;
-    let boss = added["data"]["addStaff"]["id"].as_str().unwrap().to_string();
+    let boss = app
+        .join_as_new_person(&app.a.full, "boss@alpha.test", &["STAFF_MANAGE"], "Boss-Password-123")
+        .await
+        .to_string();
     let removed = app.gql(&app.a.full, "mutation($s: ID!) { removeStaff(staffId: $s) }", json!({ "s": boss })).await;
     assert_eq!(error_code(&removed), "FORBIDDEN");
     assert!(removed["errors"][0]["message"].as_str().unwrap().contains("last member with STAFF_MANAGE"), "{removed}");
@@ -102,7 +132,7 @@ async fn the_last_staff_manager_can_neither_be_removed_nor_lose_the_bit() {
         )
         .await;
     assert_eq!(error_code(&demoted), "FORBIDDEN");
-    app.gql(&app.a.full, "mutation { addStaff(input: { email: \"boss2@alpha.test\", password: \"Boss-Password-123\", permissions: [STAFF_MANAGE] }) { id } }", json!({})).await;
+    app.join_as_new_person(&app.a.full, "boss2@alpha.test", &["STAFF_MANAGE"], "Boss-Password-123").await;
     let removed = app.gql(&app.a.full, "mutation($s: ID!) { removeStaff(staffId: $s) }", json!({ "s": boss })).await;
     assert_eq!(removed["data"]["removeStaff"], boss.as_str(), "with another manager it works: {removed}");
 }

@@ -86,6 +86,10 @@ async fn a_venue_scope_sees_only_that_venues_rows() {
             )
             .await;
         assert!(checkout["errors"].is_null(), "{checkout}");
+        // An invitation.
+        let invite = "mutation { addStaff(input: { email: \"new@example.com\", permissions: [MENU_VIEW] }) { id } }";
+        let invited = app.gql(&venue.full, invite, serde_json::json!({})).await;
+        assert!(invited["errors"].is_null(), "{invited}");
     }
     let db = Db::new(app.app_pool.clone());
     let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();

@@ -1,4 +1,4 @@
-//! Data keys: one active key per venue (created on first use, wrapped by the master key),
+//! Data keys of the envelope scheme: one active key per venue (created on first use, wrapped by the master key),
 //! retired keys kept for rows not yet re-encrypted, destroyed keys gone for good; and the
 //! platform data key of shared profiles. Keys are unwrapped per transaction, never cached
 //! across requests, so a destroyed key stops working everywhere at once.
@@ -201,21 +201,15 @@ fn rewrap(
     Ok(master.wrap(&key, scope, version as u32))
 }
 
-/// A diner row's id and its two sealed columns.
-type SealedRow = (uuid::Uuid, Option<Vec<u8>>, Option<Vec<u8>>);
-
-/// Rows re-encrypted per transaction by [`rotate_venue`].
-pub const REKEY_BATCH: i64 = 200;
-
-/// `venueql keys rotate-venue`: a new data key becomes active (the old one is retired,
-/// still able to decrypt), then the venue's diner rows are re-encrypted in batches, each
-/// its own short transaction, while the server keeps serving. Returns (new version, rows).
-pub async fn rotate_venue(
+/// `venueql keys rotate-venue`, first half: a new data key becomes the venue's active one
+/// (the old one is retired, still able to decrypt), audited. Returns its version and key;
+/// the rooms that hold the venue's sealed rows then re-encrypt them.
+pub async fn new_venue_key(
     door: &CrossTenantDoor,
     actor: &str,
     master: &MasterKeys,
     venue: VenueId,
-) -> Result<(u32, usize), AppError> {
+) -> Result<(u32, Key), AppError> {
     let mut tx = door.open_cross_tenant(actor, "keys rotate-venue").await?.into_venue(venue).await?;
     let next: i32 =
         sqlx::query_scalar("SELECT coalesce(max(version), 0) + 1 FROM venue_data_keys").fetch_one(tx.conn()).await?;
@@ -238,47 +232,7 @@ pub async fn rotate_venue(
     };
     audit::record(&mut tx, &Who::operator(actor), change).await?;
     tx.commit().await?;
-    let version = next as u32;
-    let prefix: Vec<u8> = std::iter::once(1u8).chain(version.to_be_bytes()).collect();
-    let mut rows = 0;
-    loop {
-        let mut tx = door.open_cross_tenant(actor, "keys rotate-venue batch").await?.into_venue(venue).await?;
-        let keys = venue_keys(&mut tx, master).await?;
-        let batch: Vec<SealedRow> = sqlx::query_as(
-            "SELECT id, allergens, dietary_notes FROM diners \
-             WHERE (allergens IS NOT NULL AND substring(allergens FROM 1 FOR 5) <> $1) \
-                OR (dietary_notes IS NOT NULL AND substring(dietary_notes FROM 1 FOR 5) <> $1) \
-             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(&prefix)
-        .bind(REKEY_BATCH)
-        .fetch_all(tx.conn())
-        .await?;
-        if batch.is_empty() {
-            tx.commit().await?;
-            return Ok((version, rows));
-        }
-        for (id, allergens, notes) in batch {
-            let row = id.to_string();
-            let venue_scope = venue.to_string();
-            let reencrypt = |column: &'static str, value: Option<Vec<u8>>| -> Result<Option<Vec<u8>>, AppError> {
-                let Some(value) = value else { return Ok(None) };
-                let place = Place { scope: &venue_scope, table: "diners", row: &row, column };
-                let plain = keys.decrypt(place, &value)?;
-                Ok(Some(crypto::encrypt_field(&key, version, place, &plain)))
-            };
-            let allergens = reencrypt("allergens", allergens)?;
-            let notes = reencrypt("dietary_notes", notes)?;
-            sqlx::query("UPDATE diners SET allergens = $2, dietary_notes = $3 WHERE id = $1")
-                .bind(id)
-                .bind(allergens)
-                .bind(notes)
-                .execute(tx.conn())
-                .await?;
-            rows += 1;
-        }
-        tx.commit().await?;
-    }
+    Ok((next as u32, key))
 }
 
 /// `venueql admin offboard-venue`: destroys every data key of the venue
