@@ -337,12 +337,15 @@ async fn create_grant(
     .await?)
 }
 
+/// Stores a token's hash; its lifetime is rounded up to whole seconds (the session's own
+/// end, checked on every use, is what bounds it exactly).
 async fn store_token(tx: &mut VenueTx, grant: Uuid, token: &str, kind: &str, ttl: Duration) -> Result<(), AppError> {
+    let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
     sqlx::query("SELECT private.store_oauth_token($1, $2, $3, $4)")
         .bind(secrets::hash(token))
         .bind(grant)
         .bind(kind)
-        .bind(i32::try_from(ttl.as_secs()).unwrap_or(i32::MAX))
+        .bind(i32::try_from(seconds).unwrap_or(i32::MAX))
         .execute(tx.conn())
         .await?;
     Ok(())

@@ -211,3 +211,67 @@ async fn a_person_logs_in_in_a_real_browser_with_totp_and_a_venue_choice() {
     let me = app.gql(access, "{ me { venue { slug } person { email } } }", json!({})).await;
     assert_eq!(me["data"]["me"], json!({ "venue": { "slug": "bravo" }, "person": { "email": email } }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invited_person_chooses_their_own_password_in_a_real_browser_and_signs_in() {
+    let app = TestApp::spawn_with(|name| (name == "GRAPHIQL").then(|| "true".into())).await;
+    let (email, password) = ("new.hire@example.com", "Chosen-By-Me-42!");
+    let invited = app.invite(&app.a.full, email, &["MENU_VIEW", "ORDERS_QUEUE"]).await;
+    assert_eq!(invited["data"]["addStaff"]["status"], "INVITED", "{invited}");
+    let link = app.invitation_link(email, 0).await;
+    let callback = format!("{}/dev/callback", app.base);
+    let spa = venueql::admin::create_client(
+        &app.door,
+        "operator:test",
+        "spa",
+        "Browser SPA",
+        None,
+        std::slice::from_ref(&callback),
+        Permissions::empty(),
+    )
+    .await
+    .unwrap();
+
+    let browser = Browser::start().await;
+    browser.go(&link).await;
+    browser.screenshot("invite-1-welcome").await;
+    browser.type_into("#password", password).await;
+    browser.type_into("#password2", password).await;
+    browser.click("button[type=submit]").await;
+    let accepted = browser.text("#accepted").await;
+    browser.screenshot("invite-2-accepted").await;
+    assert!(accepted.contains("You now work at alpha"), "{accepted}");
+
+    let verifier = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let mut authorize = url::Url::parse(&format!("{}/oauth/authorize", app.base)).unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &spa.client_id)
+        .append_pair("redirect_uri", &callback)
+        .append_pair("code_challenge", &s256_challenge(&verifier))
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", "invited");
+    browser.go(authorize.as_str()).await;
+    browser.type_into("#email", email).await;
+    browser.type_into("#password", password).await;
+    browser.click("button[type=submit]").await;
+    let code = browser.text("#code").await;
+    browser.screenshot("invite-3-signed-in").await;
+    browser.quit().await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", callback.as_str()),
+        ("client_id", spa.client_id.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let tokens: Value =
+        app.client.post(format!("{}/oauth/token", app.base)).form(&form).send().await.unwrap().json().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap_or_else(|| panic!("{tokens}"));
+    let me = app.gql(access, "{ me { venue { slug } person { email } permissions } }", json!({})).await;
+    assert_eq!(
+        me["data"]["me"],
+        json!({ "venue": { "slug": "alpha" }, "person": { "email": email }, "permissions": ["ORDERS_QUEUE", "MENU_VIEW"] })
+    );
+}

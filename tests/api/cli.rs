@@ -292,3 +292,32 @@ async fn keys_commands_rotate_and_offboard_shreds_with_clear_output() {
     let (ok, _, err) = venueql(&app, &["admin", "offboard-venue", "--venue", "nowhere"]);
     assert!(!ok && err.contains("no venue with slug"), "{err}");
 }
+
+#[tokio::test]
+async fn operators_send_reset_links_and_remove_mfa_and_both_are_in_the_platform_audit() {
+    let app = TestApp::spawn().await;
+    let key = [("APP_KEY", crate::helpers::TEST_APP_KEY)];
+    let (ok, json, err) = venueql_with(&app, &["admin", "reset-password", "--email", "Member@Alpha.test"], &key);
+    assert!(ok, "{err}");
+    assert_eq!(json["reset_link_queued"], true, "{json}");
+    let (link, token) = app.mail.wait_for("member@alpha.test").await.link("/oauth/reset");
+    assert!(token.starts_with("vqpr_"), "{link}");
+    assert_eq!(app.hosted_get(&link).await.status, 200, "the operator's link works");
+    let (ok, _, err) = venueql_with(&app, &["admin", "reset-password", "--email", "member@alpha.test"], &[]);
+    assert!(!ok && err.contains("APP_KEY"), "without APP_KEY the mail cannot be sealed: {err}");
+    let (ok, _, err) = venueql_with(&app, &["admin", "reset-password", "--email", "nobody@alpha.test"], &key);
+    assert!(!ok && err.contains("no staff member with email"), "{err}");
+
+    let (ok, json, err) = venueql(&app, &["admin", "reset-mfa", "--email", "member@alpha.test"]);
+    assert!(ok, "{err}");
+    assert_eq!((json["mfa_removed"].as_bool(), json["sessions_ended"].as_bool()), (Some(true), Some(true)));
+    let mut tx = app.door.open_cross_tenant("operator:test", "test reads the platform audit").await.unwrap();
+    let reasons: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM platform_audit_events ORDER BY id").fetch_all(tx.conn()).await.unwrap();
+    tx.commit().await.unwrap();
+    for expected in
+        ["admin reset-password", "reset link sent to staff", "admin reset-mfa", "two-factor authentication removed"]
+    {
+        assert!(reasons.iter().any(|r| r.starts_with(expected)), "{expected:?} not in {reasons:?}");
+    }
+}

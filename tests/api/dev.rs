@@ -159,6 +159,7 @@ async fn venueql_dev_serves_the_demo_menu_stops_cleanly_and_reuses_its_directory
     assert_eq!(public["data"]["venue"]["slug"], "demo-bistro");
     assert_eq!(check_out_and_pay(&dev, &dir).await, vec![1], "the paid checkout is order 1 in the queue");
     peanut_diner_is_flagged(&dev, &dir).await;
+    an_invitation_lands_in_the_mail_directory(&dev, &dir).await;
     stop(run, &dir);
 
     let again = start(&dir);
@@ -172,4 +173,58 @@ async fn venueql_dev_serves_the_demo_menu_stops_cleanly_and_reuses_its_directory
     assert_eq!(check_out_and_pay(&again.dev_json, &dir).await, vec![1, 2, 3], "payments still work after a restart");
     stop(again, &dir);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The newest `.eml` file in the dev mail directory addressed to `to` (waits up to 15 s).
+fn mail_file(dir: &Path, to: &str, nth: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut mails: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir.join("mail"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                    .filter_map(|e| {
+                        Some((e.metadata().ok()?.modified().ok()?, std::fs::read_to_string(e.path()).ok()?))
+                    })
+                    .filter(|(_, text)| text.contains(&format!("To: {to}")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        mails.sort();
+        if let Some((_, text)) = mails.get(nth) {
+            return text.clone();
+        }
+        assert!(Instant::now() < deadline, "no mail #{nth} to {to} in {}", dir.join("mail").display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// demo-cafe invites a new person; the mail lands in DIR/mail/ with a link where they
+/// choose their own password; demo-bistro invites them too and they accept with it.
+async fn an_invitation_lands_in_the_mail_directory(dev: &Value, dir: &Path) {
+    use crate::helpers::{hosted_get, hosted_post};
+    let url = dev["graphql_url"].as_str().unwrap();
+    let base = url.trim_end_matches("/graphql");
+    let email = "new.barista@example.com";
+    let invite =
+        format!("mutation {{ addStaff(input: {{ email: \"{email}\", permissions: [ORDERS_QUEUE] }}) {{ status }} }}");
+    for (venue, nth) in [(0, 0), (1, 1)] {
+        let invited = query(url, Some(token(dev, venue, "everything")), &invite).await;
+        assert_eq!(invited["data"]["addStaff"]["status"], "INVITED", "{invited}");
+        let mail =
+            crate::smtp::Received { from: String::new(), to: vec![email.into()], data: mail_file(dir, email, nth) };
+        let (link, _) = mail.link("/oauth/invitation");
+        let client = reqwest::Client::new();
+        let page = hosted_get(&client, &link).await;
+        assert_eq!(page.status, 200, "{}", page.html);
+        let password = "Barista-Own-Pass-1";
+        let step: &[(&str, &str)] = if nth == 0 {
+            &[("step", "create"), ("password", password), ("password2", password)]
+        } else {
+            &[("step", "signin"), ("password", password)]
+        };
+        let done = hosted_post(&client, base, "/oauth/invitation", &page, step).await;
+        assert!(done.html.contains("id=\"accepted\""), "{}", done.html);
+    }
 }

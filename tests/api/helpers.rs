@@ -453,40 +453,50 @@ pub fn hidden_field(html: &str, name: &str) -> Option<String> {
     Some(html[start..].split('"').next()?.replace("&amp;", "&"))
 }
 
+/// GETs a hosted page (absolute URL, e.g. a link from a mail).
+pub async fn hosted_get(client: &reqwest::Client, url: &str) -> HostedPage {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status();
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("vq_csrf="))
+        .unwrap_or_default();
+    HostedPage { status, html: response.text().await.unwrap(), cookie }
+}
+
+/// Submits the form of `page` to `base` + `path` with its hidden token and CSRF value plus `fields`.
+pub async fn hosted_post(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    page: &HostedPage,
+    fields: &[(&str, &str)],
+) -> HostedPage {
+    let mut form: Vec<(String, String)> =
+        ["csrf", "token"].iter().filter_map(|name| page.hidden(name).map(|value| (name.to_string(), value))).collect();
+    form.extend(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let response =
+        client.post(format!("{base}{path}")).header("cookie", &page.cookie).form(&form).send().await.unwrap();
+    let status = response.status();
+    HostedPage { status, html: response.text().await.unwrap(), cookie: page.cookie.clone() }
+}
+
 impl TestApp {
     /// GETs a hosted page (absolute URL, e.g. a link from a mail).
     pub async fn hosted_get(&self, url: &str) -> HostedPage {
-        let response = self.client.get(url).send().await.unwrap();
-        let status = response.status();
-        let cookie = response
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
-            .find(|c| c.starts_with("vq_csrf="))
-            .unwrap_or_default();
-        HostedPage { status, html: response.text().await.unwrap(), cookie }
+        hosted_get(&self.client, url).await
     }
 
     /// Submits the form of `page` to `path` with its hidden token and CSRF value plus `fields`.
     pub async fn hosted_post(&self, path: &str, page: &HostedPage, fields: &[(&str, &str)]) -> HostedPage {
-        let mut form: Vec<(String, String)> = ["csrf", "token"]
-            .iter()
-            .filter_map(|name| page.hidden(name).map(|value| (name.to_string(), value)))
-            .collect();
-        form.extend(fields.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("cookie", &page.cookie)
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        HostedPage { status, html: response.text().await.unwrap(), cookie: page.cookie.clone() }
+        hosted_post(&self.client, &self.base, path, page, fields).await
     }
+}
 
+impl TestApp {
     /// `addStaff` with `token` at its venue: the GraphQL answer.
     pub async fn invite(&self, token: &str, email: &str, permissions: &[&str]) -> Value {
         let query = "mutation($email: String!, $permissions: [Permission!]!) { addStaff(input: { email: $email, permissions: $permissions }) { id email permissions status invitationExpiresAt } }";
@@ -551,6 +561,47 @@ impl Drop for KillOnDrop {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+}
+
+/// A `venueql serve` process on this test's database (killed when dropped).
+pub struct ServerProcess {
+    pub child: KillOnDrop,
+    pub base: String,
+}
+
+impl TestApp {
+    /// Starts `venueql serve` as its own process on this test's database, with the test
+    /// server's settings plus `env`, and waits until it answers `/healthz`.
+    pub async fn serve_process(&self, env: &[(&str, &str)]) -> ServerProcess {
+        let port = free_port();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_venueql"));
+        command
+            .arg("serve")
+            .env("DATABASE_URL", &self.urls.app)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("APP_KEY", TEST_APP_KEY)
+            .env("IDENTITY_HMAC_KEY", TEST_IDENTITY_KEY)
+            .env("STRIPE_SECRET_KEY", "sk_test_venueql_suite")
+            .env("STRIPE_API_BASE", self.stripe.base())
+            .env("STRIPE_WEBHOOK_SECRET", PLATFORM_SECRET)
+            .env("STRIPE_CONNECT_WEBHOOK_SECRET", CONNECT_SECRET)
+            .env("PAYMENT_JOBS_INTERVAL_SECS", "0")
+            .env("HIBP_MODE", "off")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().map(KillOnDrop).expect("start venueql serve");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while reqwest::get(format!("{base}/healthz")).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "venueql serve did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        ServerProcess { child, base }
     }
 }
 

@@ -11,23 +11,23 @@ use venueql::auth::Permissions;
 use venueql::auth::breach::BreachCheck;
 use venueql::auth::oauth::s256_challenge;
 
-const REDIRECT: &str = "http://localhost:5173/callback";
-const EMAIL: &str = "chef@alpha.test";
-const PASSWORD: &str = "Correct-Horse-Battery-9";
+pub(crate) const REDIRECT: &str = "http://localhost:5173/callback";
+pub(crate) const EMAIL: &str = "chef@alpha.test";
+pub(crate) const PASSWORD: &str = "Correct-Horse-Battery-9";
 
 /// A person in both venues, an SPA client and an integration client of venue A.
-struct OAuthSetup {
-    app: TestApp,
-    spa: String,
-    integration: (String, String),
-    integration_b: (String, String),
+pub(crate) struct OAuthSetup {
+    pub app: TestApp,
+    pub spa: String,
+    pub integration: (String, String),
+    pub integration_b: (String, String),
 }
 
-async fn setup() -> OAuthSetup {
+pub(crate) async fn setup() -> OAuthSetup {
     setup_with(|_| None).await
 }
 
-async fn setup_with(settings: impl Fn(&str) -> Option<String>) -> OAuthSetup {
+pub(crate) async fn setup_with(settings: impl Fn(&str) -> Option<String>) -> OAuthSetup {
     let app = TestApp::spawn_with(settings).await;
     let actor = "operator:test";
     venueql::admin::create_staff(&app.door, actor, EMAIL, PASSWORD, &BreachCheck::off()).await.unwrap();
@@ -58,22 +58,22 @@ async fn setup_with(settings: impl Fn(&str) -> Option<String>) -> OAuthSetup {
     OAuthSetup { app, spa: spa.client_id, integration: integrations.pop().unwrap(), integration_b }
 }
 
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
-fn hidden(html: &str, name: &str) -> Option<String> {
+pub(crate) fn hidden(html: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker)? + marker.len();
     Some(html[start..].split('"').next()?.replace("&amp;", "&"))
 }
 
-fn query_param(location: &str, name: &str) -> Option<String> {
+pub(crate) fn query_param(location: &str, name: &str) -> Option<String> {
     url::Url::parse(location).ok()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 /// The authorize URL of a PKCE request with `challenge`.
-fn authorize_url(s: &OAuthSetup, challenge: &str, extra: &[(&str, &str)]) -> String {
+pub(crate) fn authorize_url(s: &OAuthSetup, challenge: &str, extra: &[(&str, &str)]) -> String {
     let mut url = url::Url::parse(&format!("{}/oauth/authorize", s.app.base)).unwrap();
     url.query_pairs_mut()
         .append_pair("response_type", "code")
@@ -89,7 +89,7 @@ fn authorize_url(s: &OAuthSetup, challenge: &str, extra: &[(&str, &str)]) -> Str
 }
 
 /// Drives the hosted login like a browser; returns the last response (status, location, body).
-async fn login(
+pub(crate) async fn login(
     s: &OAuthSetup,
     email: &str,
     password: &str,
@@ -102,7 +102,7 @@ async fn login(
 
 /// As `login`, presenting `device` (a `vq_device=…` cookie) and returning the device
 /// cookie the server set, if any.
-async fn login_as_device(
+pub(crate) async fn login_as_device(
     s: &OAuthSetup,
     email: &str,
     password: &str,
@@ -165,7 +165,7 @@ async fn login_as_device(
     (status, location, body, set_device)
 }
 
-async fn token_request(
+pub(crate) async fn token_request(
     app: &TestApp,
     form: &[(&str, &str)],
     basic: Option<(&str, &str)>,
@@ -180,11 +180,11 @@ async fn token_request(
     (status, response.json().await.unwrap(), cache)
 }
 
-fn verifier() -> String {
+pub(crate) fn verifier() -> String {
     format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
 }
 
-async fn code_for(s: &OAuthSetup, venue: Uuid, verifier: &str) -> String {
+pub(crate) async fn code_for(s: &OAuthSetup, venue: Uuid, verifier: &str) -> String {
     let (status, location, body) = login(s, EMAIL, PASSWORD, Some(venue), &s256_challenge(verifier)).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
     assert!(location.starts_with(REDIRECT), "{location}");
@@ -193,7 +193,7 @@ async fn code_for(s: &OAuthSetup, venue: Uuid, verifier: &str) -> String {
     query_param(&location, "code").unwrap()
 }
 
-async fn exchange(s: &OAuthSetup, code: &str, verifier: &str) -> (StatusCode, Value) {
+pub(crate) async fn exchange(s: &OAuthSetup, code: &str, verifier: &str) -> (StatusCode, Value) {
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code),
@@ -539,7 +539,7 @@ async fn wrong_client_secrets_lock_the_client_out_with_retry_after() {
 }
 
 /// A login in progress as a browser holds it: its cookie and the form's fixed fields.
-struct Browser {
+pub(crate) struct Browser {
     client: reqwest::Client,
     cookie: String,
     fields: Vec<(String, String)>,
@@ -547,7 +547,7 @@ struct Browser {
 }
 
 impl Browser {
-    async fn open(s: &OAuthSetup, challenge: &str) -> Browser {
+    pub(crate) async fn open(s: &OAuthSetup, challenge: &str) -> Browser {
         let client = no_redirects();
         let page = client.get(authorize_url(s, challenge, &[])).send().await.unwrap();
         let cookie = page.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
@@ -561,7 +561,7 @@ impl Browser {
     }
 
     /// Posts the form with `extra` fields; returns status, Location and body.
-    async fn submit(&self, extra: &[(&str, &str)]) -> (StatusCode, String, String) {
+    pub(crate) async fn submit(&self, extra: &[(&str, &str)]) -> (StatusCode, String, String) {
         let mut form = self.fields.clone();
         form.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let response = self.client.post(&self.url).header(COOKIE, &self.cookie).form(&form).send().await.unwrap();
@@ -570,12 +570,12 @@ impl Browser {
         (status, location, response.text().await.unwrap())
     }
 
-    async fn password(&self, email: &str, password: &str) -> (StatusCode, String, String) {
+    pub(crate) async fn password(&self, email: &str, password: &str) -> (StatusCode, String, String) {
         self.submit(&[("step", "password"), ("email", email), ("password", password)]).await
     }
 }
 
-fn totp_code(secret: &str, offset: i64) -> String {
+pub(crate) fn totp_code(secret: &str, offset: i64) -> String {
     venueql::auth::totp::current_code(secret, offset).unwrap()
 }
 

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// One message as the server received it.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// The envelope sender (MAIL FROM).
     pub from: String,
     pub to: Vec<String>,
     pub data: String,
@@ -70,16 +71,23 @@ pub struct Mailbox {
     port: u16,
     received: Arc<Mutex<Vec<Received>>>,
     mode: Arc<AtomicU8>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Mailbox {
     pub async fn start() -> Mailbox {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mailbox = Mailbox { port, received: Default::default(), mode: Arc::new(AtomicU8::new(UP)) };
+        let mailbox = Mailbox {
+            port,
+            received: Default::default(),
+            mode: Arc::new(AtomicU8::new(UP)),
+            connections: Default::default(),
+        };
         let served = mailbox.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                served.connections.fetch_add(1, Ordering::SeqCst);
                 let session = served.clone();
                 tokio::spawn(async move {
                     let _ = session.serve(stream).await;
@@ -106,6 +114,11 @@ impl Mailbox {
 
     pub fn up(&self) {
         self.mode.store(UP, Ordering::SeqCst);
+    }
+
+    /// How many connections were opened so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn received(&self) -> Vec<Received> {
