@@ -246,11 +246,17 @@ CREATE FUNCTION private.complete_password_reset(p_hash bytea, p_password_hash te
     AS $$
 DECLARE who uuid;
 BEGIN
-    UPDATE private.password_resets SET used_at = now()
-     WHERE token_hash = p_hash AND used_at IS NULL AND expires_at > now() RETURNING staff_id INTO who;
+    SELECT r.staff_id INTO who FROM private.password_resets r WHERE r.token_hash = p_hash;
     IF who IS NULL THEN RETURN NULL; END IF;
+    -- One reset of a person at a time (two links completed at once would deadlock).
+    PERFORM 1 FROM private.staff_passwords WHERE staff_id = who FOR UPDATE;
+    UPDATE private.password_resets SET used_at = now()
+     WHERE token_hash = p_hash AND used_at IS NULL AND expires_at > now();
+    IF NOT FOUND THEN RETURN NULL; END IF;
     UPDATE private.password_resets SET used_at = now() WHERE staff_id = who AND used_at IS NULL;
     UPDATE private.staff_passwords SET password_hash = p_password_hash, updated_at = now() WHERE staff_id = who;
+    -- A reset recovers a compromised account: PINs someone set with the old password go too.
+    DELETE FROM private.staff_pins WHERE staff_id = who;
     PERFORM private.cut_off_sessions(who, NULL);
     RETURN who;
 END $$;
@@ -321,6 +327,19 @@ CREATE FUNCTION private.mail_waiting() RETURNS bigint
 ALTER TABLE private.staff_totp DROP CONSTRAINT staff_totp_secret_length;
 ALTER TABLE private.staff_totp ADD CONSTRAINT staff_totp_secret_sealed_or_legacy
     CHECK (length(secret) = 20 OR (length(secret) > 33 AND get_byte(secret, 0) = 1));
+
+-- Confirming enrolment only works while TOTP is not on yet: once it is, a code can no
+-- longer mint fresh recovery codes (which a stolen session could then use as step-up).
+CREATE OR REPLACE FUNCTION private.accept_totp_step(p_staff uuid, p_step bigint, p_confirm boolean) RETURNS boolean
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+    WITH accepted AS (
+        UPDATE private.staff_totp SET last_step = p_step,
+            confirmed_at = CASE WHEN p_confirm THEN now() ELSE confirmed_at END
+        WHERE staff_id = p_staff AND last_step < p_step
+          AND (CASE WHEN p_confirm THEN confirmed_at IS NULL ELSE confirmed_at IS NOT NULL END)
+        RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM accepted) $$;
 
 CREATE FUNCTION private.reseal_totp(p_staff uuid, p_legacy bytea, p_sealed bytea) RETURNS void
     LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp

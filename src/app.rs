@@ -34,6 +34,8 @@ pub struct AppState {
     pub payments: crate::payments::Payments,
     /// Live order changes (LISTEN/NOTIFY), for subscriptions.
     pub orders_hub: crate::orders::live::OrdersHub,
+    /// Permits for webhook deliveries being processed at once (`WEBHOOK_MAX_CONCURRENCY`).
+    pub webhook_permits: Arc<tokio::sync::Semaphore>,
     pool_for_health: sqlx::PgPool,
 }
 
@@ -66,6 +68,7 @@ pub enum StartError {
 /// A built, bound, not yet serving server.
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
 }
 
@@ -90,6 +93,10 @@ impl Application {
             .await
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
         let bound = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+        let metrics_listener = match config.metrics_listen_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
+            None => None,
+        };
         let issuer = config.public_base_url.clone().unwrap_or_else(|| format!("http://{bound}"));
         let payments = crate::payments::Payments::from_config(&config.stripe);
         let orders_hub = crate::orders::live::OrdersHub::start(pool.clone(), config.queue_snapshot_max_age);
@@ -103,13 +110,19 @@ impl Application {
             payments,
             orders_hub,
             db: Db::new(pool.clone()),
+            webhook_permits: Arc::new(tokio::sync::Semaphore::new(config.webhook_max_concurrency)),
             staff_schema: graphql::staff_schema(&options),
             public_schema: graphql::public_schema(&options),
             config: Arc::new(config),
             metrics,
             pool_for_health: pool,
         };
-        Ok(Application { listener, state })
+        Ok(Application { listener, metrics_listener, state })
+    }
+
+    /// The address of the separate metrics listener, when `METRICS_LISTEN_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound address (tests bind port 0).
@@ -120,11 +133,18 @@ impl Application {
     /// Serves until `shutdown` resolves, then finishes in-flight requests and closes the pool.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let db = self.state.db.clone();
+        let metrics = self.metrics_listener.map(|listener| {
+            let router = crate::http::metrics_router(self.state.clone());
+            tokio::spawn(async move { axum::serve(listener, router).await })
+        });
         let router = crate::http::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "venueql serving");
         axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await?;
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         db.close().await;
         tracing::info!("venueql stopped");
         Ok(())

@@ -15,6 +15,12 @@ pub struct Config {
     pub database_url: SecretString,
     /// Where the server listens (`LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
+    /// A separate listener that serves only `/metrics`, without a token
+    /// (`METRICS_LISTEN_ADDR`, e.g. an internal interface).
+    pub metrics_listen_addr: Option<SocketAddr>,
+    /// The bearer token `/metrics` on the main listener requires (`METRICS_TOKEN`); without
+    /// it, the main listener does not serve metrics.
+    pub metrics_token: Option<SecretString>,
     /// Suffix of venue host names, `{slug}.{suffix}` (`PUBLIC_HOST_SUFFIX`).
     pub public_host_suffix: Option<String>,
     /// Maximum connections in the app pool (`DATABASE_MAX_CONNECTIONS`).
@@ -27,6 +33,11 @@ pub struct Config {
     pub limits: GraphqlLimits,
     /// Largest accepted request body (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Largest Stripe webhook body (`WEBHOOK_MAX_BODY_BYTES`, 512 KiB).
+    pub webhook_max_body_bytes: usize,
+    /// Webhook deliveries processed at once per process (`WEBHOOK_MAX_CONCURRENCY`, 16);
+    /// more wait briefly, then get 503 (Stripe retries).
+    pub webhook_max_concurrency: usize,
     /// Time limit for one request (`REQUEST_TIMEOUT_SECS`).
     pub request_timeout: Duration,
     /// Contact line of `/.well-known/security.txt` (`SECURITY_CONTACT`).
@@ -51,8 +62,10 @@ pub struct Config {
     /// Master key (`APP_KEY`, base64 of 32 bytes); keys login tickets. When unset, a
     /// random per-process key is used (logins then do not span restarts or replicas).
     pub app_key: Arc<SecretBox<[u8; 32]>>,
-    /// Proxies whose `Forwarded`/`X-Forwarded-For` is believed (`TRUSTED_PROXIES`, CIDRs).
+    /// Proxies whose forwarding header is believed (`TRUSTED_PROXIES`, CIDRs).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which forwarding header those proxies write (`FORWARDED_HEADER`, x-forwarded-for).
+    pub forwarded_header: crate::http::client_addr::ForwardedHeader,
     /// How long an invitation to join a venue stays valid (`INVITATION_TTL_HOURS`, 168).
     pub invitation_ttl: Duration,
     /// Absolute lifetime of a session however often it is refreshed (`SESSION_MAX_AGE_SECS`,
@@ -123,6 +136,13 @@ impl Config {
         Ok(Config {
             database_url: database_url.into(),
             listen_addr,
+            metrics_listen_addr: match lookup("METRICS_LISTEN_ADDR").filter(|a| !a.trim().is_empty()) {
+                Some(raw) => Some(raw.trim().parse().map_err(|_| {
+                    ConfigError(format!("METRICS_LISTEN_ADDR must be an address like 10.0.0.5:9090, not {raw:?}"))
+                })?),
+                None => None,
+            },
+            metrics_token: lookup("METRICS_TOKEN").filter(|t| !t.trim().is_empty()).map(SecretString::from),
             public_host_suffix: lookup("PUBLIC_HOST_SUFFIX").filter(|s| !s.is_empty()).map(|s| s.to_ascii_lowercase()),
             database_max_connections: parse_or(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
             introspection: parse_bool_or(&lookup, "GRAPHQL_INTROSPECTION", false)?,
@@ -134,6 +154,8 @@ impl Config {
                 max_batch: parse_or(&lookup, "GRAPHQL_MAX_BATCH", defaults.max_batch)?,
             },
             max_body_bytes: parse_or(&lookup, "MAX_BODY_BYTES", 1024 * 1024)?,
+            webhook_max_body_bytes: parse_or(&lookup, "WEBHOOK_MAX_BODY_BYTES", 512 * 1024)?,
+            webhook_max_concurrency: parse_or(&lookup, "WEBHOOK_MAX_CONCURRENCY", 16usize)?.max(1),
             request_timeout: Duration::from_secs(parse_or(&lookup, "REQUEST_TIMEOUT_SECS", 30)?),
             security_contact: lookup("SECURITY_CONTACT").unwrap_or_else(|| "mailto:security@venueql.invalid".into()),
             public_base_url: lookup("PUBLIC_BASE_URL")
@@ -167,6 +189,10 @@ impl Config {
                 &lookup("TRUSTED_PROXIES").unwrap_or_default(),
             )
             .map_err(ConfigError)?,
+            forwarded_header: match lookup("FORWARDED_HEADER").filter(|h| !h.trim().is_empty()) {
+                Some(raw) => raw.parse().map_err(ConfigError)?,
+                None => Default::default(),
+            },
             invitation_ttl: Duration::from_secs(3600 * parse_or(&lookup, "INVITATION_TTL_HOURS", 168u64)?),
             session_max_age: Duration::from_secs(parse_or(&lookup, "SESSION_MAX_AGE_SECS", 30 * 24 * 3600)?),
             mail: MailConfig {

@@ -107,10 +107,15 @@ const CONSTRAINT_ERRORS: &[(&str, Option<&str>, &str)] = &[
     ("menu_categories_name_key", None, "a menu category with this name already exists"),
     ("menu_items_category_fkey", Some("menu category"), ""),
     ("memberships_pkey", None, "this person is already a member of this venue; use setStaffPermissions"),
+    ("staff_invitations_one_pending", None, "this email was just invited by someone else; try again"),
 ];
 
 impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> AppError {
+        // Text PostgreSQL cannot store (a NUL character) is the caller's to fix.
+        if error.as_database_error().and_then(|e| e.code()).as_deref() == Some("22021") {
+            return AppError::bad_input("text may not contain NUL (\\u0000) characters");
+        }
         let constraint = error.as_database_error().and_then(|e| e.constraint());
         if let Some((_, not_found, message)) = CONSTRAINT_ERRORS.iter().find(|(name, ..)| Some(*name) == constraint) {
             return match not_found {

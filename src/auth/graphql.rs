@@ -163,9 +163,12 @@ impl MfaMutation {
 
     /// Turns TOTP on with a first code; returns 10 single-use recovery codes (shown once).
     async fn confirm_totp_enrollment(&self, ctx: &Context<'_>, code: String) -> Result<Vec<String>> {
-        let staff = person(context::staff(ctx)?)?;
-        let master = context::config(ctx)?.diner_keys.master()?;
-        let codes = totp::confirm_enrollment(context::db(ctx)?, master, staff, &code).await?;
+        let caller = context::staff(ctx)?;
+        let staff = person(caller)?;
+        let config = context::config(ctx)?;
+        let ip = caller.ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        let master = config.diner_keys.master()?;
+        let codes = login::confirm_totp(context::db(ctx)?, config.lockout, master, staff, &code, ip).await?;
         audit_mfa(ctx, "mfa.enabled", staff).await?;
         Ok(codes)
     }

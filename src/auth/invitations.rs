@@ -79,10 +79,12 @@ pub struct NewInvitation<'a> {
 /// caller's transaction. A pending invitation of the same email is replaced. The answer
 /// never depends on whether the email has an account.
 pub async fn invite(
+    db: &Db,
     tx: &mut VenueTx,
     who: &Who,
     caller: Permissions,
     master: &MasterKeys,
+    limits: LockoutLimits,
     new: NewInvitation<'_>,
 ) -> Result<Invitation, AppError> {
     Permissions::check_grantable(caller, Permissions::empty(), new.permissions).map_err(AppError::Refused)?;
@@ -94,6 +96,15 @@ pub async fn invite(
             .await?;
     if member {
         return Err(AppError::bad_input("this person already works at this venue; use setStaffPermissions"));
+    }
+    // Each invitation mails the address: a venue may not flood someone's inbox.
+    let sender = format!("{}:{email}", tx.venue());
+    let mail_gate = lockout::Attempt::new(lockout::SecretKind::InvitationMail, &sender, None);
+    if let lockout::Gate::Wait(wait) = lockout::begin(db, limits, mail_gate).await? {
+        return Err(AppError::RateLimited {
+            retry_after_secs: wait,
+            message: format!("this email was invited too often; try again in {wait} seconds"),
+        });
     }
     let replaced: Option<Uuid> = sqlx::query_scalar(
         "UPDATE staff_invitations SET status = 'revoked', decided_at = now() \
@@ -143,6 +154,39 @@ pub async fn invite(
     };
     audit::record(tx, who, change).await?;
     Ok(invitation)
+}
+
+/// Revokes the pending invitations `inviter` (an audit actor) sent at the transaction's
+/// venue that give bits outside `still_held` (all of them when it is empty): an invitation
+/// may never grant more than its sender holds now. Returns how many were revoked.
+pub async fn revoke_sent_by(
+    tx: &mut VenueTx,
+    who: &Who,
+    inviter: &str,
+    still_held: Permissions,
+) -> Result<u64, AppError> {
+    let revoked: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE staff_invitations SET status = 'revoked', decided_at = now() \
+         WHERE venue_id = $1 AND invited_by = $2 AND status = 'pending' AND (permissions & ~$3::bigint) <> 0 \
+         RETURNING id",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(inviter)
+    .bind(if still_held.is_empty() { 0 } else { still_held.to_db() })
+    .fetch_all(tx.conn())
+    .await?;
+    for id in &revoked {
+        sqlx::query("SELECT private.forget_invitation_token($1)").bind(id).execute(tx.conn()).await?;
+        let change = Change {
+            action: "staff.invitation_revoked",
+            target_type: "staff_invitation",
+            target_id: id.to_string(),
+            before: Some(json!({ "status": "pending" })),
+            after: Some(json!({ "status": "revoked", "reason": "the inviter no longer holds its permissions" })),
+        };
+        audit::record(tx, who, change).await?;
+    }
+    Ok(revoked.len() as u64)
 }
 
 /// Revokes a pending invitation of the transaction's venue (its link stops working).
@@ -325,7 +369,9 @@ pub async fn decline(db: &Db, token: &str, through: &Through) -> Result<Opened, 
     .execute(tx.conn())
     .await?;
     sqlx::query("SELECT private.forget_invitation_token($1)").bind(opened.invitation).execute(tx.conn()).await?;
-    let actor = opened.account.map_or_else(|| format!("invitee:{}", opened.invitation), staff_actor);
+    // Holding the link is all a decline proves, and the venue must not learn from its
+    // audit log whether the email has an account: the actor is the invitee, never a person.
+    let actor = format!("invitee:{}", opened.invitation);
     let change = Change {
         action: "staff.invitation_declined",
         target_type: "staff_invitation",

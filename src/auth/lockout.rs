@@ -48,8 +48,10 @@ pub enum SecretKind {
     ClientSecret,
     /// A password reset request (identifier: the email), so nobody floods an inbox.
     ResetRequest,
-    /// A one-time link (invitation or reset) that turned out unknown (identifier: the link kind).
+    /// A one-time link (invitation or reset) that turned out unknown (identifier: the address).
     Link,
+    /// An invitation mail (identifier: venue and email), so no venue floods an inbox.
+    InvitationMail,
 }
 
 impl SecretKind {
@@ -61,6 +63,7 @@ impl SecretKind {
             SecretKind::ClientSecret => "client_secret",
             SecretKind::ResetRequest => "reset_request",
             SecretKind::Link => "link",
+            SecretKind::InvitationMail => "invitation_mail",
         }
     }
 }

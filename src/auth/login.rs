@@ -93,6 +93,27 @@ pub async fn second_factor(
     lockout::check(db, limits, attempt, async { Ok(totp::verify(db, master, staff, code).await?.then_some(())) }).await
 }
 
+/// Confirms a TOTP enrolment with a first code, under the lockout like any code; returns
+/// the recovery codes (shown once). A wrong code is BAD_USER_INPUT, too many RATE_LIMITED.
+pub async fn confirm_totp(
+    db: &Db,
+    limits: LockoutLimits,
+    master: &MasterKeys,
+    staff: Uuid,
+    code: &str,
+    ip: IpAddr,
+) -> Result<Vec<String>, AppError> {
+    let identifier = staff.to_string();
+    let attempt = Attempt::new(SecretKind::Totp, &identifier, Some(ip));
+    match lockout::check(db, limits, attempt, totp::confirm_enrollment(db, master, staff, code)).await? {
+        Checked::Passed(codes) => Ok(codes),
+        Checked::Wrong => Err(AppError::bad_input(
+            "that code is not valid; check the authenticator app's clock and try the next code",
+        )),
+        Checked::Locked(wait) => Err(AppError::locked_out(wait)),
+    }
+}
+
 /// What a signed-in person shows to change a credential (step-up): their current
 /// password, or a code from their authenticator.
 #[derive(Clone, Debug)]

@@ -855,6 +855,9 @@ pub async fn create_venue_client(
 
 /// Revokes a client of the transaction's venue (its tokens stop working at once).
 pub async fn revoke_venue_client(tx: &mut VenueTx, who: &Who, id: &str) -> Result<(), AppError> {
+    if !secrets::looks_like(id, CLIENT_ID_PREFIX) {
+        return Err(AppError::NotFound("API client"));
+    }
     let revoked: bool =
         sqlx::query_scalar("SELECT private.revoke_venue_client($1)").bind(id).fetch_one(tx.conn()).await?;
     if !revoked {

@@ -193,16 +193,16 @@ fn normalise_recovery(code: &str) -> String {
 }
 
 /// Confirms enrolment with a first code and returns fresh recovery codes (shown once).
+/// None for a wrong code (or an enrolment already confirmed). Callers check it under the
+/// lockout (`login::confirm_totp`).
 pub async fn confirm_enrollment(
     db: &Db,
     master: &MasterKeys,
     staff: Uuid,
     code: &str,
-) -> Result<Vec<String>, AppError> {
+) -> Result<Option<Vec<String>>, AppError> {
     if !accept(db, master, staff, code, true).await? {
-        return Err(AppError::bad_input(
-            "that code is not valid; check the authenticator app's clock and try the next code",
-        ));
+        return Ok(None);
     }
     let codes: Vec<String> = (0..RECOVERY_CODES)
         .map(|_| {
@@ -216,7 +216,7 @@ pub async fn confirm_enrollment(
         .bind(hashes)
         .execute(db.platform_level())
         .await?;
-    Ok(codes)
+    Ok(Some(codes))
 }
 
 /// Checks a TOTP code (each step once) or an unused recovery code.

@@ -7,8 +7,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::collections::HashMap;
+
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType, Selection, SelectionSet};
-use async_graphql::{Data, Executor, Request, Response, ServerError, Value};
+use async_graphql::{Data, Executor, Pos, Request, Response, ServerError, Value};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
@@ -80,6 +82,56 @@ pub fn document_aliases(doc: &ExecutableDocument) -> usize {
     operations + fragments
 }
 
+/// Where each argument of the document stands (its name's and its value's position), so
+/// an argument coercion error, which carries only a position, can name its argument.
+pub fn argument_positions(doc: &ExecutableDocument) -> HashMap<Pos, String> {
+    fn walk(set: &SelectionSet, out: &mut HashMap<Pos, String>) {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => {
+                    for (name, value) in &field.node.arguments {
+                        out.insert(name.pos, name.node.to_string());
+                        out.insert(value.pos, name.node.to_string());
+                    }
+                    walk(&field.node.selection_set.node, out);
+                }
+                Selection::InlineFragment(fragment) => walk(&fragment.node.selection_set.node, out),
+                Selection::FragmentSpread(_) => {}
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for (_, op) in doc.operations.iter() {
+        walk(&op.node.selection_set.node, &mut out);
+    }
+    for fragment in doc.fragments.values() {
+        walk(&fragment.node.selection_set.node, &mut out);
+    }
+    out
+}
+
+/// Whether an error is a value the caller gave that does not fit its argument or variable
+/// (out of range, wrong type, unknown enum value, malformed scalar): the caller's mistake.
+fn is_input_error(error: &ServerError) -> bool {
+    let message = &error.message;
+    message.starts_with("Failed to parse")
+        || message.starts_with("Invalid value for argument")
+        || message.starts_with("Expected input type")
+        || (message.starts_with("Variable \"") && (message.contains("of type") || message.contains("is not")))
+}
+
+/// Makes an input error say which argument it is about (from its position) when the
+/// message does not already.
+fn name_the_argument(mut error: ServerError, arguments: &HashMap<Pos, String>) -> ServerError {
+    if !error.message.starts_with("Invalid value for argument") {
+        let named = error.locations.iter().find_map(|pos| arguments.get(pos));
+        if let Some(name) = named {
+            error.message = format!("invalid value for argument \"{name}\": {}", error.message);
+        }
+    }
+    error
+}
+
 /// Whether an uncoded error was raised before execution (parse, limits, validation: no
 /// field path) and so describes the request, not the server.
 fn rejected_request(error: &ServerError) -> bool {
@@ -91,14 +143,19 @@ fn is_limit(error: &ServerError) -> bool {
     message.contains("nested too deep") || message.contains("too complex") || message.contains("cannot be greater than")
 }
 
-/// Codes every uncoded error: a rejected request's as a limit or validation error, any
-/// other as an internal error whose text is logged and replaced.
-fn code_errors(response: &mut Response) {
+/// Codes every uncoded error: a value that does not fit its argument as BAD_USER_INPUT
+/// (named, never logged above INFO), a rejected request's as a limit or validation error,
+/// any other as an internal error whose text is logged and replaced.
+fn code_errors(response: &mut Response, arguments: &HashMap<Pos, String>) {
     for error in &mut response.errors {
         if has_code(error) {
             continue;
         }
-        if rejected_request(error) {
+        if is_input_error(error) {
+            tracing::info!(error = %error.message, "GraphQL input refused");
+            *error = with_code(name_the_argument(error.clone(), arguments), "BAD_USER_INPUT");
+            error.path.clear();
+        } else if rejected_request(error) {
             let code = if is_limit(error) { "QUERY_LIMIT_EXCEEDED" } else { "GRAPHQL_VALIDATION_FAILED" };
             *error = with_code(error.clone(), code);
         } else {
@@ -133,8 +190,8 @@ impl<E: Executor> Guarded<E> {
     }
 
     /// Parses `request` (kept parsed for execution) and applies the document rules;
-    /// returns the kind of operation it runs.
-    fn check(&self, request: &mut Request, over_websocket: bool) -> Result<Option<OperationType>, ServerError> {
+    /// returns the kind of operation it runs and where its arguments stand.
+    fn check(&self, request: &mut Request, over_websocket: bool) -> Result<Checked, ServerError> {
         let operation_name = request.operation_name.clone();
         let doc = request.parsed_query().map_err(|e| with_code(e.clone(), "GRAPHQL_PARSE_FAILED"))?;
         let aliases = document_aliases(doc);
@@ -158,18 +215,24 @@ impl<E: Executor> Guarded<E> {
             );
             return Err(with_code(error, "BAD_REQUEST"));
         }
-        Ok(operation_kind(doc, operation_name.as_deref()))
+        Ok(Checked { kind: operation_kind(doc, operation_name.as_deref()), arguments: argument_positions(doc) })
     }
+}
+
+/// What [`Guarded::check`] learned of a request.
+struct Checked {
+    kind: Option<OperationType>,
+    arguments: HashMap<Pos, String>,
 }
 
 impl<E: Executor> Executor for Guarded<E> {
     async fn execute(&self, mut request: Request) -> Response {
         let started = Instant::now();
-        let (kind, mut response) = match self.check(&mut request, false) {
-            Ok(kind) => (kind, self.inner.execute(request).await),
-            Err(error) => (None, Response::from_errors(vec![error])),
+        let (kind, arguments, mut response) = match self.check(&mut request, false) {
+            Ok(checked) => (checked.kind, checked.arguments, self.inner.execute(request).await),
+            Err(error) => (None, HashMap::new(), Response::from_errors(vec![error])),
         };
-        code_errors(&mut response);
+        code_errors(&mut response, &arguments);
         if let Some(metrics) = &self.rules.metrics {
             let kind = kind.map_or("unknown", kind_name);
             metrics.observe_graphql(kind, response.errors.is_empty(), started.elapsed());
@@ -179,11 +242,11 @@ impl<E: Executor> Executor for Guarded<E> {
 
     fn execute_stream(&self, mut request: Request, session_data: Option<Arc<Data>>) -> BoxStream<'static, Response> {
         match self.check(&mut request, true) {
-            Ok(_) => self
+            Ok(checked) => self
                 .inner
                 .execute_stream(request, session_data)
-                .map(|mut response| {
-                    code_errors(&mut response);
+                .map(move |mut response| {
+                    code_errors(&mut response, &checked.arguments);
                     response
                 })
                 .boxed(),
@@ -203,6 +266,30 @@ mod tests {
     }
 
     #[test]
+    fn values_that_do_not_fit_an_argument_are_the_callers_mistake_and_name_it() {
+        let doc = async_graphql::parser::parse_query("{ orders(first: 97017740289913) { edges { cursor } } }").unwrap();
+        let arguments = argument_positions(&doc);
+        let value_pos = Pos { line: 1, column: 17 };
+        assert_eq!(arguments.get(&value_pos).map(String::as_str), Some("first"), "{arguments:?}");
+        let mut parse = ServerError::new(
+            "Failed to parse \"Int\": Only integers from -2147483648 to 2147483647 are accepted.",
+            Some(value_pos),
+        );
+        parse.path = vec![PathSegment::Field("orders".into())];
+        let invalid = ServerError::new(
+            "Invalid value for argument \"status\", enumeration type \"OrderStatus\" does not contain the value \"X\"",
+            None,
+        );
+        let mut response = Response::from_errors(vec![parse, invalid]);
+        code_errors(&mut response, &arguments);
+        assert_eq!(code(&response.errors[0]), "\"BAD_USER_INPUT\"");
+        assert!(response.errors[0].message.starts_with("invalid value for argument \"first\": Failed to parse"));
+        assert!(response.errors[0].path.is_empty());
+        assert_eq!(code(&response.errors[1]), "\"BAD_USER_INPUT\"");
+        assert!(response.errors[1].message.contains("\"status\""));
+    }
+
+    #[test]
     fn uncoded_errors_get_codes_and_execution_errors_lose_their_text() {
         let mut field_error = ServerError::new("relation \"menu_items\" does not exist", None);
         field_error.path = vec![PathSegment::Field("menu".into())];
@@ -214,7 +301,7 @@ mod tests {
             ServerError::new("The recursion depth of the query cannot be greater than `32`", None),
             coded,
         ]);
-        code_errors(&mut response);
+        code_errors(&mut response, &HashMap::new());
         let codes: Vec<String> = response.errors.iter().map(code).collect();
         assert_eq!(
             codes,

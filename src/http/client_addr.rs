@@ -1,7 +1,9 @@
 //! The client's address: the TCP peer, unless the peer is a trusted proxy
-//! (`TRUSTED_PROXIES`), in which case the rightmost untrusted hop of its `Forwarded` (RFC
-//! 7239) or `X-Forwarded-For` header. A request from anyone else has those headers
-//! ignored, so nobody picks their own address for the lockout and rate limits.
+//! (`TRUSTED_PROXIES`), in which case the rightmost untrusted hop of the one forwarding
+//! header the proxies write (`FORWARDED_HEADER`: `X-Forwarded-For` by default, or RFC
+//! 7239 `Forwarded`). The other header is never read: a proxy that appends to one passes
+//! a client's own copy of the other through untouched. A request from anyone else has
+//! both ignored, so nobody picks their own address for the lockout and rate limits.
 
 use std::net::IpAddr;
 
@@ -12,6 +14,28 @@ use ipnet::IpNet;
 /// middleware for every request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
+
+/// Which forwarding header the trusted proxies write (`FORWARDED_HEADER`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, cloud load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`.
+    Forwarded,
+}
+
+impl std::str::FromStr for ForwardedHeader {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ForwardedHeader, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
+            "forwarded" => Ok(ForwardedHeader::Forwarded),
+            other => Err(format!("FORWARDED_HEADER must be x-forwarded-for or forwarded, not {other:?}")),
+        }
+    }
+}
 
 /// Parses `TRUSTED_PROXIES`: comma-separated CIDRs or single addresses.
 pub fn parse_trusted_proxies(raw: &str) -> Result<Vec<IpNet>, String> {
@@ -45,13 +69,14 @@ fn forwarded_for(value: &str) -> Option<IpAddr> {
     value.parse().ok().or_else(|| value.rsplit_once(':').and_then(|(host, _port)| host.parse().ok()))
 }
 
-/// The hops the headers report, leftmost (farthest) first; `None` marks a hop that is not
+/// The hops the header reports, leftmost (farthest) first; `None` marks a hop that is not
 /// an address.
-fn reported_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<&str> = headers.get_all("forwarded").iter().filter_map(|v| v.to_str().ok()).collect();
-    if !forwarded.is_empty() {
-        return forwarded
+fn reported_hops(headers: &HeaderMap, which: ForwardedHeader) -> Vec<Option<IpAddr>> {
+    if which == ForwardedHeader::Forwarded {
+        return headers
+            .get_all("forwarded")
             .iter()
+            .filter_map(|v| v.to_str().ok())
             .flat_map(|line| line.split(','))
             .map(|element| {
                 element.split(';').find_map(|pair| {
@@ -71,12 +96,12 @@ fn reported_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 }
 
 /// The client address of a request from `peer` with `headers`.
-pub fn client_addr(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet], which: ForwardedHeader) -> IpAddr {
     if !trusted(peer, proxies) {
         return peer;
     }
     let mut client = peer;
-    for hop in reported_hops(headers).into_iter().rev() {
+    for hop in reported_hops(headers, which).into_iter().rev() {
         match hop {
             Some(ip) if trusted(ip, proxies) => client = ip,
             Some(ip) => return ip,
@@ -106,27 +131,40 @@ mod tests {
     #[test]
     fn forwarded_headers_count_only_from_a_trusted_proxy() {
         let proxies = parse_trusted_proxies("10.0.0.0/8, 192.0.2.10").unwrap();
+        let xff = ForwardedHeader::XForwardedFor;
         let spoofed = headers(&[("x-forwarded-for", "203.0.113.9")]);
-        assert_eq!(client_addr(ip("198.51.100.4"), &spoofed, &proxies), ip("198.51.100.4"), "untrusted peer");
-        assert_eq!(client_addr(ip("10.1.2.3"), &spoofed, &proxies), ip("203.0.113.9"));
+        assert_eq!(client_addr(ip("198.51.100.4"), &spoofed, &proxies, xff), ip("198.51.100.4"), "untrusted peer");
+        assert_eq!(client_addr(ip("10.1.2.3"), &spoofed, &proxies, xff), ip("203.0.113.9"));
         let chain = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.0.0.5")]);
-        assert_eq!(client_addr(ip("192.0.2.10"), &chain, &proxies), ip("203.0.113.9"), "rightmost untrusted hop");
-        assert_eq!(client_addr(ip("10.1.2.3"), &HeaderMap::new(), &proxies), ip("10.1.2.3"), "no header");
+        assert_eq!(client_addr(ip("192.0.2.10"), &chain, &proxies, xff), ip("203.0.113.9"), "rightmost untrusted hop");
+        assert_eq!(client_addr(ip("10.1.2.3"), &HeaderMap::new(), &proxies, xff), ip("10.1.2.3"), "no header");
         let all_trusted = headers(&[("x-forwarded-for", "10.0.0.7, 10.0.0.5")]);
-        assert_eq!(client_addr(ip("10.1.2.3"), &all_trusted, &proxies), ip("10.0.0.7"));
-        assert_eq!(client_addr(ip("10.1.2.3"), &spoofed, &[]), ip("10.1.2.3"), "no trusted proxies at all");
+        assert_eq!(client_addr(ip("10.1.2.3"), &all_trusted, &proxies, xff), ip("10.0.0.7"));
+        assert_eq!(client_addr(ip("10.1.2.3"), &spoofed, &[], xff), ip("10.1.2.3"), "no trusted proxies at all");
     }
 
     #[test]
-    fn rfc_7239_forwarded_wins_over_x_forwarded_for() {
+    fn only_the_configured_header_is_read() {
         let proxies = parse_trusted_proxies("10.0.0.0/8").unwrap();
         let both = headers(&[
             ("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43, for=\"[2001:db8:cafe::17]:4711\""),
             ("x-forwarded-for", "198.51.100.1"),
         ]);
-        assert_eq!(client_addr(ip("10.0.0.1"), &both, &proxies), ip("2001:db8:cafe::17"));
+        let forwarded = ForwardedHeader::Forwarded;
+        assert_eq!(client_addr(ip("10.0.0.1"), &both, &proxies, forwarded), ip("2001:db8:cafe::17"));
+        assert_eq!(
+            client_addr(ip("10.0.0.1"), &both, &proxies, ForwardedHeader::XForwardedFor),
+            ip("198.51.100.1"),
+            "a client's own Forwarded header, passed through by an X-Forwarded-For proxy, is ignored"
+        );
         let obfuscated = headers(&[("forwarded", "for=_hidden, for=10.0.0.9")]);
-        assert_eq!(client_addr(ip("10.0.0.1"), &obfuscated, &proxies), ip("10.0.0.9"), "stop at a non-address");
+        assert_eq!(
+            client_addr(ip("10.0.0.1"), &obfuscated, &proxies, forwarded),
+            ip("10.0.0.9"),
+            "stop at a non-address"
+        );
+        assert_eq!("Forwarded".parse::<ForwardedHeader>(), Ok(forwarded));
+        assert!("via".parse::<ForwardedHeader>().is_err());
         assert_eq!(forwarded_for("\"192.0.2.1:80\""), Some(ip("192.0.2.1")));
     }
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::RequestId;
 use super::client_addr::ClientAddr;
 use super::oauth::report;
-use super::pages::{csrf_matches, error_html, escape, hidden, new_csrf, page, with_csrf_cookie};
+use super::pages::{INVITATION_CSRF, csrf_matches, error_html, escape, hidden, new_csrf, page, with_csrf_cookie};
 use crate::app::AppState;
 use crate::auth::invitations::{self, Opened, Through};
 use crate::auth::lockout::Checked;
@@ -196,7 +196,7 @@ pub async fn invitation_page(
         Ok(None) => gone(),
         Err(error) => failed(error),
     };
-    with_csrf_cookie(response, state.issuer.starts_with("https://"), &visit.csrf)
+    with_csrf_cookie(response, state.issuer.starts_with("https://"), INVITATION_CSRF, &visit.csrf)
 }
 
 /// `POST /oauth/invitation`: one step of accepting or declining.
@@ -211,7 +211,7 @@ pub async fn invitation_submit(
         return page(StatusCode::BAD_REQUEST, "Cannot continue", &error_html("The form could not be read."));
     };
     let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
-    if !csrf_matches(&headers, field("csrf")) {
+    if !csrf_matches(&headers, INVITATION_CSRF, field("csrf")) {
         let message = "This form expired or came from another site. Open the link from your invitation mail again.";
         return page(StatusCode::FORBIDDEN, "Cannot continue", &error_html(message));
     }
@@ -312,7 +312,7 @@ async fn totp_confirm(visit: &Visit<'_>, ticket: &str, code: &str) -> Result<Res
     };
     let state = visit.state;
     let master = state.config.diner_keys.master()?;
-    match totp::confirm_enrollment(&state.db, master, staff, code).await {
+    match login::confirm_totp(&state.db, state.config.lockout, master, staff, code, visit.through.ip).await {
         Ok(codes) => {
             let list: String = codes.iter().map(|c| format!("<li><code>{}</code></li>", escape(c))).collect();
             let body = format!(

@@ -48,8 +48,11 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
-        .route("/webhooks/stripe", post(webhooks::platform))
-        .route("/webhooks/stripe/connect", post(webhooks::connect))
+        .route("/webhooks/stripe", post(webhooks::platform).layer(DefaultBodyLimit::max(config.webhook_max_body_bytes)))
+        .route(
+            "/webhooks/stripe/connect",
+            post(webhooks::connect).layer(DefaultBodyLimit::max(config.webhook_max_body_bytes)),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -61,6 +64,14 @@ pub fn router(state: AppState) -> Router {
             error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")
         }))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The router of `METRICS_LISTEN_ADDR`: `/metrics` only.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics_listener))
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "only /metrics is served here") })
         .with_state(state)
 }
 
@@ -139,7 +150,10 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     request.extensions_mut().insert(RequestId(request_id.clone()));
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
-    let client = peer.map(|peer| client_addr::client_addr(peer, request.headers(), &state.config.trusted_proxies));
+    let config = &state.config;
+    let client = peer.map(|peer| {
+        client_addr::client_addr(peer, request.headers(), &config.trusted_proxies, config.forwarded_header)
+    });
     request.extensions_mut().insert(ClientAddr(client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())));
     let route = route_label(request.uri().path());
     let method = request.method().to_string();

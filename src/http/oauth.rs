@@ -14,7 +14,7 @@ use base64::Engine;
 use secrecy::ExposeSecret;
 
 use super::client_addr::ClientAddr;
-use super::pages::{cookie_value, csrf_matches, error_html, escape, new_csrf, page, with_csrf_cookie};
+use super::pages::{LOGIN_CSRF, cookie_value, csrf_matches, error_html, escape, new_csrf, page, with_csrf_cookie};
 use crate::app::AppState;
 use crate::auth::lockout::{self, Attempt, Checked, SecretKind};
 use crate::auth::login::PasswordSignIn;
@@ -430,7 +430,7 @@ pub async fn authorize_page(State(state): State<AppState>, Query(params): Query<
     };
     let csrf = new_csrf();
     let body = login_form(&client, &request, &csrf, None);
-    with_csrf_cookie(page(StatusCode::OK, "Sign in", &body), state.issuer.starts_with("https://"), &csrf)
+    with_csrf_cookie(page(StatusCode::OK, "Sign in", &body), state.issuer.starts_with("https://"), LOGIN_CSRF, &csrf)
 }
 
 /// Everything a login step needs about the request being served.
@@ -564,7 +564,7 @@ pub async fn authorize_submit(
         return page(StatusCode::BAD_REQUEST, "Cannot sign in", &error_html("The form could not be read."));
     };
     let csrf = fields.get("csrf").cloned().unwrap_or_default();
-    if !csrf_matches(&headers, &csrf) {
+    if !csrf_matches(&headers, LOGIN_CSRF, &csrf) {
         let message = "This sign-in form expired or came from another site. Go back to the application and try again.";
         return page(StatusCode::FORBIDDEN, "Cannot sign in", &error_html(message));
     }
@@ -674,11 +674,16 @@ async fn enroll_step(context: &LoginContext<'_>, ticket: &str, code: &str, venue
     };
     let state = context.state;
     let confirmed = match state.config.diner_keys.master() {
-        Ok(master) => totp::confirm_enrollment(&state.db, master, staff, code).await,
+        Ok(master) => {
+            login::confirm_totp(&state.db, state.config.lockout, master, staff, code, context.client_addr).await
+        }
         Err(error) => Err(error),
     };
     match confirmed {
         Ok(codes) => Progress::Page(context.recovery_page(&context.ticket(staff, "mfa"), venue, &codes)),
+        Err(AppError::RateLimited { retry_after_secs, message }) => {
+            Progress::Page(locked_page(context.retry(StatusCode::TOO_MANY_REQUESTS, &message), retry_after_secs))
+        }
         Err(AppError::BadUserInput(message)) => {
             let retry = context.ticket(staff, "enroll");
             match restart_enrollment(context, staff).await {

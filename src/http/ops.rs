@@ -2,7 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use secrecy::ExposeSecret;
+
+use crate::auth::secrets;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
@@ -28,8 +31,38 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus/OpenMetrics text.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics` on the main listener: only with `Authorization: Bearer <METRICS_TOKEN>`
+/// (metrics name routes, venues' traffic and pool sizes: not for the public).
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(token) = &state.config.metrics_token else {
+        let message =
+            "metrics are not served on this listener: set METRICS_TOKEN, or METRICS_LISTEN_ADDR for a separate one";
+        return crate::http::error_response(StatusCode::NOT_FOUND, "NOT_FOUND", message);
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let expected = secrets::hash(token.expose_secret());
+    if presented.is_empty() || secrets::hash(presented) != expected {
+        let mut refusal = crate::http::error_response(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "send Authorization: Bearer <METRICS_TOKEN>",
+        );
+        refusal.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"metrics\""));
+        return refusal;
+    }
+    render_metrics(&state)
+}
+
+/// `GET /metrics` on `METRICS_LISTEN_ADDR`: the separate listener is the access control.
+pub async fn metrics_listener(State(state): State<AppState>) -> Response {
+    render_metrics(&state)
+}
+
+fn render_metrics(state: &AppState) -> Response {
     let (connections, idle) = state.db.pool_stats();
     let body = state.metrics.render(connections, idle);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()

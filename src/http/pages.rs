@@ -51,25 +51,48 @@ pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     })
 }
 
-/// The CSRF cookie of the hosted pages.
-pub const CSRF_COOKIE: &str = "vq_csrf";
+/// The CSRF cookie of one hosted page: its own name and path, so pages open in other tabs
+/// never overwrite each other's.
+#[derive(Clone, Copy, Debug)]
+pub struct CsrfCookie {
+    /// Cookie name.
+    pub name: &'static str,
+    /// The page's path.
+    pub path: &'static str,
+}
+
+/// The hosted login's CSRF cookie.
+pub const LOGIN_CSRF: CsrfCookie = CsrfCookie { name: "vq_csrf", path: "/oauth/authorize" };
+/// The invitation page's CSRF cookie.
+pub const INVITATION_CSRF: CsrfCookie = CsrfCookie { name: "vq_csrf_invitation", path: "/oauth/invitation" };
+/// The password reset page's CSRF cookie.
+pub const RESET_CSRF: CsrfCookie = CsrfCookie { name: "vq_csrf_reset", path: "/oauth/reset" };
 
 /// A fresh CSRF value for a form.
 pub fn new_csrf() -> String {
     secrets::new_secret("")
 }
 
-/// Whether the form's CSRF value equals the cookie's (compared as hashes, so in constant
-/// time with respect to the secret).
-pub fn csrf_matches(headers: &HeaderMap, form_value: &str) -> bool {
-    let cookie = cookie_value(headers, CSRF_COOKIE).unwrap_or_default();
-    !form_value.is_empty() && secrets::hash(form_value) == secrets::hash(&cookie)
+/// Whether the form's CSRF value equals the page's cookie (any cookie of that name the
+/// browser sends; compared as hashes, so in constant time with respect to the secret).
+pub fn csrf_matches(headers: &HeaderMap, cookie: CsrfCookie, form_value: &str) -> bool {
+    if form_value.is_empty() {
+        return false;
+    }
+    let expected = secrets::hash(form_value);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(name, value)| name == cookie.name && secrets::hash(value) == expected)
 }
 
-/// Sets the CSRF cookie for the pages under `/oauth` (`Secure` when served over https).
-pub fn with_csrf_cookie(mut response: Response, https: bool, csrf: &str) -> Response {
+/// Sets a page's CSRF cookie (`Secure` when served over https).
+pub fn with_csrf_cookie(mut response: Response, https: bool, cookie: CsrfCookie, csrf: &str) -> Response {
     let secure = if https { "; Secure" } else { "" };
-    let cookie = format!("{CSRF_COOKIE}={csrf}; Path=/oauth; HttpOnly; SameSite=Strict{secure}");
+    let cookie = format!("{}={csrf}; Path={}; HttpOnly; SameSite=Strict{secure}", cookie.name, cookie.path);
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::client_addr::ClientAddr;
 use super::oauth::report;
-use super::pages::{csrf_matches, error_html, escape, hidden, new_csrf, page, with_csrf_cookie};
+use super::pages::{RESET_CSRF, csrf_matches, error_html, escape, hidden, new_csrf, page, with_csrf_cookie};
 use crate::app::AppState;
 use crate::auth::reset::{self, Requested};
 use crate::error::AppError;
@@ -108,7 +108,7 @@ pub async fn reset_page(
             Err(error) => failed(error, false),
         },
     };
-    with_csrf_cookie(response, state.issuer.starts_with("https://"), &csrf)
+    with_csrf_cookie(response, state.issuer.starts_with("https://"), RESET_CSRF, &csrf)
 }
 
 /// `POST /oauth/reset`: `email` asks for a link (the same answer whether or not the
@@ -129,7 +129,7 @@ pub async fn reset_submit(
     let csrf = field("csrf");
     let asking = fields.contains_key("email");
     let csrf_needed = !(asking && json);
-    if csrf_needed && !csrf_matches(&headers, csrf) {
+    if csrf_needed && !csrf_matches(&headers, RESET_CSRF, csrf) {
         let message = "This form expired or came from another site. Open /oauth/reset again.";
         return page(StatusCode::FORBIDDEN, "Cannot continue", &error_html(message));
     }

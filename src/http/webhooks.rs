@@ -13,6 +13,9 @@ use crate::error::AppError;
 use crate::payments::events::{self, Endpoint, Ingested};
 use crate::payments::signature;
 
+/// How long a delivery waits for a processing slot before it is answered 503.
+const PERMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn receive(
     state: &AppState,
     endpoint: Endpoint,
@@ -31,6 +34,15 @@ async fn receive(
             "this webhook endpoint is not configured",
         ));
     }
+    // Deliveries are exempt from the public rate limits (Stripe's retries must get
+    // through) but bounded in how many are processed at once.
+    let Ok(Ok(_permit)) = tokio::time::timeout(PERMIT_WAIT, state.webhook_permits.acquire()).await else {
+        let mut refusal =
+            RequestError::new(StatusCode::SERVICE_UNAVAILABLE, "BUSY", "too many deliveries at once; retry")
+                .into_response();
+        refusal.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(5));
+        return Ok(refusal);
+    };
     let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     let now = chrono::Utc::now().timestamp();
     let secret_refs: Vec<&secrecy::SecretString> = secrets.iter().collect();
@@ -42,7 +54,7 @@ async fn receive(
         .map_err(|e| RequestError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.client_message()))?;
     let raw = std::str::from_utf8(body)
         .map_err(|_| RequestError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "the body is not UTF-8"))?;
-    let ingested = events::ingest(&state.db, endpoint, &event, raw).await.map_err(|error| {
+    let ingested = events::ingest(&state.db, &state.payments, endpoint, &event, raw).await.map_err(|error| {
         if let AppError::Internal(source) = &error {
             crate::observability::report_internal(source.as_ref());
         }

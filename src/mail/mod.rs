@@ -191,8 +191,9 @@ pub struct Worker {
 
 /// Gives up on a mail after this many failed deliveries (with the backoff, about a day).
 const MAX_ATTEMPTS: i32 = 12;
-/// How many mails one pass takes.
-const BATCH: i32 = 20;
+/// How many mails one claim takes: one, so a slow SMTP server cannot hold a batch past
+/// its lease (another worker would then send the rest again).
+const BATCH: i32 = 1;
 /// How often an idle worker looks for due mail.
 const POLL: Duration = Duration::from_millis(500);
 

@@ -33,6 +33,37 @@ fn minor(value: i64) -> i32 {
 pub struct OrderObject {
     order: Arc<Order>,
     alerts: Option<Vec<AllergenAlert>>,
+    refunds: Arc<RefundBatch>,
+}
+
+/// The refunds of every order of one answer (a page, the queue, one order), loaded in one
+/// statement the first time any of those orders is asked for its `refunds`: the cost of
+/// a list does not grow with its length.
+pub struct RefundBatch {
+    checkouts: Vec<Uuid>,
+    loaded: tokio::sync::OnceCell<std::collections::HashMap<Uuid, Vec<super::Refund>>>,
+}
+
+impl RefundBatch {
+    fn of(orders: &[Arc<Order>]) -> Arc<RefundBatch> {
+        Arc::new(RefundBatch {
+            checkouts: orders.iter().map(|o| o.checkout_id).collect(),
+            loaded: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn for_checkout(&self, ctx: &Context<'_>, checkout: Uuid) -> Result<Vec<super::Refund>, AppError> {
+        let all = self
+            .loaded
+            .get_or_try_init(|| async {
+                let (_, mut tx) = staff_tx(ctx).await?;
+                let refunds = super::refunds_of(&mut tx, &self.checkouts).await?;
+                commit(tx).await?;
+                Ok::<_, AppError>(refunds)
+            })
+            .await?;
+        Ok(all.get(&checkout).cloned().unwrap_or_default())
+    }
 }
 
 /// An ordered item that declares an allergen the diner told the venue about.
@@ -54,7 +85,11 @@ fn reads_diners(permissions: Permissions, orders: &[Arc<Order>]) -> bool {
 /// or an empty list of them for callers who may see alerts.
 fn without_diners(permissions: Permissions, orders: Vec<Arc<Order>>) -> Vec<OrderObject> {
     let alerts = permissions.contains(Permissions::DINER_ALLERGENS_VIEW);
-    orders.into_iter().map(|order| OrderObject { order, alerts: alerts.then(Vec::new) }).collect()
+    let refunds = RefundBatch::of(&orders);
+    orders
+        .into_iter()
+        .map(|order| OrderObject { order, alerts: alerts.then(Vec::new), refunds: refunds.clone() })
+        .collect()
 }
 
 /// The API view of orders: allergen alerts are computed (one statement and one key load
@@ -71,6 +106,7 @@ pub async fn present(
     }
     let diners: Vec<Uuid> = orders.iter().filter_map(|o| o.diner_id).collect();
     let allergens = crate::diners::allergens_of(tx, keys.master()?, &diners).await?;
+    let refunds = RefundBatch::of(&orders);
     Ok(orders
         .into_iter()
         .map(|order| {
@@ -84,7 +120,7 @@ pub async fn present(
                     (!hits.is_empty()).then(|| AllergenAlert { item_name: line.name.clone(), allergens: hits })
                 })
                 .collect();
-            OrderObject { order, alerts: Some(alerts) }
+            OrderObject { order, alerts: Some(alerts), refunds: refunds.clone() }
         })
         .collect())
 }
@@ -242,9 +278,7 @@ impl OrderObject {
     /// Every refund of this order, newest first.
     #[graphql(guard = "RequiresAny(Permissions::ORDERS_REFUND | Permissions::ORDERS_HISTORY)")]
     async fn refunds(&self, ctx: &Context<'_>) -> Result<Vec<OrderRefund>> {
-        let (_, mut tx) = staff_tx(ctx).await?;
-        let refunds = super::refunds_of(&mut tx, self.order.checkout_id).await?;
-        commit(tx).await?;
+        let refunds = self.refunds.for_checkout(ctx, self.order.checkout_id).await?;
         Ok(refunds
             .into_iter()
             .map(|r| OrderRefund {
@@ -347,8 +381,12 @@ impl OrdersQuery {
         Ok(objects)
     }
 
-    /// Order history, newest first (`first` 1 to 100, default 20).
-    #[graphql(guard = "Requires(Permissions::ORDERS_HISTORY)")]
+    /// Order history, newest first (`first` 1 to 100, default 20). Its query cost is
+    /// `first` times the cost of what is asked of each order.
+    #[graphql(
+        guard = "Requires(Permissions::ORDERS_HISTORY)",
+        complexity = "1 + first.clamp(1, 100) as usize * child_complexity"
+    )]
     async fn orders(
         &self,
         ctx: &Context<'_>,

@@ -438,7 +438,7 @@ pub async fn retry_requested_refunds(db: &Db, payments: &Payments, venue: VenueI
     Ok(accepted)
 }
 
-/// Refunds of an order, newest first.
+/// A refund of an order.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Refund {
     /// Refund id.
@@ -458,12 +458,33 @@ pub struct Refund {
 }
 
 /// The refunds of the order with checkout `checkout_id`.
-pub async fn refunds_of(tx: &mut VenueTx, checkout_id: Uuid) -> Result<Vec<Refund>, AppError> {
-    Ok(sqlx::query_as(
-        "SELECT id, stripe_refund_id, amount_minor, status, reason, requested_by, created_at FROM refunds \
-         WHERE checkout_id = $1 ORDER BY created_at DESC",
+/// The refunds of the orders of these checkouts, by checkout, newest first, in one
+/// statement.
+pub async fn refunds_of(
+    tx: &mut VenueTx,
+    checkouts: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<Refund>>, AppError> {
+    let rows: Vec<(Uuid, Refund)> = sqlx::query_as::<_, RefundRow>(
+        "SELECT checkout_id, id, stripe_refund_id, amount_minor, status, reason, requested_by, created_at FROM refunds \
+         WHERE venue_id = $1 AND checkout_id = ANY($2) ORDER BY created_at DESC",
     )
-    .bind(checkout_id)
+    .bind(tx.venue().as_uuid())
+    .bind(checkouts)
     .fetch_all(tx.conn())
-    .await?)
+    .await?
+    .into_iter()
+    .map(|row| (row.checkout_id, row.refund))
+    .collect();
+    let mut by_checkout: std::collections::HashMap<Uuid, Vec<Refund>> = std::collections::HashMap::new();
+    for (checkout, refund) in rows {
+        by_checkout.entry(checkout).or_default().push(refund);
+    }
+    Ok(by_checkout)
+}
+
+#[derive(sqlx::FromRow)]
+struct RefundRow {
+    checkout_id: Uuid,
+    #[sqlx(flatten)]
+    refund: Refund,
 }

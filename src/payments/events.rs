@@ -77,11 +77,35 @@ pub enum Ingested {
 /// Stores a verified event and applies its effects in one transaction: a duplicate id is
 /// acknowledged without effect; any failure rolls back both, so Stripe's retry finds
 /// nothing stored and the event is applied then. Returns only after the commit.
-pub async fn ingest(db: &Db, endpoint: Endpoint, event: &EventEnvelope, raw: &str) -> Result<Ingested, AppError> {
+///
+/// An event whose `livemode` differs from the secret key's is stored and acknowledged but
+/// takes no effect, and is a security event (a test-mode event must never make a live
+/// order, nor the reverse).
+pub async fn ingest(
+    db: &Db,
+    payments: &super::Payments,
+    endpoint: Endpoint,
+    event: &EventEnvelope,
+    raw: &str,
+) -> Result<Ingested, AppError> {
     let mut tx = db.resolving_tx().await?;
     if !store(tx.conn(), endpoint, event, raw).await? {
         tx.commit().await?;
         return Ok(Ingested::Duplicate);
+    }
+    if let Some(outcome) = payments.mode_mismatch(event.livemode) {
+        tracing::error!(event_id = %event.id, alert = true, "Stripe event in the wrong mode ignored");
+        sqlx::query("SELECT private.record_security_event('stripe_livemode_mismatch', NULL, NULL, $1)")
+            .bind(serde_json::json!({ "event_id": event.id, "livemode": event.livemode }))
+            .execute(tx.conn())
+            .await?;
+        sqlx::query("SELECT private.finish_stripe_event($1, NULL, $2)")
+            .bind(&event.id)
+            .bind(&outcome)
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        return Ok(Ingested::Applied { outcome, venue: None });
     }
     let (outcome, venue) = super::effects::apply(tx, endpoint, event, &event.body).await?;
     Ok(Ingested::Applied { outcome, venue })

@@ -204,5 +204,5 @@ pub async fn replay(db: &Db, payments: &Payments, event_id: &str) -> Result<Inge
         return Err(AppError::internal("Stripe returned a different event than the one asked for"));
     }
     let endpoint = if envelope.account.is_some() { Endpoint::Connect } else { Endpoint::Platform };
-    events::ingest(db, endpoint, &envelope, &raw).await
+    events::ingest(db, payments, endpoint, &envelope, &raw).await
 }

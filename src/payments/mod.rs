@@ -28,6 +28,9 @@ pub struct Payments {
     pub checkout_expiry: Duration,
     /// Delay after which a paid checkout without an order is reported.
     pub reconcile_after: Duration,
+    /// Whether the secret key is a live-mode key (`sk_live_`/`rk_live_`), a test-mode
+    /// one, or unknown (no key): every event's `livemode` must match it.
+    pub livemode: Option<bool>,
 }
 
 impl Payments {
@@ -39,6 +42,7 @@ impl Payments {
             platform_fee_bps: config.platform_fee_bps,
             checkout_expiry: config.checkout_expiry,
             reconcile_after: config.reconcile_after,
+            livemode: config.secret_key.as_ref().map(|key| key_is_live(secrecy::ExposeSecret::expose_secret(key))),
         }
     }
 
@@ -49,8 +53,37 @@ impl Payments {
         })
     }
 
+    /// Why an event must not take effect here: its `livemode` differs from the key's.
+    pub fn mode_mismatch(&self, event_livemode: bool) -> Option<String> {
+        let live = self.livemode?;
+        (live != event_livemode).then(|| {
+            let (event, key) = if event_livemode { ("live", "test") } else { ("test", "live") };
+            format!("ignored: a {event}-mode event while this server uses a {key}-mode key")
+        })
+    }
+
     /// The platform's fee on `amount_minor`, rounded half up, in the same minor units.
     pub fn application_fee(&self, amount_minor: i64) -> i64 {
         (amount_minor * i64::from(self.platform_fee_bps) + 5_000) / 10_000
+    }
+}
+
+/// Whether a Stripe secret or restricted key is a live-mode one.
+fn key_is_live(key: &str) -> bool {
+    key.starts_with("sk_live_") || key.starts_with("rk_live_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_must_be_in_the_keys_mode() {
+        let test = Payments { livemode: Some(false), ..Payments::from_config(&StripeConfig::default()) };
+        assert!(test.mode_mismatch(false).is_none());
+        assert!(test.mode_mismatch(true).unwrap().contains("live-mode event"));
+        let live = Payments { livemode: Some(true), ..test.clone() };
+        assert!(live.mode_mismatch(false).unwrap().contains("test-mode event"));
+        assert!(key_is_live("sk_live_abc") && key_is_live("rk_live_abc") && !key_is_live("sk_test_abc"));
     }
 }

@@ -3,6 +3,12 @@
 //! constant-time comparison, any `v1` may match (secret rotation), other schemes (`v0`)
 //! ignored, timestamps outside the tolerance refused. Stricter than the libraries in one
 //! way: a timestamp more than the tolerance in the future is refused too.
+//!
+//! It costs an unauthenticated sender nothing to send a hostile header, so the work is
+//! bounded before any HMAC: the header is parsed once and refused when longer than
+//! [`MAX_HEADER_BYTES`] or carrying more than [`MAX_SIGNATURES`] `v1` entries; the
+//! timestamp is checked against the tolerance first; then the expected HMAC is computed
+//! once per configured secret (at most two) and each `v1` compared to it in constant time.
 
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
@@ -26,7 +32,18 @@ pub enum SignatureError {
     /// The timestamp is outside the tolerance.
     #[error("timestamp {0} is outside the tolerance zone")]
     OutsideTolerance(i64),
+    /// The header is longer, or carries more signatures, than Stripe ever sends.
+    #[error(
+        "the Stripe-Signature header is too large (at most {MAX_HEADER_BYTES} bytes and {MAX_SIGNATURES} v1 signatures)"
+    )]
+    TooLarge,
 }
+
+/// Longest `Stripe-Signature` header considered (Stripe's is about 150 bytes per secret).
+pub const MAX_HEADER_BYTES: usize = 2048;
+/// Most `v1` signatures considered (one per active secret: Stripe sends two during a
+/// rotation).
+pub const MAX_SIGNATURES: usize = 8;
 
 fn mac(secret: &SecretString, timestamp: i64, payload: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes()).expect("HMAC takes any key length");
@@ -36,11 +53,52 @@ fn mac(secret: &SecretString, timestamp: i64, payload: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
+fn decode_hex(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 {
         return None;
     }
-    (0..64).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Compares two digests in constant time.
+fn same_digest(a: &[u8; 32], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A parsed header: its timestamp and its well-formed `v1` signatures.
+struct Parsed {
+    timestamp: i64,
+    signatures: Vec<[u8; 32]>,
+}
+
+fn parse(header: Option<&str>) -> Result<Parsed, SignatureError> {
+    let header = header.filter(|h| !h.is_empty()).ok_or(SignatureError::Missing)?;
+    if header.len() > MAX_HEADER_BYTES {
+        return Err(SignatureError::TooLarge);
+    }
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for item in header.split(',') {
+        match item.split_once('=') {
+            Some(("t", value)) if timestamp.is_none() => timestamp = value.parse::<i64>().ok(),
+            Some(("v1", value)) => {
+                if signatures.len() == MAX_SIGNATURES {
+                    return Err(SignatureError::TooLarge);
+                }
+                signatures.extend(decode_hex(value));
+            }
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
+    if signatures.is_empty() {
+        return Err(SignatureError::NoV1);
+    }
+    Ok(Parsed { timestamp, signatures })
 }
 
 /// Verifies `header` for the raw `payload` under any of `secrets` (current and previous),
@@ -52,30 +110,18 @@ pub fn verify(
     tolerance_secs: i64,
     now: i64,
 ) -> Result<i64, SignatureError> {
-    let header = header.filter(|h| !h.is_empty()).ok_or(SignatureError::Missing)?;
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for item in header.split(',') {
-        match item.split_once('=') {
-            Some(("t", value)) if timestamp.is_none() => timestamp = value.parse::<i64>().ok(),
-            Some(("v1", value)) => signatures.extend(decode_hex(value)),
-            _ => {}
-        }
-    }
-    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
-    if signatures.is_empty() {
-        return Err(SignatureError::NoV1);
-    }
-    let matched = secrets.iter().any(|secret| {
-        signatures.iter().any(|signature| mac(secret, timestamp, payload).verify_slice(signature).is_ok())
-    });
-    if !matched {
-        return Err(SignatureError::NoMatch);
-    }
-    if (now - timestamp).abs() > tolerance_secs {
+    let Parsed { timestamp, signatures } = parse(header)?;
+    if now.abs_diff(timestamp) > tolerance_secs.unsigned_abs() {
         return Err(SignatureError::OutsideTolerance(timestamp));
     }
-    Ok(timestamp)
+    let mut matched = false;
+    for secret in secrets {
+        let expected: [u8; 32] = mac(secret, timestamp, payload).finalize().into_bytes().into();
+        for signature in &signatures {
+            matched |= same_digest(&expected, signature);
+        }
+    }
+    if matched { Ok(timestamp) } else { Err(SignatureError::NoMatch) }
 }
 
 /// The `Stripe-Signature` header Stripe would send for `payload` at `timestamp` (for the
@@ -138,6 +184,28 @@ mod tests {
             Err(SignatureError::NoMatch)
         );
         assert!(verify(v.payload.as_bytes(), Some(&v.header), &[&old, &v.secret], 300, v.timestamp).is_ok());
+    }
+
+    #[test]
+    fn hostile_headers_are_refused_before_any_hmac() {
+        let v = vectors();
+        let body = v.payload.as_bytes();
+        let many = format!("t={},{}", v.timestamp, vec![format!("v1={}", v.v1); MAX_SIGNATURES + 1].join(","));
+        assert!(many.len() < MAX_HEADER_BYTES);
+        assert_eq!(verify(body, Some(&many), &[&v.secret], 300, v.timestamp), Err(SignatureError::TooLarge));
+        let eight = format!("t={},{}", v.timestamp, vec![format!("v1={}", v.v1); MAX_SIGNATURES].join(","));
+        assert_eq!(verify(body, Some(&eight), &[&v.secret], 300, v.timestamp), Ok(v.timestamp));
+        let long = format!("t={},v1={},x={}", v.timestamp, v.v1, "a".repeat(MAX_HEADER_BYTES));
+        assert_eq!(verify(body, Some(&long), &[&v.secret], 300, v.timestamp), Err(SignatureError::TooLarge));
+        // A stale timestamp is refused whatever the signatures (no HMAC is computed for it).
+        let stale = format!("t={},v1={}", v.timestamp - 10_000, "0".repeat(64));
+        assert_eq!(
+            verify(body, Some(&stale), &[&v.secret], 300, v.timestamp),
+            Err(SignatureError::OutsideTolerance(v.timestamp - 10_000))
+        );
+        assert_eq!(verify(body, Some("t=-9223372036854775808,v1=00"), &[&v.secret], 300, 0), Err(SignatureError::NoV1));
+        let extreme = format!("t=-9223372036854775808,v1={}", v.v1);
+        assert!(matches!(verify(body, Some(&extreme), &[&v.secret], 300, 0), Err(SignatureError::OutsideTolerance(_))));
     }
 
     #[test]

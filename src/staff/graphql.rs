@@ -138,7 +138,10 @@ impl StaffMembersMutation {
             permissions: Permission::set(&input.permissions),
             ttl: config.invitation_ttl,
         };
-        let invitation = invitations::invite(&mut tx, &caller.who(), caller.permissions, master, new).await?;
+        let who = caller.who();
+        let db = context::db(ctx)?;
+        let invitation =
+            invitations::invite(db, &mut tx, &who, caller.permissions, master, config.lockout, new).await?;
         commit(tx).await?;
         Ok(invitation.into())
     }

@@ -169,6 +169,7 @@ pub async fn set_permissions(
         .execute(tx.conn())
         .await?;
     let after = member(tx, staff).await?;
+    crate::auth::invitations::revoke_sent_by(tx, who, &crate::auth::staff_actor(staff), permissions).await?;
     let change = Change {
         action: "staff.permissions_set",
         target_type: "staff",
@@ -200,6 +201,7 @@ pub async fn remove(tx: &mut VenueTx, who: &Who, caller: Permissions, staff: Uui
     .bind(staff)
     .execute(tx.conn())
     .await?;
+    crate::auth::invitations::revoke_sent_by(tx, who, &crate::auth::staff_actor(staff), Permissions::empty()).await?;
     let change = Change {
         action: "staff.removed",
         target_type: "staff",

@@ -165,7 +165,7 @@ async fn a_person_logs_in_in_a_real_browser_with_totp_and_a_venue_choice() {
     let master = crate::helpers::test_master();
     let enrolment = venueql::auth::totp::begin_enrollment(&db, &master, staff, email).await.unwrap();
     let first = venueql::auth::totp::current_code(&enrolment.secret, 0).unwrap();
-    venueql::auth::totp::confirm_enrollment(&db, &master, staff, &first).await.unwrap();
+    venueql::auth::totp::confirm_enrollment(&db, &master, staff, &first).await.unwrap().expect("the first code");
 
     let verifier = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     let mut authorize = url::Url::parse(&format!("{}/oauth/authorize", app.base)).unwrap();

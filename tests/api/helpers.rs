@@ -462,7 +462,7 @@ pub async fn hosted_get(client: &reqwest::Client, url: &str) -> HostedPage {
         .get_all("set-cookie")
         .iter()
         .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("vq_csrf="))
+        .find(|c| c.starts_with("vq_csrf"))
         .unwrap_or_default();
     HostedPage { status, html: response.text().await.unwrap(), cookie }
 }
@@ -503,6 +503,16 @@ impl TestApp {
         self.gql(token, query, json!({ "email": email, "permissions": permissions })).await
     }
 
+    /// Waits until the outbox has sent everything queued so far.
+    pub async fn mail_settled(&self) {
+        let db = Db::new(self.app_pool.clone());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while venueql::mail::waiting(&db).await.unwrap() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the outbox did not drain");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// The `nth` invitation link mailed to `email`.
     pub async fn invitation_link(&self, email: &str, nth: usize) -> String {
         self.mail.wait_for_nth(email, nth).await.link("/oauth/invitation").0
@@ -511,6 +521,7 @@ impl TestApp {
     /// Invites a new person with `token` and accepts as them, choosing `password`;
     /// returns their staff id (as the venue's staff list shows it).
     pub async fn join_as_new_person(&self, token: &str, email: &str, permissions: &[&str], password: &str) -> Uuid {
+        self.mail_settled().await;
         let nth = self.mail.received().iter().filter(|m| m.to.iter().any(|t| t == email)).count();
         let invited = self.invite(token, email, permissions).await;
         assert!(invited["errors"].is_null(), "{invited}");

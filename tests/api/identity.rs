@@ -166,7 +166,8 @@ async fn declining_or_revoking_ends_an_invitation_and_an_expired_one_is_gone() {
         ttl: Duration::from_secs(1),
     };
     let master = crate::helpers::test_master();
-    venueql::auth::invitations::invite(&mut tx, &who, Permissions::all(), &master, new).await.unwrap();
+    let limits = venueql::auth::lockout::LockoutLimits::default();
+    venueql::auth::invitations::invite(&db, &mut tx, &who, Permissions::all(), &master, limits, new).await.unwrap();
     tx.commit().await.unwrap();
     let link = app.invitation_link("late@example.com", 0).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -188,7 +189,8 @@ async fn an_invitation_rolled_back_with_its_transaction_sends_nothing() {
         ttl: Duration::from_secs(3600),
     };
     let master = crate::helpers::test_master();
-    venueql::auth::invitations::invite(&mut tx, &who, Permissions::all(), &master, new).await.unwrap();
+    let limits = venueql::auth::lockout::LockoutLimits::default();
+    venueql::auth::invitations::invite(&db, &mut tx, &who, Permissions::all(), &master, limits, new).await.unwrap();
     drop(tx);
     app.invite(&app.a.full, "real@example.com", &["MENU_VIEW"]).await;
     app.mail.wait_for("real@example.com").await;
@@ -593,4 +595,87 @@ async fn a_mail_taken_by_a_process_killed_before_it_sent_is_sent_by_another() {
     let copies = app.mail.received().iter().filter(|m| m.to == ["survivor@example.com"]).count();
     assert_eq!(copies, 1, "sent once");
     assert!(stuck.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_stolen_session_cannot_re_confirm_totp_for_fresh_recovery_codes_and_codes_are_locked_out() {
+    let s = setup().await;
+    let app = &s.app;
+    let tokens = sign_in(&s, EMAIL, PASSWORD, app.a.id).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let begin = "mutation($p: String!) { beginTotpEnrollment(reauth: { password: $p }) { secret } }";
+    let secret = app.gql(access, begin, json!({ "p": PASSWORD })).await["data"]["beginTotpEnrollment"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let confirm = "mutation($c: String!) { confirmTotpEnrollment(code: $c) }";
+    let first = app.gql(access, confirm, json!({ "c": totp_code(&secret, 0) })).await;
+    assert!(first["errors"].is_null(), "{first}");
+    let again = app.gql(access, confirm, json!({ "c": totp_code(&secret, 1) })).await;
+    assert_eq!(error_code(&again), "BAD_USER_INPUT", "no second set of recovery codes once TOTP is on: {again}");
+    for _ in 0..4 {
+        app.gql(access, confirm, json!({ "c": "000000" })).await;
+    }
+    let locked = app.gql(access, confirm, json!({ "c": totp_code(&secret, 1) })).await;
+    assert_eq!(error_code(&locked), "RATE_LIMITED", "confirmation codes count like any code: {locked}");
+}
+
+#[tokio::test]
+async fn a_reset_also_clears_the_pins_and_demoting_an_inviter_revokes_their_invitations() {
+    let s = setup().await;
+    let app = &s.app;
+    let chef = app.gql(&app.a.full, "{ staff { id email } }", json!({})).await["data"]["staff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == EMAIL)
+        .unwrap()["id"]
+        .clone();
+    let set = "mutation($s: ID!) { setStaffPin(staffId: $s, pin: \"5678\") }";
+    assert_eq!(app.gql(&app.a.full, set, json!({ "s": chef })).await["data"]["setStaffPin"], true);
+    let till = venueql::admin::create_client(
+        &app.door,
+        "operator:test",
+        "pos",
+        "Till",
+        Some("alpha"),
+        &[],
+        Permissions::MENU_VIEW,
+    )
+    .await
+    .unwrap();
+    let pin_grant = || async {
+        let form = [("grant_type", venueql::auth::pins::PIN_GRANT), ("username", EMAIL), ("pin", "5678")];
+        token_request(app, &form, Some((&till.client_id, till.client_secret.as_deref().unwrap()))).await.0
+    };
+    assert_eq!(pin_grant().await, 200);
+    ask_for_reset(app, EMAIL).await;
+    let (link, _) = app.mail.wait_for(EMAIL).await.link("/oauth/reset");
+    let page = app.hosted_get(&link).await;
+    let new = "Reset-Clears-Pins-1";
+    app.hosted_post("/oauth/reset", &page, &[("password", new), ("password2", new)]).await;
+    assert_eq!(pin_grant().await, 400, "a PIN set before the reset no longer works");
+
+    // A manager (a person) invites someone, then loses STAFF_MANAGE: the invitation goes.
+    venueql::admin::grant(
+        &app.door,
+        "operator:test",
+        "alpha",
+        EMAIL,
+        Permissions::STAFF_MANAGE | Permissions::MENU_VIEW,
+    )
+    .await
+    .unwrap();
+    let manager = sign_in(&s, EMAIL, new, app.a.id).await;
+    let invited = app.invite(manager["access_token"].as_str().unwrap(), "friend@example.com", &["MENU_VIEW"]).await;
+    assert_eq!(invited["data"]["addStaff"]["status"], "INVITED", "{invited}");
+    let demote = "mutation($s: ID!) { setStaffPermissions(staffId: $s, permissions: [STAFF_MANAGE]) { id } }";
+    let demoted = app.gql(&app.a.full, demote, json!({ "s": chef })).await;
+    assert!(demoted["errors"].is_null(), "{demoted}");
+    let pending = app.gql(&app.a.full, "{ staff { email status } }", json!({})).await.to_string();
+    assert!(
+        !pending.contains("friend@example.com"),
+        "the invitation gave MENU_VIEW its sender no longer holds: {pending}"
+    );
+    assert_eq!(app.hosted_get(&app.invitation_link("friend@example.com", 0).await).await.status, 404);
 }

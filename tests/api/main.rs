@@ -11,6 +11,7 @@ mod cli;
 mod cross_tenant;
 mod dev;
 mod diners;
+mod fuzz;
 mod identity;
 mod limits;
 mod menu;

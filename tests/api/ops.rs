@@ -44,11 +44,16 @@ async fn readyz_reports_migrations_that_are_not_current() {
 }
 
 #[tokio::test]
-async fn metrics_count_requests_and_graphql_operations_by_kind() {
-    let app = TestApp::spawn().await;
+async fn metrics_count_requests_and_graphql_operations_by_kind_for_the_metrics_token_only() {
+    let app = TestApp::spawn_with(|name| (name == "METRICS_TOKEN").then(|| "metrics-secret-token".into())).await;
     app.gql(&app.a.full, "{ menu { categories { name } } }", serde_json::json!({})).await;
     app.gql(&app.a.full, "mutation { createMenuCategory(input: { name: \"M\" }) { id } }", serde_json::json!({})).await;
-    let (status, body, _) = get(&app, "/metrics").await;
+    assert_eq!(get(&app, "/metrics").await.0, 401, "no token");
+    let wrong = app.client.get(format!("{}/metrics", app.base)).bearer_auth(&app.a.full).send().await.unwrap();
+    assert_eq!(wrong.status(), 401, "a venue's token is not the metrics token");
+    let response =
+        app.client.get(format!("{}/metrics", app.base)).bearer_auth("metrics-secret-token").send().await.unwrap();
+    let (status, body) = (response.status().as_u16(), response.text().await.unwrap());
     assert_eq!(status, 200);
     for needle in [
         r#"venueql_http_requests_total{route="/graphql",method="POST",status="200"} 2"#,
@@ -80,4 +85,28 @@ async fn the_server_refuses_to_run_as_owner_or_superuser() {
     let superuser = build_as(&app.superuser_url()).await.err().expect("superuser refused").to_string();
     assert!(superuser.contains("refusing to run") && superuser.contains("superuser"), "{superuser}");
     assert!(build_as(&app.urls.app).await.is_ok());
+}
+
+#[tokio::test]
+async fn without_a_metrics_token_metrics_are_only_on_their_own_listener() {
+    let app = TestApp::spawn().await;
+    let (status, body, _) = get(&app, "/metrics").await;
+    assert_eq!(status, 404, "not public: {body}");
+    assert!(body.contains("METRICS_LISTEN_ADDR"), "{body}");
+    let url = app.urls.app.clone();
+    let config = Config::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(url.clone()),
+        "LISTEN_ADDR" => Some("127.0.0.1:0".into()),
+        "METRICS_LISTEN_ADDR" => Some("127.0.0.1:0".into()),
+        _ => None,
+    })
+    .unwrap();
+    let server = Application::build(config).await.unwrap();
+    let (main, metrics) = (server.local_addr(), server.metrics_addr().expect("a metrics listener"));
+    tokio::spawn(server.run_until_stopped(std::future::pending()));
+    let internal = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap();
+    assert_eq!(internal.status(), 200);
+    assert!(internal.text().await.unwrap().contains("venueql_db_pool_connections"));
+    assert_eq!(reqwest::get(format!("http://{metrics}/graphql")).await.unwrap().status(), 404, "only metrics there");
+    assert_eq!(reqwest::get(format!("http://{main}/metrics")).await.unwrap().status(), 404);
 }
