@@ -34,6 +34,12 @@ pub struct AppState {
     pub payments: crate::payments::Payments,
     /// Live order changes (LISTEN/NOTIFY), for subscriptions.
     pub orders_hub: crate::orders::live::OrdersHub,
+    /// This process's share of the deployment's rate limits and connection caps.
+    pub limits: crate::limits::Limits,
+    /// Subscription sockets open in this process, per credential and venue.
+    pub open_sockets: Arc<crate::http::subscriptions::OpenSockets>,
+    /// Becomes true when the server starts shutting down (WebSockets close with 1001).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Permits for webhook deliveries being processed at once (`WEBHOOK_MAX_CONCURRENCY`).
     pub webhook_permits: Arc<tokio::sync::Semaphore>,
     pool_for_health: sqlx::PgPool,
@@ -69,6 +75,7 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    stopping: tokio::sync::watch::Sender<bool>,
     state: AppState,
 }
 
@@ -105,11 +112,17 @@ impl Application {
             crate::payments::jobs::spawn_periodic(Db::new(pool.clone()), payments.clone(), config.stripe.jobs_interval);
         }
         start_mail_worker(&config, Db::new(pool.clone()), &issuer)?;
+        let limits = crate::limits::Limits::new(&config.rate_limits);
+        let stopping = tokio::sync::watch::Sender::new(false);
+        limits.spawn_sync(Db::new(pool.clone()));
         let state = AppState {
             issuer,
             payments,
             orders_hub,
             db: Db::new(pool.clone()),
+            limits,
+            open_sockets: Default::default(),
+            shutdown: stopping.subscribe(),
             webhook_permits: Arc::new(tokio::sync::Semaphore::new(config.webhook_max_concurrency)),
             staff_schema: graphql::staff_schema(&options),
             public_schema: graphql::public_schema(&options),
@@ -117,7 +130,7 @@ impl Application {
             metrics,
             pool_for_health: pool,
         };
-        Ok(Application { listener, metrics_listener, state })
+        Ok(Application { listener, metrics_listener, stopping, state })
     }
 
     /// The address of the separate metrics listener, when `METRICS_LISTEN_ADDR` is set.
@@ -133,18 +146,26 @@ impl Application {
     /// Serves until `shutdown` resolves, then finishes in-flight requests and closes the pool.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let db = self.state.db.clone();
+        let limits = self.state.limits.clone();
         let metrics = self.metrics_listener.map(|listener| {
             let router = crate::http::metrics_router(self.state.clone());
             tokio::spawn(async move { axum::serve(listener, router).await })
         });
         let router = crate::http::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "venueql serving");
+        let stopping = self.stopping;
+        let shutdown = async move {
+            shutdown.await;
+            // Subscription sockets are not HTTP requests the server waits for: tell them.
+            let _ = stopping.send(true);
+        };
         axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await?;
         if let Some(metrics) = metrics {
             metrics.abort();
         }
+        limits.retire(&db).await;
         db.close().await;
         tracing::info!("venueql stopped");
         Ok(())

@@ -73,9 +73,91 @@ pub struct Config {
     pub session_max_age: Duration,
     /// Outgoing mail (`SMTP_URL`, `MAIL_FROM`, `MAIL_DIR`).
     pub mail: MailConfig,
+    /// Rate limits and connection caps (`RATE_LIMIT_*`, `WS_*`).
+    pub rate_limits: RateLimitConfig,
     /// Keys of diner data: the master keys (only when `APP_KEY` is set, plus the retired
     /// ones in `APP_PREVIOUS_KEYS`) and `IDENTITY_HMAC_KEY`.
     pub diner_keys: crate::diners::DinerKeys,
+}
+
+/// Rate limits (per minute, for the whole deployment) and WebSocket caps.
+#[derive(Clone, Debug)]
+pub struct RateLimitConfig {
+    /// `RATE_LIMITS` (`on`/`off`): whether limits apply at all.
+    pub enabled: bool,
+    /// `RATE_LIMIT_PUBLIC_PER_ADDRESS`: diner operations per minute per address (120).
+    pub public_per_address: u32,
+    /// `RATE_LIMIT_CHECKOUT_PER_ADDRESS`: `startCheckout`s per minute per address (10).
+    pub checkout_per_address: u32,
+    /// `RATE_LIMIT_CHECKOUT_PER_VENUE`: `startCheckout`s per minute per venue (300).
+    pub checkout_per_venue: u32,
+    /// `RATE_LIMIT_STAFF_PER_TOKEN`: staff operations per minute per credential (1200).
+    pub staff_per_credential: u32,
+    /// `RATE_LIMIT_OAUTH_PER_ADDRESS`: `/oauth/*` requests per minute per address (60).
+    pub oauth_per_address: u32,
+    /// `RATE_LIMIT_SYNC_SECS`: how often a process counts the live replicas (5).
+    pub sync_interval: Duration,
+    /// `WS_MAX_CONNECTIONS_PER_TOKEN`: open subscription sockets per credential (5).
+    pub ws_per_credential: u32,
+    /// `WS_MAX_CONNECTIONS_PER_VENUE`: open subscription sockets per venue (200).
+    pub ws_per_venue: u32,
+    /// `WS_MAX_SUBSCRIPTIONS`: subscriptions at once on one socket (10).
+    pub ws_max_subscriptions: u32,
+    /// `WS_INIT_TIMEOUT_SECS`: time to send `connection_init` after connecting (10).
+    pub ws_init_timeout: Duration,
+    /// `WS_IDLE_TIMEOUT_SECS`: a socket with no message from the client for this long is
+    /// closed (120; clients should ping, e.g. graphql-ws's `keepAlive`).
+    pub ws_idle_timeout: Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            public_per_address: 120,
+            checkout_per_address: 10,
+            checkout_per_venue: 300,
+            staff_per_credential: 1200,
+            oauth_per_address: 60,
+            sync_interval: Duration::from_secs(5),
+            ws_per_credential: 5,
+            ws_per_venue: 200,
+            ws_max_subscriptions: 10,
+            ws_init_timeout: Duration::from_secs(10),
+            ws_idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<RateLimitConfig, ConfigError> {
+        let d = RateLimitConfig::default();
+        let per_minute = |name: &str, default: u32| -> Result<u32, ConfigError> {
+            let n: u32 = parse_or(lookup, name, default)?;
+            if n == 0 { Err(ConfigError(format!("{name} must be at least 1 (per minute)"))) } else { Ok(n) }
+        };
+        let secs = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(parse_or(lookup, name, default.as_secs())?.max(1)))
+        };
+        Ok(RateLimitConfig {
+            enabled: match lookup("RATE_LIMITS").as_deref().map(str::trim) {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => return Err(ConfigError(format!("RATE_LIMITS must be on or off, not {other:?}"))),
+            },
+            public_per_address: per_minute("RATE_LIMIT_PUBLIC_PER_ADDRESS", d.public_per_address)?,
+            checkout_per_address: per_minute("RATE_LIMIT_CHECKOUT_PER_ADDRESS", d.checkout_per_address)?,
+            checkout_per_venue: per_minute("RATE_LIMIT_CHECKOUT_PER_VENUE", d.checkout_per_venue)?,
+            staff_per_credential: per_minute("RATE_LIMIT_STAFF_PER_TOKEN", d.staff_per_credential)?,
+            oauth_per_address: per_minute("RATE_LIMIT_OAUTH_PER_ADDRESS", d.oauth_per_address)?,
+            sync_interval: secs("RATE_LIMIT_SYNC_SECS", d.sync_interval)?,
+            ws_per_credential: per_minute("WS_MAX_CONNECTIONS_PER_TOKEN", d.ws_per_credential)?,
+            ws_per_venue: per_minute("WS_MAX_CONNECTIONS_PER_VENUE", d.ws_per_venue)?,
+            ws_max_subscriptions: per_minute("WS_MAX_SUBSCRIPTIONS", d.ws_max_subscriptions)?,
+            ws_init_timeout: secs("WS_INIT_TIMEOUT_SECS", d.ws_init_timeout)?,
+            ws_idle_timeout: secs("WS_IDLE_TIMEOUT_SECS", d.ws_idle_timeout)?,
+        })
+    }
 }
 
 /// Where outgoing mail goes and how it is retried.
@@ -195,6 +277,7 @@ impl Config {
             },
             invitation_ttl: Duration::from_secs(3600 * parse_or(&lookup, "INVITATION_TTL_HOURS", 168u64)?),
             session_max_age: Duration::from_secs(parse_or(&lookup, "SESSION_MAX_AGE_SECS", 30 * 24 * 3600)?),
+            rate_limits: RateLimitConfig::from_lookup(&lookup)?,
             mail: MailConfig {
                 smtp_url: lookup("SMTP_URL").filter(|u| !u.trim().is_empty()).map(SecretString::from),
                 mail_dir: lookup("MAIL_DIR").filter(|d| !d.trim().is_empty()).map(std::path::PathBuf::from),

@@ -17,6 +17,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod keys;
+pub mod limits;
 pub mod mail;
 pub mod menu;
 pub mod observability;

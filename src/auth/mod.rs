@@ -54,6 +54,16 @@ impl Principal {
         }
     }
 
+    /// The key a credential's rate limits are kept under: the API token, the session
+    /// (every access token of one sign-in shares it), or the integration client.
+    pub fn credential_key(&self) -> String {
+        match self {
+            Principal::ApiToken(id) => format!("api_token:{id}"),
+            Principal::Staff { grant_id, .. } => format!("session:{grant_id}"),
+            Principal::Client { client_id, .. } => client_actor(client_id),
+        }
+    }
+
     /// The person behind the request, if it is one.
     pub fn staff_id(&self) -> Option<Uuid> {
         match self {

@@ -164,6 +164,8 @@ impl Cluster {
             .process_group(0);
         if options.throwaway {
             command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+            // Each log line names its database, so a test can read its own warnings.
+            command.args(["-c", "log_line_prefix=%m [%p] db=%d "]);
             // Statement counts for the tests' N+1 checks (a contrib module of the server).
             command.args(["-c", "shared_preload_libraries=pg_stat_statements"]);
         }

@@ -4,11 +4,8 @@
 
 use std::net::IpAddr;
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql::{BatchRequest, BatchResponse, Data, Executor};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use async_graphql::{BatchRequest, BatchResponse, Executor};
 use axum::body::Bytes;
-use axum::extract::WebSocketUpgrade;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -22,7 +19,7 @@ use crate::app::AppState;
 use crate::auth;
 use crate::error::AppError;
 use crate::graphql::context::{PublicCtx, StaffCtx};
-use crate::orders::graphql::ConnectionToken;
+use crate::limits::Bucket;
 use crate::venues::{self, Venue};
 
 fn bad_request(code: &'static str, message: impl Into<String>) -> RequestError {
@@ -143,6 +140,26 @@ async fn execute_public(state: &AppState, batch: BatchRequest, venue: Venue, req
     state.public_schema.execute_batch(batch).await
 }
 
+/// The diner endpoint's limits: every operation of a batch counts against the address;
+/// `startCheckout` (which creates a PaymentIntent at Stripe) is limited per address and
+/// per venue, and at most one may run per request, however aliased or batched.
+fn limit_public(state: &AppState, batch: &BatchRequest, venue: &Venue, client: IpAddr) -> Result<(), RequestError> {
+    let address = crate::auth::lockout::counted_address(client).to_string();
+    let operations = u32::try_from(batch.iter().count()).unwrap_or(u32::MAX);
+    state.limits.check(Bucket::PublicPerAddress, &address, operations).map_err(RequestError::limited)?;
+    match crate::limits::checkout_operations(batch) {
+        0 => Ok(()),
+        1 => {
+            state.limits.check(Bucket::CheckoutPerAddress, &address, 1).map_err(RequestError::limited)?;
+            state.limits.check(Bucket::CheckoutPerVenue, &venue.id.to_string(), 1).map_err(RequestError::limited)
+        }
+        more => Err(bad_request(
+            "BAD_USER_INPUT",
+            format!("a request may start one checkout; this one starts {more} (aliases and batch entries count)"),
+        )),
+    }
+}
+
 /// `POST /graphql`: staff and integrations with a bearer token. Without a token, a
 /// request to a venue host name is served the diner schema of that venue.
 pub async fn staff(
@@ -169,7 +186,7 @@ async fn staff_response(
         }
         None => {
             if let Some(slug) = host_slug(headers, state.config.public_host_suffix.as_deref()) {
-                return public_response(state, &slug, request_id, body).await;
+                return public_response(state, &slug, request_id, client, body).await;
             }
             return Err(unauthenticated("authentication required: send `Authorization: Bearer <token>`"));
         }
@@ -179,6 +196,9 @@ async fn staff_response(
     let staff = StaffCtx::new(caller, request_id, client);
     check_named_venue(state, headers, &staff).await?;
     let batch = parse_batch(body, state.config.limits.max_batch, state.config.max_body_bytes)?;
+    let credential = staff.principal.credential_key();
+    let operations = u32::try_from(batch.iter().count()).unwrap_or(u32::MAX);
+    state.limits.check(Bucket::StaffPerCredential, &credential, operations).map_err(RequestError::limited)?;
     Ok(Json(execute_staff(state, batch, staff).await).into_response())
 }
 
@@ -186,6 +206,7 @@ async fn public_response(
     state: &AppState,
     slug: &str,
     request_id: String,
+    client: IpAddr,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RequestError> {
     let venue = venues::find_by_slug(&state.db, slug)
@@ -194,6 +215,7 @@ async fn public_response(
         .ok_or_else(|| RequestError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no venue with this slug"))?;
     crate::observability::set_request_venue(&venue.id.to_string());
     let batch = parse_batch(body, state.config.limits.max_batch, state.config.max_body_bytes)?;
+    limit_public(state, &batch, &venue, client)?;
     Ok(Json(execute_public(state, batch, venue, request_id).await).into_response())
 }
 
@@ -203,6 +225,7 @@ async fn public_response(
 pub async fn public(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    Extension(ClientAddr(client)): Extension<ClientAddr>,
     Path(slug): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -218,65 +241,9 @@ pub async fn public(
                 return Err(RequestError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message));
             }
         }
-        public_response(&state, &slug, request_id, body).await
+        public_response(&state, &slug, request_id, client, body).await
     };
     checked.await.unwrap_or_else(IntoResponse::into_response)
-}
-
-/// `GET /graphql/ws`: subscriptions over graphql-transport-ws (the legacy graphql-ws
-/// protocol is accepted too). The bearer token goes in `connection_init`'s payload, as
-/// `{"Authorization": "Bearer <token>"}` or `{"token": "<token>"}`; without a valid one the
-/// connection is closed before any subscription starts.
-pub async fn websocket(
-    State(state): State<AppState>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    Extension(ClientAddr(client)): Extension<ClientAddr>,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            let schema = state.staff_schema.clone();
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| connection_data(state, payload, request_id, client))
-                .serve()
-        })
-        .into_response()
-}
-
-fn token_in(payload: &serde_json::Value) -> Option<&str> {
-    let header = ["Authorization", "authorization"].iter().find_map(|name| payload.get(*name)?.as_str());
-    header
-        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-        .or_else(|| payload.get("token")?.as_str())
-}
-
-async fn connection_data(
-    state: AppState,
-    payload: serde_json::Value,
-    request_id: String,
-    client: IpAddr,
-) -> async_graphql::Result<Data> {
-    let token = token_in(&payload).ok_or_else(|| {
-        crate::graphql::error::coded(
-            "UNAUTHENTICATED",
-            "send the token in connection_init: {\"Authorization\": \"Bearer <token>\"}",
-        )
-    })?;
-    let token = SecretString::from(token.trim().to_string());
-    let caller = auth::authenticate_bearer(&state.db, &token, state.config.session_max_age).await?;
-    let staff = StaffCtx::new(caller, request_id, client);
-    let mut data = Data::default();
-    data.insert(staff);
-    data.insert(state.db.clone());
-    data.insert(state.payments.clone());
-    data.insert(state.config.diner_keys.clone());
-    data.insert(state.orders_hub.clone());
-    data.insert(state.config.breach.clone());
-    data.insert(state.config.clone());
-    data.insert(ConnectionToken { token, session_max_age: state.config.session_max_age });
-    Ok(data)
 }
 
 /// `GET /graphql`: GraphiQL when enabled (`venueql dev`), otherwise a clear refusal.

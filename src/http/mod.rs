@@ -9,6 +9,7 @@ pub mod oauth;
 pub mod ops;
 pub mod pages;
 pub mod reset;
+pub mod subscriptions;
 pub mod webhooks;
 
 use std::time::Instant;
@@ -38,15 +39,10 @@ pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     Router::new()
         .route("/graphql", post(graphql::staff).get(graphql::graphiql))
-        .route("/graphql/ws", get(graphql::websocket))
+        .route("/graphql/ws", get(subscriptions::websocket))
         .route("/v/{slug}/graphql", post(graphql::public))
-        .route("/oauth/authorize", get(oauth::authorize_page).post(oauth::authorize_submit))
-        .route("/oauth/token", post(oauth::token))
-        .route("/oauth/invitation", get(invitation::invitation_page).post(invitation::invitation_submit))
-        .route("/oauth/reset", get(reset::reset_page).post(reset::reset_submit))
+        .merge(oauth_routes(&state))
         .route("/dev/callback", get(oauth::dev_callback))
-        .route("/oauth/revoke", post(oauth::revoke))
-        .route("/oauth/introspect", post(oauth::introspect))
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
         .route("/webhooks/stripe", post(webhooks::platform).layer(DefaultBodyLimit::max(config.webhook_max_body_bytes)))
         .route(
@@ -65,6 +61,28 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The OAuth endpoints and hosted pages, limited per client address.
+fn oauth_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/oauth/authorize", get(oauth::authorize_page).post(oauth::authorize_submit))
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/invitation", get(invitation::invitation_page).post(invitation::invitation_submit))
+        .route("/oauth/reset", get(reset::reset_page).post(reset::reset_submit))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit_oauth))
+}
+
+/// `RATE_LIMIT_OAUTH_PER_ADDRESS`.
+async fn limit_oauth(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let client = request.extensions().get::<ClientAddr>().map(|c| c.0);
+    let key = client.map(|ip| crate::auth::lockout::counted_address(ip).to_string()).unwrap_or_default();
+    match state.limits.check(crate::limits::Bucket::OauthPerAddress, &key, 1) {
+        Ok(()) => next.run(request).await,
+        Err(limited) => RequestError::limited(limited).into_response(),
+    }
 }
 
 /// The router of `METRICS_LISTEN_ADDR`: `/metrics` only.
@@ -90,18 +108,33 @@ pub struct RequestError {
     pub code: &'static str,
     /// What is wrong, for the client.
     pub message: String,
+    /// Seconds to wait before retrying (429s).
+    pub retry_after: Option<u32>,
 }
 
 impl RequestError {
     /// A refusal with `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> RequestError {
-        RequestError { status, code, message: message.into() }
+        RequestError { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// 429 `RATE_LIMITED` with `Retry-After`.
+    pub fn limited(limited: crate::limits::Limited) -> RequestError {
+        RequestError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "RATE_LIMITED",
+            message: limited.message,
+            retry_after: Some(limited.retry_after_secs),
+        }
     }
 }
 
 impl IntoResponse for RequestError {
     fn into_response(self) -> Response {
         let mut response = error_response(self.status, self.code, &self.message);
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             let challenge = HeaderValue::from_static("Bearer realm=\"venueql\"");
             response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, challenge);

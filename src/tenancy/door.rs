@@ -29,7 +29,8 @@ impl CrossTenantDoor {
 
     /// Opens a cross-tenant transaction and records who opened it and why.
     pub async fn open_cross_tenant(&self, actor: &str, reason: &str) -> Result<PlatformTx, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let pool = self.pool.clone();
+        let mut tx = super::uncancellable(async move { pool.begin().await }).await?;
         sqlx::query("INSERT INTO platform_audit_events (actor, reason) VALUES ($1, $2)")
             .bind(actor)
             .bind(reason)
@@ -74,6 +75,7 @@ impl PlatformTx {
 
     /// Commits the work and its audit row together.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        let tx = self.tx;
+        super::uncancellable(async move { tx.commit().await }).await
     }
 }

@@ -56,17 +56,20 @@ impl Db {
 
     /// Begins a transaction scoped to `venue`: every tenant table shows only its rows.
     /// `BEGIN` and the setting travel in one round trip (a simple-protocol batch; the
-    /// value is a UUID's canonical text, so there is nothing to escape).
+    /// value is a UUID's canonical text, so there is nothing to escape). Cancel-safe: see
+    /// [`uncancellable`].
     pub async fn venue_tx(&self, venue: VenueId) -> Result<VenueTx, sqlx::Error> {
         let begin = format!("BEGIN; SELECT set_config('{VENUE_SETTING}', '{}', true)", venue.as_uuid().hyphenated());
-        Ok(VenueTx { venue, tx: self.pool.begin_with(begin).await? })
+        let pool = self.pool.clone();
+        Ok(VenueTx { venue, tx: uncancellable(async move { pool.begin_with(begin).await }).await? })
     }
 
     /// Begins a transaction that has not chosen its venue yet: it may use the narrow
     /// private functions to find the venue a credential is bound to, then becomes a
-    /// [`VenueTx`] for exactly that venue ([`ResolvingTx::into_venue`]).
+    /// [`VenueTx`] for exactly that venue ([`ResolvingTx::into_venue`]). Cancel-safe.
     pub async fn resolving_tx(&self) -> Result<ResolvingTx, sqlx::Error> {
-        Ok(ResolvingTx { tx: self.pool.begin().await? })
+        let pool = self.pool.clone();
+        Ok(ResolvingTx { tx: uncancellable(async move { pool.begin().await }).await? })
     }
 
     /// The pool for platform-level tables (venues) and the narrow private functions. No
@@ -83,6 +86,23 @@ impl Db {
     /// Closes the pool (graceful shutdown).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Runs a `BEGIN` or `COMMIT` to its end in its own task, whatever happens to the request
+/// that asked for it. sqlx's `begin` is not cancel-safe (upstream issue 4393): a request
+/// dropped while `BEGIN` is in flight (a client hanging up, a timeout) returns the
+/// connection to the pool inside an open transaction that still holds the venue setting,
+/// and the next borrower runs inside it. A dropped `COMMIT` leaves a `ROLLBACK` queued
+/// behind it. In a task, the statement always completes: an unused transaction is then
+/// dropped there, which queues its `ROLLBACK` before the connection is used again.
+pub async fn uncancellable<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+) -> Result<T, sqlx::Error> {
+    match tokio::spawn(work).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => Err(sqlx::Error::Protocol(format!("the database task was cancelled: {error}"))),
     }
 }
 
@@ -105,7 +125,8 @@ impl ResolvingTx {
 
     /// Commits what was done before a venue was chosen (e.g. marking a code used).
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        let tx = self.tx;
+        uncancellable(async move { tx.commit().await }).await
     }
 }
 
@@ -136,8 +157,9 @@ impl VenueTx {
         &mut self.tx
     }
 
-    /// Commits the transaction; the venue setting ends with it.
+    /// Commits the transaction; the venue setting ends with it. Cancel-safe.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        let tx = self.tx;
+        uncancellable(async move { tx.commit().await }).await
     }
 }

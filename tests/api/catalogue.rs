@@ -23,6 +23,7 @@ const PLATFORM_LEVEL: &[&str] = &[
     "private.oauth_tokens",
     "private.platform_data_keys",
     "private.security_events",
+    "private.server_instances",
     "private.staff_passwords",
     "private.staff_pins",
     "private.staff_recovery_codes",
@@ -39,6 +40,9 @@ const PLATFORM_LEVEL: &[&str] = &[
 
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
+    // Rate-limit shares (migration 0012).
+    "function private.heartbeat_instance(p_id uuid, p_window_secs integer) EXECUTE",
+    "function private.retire_instance(p_id uuid) EXECUTE",
     // Identity (migration 0011): invitations, atomic lockout, sessions, resets, mail, TOTP.
     "function private.auth_attempt_succeeded(p_kind text, p_identifiers bytea[], p_ip inet) EXECUTE",
     "function private.begin_auth_attempt(p_kind text, p_identifiers bytea[], p_ip inet, p_device text, p_identifier_limit integer, p_ip_limit integer, p_base_secs integer) EXECUTE",

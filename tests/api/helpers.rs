@@ -40,6 +40,16 @@ impl TestCluster {
     }
 }
 
+/// The suite cluster's directory (its `postgres.log` names each line's database).
+fn cluster_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("venueql-test-{}", std::process::id()))
+}
+
+/// The suite cluster's server log.
+pub fn cluster_log() -> std::path::PathBuf {
+    cluster_dir().join("postgres.log")
+}
+
 /// Removes clusters left by earlier test processes that are gone.
 fn remove_stale_clusters() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
@@ -61,7 +71,7 @@ pub fn cluster() -> &'static TestCluster {
         std::thread::spawn(|| {
             venueql::app::install_tls_provider();
             remove_stale_clusters();
-            let dir = std::env::temp_dir().join(format!("venueql-test-{}", std::process::id()));
+            let dir = cluster_dir();
             let password = random_secret();
             let cluster =
                 Cluster::start(&ClusterOptions { dir, superuser_password: password.clone(), throwaway: true })
@@ -278,6 +288,8 @@ impl TestApp {
                 "GRAPHQL_INTROSPECTION" => Some("true".into()),
                 "HIBP_MODE" => Some("off".into()),
                 "SMTP_URL" => Some(smtp_url.clone()),
+                // Every test server shares 127.0.0.1: limits are on only in the tests of limits.
+                "RATE_LIMITS" => Some("off".into()),
                 "MAIL_RETRY_BASE_SECS" => Some("1".into()),
                 // Queue snapshots live until a notification drops them: a missing drop
                 // shows as a stale queue instead of being hidden by the age limit.

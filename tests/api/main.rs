@@ -6,6 +6,7 @@ mod helpers;
 mod smtp;
 
 mod browser;
+mod cancel;
 mod catalogue;
 mod cli;
 mod cross_tenant;
@@ -19,6 +20,7 @@ mod oauth;
 mod ops;
 mod payments;
 mod queue_snapshot;
+mod rate_limits;
 mod schema;
 mod sentry;
 mod staff;

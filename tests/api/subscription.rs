@@ -13,13 +13,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::helpers::TestApp;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const SUBSCRIPTION: &str = "subscription { ordersQueueChanged { number status items { name quantity } } }";
 
 /// Opens a graphql-transport-ws connection and sends `connection_init` with `token`;
 /// returns the socket and the server's first answer.
-async fn connect(app: &TestApp, token: &str) -> (Socket, Option<Value>) {
+pub(crate) async fn connect(app: &TestApp, token: &str) -> (Socket, Option<Value>) {
     let url = format!("{}/graphql/ws", app.base.replace("http://", "ws://"));
     let mut request = url.into_client_request().unwrap();
     request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
@@ -32,7 +32,7 @@ async fn connect(app: &TestApp, token: &str) -> (Socket, Option<Value>) {
 }
 
 /// The next JSON message, or None on close or timeout.
-async fn next_json(socket: &mut Socket, wait: Duration) -> Option<Value> {
+pub(crate) async fn next_json(socket: &mut Socket, wait: Duration) -> Option<Value> {
     loop {
         match tokio::time::timeout(wait, socket.next()).await {
             Ok(Some(Ok(Message::Text(text)))) => return Some(serde_json::from_str(&text).unwrap()),
