@@ -269,9 +269,9 @@ END $$;
 CREATE TABLE private.mail_outbox (
     id              uuid PRIMARY KEY,
     kind            text NOT NULL,
-    recipient       text NOT NULL,
-    -- The message's parameters as JSON, sealed under the platform data key (they carry
-    -- one-time links); NULL once sent.
+    -- The recipient and the message's parameters as JSON, sealed under the platform data
+    -- key (they carry one-time links, and a diner's address is personal data); NULL once
+    -- sent.
     payload         bytea,
     created_at      timestamptz NOT NULL DEFAULT now(),
     attempts        integer NOT NULL DEFAULT 0,
@@ -285,13 +285,13 @@ CREATE TABLE private.mail_outbox (
 COMMENT ON TABLE private.mail_outbox IS 'Private: outgoing mail (transactional outbox), payloads sealed.';
 CREATE INDEX mail_outbox_due ON private.mail_outbox (next_attempt_at) WHERE sent_at IS NULL AND failed_at IS NULL;
 
-CREATE FUNCTION private.enqueue_mail(p_id uuid, p_kind text, p_recipient text, p_payload bytea) RETURNS void
+CREATE FUNCTION private.enqueue_mail(p_id uuid, p_kind text, p_payload bytea) RETURNS void
     LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-    AS $$ INSERT INTO private.mail_outbox (id, kind, recipient, payload) VALUES (p_id, p_kind, p_recipient, p_payload) $$;
+    AS $$ INSERT INTO private.mail_outbox (id, kind, payload) VALUES (p_id, p_kind, p_payload) $$;
 
 -- Takes up to p_limit due mails for p_lease_secs (skipping those another worker holds).
 CREATE FUNCTION private.claim_mail(p_limit integer, p_lease_secs integer)
-    RETURNS TABLE (id uuid, kind text, recipient text, payload bytea, attempts integer)
+    RETURNS TABLE (id uuid, kind text, payload bytea, attempts integer)
     LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
     UPDATE private.mail_outbox m SET locked_until = clock_timestamp() + make_interval(secs => p_lease_secs)
@@ -299,7 +299,7 @@ CREATE FUNCTION private.claim_mail(p_limit integer, p_lease_secs integer)
                    WHERE o.sent_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= clock_timestamp()
                      AND (o.locked_until IS NULL OR o.locked_until < clock_timestamp())
                    ORDER BY o.next_attempt_at LIMIT p_limit FOR UPDATE SKIP LOCKED)
-    RETURNING m.id, m.kind, m.recipient, m.payload, m.attempts $$;
+    RETURNING m.id, m.kind, m.payload, m.attempts $$;
 
 CREATE FUNCTION private.mail_sent(p_id uuid) RETURNS void
     LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -364,13 +364,13 @@ GRANT EXECUTE ON FUNCTION
     private.change_staff_password(uuid, text, uuid),
     private.create_password_reset(text, bytea, integer), private.password_reset_live(bytea),
     private.complete_password_reset(bytea, text),
-    private.enqueue_mail(uuid, text, text, bytea), private.claim_mail(integer, integer), private.mail_sent(uuid),
+    private.enqueue_mail(uuid, text, bytea), private.claim_mail(integer, integer), private.mail_sent(uuid),
     private.mail_failed(uuid, text, integer, boolean), private.mail_waiting(),
     private.reseal_totp(uuid, bytea, bytea), private.clear_staff_pin(uuid)
     TO venueql_app;
 -- Operator commands: reset links and their mail, MFA reset, through the cross-tenant door.
 GRANT EXECUTE ON FUNCTION
-    private.create_password_reset(text, bytea, integer), private.enqueue_mail(uuid, text, text, bytea),
+    private.create_password_reset(text, bytea, integer), private.enqueue_mail(uuid, text, bytea),
     private.disable_totp(uuid), private.cut_off_sessions(uuid, uuid),
     private.platform_data_key(integer), private.add_platform_data_key(integer, bytea, text)
     TO venueql_platform;

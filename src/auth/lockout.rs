@@ -52,6 +52,10 @@ pub enum SecretKind {
     Link,
     /// An invitation mail (identifier: venue and email), so no venue floods an inbox.
     InvitationMail,
+    /// A diner asking for an email code (identifier: the diner's identity hash).
+    DinerCodeRequest,
+    /// A diner's email code (identifier: the diner's identity hash).
+    DinerCode,
 }
 
 impl SecretKind {
@@ -64,6 +68,8 @@ impl SecretKind {
             SecretKind::ResetRequest => "reset_request",
             SecretKind::Link => "link",
             SecretKind::InvitationMail => "invitation_mail",
+            SecretKind::DinerCodeRequest => "diner_code_request",
+            SecretKind::DinerCode => "diner_code",
         }
     }
 }

@@ -138,3 +138,47 @@ impl DinersMutation {
         Ok(true)
     }
 }
+
+/// A proof that the diner controls their email, for checkouts at this venue.
+#[derive(SimpleObject)]
+pub struct DinerProof {
+    /// Give it as `diner.proof` in `startCheckout`.
+    proof: String,
+    /// When it stops working.
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A diner proving their email (the diner endpoint).
+#[derive(Default)]
+pub struct PublicDinerMutation;
+
+#[Object]
+impl PublicDinerMutation {
+    /// Mails a 6-digit code to `email` (valid 10 minutes). Needed before a checkout may
+    /// share or withdraw the diner's allergen profile with other venues. Always true when
+    /// accepted; limited per email and per address.
+    async fn request_diner_code(&self, ctx: &Context<'_>, email: String) -> Result<bool> {
+        let config = crate::graphql::context::config(ctx)?;
+        let keys = ctx.data::<super::DinerKeys>()?;
+        let db = crate::graphql::context::db(ctx)?;
+        let mut tx = crate::graphql::context::public_tx(ctx).await?;
+        super::verification::request_code(db, &mut tx, keys, config.lockout, &email).await?;
+        commit(tx).await?;
+        Ok(true)
+    }
+
+    /// Exchanges the mailed code for a proof (valid 30 minutes at this venue). Five tries
+    /// per code; failures are limited per email and per address.
+    async fn verify_diner_code(&self, ctx: &Context<'_>, email: String, code: String) -> Result<DinerProof> {
+        let config = crate::graphql::context::config(ctx)?;
+        let keys = ctx.data::<super::DinerKeys>()?;
+        let db = crate::graphql::context::db(ctx)?;
+        let ip = crate::graphql::context::public(ctx)?.client;
+        let app_key = secrecy::ExposeSecret::expose_secret(config.app_key.as_ref());
+        let mut tx = crate::graphql::context::public_tx(ctx).await?;
+        let attempt = super::verification::CodeAttempt { email: &email, code: &code, ip };
+        let proof = super::verification::verify_code(db, &mut tx, keys, config.lockout, app_key, attempt).await?;
+        commit(tx).await?;
+        Ok(DinerProof { proof: proof.token, expires_at: proof.expires_at })
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod graphql;
 pub mod identity;
+pub mod verification;
 
 use std::sync::Arc;
 
@@ -67,8 +68,11 @@ pub struct DinerDetails {
     /// Free-text dietary notes.
     pub dietary_notes: Option<String>,
     /// Share the allergen profile with other venues: `Some(true)` gives consent,
-    /// `Some(false)` withdraws it at once, `None` leaves it as it is.
+    /// `Some(false)` withdraws it at once, `None` leaves it as it is. Needs `verified`.
     pub share_allergen_profile: Option<bool>,
+    /// Whether the diner proved control of the email at this venue
+    /// ([`verification::proves`]): only then may the checkout touch the shared profile.
+    pub verified: bool,
 }
 
 fn place<'a>(venue: &'a str, row: &'a str, column: &'a str) -> Place<'a> {
@@ -104,6 +108,8 @@ pub struct Recorded {
     pub shared_allergens: Option<Vec<u8>>,
     /// The notes to share, sealed under the platform key.
     pub shared_notes: Option<Vec<u8>>,
+    /// Whether the diner proved their email at this checkout.
+    pub verified: bool,
 }
 
 /// Records the diner at the transaction's venue from an anonymous checkout. Nobody has
@@ -117,6 +123,12 @@ pub async fn record(tx: &mut VenueTx, keys: &DinerKeys, details: &DinerDetails) 
         (None, Some(phone)) => identity::phone(phone)?,
         _ => return Err(AppError::bad_input("diner needs exactly one of email or phone")),
     };
+    if details.share_allergen_profile.is_some() && !details.verified {
+        return Err(AppError::bad_input(
+            "sharing or withdrawing the allergen profile needs a verified email: requestDinerCode, verifyDinerCode, \
+             then give its proof as diner.proof",
+        ));
+    }
     if details.dietary_notes.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTES_CHARS) {
         return Err(AppError::bad_input(format!("diner.dietaryNotes must be at most {MAX_NOTES_CHARS} characters")));
     }
@@ -152,17 +164,22 @@ pub async fn record(tx: &mut VenueTx, keys: &DinerKeys, details: &DinerDetails) 
         crypto::encrypt_field(&key, version, place(&venue, &row, "allergens"), &allergen_names(&allergens));
     let sealed_notes =
         notes.map(|n| crypto::encrypt_field(&key, version, place(&venue, &row, "dietary_notes"), n.as_bytes()));
-    sqlx::query("UPDATE diners SET allergens = $2, dietary_notes = $3, updated_at = now() WHERE id = $1")
-        .bind(stored.id)
-        .bind(sealed_allergens)
-        .bind(sealed_notes)
-        .execute(tx.conn())
-        .await?;
+    sqlx::query(
+        "UPDATE diners SET allergens = $2, dietary_notes = $3, updated_at = now(), \
+                verified_at = CASE WHEN $4 THEN now() ELSE verified_at END WHERE id = $1",
+    )
+    .bind(stored.id)
+    .bind(sealed_allergens)
+    .bind(sealed_notes)
+    .bind(details.verified)
+    .execute(tx.conn())
+    .await?;
     let mut recorded = Recorded {
         diner_id: stored.id,
         share_consent: details.share_allergen_profile,
         shared_allergens: None,
         shared_notes: None,
+        verified: details.verified,
     };
     if details.share_allergen_profile == Some(true) {
         // What the diner states now is what they share.

@@ -51,6 +51,8 @@ pub struct PublicCtx {
     pub venue: Venue,
     /// The HTTP request id.
     pub request_id: String,
+    /// The client address.
+    pub client: IpAddr,
 }
 
 fn data<'a, T: Send + Sync + 'static>(ctx: &Context<'a>) -> Result<&'a T, AppError> {

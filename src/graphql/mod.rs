@@ -16,7 +16,7 @@ use guardrails::{Guarded, Rules};
 
 use crate::auth::graphql::{AccessMutation, AccessQuery, MeQuery, MfaMutation};
 use crate::config::GraphqlLimits;
-use crate::diners::graphql::{DinersMutation, DinersQuery};
+use crate::diners::graphql::{DinersMutation, DinersQuery, PublicDinerMutation};
 use crate::menu::graphql::{MenuMutation, MenuQuery, PublicMenuQuery};
 use crate::observability::Metrics;
 use crate::orders::graphql::{OrdersMutation, OrdersQuery, OrdersSubscription};
@@ -60,7 +60,7 @@ pub struct PublicQuery(PublicMenuQuery, PublicCheckoutQuery);
 
 /// Root mutation of the diner endpoint.
 #[derive(MergedObject, Default)]
-pub struct PublicMutation(PublicCheckoutMutation);
+pub struct PublicMutation(PublicCheckoutMutation, PublicDinerMutation);
 
 /// The staff/integration schema, behind the guardrails.
 pub type StaffSchema = Guarded<Schema<StaffQuery, StaffMutation, StaffSubscription>>;

@@ -130,9 +130,15 @@ async fn execute_staff(state: &AppState, batch: BatchRequest, staff: StaffCtx) -
     state.staff_schema.execute_batch(batch).await
 }
 
-async fn execute_public(state: &AppState, batch: BatchRequest, venue: Venue, request_id: String) -> BatchResponse {
+async fn execute_public(
+    state: &AppState,
+    batch: BatchRequest,
+    venue: Venue,
+    request_id: String,
+    client: IpAddr,
+) -> BatchResponse {
     let batch = batch
-        .data(PublicCtx { venue, request_id })
+        .data(PublicCtx { venue, request_id, client })
         .data(state.db.clone())
         .data(state.payments.clone())
         .data(state.config.diner_keys.clone())
@@ -216,7 +222,7 @@ async fn public_response(
     crate::observability::set_request_venue(&venue.id.to_string());
     let batch = parse_batch(body, state.config.limits.max_batch, state.config.max_body_bytes)?;
     limit_public(state, &batch, &venue, client)?;
-    Ok(Json(execute_public(state, batch, venue, request_id).await).into_response())
+    Ok(Json(execute_public(state, batch, venue, request_id, client).await).into_response())
 }
 
 /// `POST /v/{slug}/graphql`: the diner's anonymous endpoint for one venue.

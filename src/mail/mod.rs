@@ -37,6 +37,15 @@ pub enum Mail {
         /// When the link stops working.
         expires_at: DateTime<Utc>,
     },
+    /// A diner's one-time code proving they control their email.
+    DinerCode {
+        /// Six digits.
+        code: String,
+        /// The venue asking.
+        venue_name: String,
+        /// When the code stops working.
+        expires_at: DateTime<Utc>,
+    },
     /// A password reset link.
     PasswordReset {
         /// The link token (`vqpr_…`).
@@ -60,6 +69,7 @@ impl Mail {
         match self {
             Mail::Invitation { .. } => "invitation",
             Mail::PasswordReset { .. } => "password_reset",
+            Mail::DinerCode { .. } => "diner_code",
         }
     }
 
@@ -77,6 +87,15 @@ impl Mail {
                     expires = expires_at.format("%Y-%m-%d %H:%M UTC"),
                 ),
             },
+            Mail::DinerCode { code, venue_name, expires_at } => Rendered {
+                subject: format!("Your code for {venue_name}: {code}"),
+                body: format!(
+                    "Hello,\n\nYour code is {code}\n\nType it on {venue_name}'s ordering page to confirm this email is \
+                     yours, so your allergen profile can be shared with (or withdrawn from) other venues. It works \
+                     once, until {expires}.\nIf you did not ask for it, ignore this mail: nothing changes.\n",
+                    expires = expires_at.format("%Y-%m-%d %H:%M UTC"),
+                ),
+            },
             Mail::PasswordReset { token, expires_at } => Rendered {
                 subject: "Reset your venueql password".into(),
                 body: format!(
@@ -89,6 +108,13 @@ impl Mail {
             },
         }
     }
+}
+
+/// What the outbox seals: who the mail goes to and what it says.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    to: String,
+    mail: Mail,
 }
 
 /// Where a mail's payload is sealed (its ciphertext is bound to the outbox row).
@@ -105,12 +131,12 @@ pub async fn enqueue(
 ) -> Result<Uuid, AppError> {
     let id = Uuid::new_v4();
     let (version, key) = keys::platform_key(conn, master, None).await?;
-    let json = serde_json::to_vec(mail).map_err(AppError::internal)?;
+    let envelope = Envelope { to: recipient.to_string(), mail: mail.clone() };
+    let json = serde_json::to_vec(&envelope).map_err(AppError::internal)?;
     let sealed = crypto::encrypt_field(&key, version, payload_place(&id.to_string()), &json);
-    sqlx::query("SELECT private.enqueue_mail($1, $2, $3, $4)")
+    sqlx::query("SELECT private.enqueue_mail($1, $2, $3)")
         .bind(id)
         .bind(mail.kind())
-        .bind(recipient)
         .bind(sealed)
         .execute(conn)
         .await?;
@@ -200,7 +226,6 @@ const POLL: Duration = Duration::from_millis(500);
 #[derive(sqlx::FromRow)]
 struct Claimed {
     id: Uuid,
-    recipient: String,
     payload: Option<Vec<u8>>,
     attempts: i32,
 }
@@ -208,12 +233,11 @@ struct Claimed {
 impl Worker {
     /// Sends every due mail once; returns how many were taken.
     pub async fn deliver_due(&self) -> Result<usize, AppError> {
-        let claimed: Vec<Claimed> =
-            sqlx::query_as("SELECT id, recipient, payload, attempts FROM private.claim_mail($1, $2)")
-                .bind(BATCH)
-                .bind(i32::try_from(self.lease.as_secs()).unwrap_or(i32::MAX).max(1))
-                .fetch_all(self.db.platform_level())
-                .await?;
+        let claimed: Vec<Claimed> = sqlx::query_as("SELECT id, payload, attempts FROM private.claim_mail($1, $2)")
+            .bind(BATCH)
+            .bind(i32::try_from(self.lease.as_secs()).unwrap_or(i32::MAX).max(1))
+            .fetch_all(self.db.platform_level())
+            .await?;
         let taken = claimed.len();
         for mail in claimed {
             let id = mail.id;
@@ -233,8 +257,8 @@ impl Worker {
         let permanent = |text: String| SendError { permanent: true, text };
         let sealed = mail.payload.ok_or_else(|| permanent("the mail has no payload".into()))?;
         let opened = self.open(mail.id, &sealed).await.map_err(|e| permanent(format!("{e:?}")))?;
-        let to: Mailbox = mail.recipient.parse().map_err(|_| permanent("the recipient is not an address".into()))?;
-        let rendered = opened.render(&self.base_url);
+        let to: Mailbox = opened.to.parse().map_err(|_| permanent("the recipient is not an address".into()))?;
+        let rendered = opened.mail.render(&self.base_url);
         // 7bit keeps the links readable in the raw message; other text is quoted-printable.
         let body = Body::new_with_encoding(rendered.body.clone(), ContentTransferEncoding::SevenBit)
             .unwrap_or_else(|_| Body::new(rendered.body));
@@ -248,7 +272,7 @@ impl Worker {
         self.transport.send(message).await
     }
 
-    async fn open(&self, id: Uuid, sealed: &[u8]) -> Result<Mail, AppError> {
+    async fn open(&self, id: Uuid, sealed: &[u8]) -> Result<Envelope, AppError> {
         let mut conn = self.db.platform_level().acquire().await?;
         let (_, key) = keys::platform_key(&mut conn, &self.master, Some(crypto::field_version(sealed)?)).await?;
         let json = crypto::decrypt_field(&key, payload_place(&id.to_string()), sealed)?;

@@ -155,8 +155,8 @@ pub async fn start(
     let expires_at = Utc::now() + payments.checkout_expiry;
     let checkout_id: Uuid = sqlx::query_scalar(
         "INSERT INTO checkouts (venue_id, amount_minor, currency, application_fee_minor, table_ref, expires_at, diner_id, \
-                                share_consent, shared_allergens, shared_notes) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                                share_consent, shared_allergens, shared_notes, diner_verified) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
     )
     .bind(venue.as_uuid())
     .bind(priced.total)
@@ -168,6 +168,7 @@ pub async fn start(
     .bind(diner.as_ref().and_then(|d| d.share_consent))
     .bind(diner.as_ref().and_then(|d| d.shared_allergens.clone()))
     .bind(diner.as_ref().and_then(|d| d.shared_notes.clone()))
+    .bind(diner.as_ref().is_some_and(|d| d.verified))
     .fetch_one(tx.conn())
     .await?;
     sqlx::query(

@@ -213,6 +213,8 @@ struct CheckoutForPayment {
     share_consent: Option<bool>,
     shared_allergens: Option<Vec<u8>>,
     shared_notes: Option<Vec<u8>>,
+    /// Whether the diner proved their email at this checkout.
+    diner_verified: bool,
 }
 
 /// What does not match between a succeeded PaymentIntent and the checkout it names.
@@ -251,7 +253,7 @@ async fn payment_succeeded(
     let venue = tx.venue();
     let checkout: Option<CheckoutForPayment> = sqlx::query_as(
         "SELECT c.amount_minor, c.currency, c.application_fee_minor, c.payment_intent_id, c.table_ref, c.diner_id, \
-                c.share_consent, c.shared_allergens, c.shared_notes, \
+                c.share_consent, c.shared_allergens, c.shared_notes, c.diner_verified, \
                 (SELECT a.account_id FROM stripe_accounts a) AS account, \
                 (SELECT o.number FROM orders o WHERE o.checkout_id = c.id) AS existing_number, \
                 (c.charge_amount_refunded > 0 OR EXISTS (SELECT 1 FROM refunds r WHERE r.checkout_id = c.id) \
@@ -291,8 +293,9 @@ async fn payment_succeeded(
     sqlx::query("SELECT private.settle_payment_intent($1)").bind(intent["id"].as_str()).execute(tx.conn()).await?;
     if let Some(diner) = checkout.diner_id {
         // The diner is now known to have paid here: their sharing request takes effect.
-        sqlx::query("SELECT private.diner_paid(d.identity_hash, $2, $3, $4) FROM diners d WHERE d.id = $1")
+        sqlx::query("SELECT private.diner_paid(d.identity_hash, $2, $3, $4, $5) FROM diners d WHERE d.id = $1")
             .bind(diner)
+            .bind(checkout.diner_verified)
             .bind(checkout.share_consent)
             .bind(&checkout.shared_allergens)
             .bind(&checkout.shared_notes)

@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 
 use super::{Payments, accounts, checkout};
 use crate::auth::Permissions;
-use crate::diners::{DinerDetails, DinerKeys};
-use crate::graphql::context::{commit, public, staff, staff_tx};
+use crate::diners::{DinerDetails, DinerKeys, verification};
+use crate::error::AppError;
+use crate::graphql::context::{self, commit, public, staff, staff_tx};
 use crate::graphql::guard::Requires;
 use crate::menu::Allergen;
 use crate::menu::graphql::parse_id;
@@ -119,8 +120,11 @@ pub struct DinerInput {
     /// Other dietary needs (at most 500 characters).
     dietary_notes: Option<String>,
     /// true: share this allergen profile with other venues; false: stop sharing it now;
-    /// omitted: leave as it is.
+    /// omitted: leave as it is. Either needs `proof`.
     share_allergen_profile: Option<bool>,
+    /// The proof from `verifyDinerCode` that the email is yours (at this venue, 30
+    /// minutes). Without it, what you tell reaches this order's kitchen only.
+    proof: Option<String>,
 }
 
 /// A diner's basket.
@@ -206,14 +210,31 @@ impl PublicCheckoutMutation {
             });
         }
         let payments = ctx.data::<Payments>()?;
-        let details = input.diner.map(|d| DinerDetails {
-            email: d.email,
-            phone: d.phone,
-            allergens: d.allergens.unwrap_or_default(),
-            dietary_notes: d.dietary_notes,
-            share_allergen_profile: d.share_allergen_profile,
-        });
         let keys = ctx.data::<DinerKeys>()?;
+        let app_key = secrecy::ExposeSecret::expose_secret(context::config(ctx)?.app_key.as_ref());
+        let details = match input.diner {
+            Some(d) => {
+                let verified = match (&d.proof, &d.email) {
+                    (None, _) => false,
+                    (Some(proof), Some(email)) if verification::proves(app_key, keys, venue, email, proof)? => true,
+                    (Some(_), _) => {
+                        return Err(AppError::bad_input(
+                            "diner.proof does not prove this email at this venue (or has expired): verify it again",
+                        )
+                        .into());
+                    }
+                };
+                Some(DinerDetails {
+                    email: d.email,
+                    phone: d.phone,
+                    allergens: d.allergens.unwrap_or_default(),
+                    dietary_notes: d.dietary_notes,
+                    share_allergen_profile: d.share_allergen_profile,
+                    verified,
+                })
+            }
+            None => None,
+        };
         let diner = details.as_ref().map(|d| (d, keys));
         let db = ctx.data::<Db>()?;
         let started = checkout::start(db, payments, venue, &lines, input.table_ref.as_deref(), diner).await?;

@@ -11,6 +11,7 @@ use crate::helpers::TestApp;
 const PLATFORM_LEVEL: &[&str] = &[
     "private.api_token_hashes",
     "private.api_token_state",
+    "private.diner_codes",
     "private.diner_identities",
     "private.diner_profiles",
     "private.invitation_tokens",
@@ -40,6 +41,15 @@ const PLATFORM_LEVEL: &[&str] = &[
 
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
+    // Verified diners and retention (migration 0013).
+    "function private.check_diner_code(p_identity bytea, p_code_hash bytea) EXECUTE",
+    "function private.diner_paid(p_identity bytea, p_verified boolean, p_consent boolean, p_allergens bytea, p_dietary_notes bytea) EXECUTE",
+    "function private.forget_payment_intents(p_checkouts uuid[]) EXECUTE",
+    "function private.purge_stripe_event_bodies(p_before timestamp with time zone) EXECUTE",
+    "function private.store_diner_code(p_identity bytea, p_code_hash bytea, p_ttl_secs integer) EXECUTE",
+    "table public.checkout_items DELETE",
+    "table public.checkouts DELETE",
+    "table public.diners(verified_at) UPDATE",
     // Rate-limit shares (migration 0012).
     "function private.heartbeat_instance(p_id uuid, p_window_secs integer) EXECUTE",
     "function private.retire_instance(p_id uuid) EXECUTE",
@@ -53,7 +63,7 @@ const APP_PRIVILEGES: &[&str] = &[
     "function private.create_invited_staff(p_hash bytea, p_password_hash text) EXECUTE",
     "function private.create_password_reset(p_email text, p_hash bytea, p_ttl_secs integer) EXECUTE",
     "function private.cut_off_sessions(p_staff uuid, p_keep_grant uuid) EXECUTE",
-    "function private.enqueue_mail(p_id uuid, p_kind text, p_recipient text, p_payload bytea) EXECUTE",
+    "function private.enqueue_mail(p_id uuid, p_kind text, p_payload bytea) EXECUTE",
     "function private.forget_invitation_token(p_invitation uuid) EXECUTE",
     "function private.invitation_by_token(p_hash bytea) EXECUTE",
     "function private.mail_failed(p_id uuid, p_error text, p_retry_secs integer, p_give_up boolean) EXECUTE",
@@ -73,7 +83,6 @@ const APP_PRIVILEGES: &[&str] = &[
     "function private.add_platform_data_key(p_version integer, p_wrapped bytea, p_master_key_id text) EXECUTE",
     "function private.platform_data_key(p_version integer) EXECUTE",
     "function private.platform_data_keys_all() EXECUTE",
-    "function private.diner_paid(p_identity bytea, p_consent boolean, p_allergens bytea, p_dietary_notes bytea) EXECUTE",
     "function private.shared_diner_profile(p_identity bytea) EXECUTE",
     "function private.withdraw_diner_profile(p_identity bytea) EXECUTE",
     "table public.diners DELETE",

@@ -21,6 +21,8 @@ fn start(dir: &Path) -> DevRun {
         .arg(dir)
         .args(["--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
+        // No network here: the breached-password check is covered by the CLI tests' fake.
+        .env("HIBP_MODE", "off")
         .env_remove("DATABASE_URL")
         .env_remove("DATABASE_OWNER_URL")
         .env_remove("DATABASE_PLATFORM_URL")

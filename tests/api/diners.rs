@@ -14,10 +14,15 @@ const NOTES: &str = "carries an adrenaline pen; xyzzy-marker";
 
 const DINER_QUERY: &str = "query($id: ID!) { diner(id: $id) { id orderCount allergenProfile { allergens dietaryNotes } sharedAllergenProfile { allergens dietaryNotes } } }";
 
-/// Checks out at `slug` with diner details and pays; returns the order's queue entry.
-async fn order_with_diner(app: &TestApp, venue: &TestVenue, slug: &str, diner: Value) -> Value {
+/// Checks out at `slug` with diner details and pays; returns the order's queue entry. A
+/// diner marked `"verified": true` proves their email first (code by mail).
+async fn order_with_diner(app: &TestApp, venue: &TestVenue, slug: &str, mut diner: Value) -> Value {
     if app.stripe.requests().iter().all(|r| r.param("metadata[venue_id]") != Some(&venue.id.to_string())) {
         app.onboard(venue).await;
+    }
+    if diner.as_object_mut().unwrap().remove("verified") == Some(json!(true)) {
+        let email = diner["email"].as_str().unwrap().to_string();
+        diner["proof"] = json!(app.diner_proof(slug, &email).await);
     }
     // Espresso (no allergens) and the peanut toast.
     let items =
@@ -40,10 +45,13 @@ async fn diner_ids(app: &TestApp, venue: &TestVenue) -> Vec<String> {
     response["data"]["diners"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_string()).collect()
 }
 
+/// The peanut diner; sharing (or withdrawing) needs a verified email, so such a diner
+/// proves it.
 fn peanut_diner(share: Option<bool>) -> Value {
     let mut diner = json!({ "email": EMAIL, "allergens": ["PEANUTS", "MILK"], "dietaryNotes": NOTES });
     if let Some(share) = share {
         diner["shareAllergenProfile"] = json!(share);
+        diner["verified"] = json!(true);
     }
     diner
 }
@@ -163,7 +171,7 @@ async fn consent_shares_the_profile_across_venues_until_it_is_withdrawn() {
     let app: &'static TestApp = Box::leak(Box::new(TestApp::spawn().await));
     // Absent consent: B's record of the diner shows no shared profile.
     order_with_diner(app, &app.a, "alpha", peanut_diner(None)).await;
-    order_with_diner(app, &app.b, "bravo", json!({ "email": EMAIL })).await;
+    order_with_diner(app, &app.b, "bravo", json!({ "email": EMAIL, "verified": true })).await;
     let at_b = diner_ids(app, &app.b).await[0].clone();
     let shared = |app: &'static TestApp, id: &str| {
         let id = id.to_string();
@@ -229,7 +237,11 @@ async fn an_unpaid_anonymous_checkout_can_neither_read_the_shared_profile_nor_lo
     };
     // Someone who knows the email, at venue B, without paying: B learns nothing.
     app.onboard(&app.b).await;
-    unpaid("bravo", app.b.item_ids[0], json!({ "email": EMAIL, "shareAllergenProfile": false })).await;
+    let items = json!([{ "menuItemId": app.b.item_ids[0], "quantity": 1 }]);
+    let withdraw = json!({ "email": EMAIL, "shareAllergenProfile": false });
+    let refused = app.public_gql("bravo", checkout, json!({ "input": { "items": items, "diner": withdraw } })).await;
+    assert_eq!(error_code(&refused), "BAD_USER_INPUT", "consent changes need a verified email: {refused}");
+    unpaid("bravo", app.b.item_ids[0], json!({ "email": EMAIL })).await;
     let at_b = diner_ids(&app, &app.b).await[0].clone();
     let seen = app.gql(&app.b.full, DINER_QUERY, json!({ "id": at_b })).await;
     assert_eq!(seen["data"]["diner"]["sharedAllergenProfile"], Value::Null, "{seen}");
@@ -495,7 +507,9 @@ async fn identifiers_and_health_data_never_reach_logs_or_error_reports() {
     let notes = "notes-marker-qwertz";
     let items = json!([{ "menuItemId": app.a.item_ids[2], "quantity": 1 }]);
     let checkout = "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { checkoutId clientSecret } }";
-    let diner = json!({ "email": email, "allergens": ["SESAME", "PEANUTS"], "dietaryNotes": notes, "shareAllergenProfile": true });
+    let proof = app.diner_proof("alpha", email).await;
+    let diner = json!({ "email": email, "allergens": ["SESAME", "PEANUTS"], "dietaryNotes": notes, "shareAllergenProfile": true,
+        "proof": proof });
     let started = post(
         "/v/alpha/graphql",
         None,
@@ -562,4 +576,55 @@ async fn identifiers_and_health_data_never_reach_logs_or_error_reports() {
             assert!(!text.contains(secret), "{secret:?} appears in the {what}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_paid_but_unverified_email_neither_reads_nor_changes_anyone_s_shared_profile() {
+    let app = TestApp::spawn().await;
+    // The real diner shares their profile from A, having proved their email there.
+    order_with_diner(&app, &app.a, "alpha", peanut_diner(Some(true))).await;
+    // Venue B (or anyone) pays €0.50-ish with the same email, without the code.
+    order_with_diner(&app, &app.b, "bravo", json!({ "email": EMAIL, "allergens": ["PEANUTS"] })).await;
+    let at_b = diner_ids(&app, &app.b).await[0].clone();
+    let seen = app.gql(&app.b.full, DINER_QUERY, json!({ "id": at_b })).await;
+    assert_eq!(seen["data"]["diner"]["sharedAllergenProfile"], Value::Null, "B cannot read it: {seen}");
+    assert_eq!(
+        seen["data"]["diner"]["allergenProfile"]["allergens"],
+        json!(["PEANUTS"]),
+        "what was said at B stays at B"
+    );
+    let queue = app.gql(&app.b.full, "{ ordersQueue { allergenAlerts { itemName allergens } } }", json!({})).await;
+    assert_eq!(
+        queue["data"]["ordersQueue"][0]["allergenAlerts"],
+        json!([{ "itemName": "Bravo Peanut Toast", "allergens": ["PEANUTS"] }]),
+        "the unverified statement still reaches this order's kitchen: {queue}"
+    );
+    // B erasing its diner (or a proof from A) cannot touch the shared profile.
+    let erased = app.gql(&app.b.full, "mutation($id: ID!) { eraseDiner(id: $id) }", json!({ "id": at_b })).await;
+    assert_eq!(erased["data"]["eraseDiner"], true, "{erased}");
+    let proof_at_a = app.diner_proof("alpha", EMAIL).await;
+    let items = json!([{ "menuItemId": app.b.item_ids[0], "quantity": 1 }]);
+    let replayed = json!({ "email": EMAIL, "shareAllergenProfile": false, "proof": proof_at_a });
+    let checkout = "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { checkoutId } }";
+    let refused = app.public_gql("bravo", checkout, json!({ "input": { "items": items, "diner": replayed } })).await;
+    assert_eq!(error_code(&refused), "BAD_USER_INPUT", "a proof holds only at its venue: {refused}");
+    let overwrite = json!({ "email": EMAIL, "allergens": ["EGGS"], "shareAllergenProfile": true });
+    let refused = app.public_gql("bravo", checkout, json!({ "input": { "items": items, "diner": overwrite } })).await;
+    assert_eq!(error_code(&refused), "BAD_USER_INPUT", "no overwrite without the code: {refused}");
+    let at_a = diner_ids(&app, &app.a).await[0].clone();
+    let own = app.gql(&app.a.full, DINER_QUERY, json!({ "id": at_a })).await;
+    assert_eq!(own["data"]["diner"]["sharedAllergenProfile"]["allergens"], json!(["PEANUTS", "MILK"]), "{own}");
+
+    // Codes: wrong ones count, five tries per code, and the right one then fails too.
+    app.public_gql("alpha", "mutation($e: String!) { requestDinerCode(email: $e) }", json!({ "e": "try@example.com" }))
+        .await;
+    let verify = "mutation($c: String!) { verifyDinerCode(email: \"try@example.com\", code: $c) { proof } }";
+    for _ in 0..5 {
+        let wrong = app.public_gql("alpha", verify, json!({ "c": "000000" })).await;
+        assert!(matches!(error_code(&wrong), "BAD_USER_INPUT" | "RATE_LIMITED"), "{wrong}");
+    }
+    let (_, body) = app.mail.wait_for("try@example.com").await.text();
+    let code = body.split("Your code is ").nth(1).unwrap()[..6].to_string();
+    let late = app.public_gql("alpha", verify, json!({ "c": code })).await;
+    assert!(late["data"].is_null(), "a code tried five times is spent: {late}");
 }

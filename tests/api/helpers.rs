@@ -515,6 +515,22 @@ impl TestApp {
         self.gql(token, query, json!({ "email": email, "permissions": permissions })).await
     }
 
+    /// A diner's proof of `email` at `slug`: the code is asked for, read from the mail and
+    /// exchanged, as a diner's page would.
+    pub async fn diner_proof(&self, slug: &str, email: &str) -> String {
+        self.mail_settled().await;
+        let to = email.trim().to_lowercase();
+        let nth = self.mail.received().iter().filter(|m| m.to.contains(&to)).count();
+        let asked =
+            self.public_gql(slug, "mutation($e: String!) { requestDinerCode(email: $e) }", json!({ "e": email })).await;
+        assert_eq!(asked["data"]["requestDinerCode"], true, "{asked}");
+        let (_, body) = self.mail.wait_for_nth(&to, nth).await.text();
+        let code = body.split("Your code is ").nth(1).expect("a code in the mail")[..6].to_string();
+        let verify = "mutation($e: String!, $c: String!) { verifyDinerCode(email: $e, code: $c) { proof expiresAt } }";
+        let verified = self.public_gql(slug, verify, json!({ "e": email, "c": code })).await;
+        verified["data"]["verifyDinerCode"]["proof"].as_str().unwrap_or_else(|| panic!("{verified}")).to_string()
+    }
+
     /// Waits until the outbox has sent everything queued so far.
     pub async fn mail_settled(&self) {
         let db = Db::new(self.app_pool.clone());

@@ -759,3 +759,68 @@ async fn the_queue_costs_the_same_number_of_statements_for_5_and_50_orders() {
     assert_eq!(five, fifty, "statements for 5 orders: {five}, for 50: {fifty}");
     println!("ordersQueue with items: {fifty} SQL statements for 50 orders (auth and transaction included)");
 }
+
+/// The statements the app role ran while `query` was answered.
+async fn statements_for(app: &TestApp, query: &str) -> (i64, Value) {
+    let mut superuser = <sqlx::PgConnection as sqlx::Connection>::connect(&app.superuser_url()).await.unwrap();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut superuser).await.unwrap();
+    sqlx::query("SELECT pg_stat_statements_reset()").execute(&mut superuser).await.unwrap();
+    let answer = app.gql(&app.a.full, query, json!({})).await;
+    let count: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
+         WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND r.rolname = 'venueql_app' \
+         AND s.query NOT LIKE '%pg_stat_statements%'",
+    )
+    .fetch_one(&mut superuser)
+    .await
+    .unwrap();
+    (count, answer)
+}
+
+#[tokio::test]
+async fn a_page_of_history_asking_for_every_field_costs_the_same_statements_for_5_and_20_orders() {
+    let app = TestApp::spawn().await;
+    let page = "{ orders(first: 20) { edges { cursor node { id number status amountMinor currency tableRef createdAt \
+        updatedAt items { menuItemId name quantity unitPriceMinor note } allergenAlerts { itemName allergens } \
+        refundedMinor refundPendingMinor refundState refunds { id stripeRefundId amountMinor status reason requestedBy createdAt } \
+        payment { paymentIntentId chargeId amountMinor currency applicationFeeMinor } disputeStatus } } \
+        pageInfo { hasNextPage endCursor } } }";
+    let refund = "mutation($id: ID!) { refundOrder(id: $id, amountMinor: 50) { id } }";
+    let place = |n: usize| {
+        let app = &app;
+        async move {
+            for _ in 0..n {
+                app.place_order(&app.a, "alpha").await;
+                let newest = app.gql(&app.a.full, "{ orders(first: 1) { edges { node { id } } } }", json!({})).await;
+                let id = newest["data"]["orders"]["edges"][0]["node"]["id"].clone();
+                app.gql(&app.a.full, refund, json!({ "id": id })).await;
+            }
+        }
+    };
+    place(5).await;
+    let (five, answer) = statements_for(&app, page).await;
+    assert!(answer["errors"].is_null(), "{answer}");
+    assert_eq!(answer["data"]["orders"]["edges"].as_array().unwrap().len(), 5);
+    place(15).await;
+    let (twenty, answer) = statements_for(&app, page).await;
+    let edges = answer["data"]["orders"]["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 20);
+    assert!(edges.iter().all(|e| e["node"]["refunds"].as_array().unwrap().len() == 1), "{answer}");
+    assert!(five > 0);
+    assert_eq!(five, twenty, "statements for a page of 5 orders: {five}, of 20: {twenty}");
+}
+
+#[tokio::test]
+async fn the_thirty_thousand_transaction_document_is_refused_before_execution() {
+    let app = TestApp::spawn().await;
+    app.place_order(&app.a, "alpha").await;
+    let aliases: Vec<String> =
+        (0..30).map(|i| format!("a{i}: orders(first: 100) {{ edges {{ node {{ refunds {{ id }} }} }} }}")).collect();
+    let document = format!("{{ {} }}", aliases.join(" "));
+    let (count, answer) = statements_for(&app, &document).await;
+    assert_eq!(error_code(&answer), "QUERY_LIMIT_EXCEEDED", "{answer}");
+    assert!(answer["data"].is_null());
+    assert!(count < 10, "refused before any resolver ran: {count} statements");
+    let one = statements_for(&app, "{ orders(first: 100) { edges { node { refunds { id } } } } }").await.1;
+    assert!(one["errors"].is_null(), "one honest page is fine: {one}");
+}
