@@ -114,3 +114,18 @@ GRANT EXECUTE ON FUNCTION
     private.diner_paid(bytea, boolean, boolean, bytea, bytea),
     private.purge_stripe_event_bodies(timestamptz), private.forget_payment_intents(uuid[])
     TO venueql_app;
+
+-- Drops the raw bodies of events never routed to any venue (unknown accounts, ignored
+-- types) received before p_before: platform-level, no venue scope.
+CREATE FUNCTION private.purge_unrouted_stripe_event_bodies(p_before timestamptz) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE n integer;
+BEGIN
+    UPDATE private.stripe_events SET raw_body = NULL
+     WHERE venue_id IS NULL AND raw_body IS NOT NULL AND received_at < p_before;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+REVOKE ALL ON FUNCTION private.purge_unrouted_stripe_event_bodies(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION private.purge_unrouted_stripe_event_bodies(timestamptz) TO venueql_app;

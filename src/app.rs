@@ -112,6 +112,7 @@ impl Application {
             crate::payments::jobs::spawn_periodic(Db::new(pool.clone()), payments.clone(), config.stripe.jobs_interval);
         }
         start_mail_worker(&config, Db::new(pool.clone()), &issuer)?;
+        crate::retention::spawn_periodic(Db::new(pool.clone()), config.retention);
         let limits = crate::limits::Limits::new(&config.rate_limits);
         let stopping = tokio::sync::watch::Sender::new(false);
         limits.spawn_sync(Db::new(pool.clone()));

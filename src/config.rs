@@ -75,6 +75,8 @@ pub struct Config {
     pub mail: MailConfig,
     /// Rate limits and connection caps (`RATE_LIMIT_*`, `WS_*`).
     pub rate_limits: RateLimitConfig,
+    /// How long personal data no longer needed is kept (`RETENTION_*`).
+    pub retention: crate::retention::RetentionConfig,
     /// Keys of diner data: the master keys (only when `APP_KEY` is set, plus the retired
     /// ones in `APP_PREVIOUS_KEYS`) and `IDENTITY_HMAC_KEY`.
     pub diner_keys: crate::diners::DinerKeys,
@@ -278,6 +280,7 @@ impl Config {
             invitation_ttl: Duration::from_secs(3600 * parse_or(&lookup, "INVITATION_TTL_HOURS", 168u64)?),
             session_max_age: Duration::from_secs(parse_or(&lookup, "SESSION_MAX_AGE_SECS", 30 * 24 * 3600)?),
             rate_limits: RateLimitConfig::from_lookup(&lookup)?,
+            retention: retention(&lookup)?,
             mail: MailConfig {
                 smtp_url: lookup("SMTP_URL").filter(|u| !u.trim().is_empty()).map(SecretString::from),
                 mail_dir: lookup("MAIL_DIR").filter(|d| !d.trim().is_empty()).map(std::path::PathBuf::from),
@@ -322,6 +325,23 @@ pub struct StripeConfig {
     /// How often the expiry and reconciliation job runs (`PAYMENT_JOBS_INTERVAL_SECS`, 60;
     /// 0 turns the job off).
     pub jobs_interval: Duration,
+}
+
+fn retention(lookup: &impl Fn(&str) -> Option<String>) -> Result<crate::retention::RetentionConfig, ConfigError> {
+    let d = crate::retention::RetentionConfig::default();
+    let days = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
+        let n: u64 = parse_or(lookup, name, default.as_secs() / 86_400)?;
+        if n > 36_500 {
+            return Err(ConfigError(format!("{name} must be at most 36500 days, not {n}")));
+        }
+        Ok(Duration::from_secs(n * 86_400))
+    };
+    Ok(crate::retention::RetentionConfig {
+        stripe_events: days("RETENTION_STRIPE_EVENTS_DAYS", d.stripe_events)?,
+        abandoned_checkouts: days("RETENTION_ABANDONED_CHECKOUTS_DAYS", d.abandoned_checkouts)?,
+        unverified_diners: days("RETENTION_UNVERIFIED_DINERS_DAYS", d.unverified_diners)?,
+        interval: Duration::from_secs(parse_or(lookup, "RETENTION_INTERVAL_SECS", d.interval.as_secs())?),
+    })
 }
 
 fn parse_fee_bps(lookup: &impl Fn(&str) -> Option<String>) -> Result<u32, ConfigError> {

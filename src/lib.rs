@@ -23,6 +23,7 @@ pub mod menu;
 pub mod observability;
 pub mod orders;
 pub mod payments;
+pub mod retention;
 pub mod staff;
 pub mod tenancy;
 pub mod venues;

@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Delete personal data past its retention period (RETENTION_*), as the server does hourly.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -202,6 +207,12 @@ enum AdminCommand {
 }
 
 #[derive(Subcommand)]
+enum RetentionCommand {
+    /// Run one pass over every venue now; prints what was deleted.
+    Run,
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Recompute every venue's audit hash chain; exit 1 if any is broken.
     Verify,
@@ -274,6 +285,16 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
             }
         }
         Command::Stripe { command } => return run_stripe(command).await,
+        Command::Retention { command: RetentionCommand::Run } => {
+            let config = Config::from_env()?;
+            let pool = db::pool(secrecy::ExposeSecret::expose_secret(&config.database_url), 2).await?;
+            let database = venueql::tenancy::Db::new(pool);
+            let report = venueql::retention::run_once(&database, &config.retention).await.map_err(app_error)?;
+            print_json(&report);
+            if report.errors > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Keys { command } => run_keys(command).await?,
         Command::Bench(options) => bench::run(options).await?,
     }

@@ -46,6 +46,7 @@ const APP_PRIVILEGES: &[&str] = &[
     "function private.diner_paid(p_identity bytea, p_verified boolean, p_consent boolean, p_allergens bytea, p_dietary_notes bytea) EXECUTE",
     "function private.forget_payment_intents(p_checkouts uuid[]) EXECUTE",
     "function private.purge_stripe_event_bodies(p_before timestamp with time zone) EXECUTE",
+    "function private.purge_unrouted_stripe_event_bodies(p_before timestamp with time zone) EXECUTE",
     "function private.store_diner_code(p_identity bytea, p_code_hash bytea, p_ttl_secs integer) EXECUTE",
     "table public.checkout_items DELETE",
     "table public.checkouts DELETE",

@@ -321,3 +321,18 @@ async fn operators_send_reset_links_and_remove_mfa_and_both_are_in_the_platform_
         assert!(reasons.iter().any(|r| r.starts_with(expected)), "{expected:?} not in {reasons:?}");
     }
 }
+
+#[tokio::test]
+async fn retention_run_reports_what_it_deleted_and_refuses_a_bad_period() {
+    let app = TestApp::spawn().await;
+    app.place_order(&app.a, "alpha").await;
+    let (ok, kept, err) = venueql(&app, &["retention", "run"]);
+    assert!(ok, "{err}");
+    assert_eq!(kept["venues"], serde_json::json!([]), "30 days by default: {kept}");
+    let (ok, purged, err) = venueql_with(&app, &["retention", "run"], &[("RETENTION_STRIPE_EVENTS_DAYS", "0")]);
+    assert!(ok, "{err}");
+    assert_eq!(purged["venues"][0]["stripe_event_bodies"], 2, "account and payment: {purged}");
+    let (ok, _, err) = venueql_with(&app, &["retention", "run"], &[("RETENTION_UNVERIFIED_DINERS_DAYS", "soon")]);
+    assert!(!ok);
+    assert!(err.contains("RETENTION_UNVERIFIED_DINERS_DAYS"), "{err}");
+}

@@ -21,6 +21,7 @@ mod ops;
 mod payments;
 mod queue_snapshot;
 mod rate_limits;
+mod retention;
 mod schema;
 mod sentry;
 mod staff;
