@@ -4,9 +4,14 @@
 //! through the app pool under the venue scope (RLS on) and (for reads) through a
 //! superuser pool with only an explicit `WHERE venue_id` (no isolation); then webhook
 //! ingestion of distinct and duplicate signed events. The cost of tenant isolation and
-//! of the HTTP/GraphQL layers can be read off side by side.
+//! of the HTTP/GraphQL layers can be read off side by side, and so can the rate-limit
+//! layer's: the menu and the queue are also read from a server with `RATE_LIMITS=off`
+//! (the measured server has limits on, set high enough that nothing is refused). Last,
+//! the worst `Stripe-Signature` an attacker can send (6,000 `v1=` entries, 1 MB body)
+//! is timed in the verifier and over HTTP.
 
 mod orders;
+mod signature;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,8 +42,9 @@ pub struct BenchOptions {
     /// Connections in the server's pool (and in each raw-SQL pool beside it).
     #[arg(long, default_value_t = 16)]
     pub pool_size: u32,
-    /// Comma-separated measurements to run: menu, queue, checkout, webhooks (default all).
-    #[arg(long, value_delimiter = ',', default_value = "menu,queue,checkout,webhooks")]
+    /// Comma-separated measurements to run: menu, queue, checkout, webhooks, signature
+    /// (default all).
+    #[arg(long, value_delimiter = ',', default_value = "menu,queue,checkout,webhooks,signature")]
     pub only: Vec<String>,
 }
 
@@ -254,13 +260,30 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
         ("STRIPE_CONNECT_WEBHOOK_SECRET", orders::CONNECT_SECRET.into()),
         ("PLATFORM_FEE_BPS", "250".into()),
         ("PAYMENT_JOBS_INTERVAL_SECS", "0".into()),
+        ("RETENTION_INTERVAL_SECS", "0".into()),
         ("RUST_LOG", "info".into()),
     ];
+    // Rate limits on (the default), every bucket far above what the bench sends: the
+    // layer does all its work and refuses nothing.
+    let unrefused = u32::MAX.to_string();
+    for name in [
+        "RATE_LIMIT_PUBLIC_PER_ADDRESS",
+        "RATE_LIMIT_CHECKOUT_PER_ADDRESS",
+        "RATE_LIMIT_CHECKOUT_PER_VENUE",
+        "RATE_LIMIT_STAFF_PER_TOKEN",
+        "RATE_LIMIT_OAUTH_PER_ADDRESS",
+    ] {
+        server_env.push((name, unrefused.clone()));
+    }
     let (server, base) = ServerProcess::start(&server_env).await?;
+    // The same server without the rate-limit layer.
+    let mut unlimited_env = server_env.clone();
+    unlimited_env.push(("RATE_LIMITS", "off".into()));
+    let (unlimited_server, unlimited_base) = ServerProcess::start(&unlimited_env).await?;
     // The same server with queue snapshots off: every ordersQueue reads the database.
     server_env.push(("QUEUE_SNAPSHOT_MAX_AGE_MS", "0".into()));
     let (fresh_server, fresh_base) = ServerProcess::start(&server_env).await?;
-    let url = format!("{base}/graphql");
+    let bases = Bases { limited: base.clone(), unlimited: unlimited_base, fresh: fresh_base };
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(max_concurrency).build()?;
     let app_db = Db::new(db::pool(&urls.app, pool_size).await?);
@@ -272,13 +295,12 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     for &concurrency in &options.concurrency {
         if options.runs("menu") {
             samples.extend(
-                measure_menu(&client, &url, &auth, &app_db, &superuser, venue, concurrency, options.seconds).await,
+                measure_menu(&client, &bases, &auth, &app_db, &superuser, venue, concurrency, options.seconds).await,
             );
         }
         if options.runs("queue") {
-            samples.extend(
-                orders::measure_queue(&shop, &fresh_base, &app_db, &superuser, concurrency, options.seconds).await,
-            );
+            samples
+                .extend(orders::measure_queue(&shop, &bases, &app_db, &superuser, concurrency, options.seconds).await);
         }
         if options.runs("checkout") {
             samples.extend(orders::measure_checkout(&shop, &app_db, concurrency, options.seconds).await);
@@ -288,6 +310,7 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     if options.runs("webhooks") {
         made = measure_all_webhooks(&door, &stripe, &base, &shop, &app_db, &mut samples, options).await?;
     }
+    let signature = if options.runs("signature") { Some(signature::measure(&client, &base).await?) } else { None };
     println!(
         "{:<40} {:>5} {:>9} {:>7} {:>10} {:>9} {:>9}",
         "measurement", "conc", "requests", "errors", "req/s", "p50 ms", "p99 ms"
@@ -312,6 +335,9 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
             options.webhook_events
         );
     }
+    if let Some(signature) = signature {
+        signature.print();
+    }
     let pid = server.pid();
     println!(
         "server (venueql serve, its own process) resident memory: {:.0} MB now, {:.0} MB peak (VmHWM) over the whole run",
@@ -319,15 +345,27 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
         memory_mb(&pid, "VmHWM")
     );
     drop(server);
+    drop(unlimited_server);
     drop(fresh_server);
     Ok(())
 }
 
-/// The menu over HTTP, beside its SQL with RLS and without isolation.
+/// Base URLs of the servers under test, all on one database.
+pub(super) struct Bases {
+    /// Rate limits on (refusing nothing), queue snapshots on: the production setup.
+    pub limited: String,
+    /// The same with `RATE_LIMITS=off`.
+    pub unlimited: String,
+    /// Queue snapshots off.
+    pub fresh: String,
+}
+
+/// The menu over HTTP (with and without the rate-limit layer), beside its SQL with RLS
+/// and without isolation.
 #[allow(clippy::too_many_arguments)]
 async fn measure_menu(
     client: &reqwest::Client,
-    url: &str,
+    bases: &Bases,
     auth: &str,
     app_db: &Db,
     superuser: &PgPool,
@@ -336,26 +374,30 @@ async fn measure_menu(
     seconds: u64,
 ) -> Vec<Sample> {
     let mut samples = Vec::new();
-    let (client, url, auth) = (client.clone(), url.to_string(), auth.to_string());
-    samples.push(
-        drive("graphql menu over HTTP", concurrency, seconds, move || {
-            let request = client
-                .post(&url)
-                .header("authorization", &auth)
-                .header("content-type", "application/json")
-                .body(MENU_QUERY);
-            async move {
-                match request.send().await {
-                    Ok(response) => {
-                        response.status().is_success()
-                            && response.bytes().await.is_ok_and(|b| !b.starts_with(b"{\"errors"))
+    for (label, base) in
+        [("graphql menu over HTTP", &bases.limited), ("graphql menu over HTTP, rate limits off", &bases.unlimited)]
+    {
+        let (client, url, auth) = (client.clone(), format!("{base}/graphql"), auth.to_string());
+        samples.push(
+            drive(label, concurrency, seconds, move || {
+                let request = client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .body(MENU_QUERY);
+                async move {
+                    match request.send().await {
+                        Ok(response) => {
+                            response.status().is_success()
+                                && response.bytes().await.is_ok_and(|b| !b.starts_with(b"{\"errors"))
+                        }
+                        Err(_) => false,
                     }
-                    Err(_) => false,
                 }
-            }
-        })
-        .await,
-    );
+            })
+            .await,
+        );
+    }
     let db = app_db.clone();
     samples.push(
         drive("raw SQL, app role, venue scope (RLS)", concurrency, seconds, move || {

@@ -151,12 +151,12 @@ async fn http_ok(request: reqwest::RequestBuilder) -> bool {
     }
 }
 
-/// The queue over HTTP (from the server's snapshot, and from a second server with
-/// snapshots off at `fresh_base`), through the app role with RLS, and as superuser without
-/// isolation.
+/// The queue over HTTP (from the server's snapshot, from a server without the rate-limit
+/// layer, and from one with snapshots off), through the app role with RLS, and as
+/// superuser without isolation.
 pub(super) async fn measure_queue(
     shop: &Arc<Shop>,
-    fresh_base: &str,
+    bases: &super::Bases,
     app_db: &Db,
     superuser: &PgPool,
     concurrency: usize,
@@ -164,8 +164,9 @@ pub(super) async fn measure_queue(
 ) -> Vec<Sample> {
     let mut samples = Vec::new();
     for (label, base) in [
-        ("graphql ordersQueue (50 orders) HTTP", shop.base.as_str()),
-        ("graphql ordersQueue HTTP, snapshots off", fresh_base),
+        ("graphql ordersQueue (50 orders) HTTP", bases.limited.as_str()),
+        ("graphql ordersQueue HTTP, rate limits off", bases.unlimited.as_str()),
+        ("graphql ordersQueue HTTP, snapshots off", bases.fresh.as_str()),
     ] {
         let (s, url) = (shop.clone(), format!("{base}/graphql"));
         samples.push(
