@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, Change, Who};
 use crate::auth::breach::BreachCheck;
-use crate::auth::{Permissions, api_tokens, oauth};
+use crate::auth::{Permissions, api_tokens, clients};
 use crate::error::AppError;
 use crate::staff;
 use crate::tenancy::{CrossTenantDoor, VenueId};
@@ -167,28 +167,27 @@ pub async fn reset_mfa(door: &CrossTenantDoor, actor: &str, email: &str) -> Resu
     Ok(person.id)
 }
 
-/// `admin create-client`: registers an OAuth client (SPA: public, any venue of its person;
-/// integration and POS: confidential, bound to `venue_slug`).
+/// `admin create-client`: registers an OAuth client (SPA: public, any venue of its person
+/// unless `venue_slug` binds it to one; integration and POS: confidential, bound to
+/// `venue_slug`).
 pub async fn create_client(
     door: &CrossTenantDoor,
     actor: &str,
-    kind: &str,
-    name: &str,
+    new: &clients::NewClient<'_>,
     venue_slug: Option<&str>,
-    redirect_uris: &[String],
-    permissions: Permissions,
-) -> Result<oauth::CreatedClient, AppError> {
+) -> Result<clients::CreatedClient, AppError> {
     let mut tx = door.open_cross_tenant(actor, "admin create-client").await?;
     let venue = match venue_slug {
         Some(slug) => Some(venues::find_by_slug_platform(&mut tx, slug).await?),
         None => None,
     };
-    let created = oauth::create_client(&mut tx, kind, name, venue.as_ref(), redirect_uris, permissions).await?;
+    let created = clients::create_client(&mut tx, new, venue.as_ref()).await?;
     match venue {
         Some(venue) => {
             let mut tx = tx.into_venue(venue.venue_id()).await?;
-            let after = serde_json::json!({ "client_id": created.client_id, "kind": kind, "name": created.name,
-                "permissions": created.permissions });
+            let after = serde_json::json!({ "client_id": created.client_id, "kind": created.kind, "name": created.name,
+                "permissions": created.permissions, "redirect_uris": created.redirect_uris,
+                "allowed_origins": created.allowed_origins });
             let change = Change {
                 action: "oauth_client.created",
                 target_type: "oauth_client",
@@ -202,4 +201,23 @@ pub async fn create_client(
         None => tx.commit().await?,
     }
     Ok(created)
+}
+
+/// `admin update-client`: replaces an SPA client's redirect URIs and web origins.
+pub async fn update_client(
+    door: &CrossTenantDoor,
+    actor: &str,
+    client_id: &str,
+    redirect_uris: &[String],
+    allowed_origins: &[String],
+) -> Result<clients::UpdatedClient, AppError> {
+    let mut tx = door.open_cross_tenant(actor, "admin update-client").await?;
+    let updated = clients::update_spa_client(&mut tx, client_id, redirect_uris, allowed_origins).await?;
+    tx.note(&format!(
+        "spa client {client_id}: redirect URIs {:?}, origins {:?}",
+        updated.redirect_uris, updated.allowed_origins
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(updated)
 }

@@ -22,6 +22,7 @@ pub mod mail;
 pub mod menu;
 pub mod observability;
 pub mod orders;
+pub mod origins;
 pub mod payments;
 pub mod retention;
 pub mod staff;

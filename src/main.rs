@@ -172,15 +172,31 @@ enum AdminCommand {
         kind: String,
         #[arg(long)]
         name: String,
-        /// The venue of an integration or POS client.
+        /// The venue of an integration or POS client (an SPA client with a venue signs
+        /// people in to that venue only).
         #[arg(long)]
         venue: Option<String>,
         /// Exact redirect URI (repeatable; SPA clients).
         #[arg(long = "redirect-uri")]
         redirect_uris: Vec<String>,
+        /// Web origin the SPA is served from, e.g. https://kitchen.example.com (repeatable;
+        /// browsers there may call the token endpoint and the API).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
         /// Permissions of an integration's client-credentials tokens.
         #[arg(long, default_value = "")]
         permissions: String,
+    },
+    /// Replace an SPA client's redirect URIs and web origins.
+    UpdateClient {
+        #[arg(long)]
+        client_id: String,
+        /// Exact redirect URI (repeatable; at least one).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Web origin (repeatable; none: same-origin pages only).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
     },
     /// Mail a person a password reset link (a running server sends it; APP_KEY needed).
     ResetPassword {
@@ -369,20 +385,19 @@ async fn run_admin(command: AdminCommand) -> Result<(), DynError> {
         AdminCommand::IssueToken { venue, name, permissions: list } => {
             print_json(&admin::issue_token(&door, &actor, &venue, &name, permissions(&list)?).await.map_err(app_error)?)
         }
-        AdminCommand::CreateClient { kind, name, venue, redirect_uris, permissions: list } => {
-            let created = admin::create_client(
-                &door,
-                &actor,
-                &kind,
-                &name,
-                venue.as_deref(),
-                &redirect_uris,
-                permissions(&list)?,
-            )
-            .await
-            .map_err(app_error)?;
-            print_json(&created)
+        AdminCommand::CreateClient { kind, name, venue, redirect_uris, origins, permissions: list } => {
+            let new = venueql::auth::clients::NewClient {
+                kind: &kind,
+                name: &name,
+                redirect_uris: &redirect_uris,
+                allowed_origins: &origins,
+                permissions: permissions(&list)?,
+            };
+            print_json(&admin::create_client(&door, &actor, &new, venue.as_deref()).await.map_err(app_error)?)
         }
+        AdminCommand::UpdateClient { client_id, redirect_uris, origins } => print_json(
+            &admin::update_client(&door, &actor, &client_id, &redirect_uris, &origins).await.map_err(app_error)?,
+        ),
         AdminCommand::ResetPassword { email } => {
             let keys = venueql::diners::DinerKeys::from_env()?;
             let staff = admin::reset_password(&door, &actor, &email, keys.master().map_err(app_error)?)

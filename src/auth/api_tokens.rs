@@ -95,5 +95,10 @@ pub async fn verify(db: &Db, token: &str) -> Result<Caller, AppError> {
             .await?;
     let (venue, token_id, permissions) = found.ok_or(INVALID_TOKEN)?;
     let venue = VenueId::from_uuid(venue);
-    Ok(Caller { venue, principal: Principal::ApiToken(token_id), permissions: Permissions::from_db(permissions) })
+    Ok(Caller {
+        venue,
+        principal: Principal::ApiToken(token_id),
+        permissions: Permissions::from_db(permissions),
+        client_id: None,
+    })
 }

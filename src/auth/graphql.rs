@@ -4,7 +4,7 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject
 use uuid::Uuid;
 
 use super::login::Reauth;
-use super::{Permission, Permissions, login, oauth, reset, totp};
+use super::{Permission, Permissions, clients, login, oauth, reset, totp};
 use crate::audit::{self, Change};
 use crate::error::AppError;
 use crate::graphql::context::{self, StaffCtx, commit, staff_tx};
@@ -205,7 +205,8 @@ impl MfaMutation {
     }
 }
 
-/// An integration or POS client of the venue.
+/// An OAuth client of the venue: an integration, a POS terminal or the venue's own
+/// browser app (SPA).
 #[derive(SimpleObject)]
 pub struct ApiClient {
     /// Client id (for OAuth requests).
@@ -214,19 +215,31 @@ pub struct ApiClient {
     name: String,
     /// What it is.
     kind: ApiClientKind,
-    /// Permissions of its client-credentials tokens.
+    /// Permissions of its client-credentials tokens (integrations) or the most its PIN
+    /// sessions carry (POS); empty for an SPA, whose sessions carry the person's own.
     permissions: Vec<Permission>,
+    /// Where the hosted login may send people back (SPA clients).
+    redirect_uris: Vec<String>,
+    /// Web origins the SPA is served from: browsers there may call the token endpoint and
+    /// the API with this client's tokens (CORS).
+    allowed_origins: Vec<String>,
     /// When it was registered.
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
-impl From<oauth::VenueClient> for ApiClient {
-    fn from(c: oauth::VenueClient) -> ApiClient {
+impl From<clients::VenueClient> for ApiClient {
+    fn from(c: clients::VenueClient) -> ApiClient {
         ApiClient {
             id: c.id.into(),
             name: c.name,
-            kind: if c.kind == "pos" { ApiClientKind::Pos } else { ApiClientKind::Integration },
+            kind: match c.kind.as_str() {
+                "pos" => ApiClientKind::Pos,
+                "spa" => ApiClientKind::Spa,
+                _ => ApiClientKind::Integration,
+            },
             permissions: Permission::list(Permissions::from_db(c.permissions)),
+            redirect_uris: c.redirect_uris,
+            allowed_origins: c.allowed_origins,
             created_at: c.created_at,
         }
     }
@@ -239,6 +252,19 @@ pub enum ApiClientKind {
     Integration,
     /// A registered POS terminal (PIN grant).
     Pos,
+    /// The venue's own browser app: public, PKCE login through the hosted page, to this
+    /// venue only.
+    Spa,
+}
+
+impl ApiClientKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ApiClientKind::Integration => "integration",
+            ApiClientKind::Pos => "pos",
+            ApiClientKind::Spa => "spa",
+        }
+    }
 }
 
 /// A new client and its secret (shown once).
@@ -246,8 +272,9 @@ pub enum ApiClientKind {
 pub struct CreatedApiClient {
     /// The client.
     client: ApiClient,
-    /// Its secret; store it now, it is not shown again.
-    client_secret: String,
+    /// Its secret; store it now, it is not shown again. Null for an SPA client, which is
+    /// public (it proves itself with PKCE).
+    client_secret: Option<String>,
 }
 
 /// Input of `createApiClient`.
@@ -255,11 +282,19 @@ pub struct CreatedApiClient {
 pub struct CreateApiClientInput {
     /// Display name.
     name: String,
-    /// Integration or POS terminal.
+    /// Integration, POS terminal or SPA.
     kind: ApiClientKind,
-    /// Permissions of its client-credentials tokens (only bits the caller holds).
+    /// Permissions of its client-credentials tokens (only bits the caller holds; none for
+    /// an SPA).
     #[graphql(default)]
     permissions: Vec<Permission>,
+    /// SPA only: exact redirect URIs (https; http only on localhost), 1 to 10.
+    #[graphql(default)]
+    redirect_uris: Vec<String>,
+    /// SPA only: web origins it is served from (e.g. `https://kitchen.example.com`), at
+    /// most 20.
+    #[graphql(default)]
+    allowed_origins: Vec<String>,
 }
 
 /// One of the caller's sessions at this venue.
@@ -290,11 +325,11 @@ pub struct AccessQuery;
 
 #[Object]
 impl AccessQuery {
-    /// The venue's integration and POS clients. Requires API_CLIENTS_MANAGE.
+    /// The venue's integration, POS and SPA clients. Requires API_CLIENTS_MANAGE.
     #[graphql(guard = "Requires(Permissions::API_CLIENTS_MANAGE)")]
     async fn api_clients(&self, ctx: &Context<'_>) -> Result<Vec<ApiClient>> {
         let (_, mut tx) = staff_tx(ctx).await?;
-        let clients = oauth::venue_clients(&mut tx).await?;
+        let clients = clients::venue_clients(&mut tx).await?;
         commit(tx).await?;
         Ok(clients.into_iter().map(ApiClient::from).collect())
     }
@@ -329,26 +364,43 @@ pub struct AccessMutation;
 
 #[Object]
 impl AccessMutation {
-    /// Registers an integration or POS client. Requires API_CLIENTS_MANAGE.
+    /// Registers an integration, POS or SPA client (audited). Requires API_CLIENTS_MANAGE.
     #[graphql(guard = "Requires(Permissions::API_CLIENTS_MANAGE)")]
     async fn create_api_client(&self, ctx: &Context<'_>, input: CreateApiClientInput) -> Result<CreatedApiClient> {
         let (caller, mut tx) = staff_tx(ctx).await?;
-        let kind = match input.kind {
-            ApiClientKind::Integration => "integration",
-            ApiClientKind::Pos => "pos",
+        let new = clients::NewClient {
+            kind: input.kind.as_str(),
+            name: &input.name,
+            redirect_uris: &input.redirect_uris,
+            allowed_origins: &input.allowed_origins,
+            permissions: Permission::set(&input.permissions),
         };
-        let wanted = Permission::set(&input.permissions);
-        let (client, secret) =
-            oauth::create_venue_client(&mut tx, &caller.who(), caller.permissions, kind, &input.name, wanted).await?;
+        let (client, secret) = clients::create_venue_client(&mut tx, &caller.who(), caller.permissions, &new).await?;
         commit(tx).await?;
         Ok(CreatedApiClient { client: client.into(), client_secret: secret })
+    }
+
+    /// Replaces the web origins of one of the venue's SPA clients (audited); browsers on
+    /// other origins can then no longer use its tokens. Requires API_CLIENTS_MANAGE.
+    #[graphql(guard = "Requires(Permissions::API_CLIENTS_MANAGE)")]
+    async fn set_api_client_origins(
+        &self,
+        ctx: &Context<'_>,
+        client_id: ID,
+        allowed_origins: Vec<String>,
+    ) -> Result<ApiClient> {
+        let (caller, mut tx) = staff_tx(ctx).await?;
+        let client =
+            clients::set_venue_client_origins(&mut tx, &caller.who(), client_id.as_str(), &allowed_origins).await?;
+        commit(tx).await?;
+        Ok(client.into())
     }
 
     /// Revokes a client; its tokens stop working at once. Requires API_CLIENTS_MANAGE.
     #[graphql(guard = "Requires(Permissions::API_CLIENTS_MANAGE)")]
     async fn revoke_api_client(&self, ctx: &Context<'_>, client_id: ID) -> Result<ID> {
         let (caller, mut tx) = staff_tx(ctx).await?;
-        oauth::revoke_venue_client(&mut tx, &caller.who(), client_id.as_str()).await?;
+        clients::revoke_venue_client(&mut tx, &caller.who(), client_id.as_str()).await?;
         commit(tx).await?;
         Ok(client_id)
     }

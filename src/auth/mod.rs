@@ -3,6 +3,7 @@
 
 pub mod api_tokens;
 pub mod breach;
+pub mod clients;
 pub mod graphql;
 pub mod invitations;
 pub mod lockout;
@@ -92,6 +93,9 @@ pub struct Caller {
     pub principal: Principal,
     /// What they may do there now.
     pub permissions: Permissions,
+    /// The OAuth client the token was issued to (None for a venue API token): a browser
+    /// request from another origin must come from one of this client's origins.
+    pub client_id: Option<String>,
 }
 
 /// Verifies a bearer token of any kind (venue API token or OAuth access token; a session

@@ -13,8 +13,7 @@ use uuid::Uuid;
 use super::{Caller, INVALID_TOKEN, Permissions, Principal, secrets};
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
-use crate::tenancy::{Db, PlatformTx, VenueId, VenueTx};
-use crate::venues::Venue;
+use crate::tenancy::{Db, VenueId, VenueTx};
 
 /// Prefix of client ids.
 pub const CLIENT_ID_PREFIX: &str = "vqc_";
@@ -142,6 +141,8 @@ pub struct Client {
     pub permissions: i64,
     /// Whether it has a secret.
     pub confidential: bool,
+    /// Web origins a browser may call the token endpoint and the API from (SPA clients).
+    pub allowed_origins: Vec<String>,
 }
 
 /// Finds an active client.
@@ -150,7 +151,8 @@ pub async fn find_client(db: &Db, id: &str) -> Result<Option<Client>, AppError> 
         return Ok(None);
     }
     Ok(sqlx::query_as(
-        "SELECT id, kind, name, venue_id, redirect_uris, permissions, confidential FROM private.oauth_client($1)",
+        "SELECT id, kind, name, venue_id, redirect_uris, permissions, confidential, allowed_origins \
+         FROM private.oauth_client($1)",
     )
     .bind(id)
     .fetch_optional(db.platform_level())
@@ -187,94 +189,6 @@ pub async fn authenticate_client(db: &Db, credentials: &ClientCredentials) -> Re
     }
 }
 
-/// Output of `admin create-client`.
-#[derive(Debug, Serialize)]
-pub struct CreatedClient {
-    /// Client id.
-    pub client_id: String,
-    /// The secret of a confidential client (shown once).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_secret: Option<String>,
-    /// `spa`, `integration` or `pos`.
-    pub kind: String,
-    /// Display name.
-    pub name: String,
-    /// Venue slug of an integration or POS client.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub venue: Option<String>,
-    /// Registered redirect URIs.
-    pub redirect_uris: Vec<String>,
-    /// Permissions of client-credentials tokens.
-    pub permissions: Vec<&'static str>,
-}
-
-/// Checks a redirect URI: absolute, no fragment, https (or http on a loopback host).
-fn check_redirect_uri(uri: &str) -> Result<(), AppError> {
-    let parsed = url::Url::parse(uri)
-        .map_err(|_| AppError::bad_input(format!("redirect URI {uri:?} is not an absolute URL")))?;
-    let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-    if parsed.fragment().is_some() {
-        return Err(AppError::bad_input(format!("redirect URI {uri:?} must not have a fragment")));
-    }
-    if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
-        return Err(AppError::bad_input(format!("redirect URI {uri:?} must use https (http only for localhost)")));
-    }
-    Ok(())
-}
-
-/// Registers a client through the door. SPA clients are public and serve any venue their
-/// person belongs to; integration and POS clients belong to `venue` and get a secret.
-pub async fn create_client(
-    tx: &mut PlatformTx,
-    kind: &str,
-    name: &str,
-    venue: Option<&Venue>,
-    redirect_uris: &[String],
-    permissions: Permissions,
-) -> Result<CreatedClient, AppError> {
-    match (kind, venue) {
-        ("spa", None) if !redirect_uris.is_empty() => {}
-        ("spa", None) => return Err(AppError::bad_input("an spa client needs at least one --redirect-uri")),
-        ("spa", Some(_)) => {
-            return Err(AppError::bad_input("an spa client serves every venue of its person: omit --venue"));
-        }
-        ("integration" | "pos", Some(_)) => {}
-        ("integration" | "pos", None) => return Err(AppError::bad_input(format!("a {kind} client needs --venue"))),
-        _ => return Err(AppError::bad_input("kind must be spa, integration or pos")),
-    }
-    for uri in redirect_uris {
-        check_redirect_uri(uri)?;
-    }
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(AppError::bad_input("name must be 1 to 200 characters"));
-    }
-    let id = secrets::new_secret(CLIENT_ID_PREFIX);
-    let secret = (kind != "spa").then(|| secrets::new_secret(CLIENT_SECRET_PREFIX));
-    sqlx::query(
-        "INSERT INTO private.oauth_clients (id, kind, name, venue_id, redirect_uris, permissions, secret_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&id)
-    .bind(kind)
-    .bind(name)
-    .bind(venue.map(|v| v.id))
-    .bind(redirect_uris)
-    .bind(permissions.to_db())
-    .bind(secret.as_deref().map(secrets::hash))
-    .execute(tx.conn())
-    .await?;
-    Ok(CreatedClient {
-        client_id: id,
-        client_secret: secret,
-        kind: kind.to_string(),
-        name: name.to_string(),
-        venue: venue.map(|v| v.slug.clone()),
-        redirect_uris: redirect_uris.to_vec(),
-        permissions: permissions.names(),
-    })
-}
-
 /// Whether a PKCE verifier is well-formed (RFC 7636 §4.1: 43-128 unreserved characters).
 fn valid_verifier(verifier: &str) -> bool {
     (43..=128).contains(&verifier.len())
@@ -298,6 +212,9 @@ pub async fn issue_code(
     code_challenge: &str,
     mfa: bool,
 ) -> Result<String, AppError> {
+    if client.venue_id.is_some_and(|own| own != venue.as_uuid()) {
+        return Err(AppError::Refused("this app signs people in to its own venue only".into()));
+    }
     let code = secrets::new_secret(CODE_PREFIX);
     let mut tx = db.venue_tx(venue).await?;
     sqlx::query("SELECT private.store_oauth_code($1, $2, $3, $4, $5, $6, $7)")
@@ -725,7 +642,12 @@ pub async fn verify_access_token(db: &Db, token: &str, max_age: Duration) -> Res
         Some(staff_id) => Principal::Staff { staff_id, grant_id: row.grant_id },
         None => Principal::Client { client_id: grant.client_id.clone(), grant_id: row.grant_id },
     };
-    Ok(Caller { venue: VenueId::from_uuid(row.venue_id), principal, permissions: grant.facts().permissions() })
+    Ok(Caller {
+        venue: VenueId::from_uuid(row.venue_id),
+        principal,
+        permissions: grant.facts().permissions(),
+        client_id: Some(grant.client_id.clone()),
+    })
 }
 
 /// RFC 7009 revocation by the client the token was issued to. Revoking a refresh token
@@ -791,86 +713,6 @@ pub async fn introspect(
         "iss": issuer,
         "venue_id": row.venue_id,
     }))
-}
-
-/// A client of the transaction's venue, as its managers see it.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct VenueClient {
-    /// Client id.
-    pub id: String,
-    /// `integration` or `pos`.
-    pub kind: String,
-    /// Display name.
-    pub name: String,
-    /// Client-credentials permissions (integrations).
-    pub permissions: i64,
-    /// When it was registered.
-    pub created_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// The active integration and POS clients of the transaction's venue.
-pub async fn venue_clients(tx: &mut VenueTx) -> Result<Vec<VenueClient>, AppError> {
-    Ok(sqlx::query_as("SELECT id, kind, name, permissions, created_at FROM private.clients_of_current_venue()")
-        .fetch_all(tx.conn())
-        .await?)
-}
-
-/// Registers an integration or POS client at the transaction's venue with permissions the
-/// caller holds; returns it with its secret (shown once).
-pub async fn create_venue_client(
-    tx: &mut VenueTx,
-    who: &Who,
-    caller: Permissions,
-    kind: &str,
-    name: &str,
-    permissions: Permissions,
-) -> Result<(VenueClient, String), AppError> {
-    Permissions::check_grantable(caller, Permissions::empty(), permissions).map_err(AppError::Refused)?;
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(AppError::bad_input("name must be 1 to 200 characters"));
-    }
-    let id = secrets::new_secret(CLIENT_ID_PREFIX);
-    let secret = secrets::new_secret(CLIENT_SECRET_PREFIX);
-    sqlx::query("SELECT private.create_venue_client($1, $2, $3, $4, $5)")
-        .bind(&id)
-        .bind(kind)
-        .bind(name)
-        .bind(permissions.to_db())
-        .bind(secrets::hash(&secret))
-        .execute(tx.conn())
-        .await?;
-    let after = serde_json::json!({ "kind": kind, "name": name, "permissions": permissions.names() });
-    let change = Change {
-        action: "oauth_client.created",
-        target_type: "oauth_client",
-        target_id: id.clone(),
-        before: None,
-        after: Some(after),
-    };
-    audit::record(tx, who, change).await?;
-    let created = venue_clients(tx).await?.into_iter().find(|c| c.id == id).ok_or(AppError::NotFound("API client"))?;
-    Ok((created, secret))
-}
-
-/// Revokes a client of the transaction's venue (its tokens stop working at once).
-pub async fn revoke_venue_client(tx: &mut VenueTx, who: &Who, id: &str) -> Result<(), AppError> {
-    if !secrets::looks_like(id, CLIENT_ID_PREFIX) {
-        return Err(AppError::NotFound("API client"));
-    }
-    let revoked: bool =
-        sqlx::query_scalar("SELECT private.revoke_venue_client($1)").bind(id).fetch_one(tx.conn()).await?;
-    if !revoked {
-        return Err(AppError::NotFound("API client"));
-    }
-    let change = Change {
-        action: "oauth_client.revoked",
-        target_type: "oauth_client",
-        target_id: id.to_string(),
-        before: None,
-        after: None,
-    };
-    audit::record(tx, who, change).await
 }
 
 /// One of a person's sessions (grants) at the transaction's venue.

@@ -273,17 +273,16 @@ async fn demo_login(
         Some(id) => id.clone(),
         None => {
             let uris = [redirect_uri.clone(), "http://localhost:5173/callback".to_string()];
-            let created = admin::create_client(
-                door,
-                "operator:venueql-dev",
-                "spa",
-                "venueql dev SPA",
-                None,
-                &uris,
-                Permissions::empty(),
-            )
-            .await
-            .map_err(|e| format!("registering the demo SPA client failed: {e:?}"))?;
+            let new = crate::auth::clients::NewClient {
+                kind: "spa",
+                name: "venueql dev SPA",
+                redirect_uris: &uris,
+                allowed_origins: &[],
+                permissions: Permissions::empty(),
+            };
+            let created = admin::create_client(door, "operator:venueql-dev", &new, None)
+                .await
+                .map_err(|e| format!("registering the demo SPA client failed: {e:?}"))?;
             secrets.spa_clients.insert(redirect_uri.clone(), created.client_id.clone());
             created.client_id
         }

@@ -14,6 +14,7 @@ use axum::{Extension, Json};
 use secrecy::SecretString;
 
 use super::client_addr::ClientAddr;
+use super::cors::CrossOrigin;
 use super::{RequestError, RequestId};
 use crate::app::AppState;
 use crate::auth;
@@ -86,7 +87,7 @@ fn unauthenticated(message: &str) -> RequestError {
 }
 
 /// Maps a feature error met before execution (token check, venue lookup) to a refusal.
-fn refusal(error: AppError) -> RequestError {
+pub(super) fn refusal(error: AppError) -> RequestError {
     match error {
         AppError::Unauthenticated(message) => unauthenticated(message),
         AppError::Internal(source) => {
@@ -166,22 +167,46 @@ fn limit_public(state: &AppState, batch: &BatchRequest, venue: &Venue, client: I
     }
 }
 
+/// A browser request from another origin must carry a token of an OAuth client that
+/// lists that origin; a venue API token is a server's credential and never qualifies.
+pub async fn check_caller_origin(
+    state: &AppState,
+    caller: &auth::Caller,
+    cross_origin: Option<&CrossOrigin>,
+) -> Result<(), RequestError> {
+    let Some(CrossOrigin(origin)) = cross_origin else { return Ok(()) };
+    let allowed = match &caller.client_id {
+        Some(client) => auth::clients::client_allows_origin(&state.db, client, origin).await.map_err(refusal)?,
+        None => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(RequestError::new(StatusCode::FORBIDDEN, "FORBIDDEN", super::cors::not_this_clients_origin(origin)))
+    }
+}
+
 /// `POST /graphql`: staff and integrations with a bearer token. Without a token, a
-/// request to a venue host name is served the diner schema of that venue.
+/// request to a venue host name is served the diner schema of that venue (same-origin
+/// pages only: a diner page elsewhere calls `/v/{slug}/graphql`).
 pub async fn staff(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Extension(ClientAddr(client)): Extension<ClientAddr>,
+    cross_origin: Option<Extension<CrossOrigin>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    staff_response(&state, request_id, client, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
+    staff_response(&state, request_id, client, cross_origin.as_deref(), &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn staff_response(
     state: &AppState,
     request_id: String,
     client: IpAddr,
+    cross_origin: Option<&CrossOrigin>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RequestError> {
@@ -192,12 +217,20 @@ async fn staff_response(
         }
         None => {
             if let Some(slug) = host_slug(headers, state.config.public_host_suffix.as_deref()) {
+                if let Some(CrossOrigin(origin)) = cross_origin {
+                    let message = format!(
+                        "origin {origin} may not call a venue host name's endpoint: call /v/{slug}/graphql, which \
+                         answers the origins in the venue's settings"
+                    );
+                    return Err(RequestError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message));
+                }
                 return public_response(state, &slug, request_id, client, body).await;
             }
             return Err(unauthenticated("authentication required: send `Authorization: Bearer <token>`"));
         }
     };
     let caller = auth::authenticate_bearer(&state.db, &token, state.config.session_max_age).await.map_err(refusal)?;
+    check_caller_origin(state, &caller, cross_origin).await?;
     crate::observability::set_request_venue(&caller.venue.to_string());
     let staff = StaffCtx::new(caller, request_id, client);
     check_named_venue(state, headers, &staff).await?;

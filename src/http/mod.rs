@@ -3,6 +3,7 @@
 //! `ops` (health, readiness, metrics, security.txt).
 
 pub mod client_addr;
+pub mod cors;
 pub mod graphql;
 pub mod invitation;
 pub mod oauth;
@@ -38,12 +39,26 @@ pub struct RequestId(pub String);
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     Router::new()
-        .route("/graphql", post(graphql::staff).get(graphql::graphiql))
+        .route(
+            "/graphql",
+            post(graphql::staff)
+                .get(graphql::graphiql)
+                .options(preflight_only)
+                .route_layer(middleware::from_fn_with_state(state.clone(), cors::staff_door)),
+        )
         .route("/graphql/ws", get(subscriptions::websocket))
-        .route("/v/{slug}/graphql", post(graphql::public))
+        .route(
+            "/v/{slug}/graphql",
+            post(graphql::public)
+                .options(preflight_only)
+                .route_layer(middleware::from_fn_with_state(state.clone(), cors::public_door)),
+        )
         .merge(oauth_routes(&state))
         .route("/dev/callback", get(oauth::dev_callback))
-        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata).route_layer(middleware::from_fn(cors::public_metadata)),
+        )
         .route("/webhooks/stripe", post(webhooks::platform).layer(DefaultBodyLimit::max(config.webhook_max_body_bytes)))
         .route(
             "/webhooks/stripe/connect",
@@ -67,12 +82,29 @@ pub fn router(state: AppState) -> Router {
 fn oauth_routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/oauth/authorize", get(oauth::authorize_page).post(oauth::authorize_submit))
-        .route("/oauth/token", post(oauth::token))
+        .route(
+            "/oauth/token",
+            post(oauth::token)
+                .options(preflight_only)
+                .route_layer(middleware::from_fn_with_state(state.clone(), cors::oauth_door)),
+        )
         .route("/oauth/invitation", get(invitation::invitation_page).post(invitation::invitation_submit))
         .route("/oauth/reset", get(reset::reset_page).post(reset::reset_submit))
-        .route("/oauth/revoke", post(oauth::revoke))
+        .route(
+            "/oauth/revoke",
+            post(oauth::revoke)
+                .options(preflight_only)
+                .route_layer(middleware::from_fn_with_state(state.clone(), cors::oauth_door)),
+        )
         .route("/oauth/introspect", post(oauth::introspect))
         .route_layer(middleware::from_fn_with_state(state.clone(), limit_oauth))
+}
+
+/// `OPTIONS` on a browser-facing route: a CORS preflight is answered by the route's
+/// door ([`cors`]) before this runs; anything else is not a preflight.
+async fn preflight_only() -> Response {
+    let message = "OPTIONS is answered only as a CORS preflight from an allowed origin";
+    error_response(StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST", message)
 }
 
 /// `RATE_LIMIT_OAUTH_PER_ADDRESS`.

@@ -1,6 +1,7 @@
 //! OAuth 2 endpoints: the hosted login (`/oauth/authorize`), token, revocation,
 //! introspection and metadata. Forms in, RFC 6749 JSON errors out; tokens never cached.
 
+use super::cors::CrossOrigin;
 use std::collections::HashMap;
 
 use std::net::IpAddr;
@@ -159,15 +160,27 @@ async fn authenticated_client(
     }
 }
 
+/// A browser request from another origin must come from one of the client's own.
+fn check_client_origin(client: &Client, cross_origin: Option<&CrossOrigin>) -> Result<(), OAuthError> {
+    match cross_origin {
+        Some(CrossOrigin(origin)) if !client.allowed_origins.contains(origin) => {
+            Err(OAuthError::UnauthorizedClient(format!("origin {origin} is not an allowed origin of this client")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `POST /oauth/token`.
 pub async fn token(
     State(state): State<AppState>,
     Extension(ClientAddr(client_addr)): Extension<ClientAddr>,
+    cross_origin: Option<Extension<CrossOrigin>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let result = async {
         let (form, client) = authenticated_client(&state, &headers, client_addr, &body).await?;
+        check_client_origin(&client, cross_origin.as_deref())?;
         match form.required("grant_type")? {
             "authorization_code" => {
                 oauth::exchange_code(
@@ -200,11 +213,13 @@ pub async fn token(
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(ClientAddr(client_addr)): Extension<ClientAddr>,
+    cross_origin: Option<Extension<CrossOrigin>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let result = async {
         let (form, client) = authenticated_client(&state, &headers, client_addr, &body).await?;
+        check_client_origin(&client, cross_origin.as_deref())?;
         oauth::revoke(&state.db, &client, form.required("token")?).await.map_err(OAuthError::from)
     }
     .await;
@@ -710,12 +725,20 @@ async fn finish_login(
     wanted: Option<uuid::Uuid>,
 ) -> Response {
     let state = context.state;
-    let venues = match login::venues_of(&state.db, staff).await {
+    let mut venues = match login::venues_of(&state.db, staff).await {
         Ok(venues) => venues,
         Err(error) => return internal_page(context, error),
     };
+    // A venue's own app signs people in to that venue only.
+    if let Some(own) = context.client.venue_id {
+        venues.retain(|v| v.venue_id == own);
+    }
     let stage = if mfa { "mfa" } else { "password" };
     let chosen = match (venues.as_slice(), wanted) {
+        ([], _) if context.client.venue_id.is_some() => {
+            let message = "This app belongs to a venue your account does not work at. Ask its manager to invite you.";
+            return page(StatusCode::FORBIDDEN, "Cannot sign in", &error_html(message));
+        }
         ([], _) => {
             let message = "Your account does not belong to any venue yet. Ask a manager to invite you.";
             return page(StatusCode::FORBIDDEN, "Cannot sign in", &error_html(message));

@@ -122,21 +122,42 @@ const ENDED_BY_CLIENT: u8 = 0;
 const INIT_TIMEOUT: u8 = 1;
 const SHUTDOWN: u8 = 2;
 
-/// `GET /graphql/ws`.
+/// `GET /graphql/ws`. A browser on another origin is let in only from an origin some SPA
+/// client lists, and its token must then be of a client that lists it (as for `/graphql`).
 pub async fn websocket(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Extension(ClientAddr(client)): Extension<ClientAddr>,
+    headers: axum::http::HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> HttpResponse {
+    let origin = super::cors::foreign_origin(&headers, &state.issuer);
+    if let Some(origin) = &origin {
+        match auth::clients::origin_registered(&state.db, origin).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let message = format!("origin {origin} may not open subscriptions: register it on your SPA client");
+                return super::error_response(axum::http::StatusCode::FORBIDDEN, "FORBIDDEN", &message);
+            }
+            Err(error) => return super::graphql::refusal(error).into_response(),
+        }
+    }
+    let origin = origin.map(super::cors::CrossOrigin);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve(state, socket, protocol, request_id, client))
+        .on_upgrade(move |socket| serve(state, socket, protocol, Opened { request_id, client, origin }))
         .into_response()
 }
 
-async fn serve(state: AppState, socket: WebSocket, protocol: GraphQLProtocol, request_id: String, client: IpAddr) {
+/// Where a socket came from.
+struct Opened {
+    request_id: String,
+    client: IpAddr,
+    origin: Option<super::cors::CrossOrigin>,
+}
+
+async fn serve(state: AppState, socket: WebSocket, protocol: GraphQLProtocol, opened: Opened) {
     let limits = state.config.rate_limits.clone();
     let (mut sink, stream) = socket.split();
     let initialised = Arc::new(AtomicBool::new(false));
@@ -165,7 +186,7 @@ async fn serve(state: AppState, socket: WebSocket, protocol: GraphQLProtocol, re
         let state = state.clone();
         let initialised = initialised.clone();
         move |payload| async move {
-            let data = connection_data(state, payload, request_id, client).await?;
+            let data = connection_data(state, payload, opened).await?;
             initialised.store(true, Ordering::SeqCst);
             Ok(data)
         }
@@ -192,17 +213,16 @@ fn token_in(payload: &serde_json::Value) -> Option<&str> {
         .or_else(|| payload.get("token")?.as_str())
 }
 
-async fn connection_data(
-    state: AppState,
-    payload: serde_json::Value,
-    request_id: String,
-    client: IpAddr,
-) -> async_graphql::Result<Data> {
+async fn connection_data(state: AppState, payload: serde_json::Value, opened: Opened) -> async_graphql::Result<Data> {
+    let Opened { request_id, client, origin } = opened;
     let token = token_in(&payload).ok_or_else(|| {
         coded("UNAUTHENTICATED", "send the token in connection_init: {\"Authorization\": \"Bearer <token>\"}")
     })?;
     let token = SecretString::from(token.trim().to_string());
     let caller = auth::authenticate_bearer(&state.db, &token, state.config.session_max_age).await?;
+    super::graphql::check_caller_origin(&state, &caller, origin.as_ref())
+        .await
+        .map_err(|refused| coded(refused.code, refused.message))?;
     let caps = [
         (
             caller.principal.credential_key(),

@@ -12,6 +12,18 @@ pub struct VenueSettings {
     /// Staff holding STAFF_MANAGE, PAYMENTS_MANAGE, VENUE_SETTINGS, API_CLIENTS_MANAGE or
     /// ORDERS_REFUND get no token for this venue without two-factor authentication.
     require_mfa_for_elevated: bool,
+    /// Web origins of the venue's diner pages (e.g. `https://cafe.example.com`): browsers
+    /// there may call the venue's public endpoint `/v/{slug}/graphql` (CORS). Empty: none.
+    allowed_origins: Vec<String>,
+}
+
+impl From<super::Settings> for VenueSettings {
+    fn from(settings: super::Settings) -> VenueSettings {
+        VenueSettings {
+            require_mfa_for_elevated: settings.require_mfa_for_elevated,
+            allowed_origins: settings.allowed_origins,
+        }
+    }
 }
 
 /// Input of `updateVenueSettings`; omitted fields keep their value.
@@ -19,6 +31,9 @@ pub struct VenueSettings {
 pub struct UpdateVenueSettingsInput {
     /// See `VenueSettings.requireMfaForElevated`.
     require_mfa_for_elevated: Option<bool>,
+    /// See `VenueSettings.allowedOrigins`; the whole list (https, or http on localhost;
+    /// no wildcard; at most 20).
+    allowed_origins: Option<Vec<String>>,
 }
 
 /// Venue settings query.
@@ -33,7 +48,7 @@ impl VenueSettingsQuery {
         let (_, mut tx) = staff_tx(ctx).await?;
         let settings = super::settings(&mut tx).await?;
         commit(tx).await?;
-        Ok(VenueSettings { require_mfa_for_elevated: settings.require_mfa_for_elevated })
+        Ok(settings.into())
     }
 }
 
@@ -51,8 +66,11 @@ impl VenueSettingsMutation {
         if let Some(required) = input.require_mfa_for_elevated {
             wanted.require_mfa_for_elevated = required;
         }
+        if let Some(origins) = input.allowed_origins {
+            wanted.allowed_origins = crate::origins::normalize_all(&origins)?;
+        }
         let saved = super::update_settings(&mut tx, &caller.who(), wanted).await?;
         commit(tx).await?;
-        Ok(VenueSettings { require_mfa_for_elevated: saved.require_mfa_for_elevated })
+        Ok(saved.into())
     }
 }

@@ -104,20 +104,31 @@ pub async fn current(tx: &mut VenueTx) -> Result<Venue, AppError> {
 }
 
 /// Per-venue settings (defaults when the venue never changed them).
-#[derive(Clone, Copy, Debug, Default, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Default, Serialize, sqlx::FromRow)]
 pub struct Settings {
     /// Staff holding elevated permissions need TOTP to get a token here.
     pub require_mfa_for_elevated: bool,
+    /// Web origins of the venue's diner pages: browsers there may call the venue's public
+    /// endpoint (CORS). Empty: only pages on venueql's own origin.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The transaction's venue settings.
 pub async fn settings(tx: &mut VenueTx) -> Result<Settings, AppError> {
     let found: Option<Settings> =
-        sqlx::query_as("SELECT require_mfa_for_elevated FROM venue_settings WHERE venue_id = $1")
+        sqlx::query_as("SELECT require_mfa_for_elevated, allowed_origins FROM venue_settings WHERE venue_id = $1")
             .bind(tx.venue().as_uuid())
             .fetch_optional(tx.conn())
             .await?;
     Ok(found.unwrap_or_default())
+}
+
+/// The origins the venue's public endpoint answers browsers from (its settings).
+pub async fn public_origins(db: &Db, venue: VenueId) -> Result<Vec<String>, AppError> {
+    let mut tx = db.venue_tx(venue).await?;
+    let origins = settings(&mut tx).await?.allowed_origins;
+    tx.commit().await?;
+    Ok(origins)
 }
 
 /// Changes the transaction's venue settings, with an audit row.
@@ -128,11 +139,13 @@ pub async fn update_settings(
 ) -> Result<Settings, AppError> {
     let before = settings(tx).await?;
     sqlx::query(
-        "INSERT INTO venue_settings (venue_id, require_mfa_for_elevated) VALUES ($1, $2) \
-         ON CONFLICT (venue_id) DO UPDATE SET require_mfa_for_elevated = EXCLUDED.require_mfa_for_elevated, updated_at = now()",
+        "INSERT INTO venue_settings (venue_id, require_mfa_for_elevated, allowed_origins) VALUES ($1, $2, $3) \
+         ON CONFLICT (venue_id) DO UPDATE SET require_mfa_for_elevated = EXCLUDED.require_mfa_for_elevated, \
+             allowed_origins = EXCLUDED.allowed_origins, updated_at = now()",
     )
     .bind(tx.venue().as_uuid())
     .bind(wanted.require_mfa_for_elevated)
+    .bind(&wanted.allowed_origins)
     .execute(tx.conn())
     .await?;
     let change = crate::audit::Change {
@@ -140,7 +153,7 @@ pub async fn update_settings(
         target_type: "venue",
         target_id: tx.venue().to_string(),
         before: Some(serde_json::to_value(before).map_err(AppError::internal)?),
-        after: Some(serde_json::to_value(wanted).map_err(AppError::internal)?),
+        after: Some(serde_json::to_value(&wanted).map_err(AppError::internal)?),
     };
     crate::audit::record(tx, who, change).await?;
     Ok(wanted)

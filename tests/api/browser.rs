@@ -146,7 +146,7 @@ async fn a_person_logs_in_in_a_real_browser_with_totp_and_a_venue_choice() {
         venueql::admin::grant(&app.door, "operator:test", venue, email, Permissions::MENU_VIEW).await.unwrap();
     }
     let callback = format!("{}/dev/callback", app.base);
-    let spa = venueql::admin::create_client(
+    let spa = crate::helpers::create_client(
         &app.door,
         "operator:test",
         "spa",
@@ -220,7 +220,7 @@ async fn an_invited_person_chooses_their_own_password_in_a_real_browser_and_sign
     assert_eq!(invited["data"]["addStaff"]["status"], "INVITED", "{invited}");
     let link = app.invitation_link(email, 0).await;
     let callback = format!("{}/dev/callback", app.base);
-    let spa = venueql::admin::create_client(
+    let spa = crate::helpers::create_client(
         &app.door,
         "operator:test",
         "spa",

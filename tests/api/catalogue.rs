@@ -41,6 +41,13 @@ const PLATFORM_LEVEL: &[&str] = &[
 
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
+    // CORS origins and venue SPA clients (migration 0014).
+    "function private.client_allows_origin(p_client text, p_origin text) EXECUTE",
+    "function private.create_venue_client(p_id text, p_kind text, p_name text, p_permissions bigint, p_secret_hash bytea, p_redirect_uris text[], p_allowed_origins text[]) EXECUTE",
+    "function private.set_venue_client_origins(p_id text, p_origins text[]) EXECUTE",
+    "function private.spa_origin_registered(p_origin text) EXECUTE",
+    "function private.valid_origins(p_origins text[]) EXECUTE",
+    "table public.venue_settings(allowed_origins) UPDATE",
     // Verified diners and retention (migration 0013).
     "function private.check_diner_code(p_identity bytea, p_code_hash bytea) EXECUTE",
     "function private.diner_paid(p_identity bytea, p_verified boolean, p_consent boolean, p_allergens bytea, p_dietary_notes bytea) EXECUTE",
@@ -157,7 +164,6 @@ const APP_PRIVILEGES: &[&str] = &[
     "function private.set_staff_pin(p_staff uuid, p_hash text) EXECUTE",
     "function private.staff_pin(p_email text) EXECUTE",
     "function private.clients_of_current_venue() EXECUTE",
-    "function private.create_venue_client(p_id text, p_kind text, p_name text, p_permissions bigint, p_secret_hash bytea) EXECUTE",
     "function private.revoke_venue_client(p_id text) EXECUTE",
     "table public.memberships DELETE",
     "table public.memberships INSERT",

@@ -45,6 +45,10 @@ const STAFF_CASES: &[(&str, &str)] = &[
         "mutation { createApiClient(input: { name: \"Planted\", kind: INTEGRATION }) { client { id } clientSecret } }",
     ),
     ("revokeApiClient", "mutation($client: ID!) { revokeApiClient(clientId: $client) }"),
+    (
+        "setApiClientOrigins",
+        "mutation($spa: ID!) { setApiClientOrigins(clientId: $spa, allowedOrigins: [\"https://evil.example.com\"]) { id } }",
+    ),
     ("mySessions", "query { mySessions { id clientId } }"),
     ("revokeSession", "mutation($grant: ID!) { revokeSession(id: $grant) }"),
     ("menu", "query { menu { categories { id name items { id name } } } }"),
@@ -174,7 +178,12 @@ struct AOrder {
     diner: String,
     /// A pending invitation of venue A.
     invitation: String,
+    /// Venue A's own SPA client (its origin is [`A_APP_ORIGIN`]).
+    spa: String,
 }
+
+/// The web origin of venue A's own app and diner page: never shown to venue B.
+const A_APP_ORIGIN: &str = "https://alpha-kitchen.example.com";
 
 /// The email venue A invited: never shown to venue B.
 const A_INVITED: &str = "invited.by.alpha@example.com";
@@ -196,6 +205,8 @@ fn a_secrets(app: &TestApp, order: &AOrder) -> Vec<String> {
         A_DINER_NOTES.to_string(),
         order.invitation.clone(),
         A_INVITED.to_string(),
+        order.spa.clone(),
+        A_APP_ORIGIN.to_string(),
     ]);
     secrets
 }
@@ -204,7 +215,7 @@ fn variables(app: &TestApp, order: &AOrder) -> Value {
     json!({ "item": app.a.item_ids[0], "category": app.a.category_id, "staff": app.a.staff_id,
         "client": app.a.client_id, "grant": app.a.grant_id, "order": order.order,
         "checkout": order.checkout, "secret": order.client_secret, "diner": order.diner,
-        "invitation": order.invitation })
+        "invitation": order.invitation, "spa": order.spa })
 }
 
 /// Venue A, onboarded at Stripe, with one paid order.
@@ -214,14 +225,32 @@ async fn with_a_order() -> (TestApp, AOrder) {
     let (order, checkout, client_secret, payment_intent, diner) = a_order(&app).await;
     let invited = app.invite(&app.a.full, A_INVITED, &["MENU_VIEW"]).await;
     let invitation = invited["data"]["addStaff"]["id"].as_str().expect("A's invitation").to_string();
-    (app, AOrder { order, checkout, client_secret, payment_intent, account, diner, invitation })
+    let spa = app
+        .gql(
+            &app.a.full,
+            "mutation($o: String!) { createApiClient(input: { name: \"Alpha kitchen\", kind: SPA, \
+             redirectUris: [\"https://alpha-kitchen.example.com/\"], allowedOrigins: [$o] }) { client { id } } }",
+            json!({ "o": A_APP_ORIGIN }),
+        )
+        .await;
+    let spa = spa["data"]["createApiClient"]["client"]["id"].as_str().unwrap_or_else(|| panic!("{spa}")).to_string();
+    let origins = app
+        .gql(
+            &app.a.full,
+            "mutation($o: String!) { updateVenueSettings(input: { allowedOrigins: [$o] }) { allowedOrigins } }",
+            json!({ "o": A_APP_ORIGIN }),
+        )
+        .await;
+    assert_eq!(origins["data"]["updateVenueSettings"]["allowedOrigins"], json!([A_APP_ORIGIN]), "{origins}");
+    (app, AOrder { order, checkout, client_secret, payment_intent, account, diner, invitation, spa })
 }
 
 async fn a_state(app: &TestApp) -> Vec<Value> {
     let mut states = Vec::new();
     for query in [
         "{ menu { categories { id name items { id name priceMinor } } } }",
-        "{ venueSettings { requireMfaForElevated } }",
+        "{ venueSettings { requireMfaForElevated allowedOrigins } }",
+        "{ apiClients { id kind redirectUris allowedOrigins } }",
         "{ ordersQueue { id status refundedMinor refundPendingMinor } }",
         "{ stripeAccount { accountId chargesEnabled } }",
         "{ diners { id allergenProfile { allergens dietaryNotes } sharedAllergenProfile { allergens } } }",
@@ -304,6 +333,7 @@ async fn no_mutation_of_either_endpoint_creates_an_order() {
         account: String::new(),
         diner: uuid::Uuid::new_v4().to_string(),
         invitation: uuid::Uuid::new_v4().to_string(),
+        spa: "vqc_unknownunknownunknown".into(),
     };
     for (_, operation) in STAFF_CASES.iter().filter(|(_, op)| op.starts_with("mutation")) {
         app.gql(&app.a.full, operation, variables(&app, &order)).await;

@@ -206,9 +206,7 @@ async fn seed_venue(door: &CrossTenantDoor, app_db: &Db, slug: &str, menu: DemoM
     .unwrap();
     venueql::admin::grant(door, ACTOR, slug, &member.email, Permissions::MENU_VIEW).await.unwrap();
     let client =
-        venueql::admin::create_client(door, ACTOR, "integration", "Books", Some(slug), &[], Permissions::MENU_VIEW)
-            .await
-            .unwrap();
+        create_client(door, ACTOR, "integration", "Books", Some(slug), &[], Permissions::MENU_VIEW).await.unwrap();
     let found = venueql::auth::oauth::find_client(app_db, &client.client_id).await.unwrap().unwrap();
     let lifetimes = venueql::auth::oauth::TokenLifetimes {
         access: std::time::Duration::from_secs(900),
@@ -647,4 +645,18 @@ impl TestApp {
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Registers a client through the door as `admin create-client` does (no web origins).
+pub async fn create_client(
+    door: &venueql::tenancy::CrossTenantDoor,
+    actor: &str,
+    kind: &str,
+    name: &str,
+    venue: Option<&str>,
+    redirect_uris: &[String],
+    permissions: Permissions,
+) -> Result<venueql::auth::clients::CreatedClient, venueql::error::AppError> {
+    let new = venueql::auth::clients::NewClient { kind, name, redirect_uris, allowed_origins: &[], permissions };
+    venueql::admin::create_client(door, actor, &new, venue).await
 }

@@ -247,7 +247,7 @@ async fn the_pin_escalation_is_refused_and_pin_tokens_stay_under_the_terminal_an
     assert_eq!(error_code(&app.gql(access, own, json!({ "p": "Wrong-Password-12" })).await), "BAD_USER_INPUT");
     assert_eq!(app.gql(access, own, json!({ "p": PASSWORD })).await["data"]["setStaffPin"], true);
 
-    let till = venueql::admin::create_client(
+    let till = crate::helpers::create_client(
         &app.door,
         "operator:test",
         "pos",
@@ -349,7 +349,7 @@ async fn a_hundred_concurrent_wrong_attempts_let_at_most_the_limit_reach_a_real_
     assert_eq!(checked + statuses.iter().filter(|s| **s == 429).count(), 100);
 
     // PINs at a terminal.
-    let till = venueql::admin::create_client(
+    let till = crate::helpers::create_client(
         &app.door,
         "operator:test",
         "pos",
@@ -633,7 +633,7 @@ async fn a_reset_also_clears_the_pins_and_demoting_an_inviter_revokes_their_invi
         .clone();
     let set = "mutation($s: ID!) { setStaffPin(staffId: $s, pin: \"5678\") }";
     assert_eq!(app.gql(&app.a.full, set, json!({ "s": chef })).await["data"]["setStaffPin"], true);
-    let till = venueql::admin::create_client(
+    let till = crate::helpers::create_client(
         &app.door,
         "operator:test",
         "pos",

@@ -9,6 +9,7 @@ mod browser;
 mod cancel;
 mod catalogue;
 mod cli;
+mod cors;
 mod cross_tenant;
 mod dev;
 mod diners;

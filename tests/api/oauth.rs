@@ -36,12 +36,12 @@ pub(crate) async fn setup_with(settings: impl Fn(&str) -> Option<String>) -> OAu
     venueql::admin::grant(&app.door, actor, "bravo", EMAIL, Permissions::MENU_VIEW).await.unwrap();
     let redirect = vec![REDIRECT.to_string()];
     let spa =
-        venueql::admin::create_client(&app.door, actor, "spa", "Alpha SPA", None, &redirect, Permissions::empty())
+        crate::helpers::create_client(&app.door, actor, "spa", "Alpha SPA", None, &redirect, Permissions::empty())
             .await
             .unwrap();
     let mut integrations = Vec::new();
     for venue in ["alpha", "bravo"] {
-        let created = venueql::admin::create_client(
+        let created = crate::helpers::create_client(
             &app.door,
             actor,
             "integration",
@@ -710,7 +710,7 @@ async fn a_person_lists_and_ends_their_own_sessions() {
 #[tokio::test]
 async fn a_pos_terminal_exchanges_a_cashiers_pin_for_a_short_lived_token() {
     let s = setup().await;
-    let pos = venueql::admin::create_client(
+    let pos = crate::helpers::create_client(
         &s.app.door,
         "operator:test",
         "pos",
