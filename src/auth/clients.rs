@@ -337,3 +337,38 @@ pub async fn revoke_venue_client(tx: &mut VenueTx, who: &Who, id: &str) -> Resul
     };
     audit::record(tx, who, change).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_must_be_https_or_loopback_http_without_fragment() {
+        assert!(check_redirect_uri("https://app.example.com/cb").is_ok());
+        assert!(check_redirect_uri("http://localhost:3000/cb").is_ok());
+        assert!(check_redirect_uri("http://app.example.com/cb").is_err());
+        assert!(check_redirect_uri("https://app.example.com/cb#x").is_err());
+        assert!(check_redirect_uri("/cb").is_err());
+    }
+
+    #[test]
+    fn one_set_of_rules_for_every_client() {
+        let uris = ["https://app.example.com/cb".to_string()];
+        let origins = ["https://app.example.com".to_string()];
+        let spa = NewClient {
+            kind: "spa",
+            name: "App",
+            redirect_uris: &uris,
+            allowed_origins: &origins,
+            permissions: Permissions::empty(),
+        };
+        assert!(check(&spa).is_ok());
+        assert!(check(&NewClient { redirect_uris: &[], ..spa }).is_err(), "an spa needs a redirect URI");
+        assert!(check(&NewClient { permissions: Permissions::MENU_VIEW, ..spa }).is_err(), "an spa has no ceiling");
+        let integration = NewClient { kind: "integration", redirect_uris: &[], ..spa };
+        assert!(check(&integration).is_err(), "origins are for browser apps");
+        assert!(check(&NewClient { allowed_origins: &[], ..integration }).is_ok());
+        assert!(check(&NewClient { kind: "robot", ..spa }).is_err());
+        assert!(check(&NewClient { name: " ", ..spa }).is_err());
+    }
+}
