@@ -31,4 +31,16 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   fi
 fi
 
+# The reference apps (examples/) are built with npm for the apps' browser test.
+if ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing nodejs and npm for the example apps" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  else
+    echo "test.sh: the example apps need Node.js and npm: 'sudo apt-get install nodejs npm'" >&2
+    exit 1
+  fi
+fi
+(cd examples && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent >/dev/null)
+
 exec cargo test --locked "$@"

@@ -139,6 +139,11 @@ impl Application {
         self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// The OAuth issuer and base URL of the API (`PUBLIC_BASE_URL`, or the bound address).
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
     /// The bound address (tests bind port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")

@@ -2,6 +2,7 @@
 //! the data directory, creates the roles, migrates, seeds two demo venues once, writes
 //! `dev.json`, and serves until Ctrl-C/SIGTERM, then stops the server and the cluster.
 
+mod apps;
 pub mod cluster;
 
 pub use cluster::{Cluster, ClusterError, ClusterOptions, find_pg_bindir, random_secret};
@@ -64,6 +65,9 @@ struct DevSecrets {
     /// Signing secret of the dev server's `/webhooks/stripe/connect`.
     #[serde(default)]
     stripe_connect_webhook_secret: Option<String>,
+    /// demo-cafe's kitchen display client (the example app), moved to its port each start.
+    #[serde(default)]
+    kitchen_client: Option<String>,
 }
 
 /// What the demo seed created, as written to `dev.json`.
@@ -125,6 +129,7 @@ fn load_or_create_secrets(path: &Path) -> Result<DevSecrets, DynError> {
         identity_hmac_key: None,
         stripe_webhook_secret: None,
         stripe_connect_webhook_secret: None,
+        kitchen_client: None,
     };
     save_secrets(path, &secrets)?;
     Ok(secrets)
@@ -214,15 +219,13 @@ async fn serve_on(
     let stripe_config = config.stripe.clone();
     let app = Application::build(config).await?;
     let addr = app.local_addr();
+    let app_db = crate::tenancy::Db::new(db::pool(&urls.app, 2).await?);
     if let Some(local) = &local_stripe {
-        let app_db = crate::tenancy::Db::new(db::pool(&urls.app, 2).await?);
         let payments = crate::payments::Payments::from_config(&stripe_config);
         let seed = secrets.seed.as_ref().expect("seeded above");
         onboard_at_local_stripe(&app_db, &payments, local, seed).await?;
     }
     let oauth = demo_login(&door, secrets, addr).await?;
-    save_secrets(secrets_path, secrets)?;
-    let seed = secrets.seed.as_ref().expect("seeded above");
     let stripe = serde_json::json!({
         "api_base": stripe_config.api_base,
         "local_stand_in": local_stripe.is_some(),
@@ -231,7 +234,13 @@ async fn serve_on(
         "connect_webhook_url": format!("http://{addr}/webhooks/stripe/connect"),
         "connect_webhook_secret": connect_secret,
     });
-    let dev_json = write_dev_json(&options.data_dir, addr, &urls, seed, &oauth, &stripe)?;
+    let api = apps::ApiSide { addr, issuer: app.issuer(), stripe: &stripe, db: &app_db };
+    let apps = apps::start(&door, secrets, api).await?;
+    save_secrets(secrets_path, secrets)?;
+    let seed = secrets.seed.as_ref().expect("seeded above");
+    let apps_json =
+        serde_json::json!({ "kitchen_url": apps.kitchen_url, "order_url": apps.order_url, "built": apps.built });
+    let dev_json = write_dev_json(&options.data_dir, addr, &urls, seed, &oauth, &stripe, &apps_json)?;
     println!(
         "venueql dev: serving http://{addr}/graphql (GraphiQL in a browser); PostgreSQL on 127.0.0.1:{}",
         cluster.port()
@@ -245,6 +254,16 @@ async fn serve_on(
     if local_stripe.is_some() {
         println!(
             "venueql dev: payments use a local stand-in of Stripe's API; pay a checkout with\n  venueql dev pay --client-secret <clientSecret from startCheckout>"
+        );
+    }
+    if apps.built {
+        println!(
+            "venueql dev: example apps for demo-cafe (each on its own origin; sign in to the kitchen as the manager):\n  kitchen display  {}\n  ordering page    {}",
+            apps.kitchen_url, apps.order_url
+        );
+    } else {
+        println!(
+            "venueql dev: the example apps are not built (needs Node.js and npm): `npm ci && npm run build` in examples/"
         );
     }
     if let Some(dir) = &mail_dir {
@@ -317,6 +336,7 @@ fn write_dev_json(
     seed: &DemoSeed,
     oauth: &serde_json::Value,
     stripe: &serde_json::Value,
+    apps: &serde_json::Value,
 ) -> Result<PathBuf, DynError> {
     let venues: Vec<serde_json::Value> = seed
         .venues
@@ -338,6 +358,7 @@ fn write_dev_json(
         "manager": seed.manager,
         "oauth": oauth,
         "stripe": stripe,
+        "apps": apps,
         "venues": venues,
     });
     let path = dir.join("dev.json");
@@ -528,7 +549,12 @@ pub async fn pay(data_dir: &Path, client_secret: &str) -> Result<serde_json::Val
     let text = fs::read_to_string(&dev_json)
         .map_err(|e| format!("cannot read {} (is `venueql dev` running?): {e}", dev_json.display()))?;
     let dev: serde_json::Value = serde_json::from_str(&text)?;
-    let stripe = &dev["stripe"];
+    pay_checkout(&dev["stripe"], client_secret).await
+}
+
+/// Pays a checkout at the dev server's local Stripe and delivers the signed webhook;
+/// `stripe` is dev.json's `stripe` section.
+async fn pay_checkout(stripe: &serde_json::Value, client_secret: &str) -> Result<serde_json::Value, DynError> {
     if stripe["local_stand_in"] != true {
         return Err("the dev server uses a real Stripe account: pay with Stripe.js or the Stripe CLI instead".into());
     }

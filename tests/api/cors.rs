@@ -311,3 +311,37 @@ async fn login_at(
     let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
     (status, location, response.text().await.unwrap())
 }
+
+/// Opens `/graphql/ws` from `origin` and sends `connection_init` with `token`; returns the
+/// handshake status, or the server's first answer after the handshake.
+async fn socket_from(s: &OAuthSetup, origin: &str, token: &str) -> Result<Option<Value>, u16> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/graphql/ws", s.app.base.replace("http://", "ws://"));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    request.headers_mut().insert("origin", origin.parse().unwrap());
+    let mut socket = match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => socket,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => return Err(response.status().as_u16()),
+        Err(other) => panic!("{other}"),
+    };
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    socket.send(tokio_tungstenite::tungstenite::Message::Text(init.to_string().into())).await.unwrap();
+    Ok(crate::subscription::next_json(&mut socket, std::time::Duration::from_secs(5)).await)
+}
+
+#[tokio::test]
+async fn subscriptions_from_a_browser_need_an_origin_of_the_tokens_client() {
+    let s = registered().await;
+    assert_eq!(socket_from(&s, STRANGER, &s.app.a.full).await, Err(403), "a stranger's page cannot even connect");
+    let tokens = kitchen_tokens(&s).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let acked = socket_from(&s, KITCHEN, access).await.unwrap().unwrap();
+    assert_eq!(acked["type"], "connection_ack", "{acked}");
+    // From another SPA's origin, or with a venue API token, the socket is closed at init.
+    for (origin, token) in [(OTHER_APP, access), (KITCHEN, s.app.a.full.as_str())] {
+        let refused = socket_from(&s, origin, token).await.unwrap();
+        assert_ne!(refused.as_ref().map(|m| m["type"].clone()), Some(json!("connection_ack")), "{origin}: {refused:?}");
+    }
+}

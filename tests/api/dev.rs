@@ -9,14 +9,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-struct DevRun {
-    child: KillOnDrop,
-    dev_json: Value,
+pub(crate) struct DevRun {
+    pub(crate) child: KillOnDrop,
+    pub(crate) dev_json: Value,
 }
 
-fn start(dir: &Path) -> DevRun {
+pub(crate) fn start(dir: &Path) -> DevRun {
+    start_with(dir, &[])
+}
+
+/// `venueql dev` with extra settings in its environment.
+pub(crate) fn start_with(dir: &Path, env: &[(&str, &str)]) -> DevRun {
     let _ = std::fs::remove_file(dir.join("dev.json"));
     let child = Command::new(env!("CARGO_BIN_EXE_venueql"))
+        .envs(env.iter().copied())
         .args(["dev", "--data-dir"])
         .arg(dir)
         .args(["--listen", "127.0.0.1:0"])
@@ -43,12 +49,12 @@ fn start(dir: &Path) -> DevRun {
     }
 }
 
-fn stop(mut run: DevRun, dir: &Path) {
+pub(crate) fn stop(mut run: DevRun, dir: &Path) {
     assert!(run.child.terminate(), "venueql dev did not exit cleanly on SIGTERM");
     assert!(!dir.join("pgdata/postmaster.pid").exists(), "PostgreSQL is still running after venueql dev stopped");
 }
 
-fn token<'a>(dev: &'a Value, venue: usize, name: &str) -> &'a str {
+pub(crate) fn token<'a>(dev: &'a Value, venue: usize, name: &str) -> &'a str {
     let tokens = dev["venues"][venue]["tokens"].as_array().unwrap();
     tokens.iter().find(|t| t["name"] == name).unwrap()["token"].as_str().unwrap()
 }
@@ -126,7 +132,7 @@ async fn peanut_diner_is_flagged(dev: &Value, dir: &Path) {
     );
 }
 
-async fn query(url: &str, token: Option<&str>, query: &str) -> Value {
+pub(crate) async fn query(url: &str, token: Option<&str>, query: &str) -> Value {
     let mut request = reqwest::Client::new().post(url).json(&json!({ "query": query }));
     if let Some(token) = token {
         request = request.bearer_auth(token);

@@ -2,6 +2,7 @@
 //! database per test (cloned from a migrated template), the real server on port 0,
 //! connecting as the app role.
 
+mod apps;
 mod helpers;
 mod smtp;
 
@@ -29,4 +30,5 @@ mod staff;
 mod subscription;
 mod tenancy;
 mod tokens;
+mod webdriver;
 mod webhooks;
