@@ -59,7 +59,7 @@ fn check_redirect_uri(uri: &str) -> Result<(), AppError> {
 
 fn check_redirect_uris(uris: &[String]) -> Result<(), AppError> {
     if uris.is_empty() || uris.len() > 10 {
-        return Err(AppError::bad_input("an spa client needs 1 to 10 redirect URIs"));
+        return Err(AppError::bad_input("an spa client needs 1 to 10 redirect URIs (--redirect-uri, or redirectUris)"));
     }
     uris.iter().try_for_each(|uri| check_redirect_uri(uri))
 }

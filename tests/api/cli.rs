@@ -161,8 +161,56 @@ async fn create_client_registers_each_kind_and_refuses_bad_input_clearly() {
     assert!(ok, "{err}");
     assert!(integration["client_secret"].as_str().unwrap().starts_with("vqcs_"), "{integration}");
     assert_eq!(app.audit_count(&app.a, "oauth_client.created").await, audited_before + 1);
-    let cases: [(&[&str], &str); 4] = [
-        (&["admin", "create-client", "--kind", "spa", "--name", "Web"], "needs at least one --redirect-uri"),
+    let spa = [
+        "admin",
+        "create-client",
+        "--kind",
+        "spa",
+        "--name",
+        "Kitchen",
+        "--venue",
+        "alpha",
+        "--redirect-uri",
+        "https://kitchen.example.com/",
+        "--origin",
+        "https://Kitchen.example.com",
+    ];
+    let (ok, created, err) = venueql(&app, &spa);
+    assert!(ok, "{err}");
+    assert_eq!(created["allowed_origins"], serde_json::json!(["https://kitchen.example.com"]), "{created}");
+    assert!(created.get("client_secret").is_none(), "{created}");
+    let cases: [(&[&str], &str); 6] = [
+        (&["admin", "create-client", "--kind", "spa", "--name", "Web"], "needs 1 to 10 redirect URIs"),
+        (
+            &[
+                "admin",
+                "create-client",
+                "--kind",
+                "spa",
+                "--name",
+                "Web",
+                "--redirect-uri",
+                "https://w.example/",
+                "--origin",
+                "*",
+            ],
+            "wildcard",
+        ),
+        (
+            &[
+                "admin",
+                "create-client",
+                "--kind",
+                "integration",
+                "--name",
+                "B",
+                "--venue",
+                "alpha",
+                "--origin",
+                "https://b.example",
+            ],
+            "not a browser app",
+        ),
         (&["admin", "create-client", "--kind", "integration", "--name", "Books"], "needs --venue"),
         (
             &["admin", "create-client", "--kind", "spa", "--name", "Web", "--redirect-uri", "http://evil.example/cb"],
