@@ -32,6 +32,8 @@ pub struct AppState {
     pub issuer: String,
     /// Stripe client and payment settings.
     pub payments: crate::payments::Payments,
+    /// The same Stripe client as orders see it: where refunds are asked for.
+    pub refunds: Arc<dyn crate::orders::money::RefundGateway>,
     /// Live order changes (LISTEN/NOTIFY), for subscriptions.
     pub orders_hub: crate::orders::live::OrdersHub,
     /// This process's share of the deployment's rate limits and connection caps.
@@ -118,6 +120,7 @@ impl Application {
         limits.spawn_sync(Db::new(pool.clone()));
         let state = AppState {
             issuer,
+            refunds: Arc::new(payments.clone()),
             payments,
             orders_hub,
             db: Db::new(pool.clone()),

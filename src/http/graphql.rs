@@ -125,6 +125,7 @@ async fn execute_staff(state: &AppState, batch: BatchRequest, staff: StaffCtx) -
         .data(state.db.clone())
         .data(state.config.breach.clone())
         .data(state.payments.clone())
+        .data(state.refunds.clone())
         .data(state.orders_hub.clone())
         .data(state.config.diner_keys.clone())
         .data(state.config.clone());

@@ -237,6 +237,7 @@ async fn connection_data(state: AppState, payload: serde_json::Value, opened: Op
     data.insert(staff);
     data.insert(state.db.clone());
     data.insert(state.payments.clone());
+    data.insert(state.refunds.clone());
     data.insert(state.config.diner_keys.clone());
     data.insert(state.orders_hub.clone());
     data.insert(state.config.breach.clone());

@@ -54,17 +54,15 @@ async fn receive(
         .map_err(|e| RequestError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.client_message()))?;
     let raw = std::str::from_utf8(body)
         .map_err(|_| RequestError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "the body is not UTF-8"))?;
-    let ingested = events::ingest(&state.db, &state.payments, endpoint, &event, raw).await.map_err(|error| {
+    let hub = Some(&state.orders_hub);
+    let ingested = events::ingest(&state.db, &state.payments, hub, endpoint, &event, raw).await.map_err(|error| {
         if let AppError::Internal(source) = &error {
             crate::observability::report_internal(source.as_ref());
         }
         RequestError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "the event could not be processed; retry")
     })?;
     let body = match &ingested {
-        Ingested::Applied { outcome, venue } => {
-            if let Some(venue) = venue {
-                state.orders_hub.changed(*venue);
-            }
+        Ingested::Applied { outcome, .. } => {
             tracing::info!(event_id = %event.id, event_type = %event.event_type, outcome, "Stripe event applied");
             // Stripe's Dashboard shows this body next to the delivery: say what happened.
             serde_json::json!({ "received": true, "duplicate": false, "outcome": outcome })

@@ -13,6 +13,7 @@ use futures_util::Stream;
 use secrecy::SecretString;
 use uuid::Uuid;
 
+use super::money::{RefundGateway, refunds_of};
 use super::{HistoryFilter, Order, OrderStatus, live::OrdersHub};
 use crate::auth::Permissions;
 use crate::diners::DinerKeys;
@@ -21,7 +22,6 @@ use crate::graphql::context::{commit, staff, staff_tx};
 use crate::graphql::guard::{Requires, RequiresAny};
 use crate::menu::Allergen;
 use crate::menu::graphql::parse_id;
-use crate::payments::Payments;
 use crate::tenancy::{Db, VenueId, VenueTx};
 
 fn minor(value: i64) -> i32 {
@@ -41,7 +41,7 @@ pub struct OrderObject {
 /// a list does not grow with its length.
 pub struct RefundBatch {
     checkouts: Vec<Uuid>,
-    loaded: tokio::sync::OnceCell<std::collections::HashMap<Uuid, Vec<super::Refund>>>,
+    loaded: tokio::sync::OnceCell<std::collections::HashMap<Uuid, Vec<super::money::Refund>>>,
 }
 
 impl RefundBatch {
@@ -52,12 +52,12 @@ impl RefundBatch {
         })
     }
 
-    async fn for_checkout(&self, ctx: &Context<'_>, checkout: Uuid) -> Result<Vec<super::Refund>, AppError> {
+    async fn for_checkout(&self, ctx: &Context<'_>, checkout: Uuid) -> Result<Vec<super::money::Refund>, AppError> {
         let all = self
             .loaded
             .get_or_try_init(|| async {
                 let (_, mut tx) = staff_tx(ctx).await?;
-                let refunds = super::refunds_of(&mut tx, &self.checkouts).await?;
+                let refunds = refunds_of(&mut tx, &self.checkouts).await?;
                 commit(tx).await?;
                 Ok::<_, AppError>(refunds)
             })
@@ -283,9 +283,9 @@ impl OrderObject {
             .into_iter()
             .map(|r| OrderRefund {
                 id: r.id.into(),
-                stripe_refund_id: r.stripe_refund_id,
+                stripe_refund_id: r.provider_refund_id,
                 amount_minor: minor(r.amount_minor),
-                status: r.status,
+                status: r.status.as_str().to_string(),
                 reason: r.reason,
                 requested_by: r.requested_by,
                 created_at: r.created_at,
@@ -444,8 +444,7 @@ impl OrdersMutation {
         let id = parse_id(&id, "id")?;
         let (staff, mut tx) = staff_tx(ctx).await?;
         super::advance(&mut tx, &staff.who(), id, status).await?;
-        commit(tx).await?;
-        ctx.data::<OrdersHub>()?.changed(staff.venue);
+        super::live::commit(tx, Some(ctx.data::<OrdersHub>()?)).await?;
         reload(ctx, id).await
     }
 
@@ -461,14 +460,12 @@ impl OrdersMutation {
     ) -> Result<OrderObject> {
         let id = parse_id(&id, "id")?;
         let staff = staff(ctx)?;
+        let gateway = ctx.data::<Arc<dyn RefundGateway>>()?;
+        let hub = ctx.data::<OrdersHub>()?;
+        let ask =
+            super::money::RefundAsk { order_id: id, amount_minor: i64::from(amount_minor), reason: reason.as_deref() };
         let db = ctx.data::<Db>()?;
-        let payments = ctx.data::<Payments>()?;
-        let refunded =
-            super::refund(db, payments, staff.venue, &staff.who(), id, i64::from(amount_minor), reason.as_deref())
-                .await;
-        // A refund that Stripe refused may still have recorded its attempt on the order.
-        ctx.data::<OrdersHub>()?.changed(staff.venue);
-        refunded?;
+        super::money::request_refund(db, gateway.as_ref(), Some(hub), &staff.who(), staff.venue, ask).await?;
         reload(ctx, id).await
     }
 }

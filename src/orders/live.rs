@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::Order;
 use crate::error::AppError;
-use crate::tenancy::{Db, VenueId};
+use crate::tenancy::{Db, VenueId, VenueTx};
 
 /// A venue whose queue nobody asked for in this long is no longer watched.
 const WATCH_IDLE: Duration = Duration::from_secs(60);
@@ -241,12 +241,6 @@ impl OrdersHub {
         shared.began(venue)
     }
 
-    /// Drops `venue`'s snapshot at once: this process has just committed a change to its
-    /// orders (its own later requests must see it without waiting for the notification).
-    pub fn changed(&self, venue: VenueId) {
-        self.lock().changed(venue);
-    }
-
     /// Stops listening to venues nobody is subscribed to or has asked the queue of lately.
     fn prune(&self) {
         let mut shared = self.lock();
@@ -275,6 +269,20 @@ impl OrdersHub {
             }
         });
     }
+}
+
+/// Commits a transaction that changed the venue's orders, then drops this process's
+/// snapshot of the venue's queue, so that its own next read sees the change without
+/// waiting for the notification (other processes drop theirs when it arrives). Besides
+/// the notifications, the one place a snapshot is dropped: every change to orders commits
+/// through here (`hub` is None only outside the server, e.g. `venueql stripe replay`).
+pub async fn commit(tx: VenueTx, hub: Option<&OrdersHub>) -> Result<(), AppError> {
+    let venue = tx.venue();
+    tx.commit().await?;
+    if let Some(hub) = hub {
+        hub.lock().changed(venue);
+    }
+    Ok(())
 }
 
 async fn read_queue(db: &Db, venue: VenueId) -> Result<Vec<Arc<Order>>, AppError> {

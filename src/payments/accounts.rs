@@ -4,12 +4,14 @@
 //! takes payments only while Stripe says its charges are enabled.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::Payments;
+use super::objects::{self, Account, AccountLink};
 use super::stripe::{Params, metadata};
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
+use crate::orders::money::Stamp;
 use crate::tenancy::{Db, VenueId, VenueTx};
 
 /// A venue's connected account and what Stripe last said about it.
@@ -83,8 +85,9 @@ pub async fn start_onboarding(
     ];
     // A fresh link per call (links are single-use); retries of this call reuse the key.
     let key = format!("venueql-account-link-{}", uuid::Uuid::new_v4());
-    let link = client.post("/v1/account_links", &key, &params).await?;
-    let url = link["url"].as_str().ok_or_else(|| AppError::internal("Stripe's account link has no url"))?;
+    let link: AccountLink = objects::read("account link", &client.post("/v1/account_links", &key, &params).await?)
+        .map_err(AppError::internal)?;
+    let url = link.url;
     // Each link hands the venue's payouts set-up to whoever opens it: audited.
     let mut tx = db.venue_tx(venue).await?;
     let change = Change {
@@ -96,7 +99,7 @@ pub async fn start_onboarding(
     };
     audit::record(&mut tx, who, change).await?;
     tx.commit().await?;
-    Ok(OnboardingLink { account_id, url: url.to_string() })
+    Ok(OnboardingLink { account_id, url })
 }
 
 async fn create_account(db: &Db, payments: &Payments, venue: VenueId, who: &Who) -> Result<String, AppError> {
@@ -108,7 +111,8 @@ async fn create_account(db: &Db, payments: &Payments, venue: VenueId, who: &Who)
     metadata(&mut params, &[("venue_id", venue.to_string())]);
     // One account per venue, ever: concurrent first calls get the same account from Stripe.
     let account = payments.client()?.post("/v1/accounts", &format!("venueql-account-{venue}"), &params).await?;
-    let account_id = account["id"].as_str().ok_or_else(|| AppError::internal("Stripe's account has no id"))?;
+    let account: Account = objects::read("account", &account).map_err(AppError::internal)?;
+    let account_id = account.id.as_str();
     let mut tx = db.venue_tx(venue).await?;
     let inserted = sqlx::query(
         "INSERT INTO stripe_accounts (venue_id, account_id) VALUES ($1, $2) ON CONFLICT (venue_id) DO NOTHING",
@@ -121,7 +125,7 @@ async fn create_account(db: &Db, payments: &Payments, venue: VenueId, who: &Who)
     if inserted == 1 {
         sqlx::query("SELECT private.register_stripe_account($1)").bind(account_id).execute(tx.conn()).await?;
         // The state Stripe created the account with; any event about it is newer.
-        let created = account["created"].as_i64().and_then(|t| DateTime::from_timestamp(t, 0)).unwrap_or_default();
+        let created = DateTime::from_timestamp(account.created, 0).unwrap_or_default();
         store_state(&mut tx, &account, created, "").await?;
         let change = Change {
             action: "stripe_account.created",
@@ -138,20 +142,19 @@ async fn create_account(db: &Db, payments: &Payments, venue: VenueId, who: &Who)
 }
 
 /// Stores what an account object says, unless a newer state is stored; true if it was.
-async fn store_state(tx: &mut VenueTx, account: &Value, at: DateTime<Utc>, key: &str) -> Result<bool, AppError> {
-    let due = requirements_due(account);
-    let flag = |name: &str| account[name].as_bool().unwrap_or(false);
+async fn store_state(tx: &mut VenueTx, account: &Account, at: DateTime<Utc>, key: &str) -> Result<bool, AppError> {
+    let requirements = account.requirements.clone().unwrap_or_default();
     let changed = sqlx::query(
         "UPDATE stripe_accounts SET charges_enabled = $2, payouts_enabled = $3, details_submitted = $4, \
              requirements_due = $5, disabled_reason = $6, state_at = $7, state_event = $8, updated_at = now() \
          WHERE account_id = $1 AND (state_at, state_event) < ($7, $8)",
     )
-    .bind(account["id"].as_str())
-    .bind(flag("charges_enabled"))
-    .bind(flag("payouts_enabled"))
-    .bind(flag("details_submitted"))
-    .bind(&due)
-    .bind(account["requirements"]["disabled_reason"].as_str())
+    .bind(&account.id)
+    .bind(account.charges_enabled)
+    .bind(account.payouts_enabled)
+    .bind(account.details_submitted)
+    .bind(requirements.currently_due.unwrap_or_default())
+    .bind(requirements.disabled_reason)
     .bind(at)
     .bind(key)
     .execute(tx.conn())
@@ -160,36 +163,25 @@ async fn store_state(tx: &mut VenueTx, account: &Value, at: DateTime<Utc>, key: 
     Ok(changed == 1)
 }
 
-fn requirements_due(account: &Value) -> Vec<String> {
-    account["requirements"]["currently_due"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.as_str().map(str::to_string))
-        .collect()
-}
-
 /// `account.updated`: the newest account state wins, whatever the arrival order.
 pub(super) async fn apply_account(
     tx: &mut VenueTx,
     who: &Who,
-    account: &Value,
-    at: DateTime<Utc>,
-    key: &str,
+    account: &Account,
+    stamp: &Stamp,
 ) -> Result<String, AppError> {
-    if !store_state(tx, account, at, key).await? {
+    if !store_state(tx, account, stamp.at, &stamp.key(0)).await? {
         return Ok("no change: a newer account state is recorded".into());
     }
-    let flag = |name: &str| account[name].as_bool().unwrap_or(false);
-    let due = requirements_due(account);
+    let due = account.requirements.as_ref().and_then(|r| r.currently_due.clone()).unwrap_or_default();
     let change = Change {
         action: "stripe_account.updated",
         target_type: "stripe_account",
-        target_id: account["id"].as_str().unwrap_or_default().to_string(),
+        target_id: account.id.clone(),
         before: None,
-        after: Some(json!({ "charges_enabled": flag("charges_enabled"), "payouts_enabled": flag("payouts_enabled"),
-            "details_submitted": flag("details_submitted"), "requirements_due": due })),
+        after: Some(json!({ "charges_enabled": account.charges_enabled, "payouts_enabled": account.payouts_enabled,
+            "details_submitted": account.details_submitted, "requirements_due": due })),
     };
     audit::record(tx, who, change).await?;
-    Ok(format!("account updated (charges enabled: {})", flag("charges_enabled")))
+    Ok(format!("account updated (charges enabled: {})", account.charges_enabled))
 }

@@ -11,6 +11,44 @@ use super::stripe::{Params, metadata};
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId, VenueTx};
 
+/// Where a checkout stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckoutStatus {
+    /// Priced; its PaymentIntent is being created.
+    Creating,
+    /// Waiting for the payment.
+    Pending,
+    /// Paid: its order exists.
+    Succeeded,
+    /// The payment failed (the diner may try again with the same PaymentIntent).
+    Failed,
+    /// The payment was cancelled.
+    Canceled,
+    /// Nobody paid in time; its PaymentIntent is cancelled.
+    Expired,
+}
+
+impl CheckoutStatus {
+    const NAMES: [(CheckoutStatus, &'static str); 6] = [
+        (CheckoutStatus::Creating, "creating"),
+        (CheckoutStatus::Pending, "pending"),
+        (CheckoutStatus::Succeeded, "succeeded"),
+        (CheckoutStatus::Failed, "failed"),
+        (CheckoutStatus::Canceled, "canceled"),
+        (CheckoutStatus::Expired, "expired"),
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES.iter().find(|(s, _)| *s == self).map(|(_, n)| *n).unwrap_or("creating")
+    }
+
+    /// The status of a stored name.
+    pub fn from_stored(name: &str) -> CheckoutStatus {
+        Self::NAMES.iter().find(|(_, n)| *n == name).map(|(s, _)| *s).unwrap_or(CheckoutStatus::Creating)
+    }
+}
+
 /// Most lines in one checkout.
 pub const MAX_LINES: usize = 50;
 /// Most of one item in a line.
@@ -209,9 +247,12 @@ pub async fn start(
             return Err(error.into());
         }
     };
-    let (Some(intent_id), Some(client_secret)) = (intent["id"].as_str(), intent["client_secret"].as_str()) else {
-        return Err(AppError::internal("Stripe's PaymentIntent has no id or client_secret"));
+    let intent: super::objects::PaymentIntent =
+        super::objects::read("PaymentIntent", &intent).map_err(AppError::internal)?;
+    let Some(client_secret) = intent.client_secret.as_deref() else {
+        return Err(AppError::internal("Stripe's new PaymentIntent has no client_secret"));
     };
+    let intent_id = intent.id.as_str();
     let mut tx = db.venue_tx(venue).await?;
     sqlx::query(
         "UPDATE checkouts SET status = 'pending', payment_intent_id = $2, client_secret_hash = $3, updated_at = now() \
@@ -247,12 +288,12 @@ async fn mark_failed(db: &Db, venue: VenueId, checkout_id: Uuid, reason: &str) -
 }
 
 /// What the diner holding the client secret may see of their checkout.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct Status {
     /// The checkout id.
     pub id: Uuid,
-    /// `pending`, `succeeded`, `failed`, `canceled`, `expired` (or `creating`).
-    pub status: String,
+    /// Where it stands.
+    pub status: CheckoutStatus,
     /// Total in minor units.
     pub amount_minor: i64,
     /// ISO 4217.
@@ -268,15 +309,19 @@ pub struct Status {
 /// the secret's SHA-256, compared in SQL: a digest match leaks nothing about the secret.
 pub async fn status(db: &Db, venue: VenueId, id: Uuid, client_secret: &str) -> Result<Status, AppError> {
     let mut tx = db.venue_tx(venue).await?;
-    let found: Option<Status> = sqlx::query_as(
-        "SELECT c.id, c.status, c.amount_minor, c.currency, c.expires_at, \
-                (SELECT o.number FROM orders o WHERE o.checkout_id = c.id) AS order_number \
+    let found: Option<(Uuid, String, i64, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT c.id, c.status, c.amount_minor, c.currency, c.expires_at \
          FROM checkouts c WHERE c.id = $1 AND c.client_secret_hash = $2",
     )
     .bind(id)
     .bind(crate::auth::secrets::hash(client_secret))
     .fetch_optional(tx.conn())
     .await?;
+    let Some((id, status, amount_minor, currency, expires_at)) = found else {
+        tx.commit().await?;
+        return Err(AppError::NotFound("checkout"));
+    };
+    let order_number = crate::orders::place::number_of_checkout(&mut tx, id).await?;
     tx.commit().await?;
-    found.ok_or(AppError::NotFound("checkout"))
+    Ok(Status { id, status: CheckoutStatus::from_stored(&status), amount_minor, currency, expires_at, order_number })
 }

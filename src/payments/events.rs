@@ -84,6 +84,7 @@ pub enum Ingested {
 pub async fn ingest(
     db: &Db,
     payments: &super::Payments,
+    hub: Option<&crate::orders::live::OrdersHub>,
     endpoint: Endpoint,
     event: &EventEnvelope,
     raw: &str,
@@ -107,7 +108,7 @@ pub async fn ingest(
         tx.commit().await?;
         return Ok(Ingested::Applied { outcome, venue: None });
     }
-    let (outcome, venue) = super::effects::apply(tx, endpoint, event, &event.body).await?;
+    let (outcome, venue) = super::effects::apply(tx, hub, endpoint, event).await?;
     Ok(Ingested::Applied { outcome, venue })
 }
 

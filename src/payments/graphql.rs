@@ -182,7 +182,7 @@ impl PublicCheckoutQuery {
         let status = checkout::status(ctx.data::<Db>()?, venue, id, &client_secret).await?;
         Ok(Checkout {
             id: status.id.into(),
-            status: status.status.to_ascii_uppercase(),
+            status: status.status.as_str().to_ascii_uppercase(),
             amount_minor: i32::try_from(status.amount_minor).unwrap_or(i32::MAX),
             currency: status.currency,
             expires_at: status.expires_at,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::Payments;
 use super::events::{self, Endpoint, Ingested};
+use super::objects::{self, PaymentIntent, PaymentIntentStatus};
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId};
@@ -43,7 +44,6 @@ struct CheckoutState {
     status: String,
     expired: bool,
     old_enough: bool,
-    has_order: bool,
 }
 
 /// One pass over open PaymentIntents older than the expiry or reconciliation delay.
@@ -61,7 +61,7 @@ pub async fn run_once(db: &Db, payments: &Payments) -> Result<Report, AppError> 
     let mut report = Report { checked: candidates.len(), ..Report::default() };
     let venues: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM venues").fetch_all(db.platform_level()).await?;
     for venue in venues {
-        match crate::orders::retry_requested_refunds(db, payments, VenueId::from_uuid(venue)).await {
+        match crate::orders::money::retry_requested_refunds(db, payments, VenueId::from_uuid(venue)).await {
             Ok(accepted) => report.refunds_retried += accepted,
             Err(error) => tracing::warn!(error = ?error, "refund retry failed"),
         }
@@ -95,29 +95,31 @@ async fn check(
     let venue = VenueId::from_uuid(candidate.venue_id);
     let mut tx = db.venue_tx(venue).await?;
     let state: Option<CheckoutState> = sqlx::query_as(
-        "SELECT status, expires_at < now() AS expired, created_at < now() - make_interval(secs => $2) AS old_enough, \
-                EXISTS (SELECT 1 FROM orders o WHERE o.checkout_id = c.id) AS has_order \
+        "SELECT status, expires_at < now() AS expired, created_at < now() - make_interval(secs => $2) AS old_enough \
          FROM checkouts c WHERE id = $1",
     )
     .bind(candidate.checkout_id)
     .bind(payments.reconcile_after.as_secs_f64())
     .fetch_optional(tx.conn())
     .await?;
+    let has_order = crate::orders::place::number_of_checkout(&mut tx, candidate.checkout_id).await?.is_some();
     tx.commit().await?;
     let Some(state) = state else {
         return Ok(Outcome::Nothing);
     };
     let id = &candidate.payment_intent_id;
-    if state.has_order {
+    if has_order {
         settle(db, venue, id).await?;
         return Ok(Outcome::Nothing);
     }
-    let intent = client.get(&format!("/v1/payment_intents/{id}")).await?;
+    let intent: PaymentIntent =
+        objects::read("PaymentIntent", &client.get(&format!("/v1/payment_intents/{id}")).await?)
+            .map_err(AppError::internal)?;
     let mut tx = db.venue_tx(venue).await?;
     sqlx::query("SELECT private.mark_payment_intent_checked($1)").bind(id).execute(tx.conn()).await?;
     tx.commit().await?;
-    match intent["status"].as_str().unwrap_or_default() {
-        "succeeded" if state.old_enough => {
+    match intent.status {
+        PaymentIntentStatus::Succeeded if state.old_enough => {
             let mut tx = db.venue_tx(venue).await?;
             let change = Change {
                 action: "payment.without_order",
@@ -132,8 +134,8 @@ async fn check(
             tx.commit().await?;
             Ok(Outcome::PaidWithoutOrder)
         }
-        "succeeded" | "processing" => Ok(Outcome::Nothing),
-        "canceled" => {
+        PaymentIntentStatus::Succeeded | PaymentIntentStatus::Processing => Ok(Outcome::Nothing),
+        PaymentIntentStatus::Canceled => {
             expire(db, venue, candidate.checkout_id, id).await?;
             Ok(Outcome::Expired)
         }
@@ -204,5 +206,5 @@ pub async fn replay(db: &Db, payments: &Payments, event_id: &str) -> Result<Inge
         return Err(AppError::internal("Stripe returned a different event than the one asked for"));
     }
     let endpoint = if envelope.account.is_some() { Endpoint::Connect } else { Endpoint::Platform };
-    events::ingest(db, payments, endpoint, &envelope, &raw).await
+    events::ingest(db, payments, None, endpoint, &envelope, &raw).await
 }

@@ -1,6 +1,10 @@
-//! Stripe payments: the API client, Connect Express onboarding, checkouts, the verified
-//! webhook event store and the effects of each event, reconciliation and replay. An order
-//! comes into existence only in [`effects`], from a verified `payment_intent.succeeded`.
+//! Stripe payments: the API client and its typed objects, Connect Express onboarding
+//! (`stripe_accounts`), checkouts (`checkouts`, `checkout_items`), the verified webhook
+//! event store and the translation of each event into this room's state and into calls of
+//! `orders`, refunds at Stripe (orders' [`crate::orders::money::RefundGateway`]),
+//! reconciliation and replay. Payments depends on orders, never the reverse: an order is
+//! placed by `orders::place`, called from [`effects`] for a verified
+//! `payment_intent.succeeded`.
 
 pub mod accounts;
 pub mod checkout;
@@ -9,6 +13,8 @@ pub mod events;
 pub mod graphql;
 pub mod jobs;
 pub mod local_stripe;
+pub mod objects;
+pub mod refunds;
 pub mod signature;
 pub mod stripe;
 
