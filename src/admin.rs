@@ -5,9 +5,10 @@
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::access::Permissions;
 use crate::audit::{self, Change, Who};
 use crate::auth::breach::BreachCheck;
-use crate::auth::{Permissions, api_tokens, clients};
+use crate::auth::{api_tokens, clients};
 use crate::error::AppError;
 use crate::staff;
 use crate::tenancy::{CrossTenantDoor, VenueId};

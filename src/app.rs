@@ -9,10 +9,11 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
+use crate::auth::breach::BreachCheck;
 use crate::config::Config;
 use crate::db::{self, DbError};
-use crate::graphql::{self, PublicSchema, SchemaOptions, StaffSchema};
 use crate::observability::Metrics;
+use crate::schema::{self, PublicSchema, SchemaOptions, Services, StaffSchema};
 use crate::tenancy::Db;
 
 /// Shared, cheaply cloned state of every request.
@@ -32,8 +33,8 @@ pub struct AppState {
     pub issuer: String,
     /// Stripe client and payment settings.
     pub payments: crate::payments::Payments,
-    /// The same Stripe client as orders see it: where refunds are asked for.
-    pub refunds: Arc<dyn crate::orders::money::RefundGateway>,
+    /// The breached-password check (hosted invitation and reset pages).
+    pub breach: BreachCheck,
     /// Live order changes (LISTEN/NOTIFY), for subscriptions.
     pub orders_hub: crate::orders::live::OrdersHub,
     /// This process's share of the deployment's rate limits and connection caps.
@@ -93,11 +94,6 @@ impl Application {
         let pool = db::pool(config.database_url.expose_secret(), config.database_max_connections).await?;
         db::check_app_role(&pool).await?;
         let metrics = Arc::new(Metrics::new());
-        let options = SchemaOptions {
-            limits: config.limits,
-            introspection: config.introspection,
-            metrics: Some(metrics.clone()),
-        };
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
@@ -118,19 +114,37 @@ impl Application {
         let limits = crate::limits::Limits::new(&config.rate_limits);
         let stopping = tokio::sync::watch::Sender::new(false);
         limits.spawn_sync(Db::new(pool.clone()));
+        let breach = BreachCheck::new(&config.breach)?;
+        let config = Arc::new(config);
+        let services = Services {
+            db: Db::new(pool.clone()),
+            config: config.clone(),
+            payments: payments.clone(),
+            refunds: Arc::new(payments.clone()),
+            diner_allergens: Arc::new(config.keys.clone()),
+            orders_hub: orders_hub.clone(),
+            keys: config.keys.clone(),
+            breach: breach.clone(),
+        };
+        let options = SchemaOptions {
+            limits: config.limits,
+            introspection: config.introspection,
+            metrics: Some(metrics.clone()),
+            services: Some(services),
+        };
         let state = AppState {
             issuer,
-            refunds: Arc::new(payments.clone()),
             payments,
             orders_hub,
+            breach,
             db: Db::new(pool.clone()),
             limits,
             open_sockets: Default::default(),
             shutdown: stopping.subscribe(),
             webhook_permits: Arc::new(tokio::sync::Semaphore::new(config.webhook_max_concurrency)),
-            staff_schema: graphql::staff_schema(&options),
-            public_schema: graphql::public_schema(&options),
-            config: Arc::new(config),
+            staff_schema: schema::staff_schema(&options),
+            public_schema: schema::public_schema(&options),
+            config,
             metrics,
             pool_for_health: pool,
         };
@@ -191,7 +205,7 @@ fn start_mail_worker(config: &Config, db: Db, issuer: &str) -> Result<(), StartE
             config.mail.from
         ))
     })?;
-    match (transport, config.diner_keys.master.clone()) {
+    match (transport, config.keys.master.clone()) {
         (Some(transport), Some(master)) => {
             let worker = crate::mail::Worker {
                 db,

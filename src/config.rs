@@ -1,12 +1,16 @@
 //! Typed settings read from the environment (names from SPEC §11); secrets are
 //! `SecretString`s so they cannot end up in logs through `Debug`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use ipnet::IpNet;
 use secrecy::{SecretBox, SecretString};
+
+/// Stripe's API, unless `STRIPE_API_BASE` names another (tests, `venueql dev`).
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 
 /// Everything `venueql serve` needs to run; built once at start.
 #[derive(Clone, Debug)]
@@ -56,7 +60,7 @@ pub struct Config {
     /// Stripe settings (`STRIPE_*`).
     pub stripe: StripeConfig,
     /// Breached-password check for passwords set through the API (`HIBP_*`).
-    pub breach: crate::auth::breach::BreachCheck,
+    pub breach: BreachSettings,
     /// Brute-force lockout thresholds.
     pub lockout: crate::auth::lockout::LockoutLimits,
     /// Master key (`APP_KEY`, base64 of 32 bytes); keys login tickets. When unset, a
@@ -65,7 +69,7 @@ pub struct Config {
     /// Proxies whose forwarding header is believed (`TRUSTED_PROXIES`, CIDRs).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Which forwarding header those proxies write (`FORWARDED_HEADER`, x-forwarded-for).
-    pub forwarded_header: crate::http::client_addr::ForwardedHeader,
+    pub forwarded_header: ForwardedHeader,
     /// How long an invitation to join a venue stays valid (`INVITATION_TTL_HOURS`, 168).
     pub invitation_ttl: Duration,
     /// Absolute lifetime of a session however often it is refreshed (`SESSION_MAX_AGE_SECS`,
@@ -76,10 +80,10 @@ pub struct Config {
     /// Rate limits and connection caps (`RATE_LIMIT_*`, `WS_*`).
     pub rate_limits: RateLimitConfig,
     /// How long personal data no longer needed is kept (`RETENTION_*`).
-    pub retention: crate::retention::RetentionConfig,
-    /// Keys of diner data: the master keys (only when `APP_KEY` is set, plus the retired
-    /// ones in `APP_PREVIOUS_KEYS`) and `IDENTITY_HMAC_KEY`.
-    pub diner_keys: crate::diners::DinerKeys,
+    pub retention: RetentionConfig,
+    /// The master keys (only when `APP_KEY` is set, plus the retired ones in
+    /// `APP_PREVIOUS_KEYS`) and `IDENTITY_HMAC_KEY`.
+    pub keys: crate::crypto::KeyRing,
 }
 
 /// Rate limits (per minute, for the whole deployment) and WebSocket caps.
@@ -249,8 +253,8 @@ impl Config {
             refresh_token_ttl: Duration::from_secs(parse_or(&lookup, "REFRESH_TOKEN_TTL_SECS", 30 * 24 * 3600)?),
             queue_snapshot_max_age: Duration::from_millis(parse_or(&lookup, "QUEUE_SNAPSHOT_MAX_AGE_MS", 1000)?),
             app_key: Arc::new(parse_app_key(lookup("APP_KEY"))?),
-            diner_keys: diner_keys(&lookup)?,
-            breach: crate::auth::breach::BreachCheck::from_lookup(&lookup)?,
+            keys: key_ring(&lookup)?,
+            breach: BreachSettings::from_lookup(&lookup)?,
             stripe: StripeConfig {
                 webhook_secrets: secrets_list(&lookup, "STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET_PREVIOUS"),
                 connect_webhook_secrets: secrets_list(
@@ -262,17 +266,15 @@ impl Config {
                 secret_key: lookup("STRIPE_SECRET_KEY").filter(|k| !k.trim().is_empty()).map(SecretString::from),
                 api_base: lookup("STRIPE_API_BASE")
                     .filter(|b| !b.trim().is_empty())
-                    .unwrap_or_else(|| crate::payments::stripe::DEFAULT_API_BASE.into()),
+                    .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.into()),
                 retry_backoff: Duration::from_millis(parse_or(&lookup, "STRIPE_RETRY_BACKOFF_MS", 250)?),
                 platform_fee_bps: parse_fee_bps(&lookup)?,
                 checkout_expiry: Duration::from_secs(parse_or(&lookup, "CHECKOUT_EXPIRY_SECS", 1800)?),
                 reconcile_after: Duration::from_secs(parse_or(&lookup, "RECONCILE_AFTER_SECS", 900)?),
                 jobs_interval: Duration::from_secs(parse_or(&lookup, "PAYMENT_JOBS_INTERVAL_SECS", 60)?),
             },
-            trusted_proxies: crate::http::client_addr::parse_trusted_proxies(
-                &lookup("TRUSTED_PROXIES").unwrap_or_default(),
-            )
-            .map_err(ConfigError)?,
+            trusted_proxies: parse_trusted_proxies(&lookup("TRUSTED_PROXIES").unwrap_or_default())
+                .map_err(ConfigError)?,
             forwarded_header: match lookup("FORWARDED_HEADER").filter(|h| !h.trim().is_empty()) {
                 Some(raw) => raw.parse().map_err(ConfigError)?,
                 None => Default::default(),
@@ -327,8 +329,8 @@ pub struct StripeConfig {
     pub jobs_interval: Duration,
 }
 
-fn retention(lookup: &impl Fn(&str) -> Option<String>) -> Result<crate::retention::RetentionConfig, ConfigError> {
-    let d = crate::retention::RetentionConfig::default();
+fn retention(lookup: &impl Fn(&str) -> Option<String>) -> Result<RetentionConfig, ConfigError> {
+    let d = RetentionConfig::default();
     let days = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
         let n: u64 = parse_or(lookup, name, default.as_secs() / 86_400)?;
         if n > 36_500 {
@@ -336,7 +338,7 @@ fn retention(lookup: &impl Fn(&str) -> Option<String>) -> Result<crate::retentio
         }
         Ok(Duration::from_secs(n * 86_400))
     };
-    Ok(crate::retention::RetentionConfig {
+    Ok(RetentionConfig {
         stripe_events: days("RETENTION_STRIPE_EVENTS_DAYS", d.stripe_events)?,
         abandoned_checkouts: days("RETENTION_ABANDONED_CHECKOUTS_DAYS", d.abandoned_checkouts)?,
         unverified_diners: days("RETENTION_UNVERIFIED_DINERS_DAYS", d.unverified_diners)?,
@@ -369,8 +371,13 @@ fn decode_key(name: &str, raw: &str) -> Result<[u8; 32], ConfigError> {
     bytes.try_into().map_err(|b: Vec<u8>| ConfigError(format!("{name} must decode to 32 bytes, not {}", b.len())))
 }
 
-/// The master keys (when `APP_KEY` is set) and the identity key.
-pub fn diner_keys(lookup: &impl Fn(&str) -> Option<String>) -> Result<crate::diners::DinerKeys, ConfigError> {
+/// The key ring from the process environment (the CLI's keys and admin commands).
+pub fn key_ring_from_env() -> Result<crate::crypto::KeyRing, ConfigError> {
+    key_ring(&|name| std::env::var(name).ok())
+}
+
+/// Reads `APP_KEY`, `APP_PREVIOUS_KEYS` and `IDENTITY_HMAC_KEY`.
+pub fn key_ring(lookup: &impl Fn(&str) -> Option<String>) -> Result<crate::crypto::KeyRing, ConfigError> {
     use crate::crypto::{Key, MasterKeys};
     let master = match lookup("APP_KEY").filter(|k| !k.trim().is_empty()) {
         Some(current) => {
@@ -396,7 +403,7 @@ pub fn diner_keys(lookup: &impl Fn(&str) -> Option<String>) -> Result<crate::din
         }
         None => None,
     };
-    Ok(crate::diners::DinerKeys { master, identity })
+    Ok(crate::crypto::KeyRing { master, identity })
 }
 
 /// Decodes `APP_KEY` (base64 of exactly 32 bytes), or makes a random one when unset.
@@ -437,5 +444,129 @@ fn parse_bool_or(lookup: &impl Fn(&str) -> Option<String>, name: &str, default: 
         Some("1" | "true" | "on" | "yes") => Ok(true),
         Some("0" | "false" | "off" | "no") => Ok(false),
         Some(other) => Err(ConfigError(format!("{name} must be true or false, not {other:?}"))),
+    }
+}
+
+/// Which forwarding header the trusted proxies write (`FORWARDED_HEADER`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, HAProxy, cloud load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`.
+    Forwarded,
+}
+
+impl std::str::FromStr for ForwardedHeader {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ForwardedHeader, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
+            "forwarded" => Ok(ForwardedHeader::Forwarded),
+            other => Err(format!("FORWARDED_HEADER must be x-forwarded-for or forwarded, not {other:?}")),
+        }
+    }
+}
+
+/// Parses `TRUSTED_PROXIES`: comma-separated CIDRs or single addresses.
+pub fn parse_trusted_proxies(raw: &str) -> Result<Vec<IpNet>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("TRUSTED_PROXIES: {entry:?} is not a CIDR (e.g. 10.0.0.0/8) or an address"))
+        })
+        .collect()
+}
+
+/// Where breached passwords are looked up (`HIBP_MODE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BreachMode {
+    /// No check (`off`).
+    Off,
+    /// The range API (`online`): `HIBP_API_BASE`, `HIBP_TIMEOUT_MS`.
+    Online {
+        /// API base URL.
+        base: String,
+        /// Request timeout.
+        timeout: Duration,
+    },
+    /// A local sorted `SHA1:COUNT` file (`offline`, `HIBP_OFFLINE_FILE`).
+    Offline(std::path::PathBuf),
+}
+
+/// The breached-password check's settings (`HIBP_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreachSettings {
+    /// Where to look.
+    pub mode: BreachMode,
+    /// Accept the password (with a warning) when the source cannot be consulted
+    /// (`HIBP_FAIL_OPEN`, default true); otherwise refuse it.
+    pub fail_open: bool,
+}
+
+impl BreachSettings {
+    /// No check at all.
+    pub fn off() -> BreachSettings {
+        BreachSettings { mode: BreachMode::Off, fail_open: true }
+    }
+
+    /// Reads `HIBP_MODE` (default `online`), `HIBP_API_BASE`, `HIBP_TIMEOUT_MS`,
+    /// `HIBP_OFFLINE_FILE` and `HIBP_FAIL_OPEN`.
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<BreachSettings, ConfigError> {
+        let fail_open = match lookup("HIBP_FAIL_OPEN").as_deref().map(str::trim) {
+            None | Some("true" | "1" | "yes" | "on") => true,
+            Some("false" | "0" | "no" | "off") => false,
+            Some(other) => return Err(ConfigError(format!("HIBP_FAIL_OPEN must be true or false, not {other:?}"))),
+        };
+        let mode = match lookup("HIBP_MODE").as_deref().map(str::trim).unwrap_or("online") {
+            "off" => BreachMode::Off,
+            "online" => BreachMode::Online {
+                base: lookup("HIBP_API_BASE").unwrap_or_else(|| "https://api.pwnedpasswords.com".into()),
+                timeout: Duration::from_millis(parse_or(lookup, "HIBP_TIMEOUT_MS", 3000)?),
+            },
+            "offline" => {
+                let path = lookup("HIBP_OFFLINE_FILE")
+                    .ok_or_else(|| ConfigError("HIBP_MODE=offline needs HIBP_OFFLINE_FILE".into()))?;
+                if !std::path::Path::new(&path).is_file() {
+                    return Err(ConfigError(format!("HIBP_OFFLINE_FILE {path:?} is not a readable file")));
+                }
+                BreachMode::Offline(path.into())
+            }
+            other => return Err(ConfigError(format!("HIBP_MODE must be online, offline or off, not {other:?}"))),
+        };
+        Ok(BreachSettings { mode, fail_open })
+    }
+}
+
+/// How long each kind of data is kept (`RETENTION_*`).
+#[derive(Clone, Copy, Debug)]
+pub struct RetentionConfig {
+    /// `RETENTION_STRIPE_EVENTS_DAYS` (30): raw Stripe event bodies, from receipt.
+    pub stripe_events: Duration,
+    /// `RETENTION_ABANDONED_CHECKOUTS_DAYS` (30): expired or cancelled checkouts, from
+    /// their last change.
+    pub abandoned_checkouts: Duration,
+    /// `RETENTION_UNVERIFIED_DINERS_DAYS` (30): unverified diner statements, from their
+    /// last change (and only once none of their orders is open).
+    pub unverified_diners: Duration,
+    /// `RETENTION_INTERVAL_SECS` (3600): how often the server runs the job; 0 turns it off
+    /// (then run `venueql retention run` from a scheduler).
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let days = |n: u64| Duration::from_secs(n * 24 * 3600);
+        RetentionConfig {
+            stripe_events: days(30),
+            abandoned_checkouts: days(30),
+            unverified_diners: days(30),
+            interval: Duration::from_secs(3600),
+        }
     }
 }

@@ -257,3 +257,33 @@ mod tests {
         assert_eq!(unwrapped.id(), Key::from_bytes([0x33; 32]).id());
     }
 }
+
+/// The keys of the server: the master keys (`APP_KEY` + `APP_PREVIOUS_KEYS`) that wrap
+/// every data key, and the key of the diners' identity HMAC (`IDENTITY_HMAC_KEY`). Either
+/// may be missing from the configuration; what needs it is then refused with UNAVAILABLE.
+#[derive(Clone, Debug, Default)]
+pub struct KeyRing {
+    /// `APP_KEY` + `APP_PREVIOUS_KEYS`, when `APP_KEY` is set.
+    pub master: Option<std::sync::Arc<MasterKeys>>,
+    /// `IDENTITY_HMAC_KEY`.
+    pub identity: Option<std::sync::Arc<secrecy::SecretBox<Vec<u8>>>>,
+}
+
+impl KeyRing {
+    /// The master keys, or why data under them cannot be handled.
+    pub fn master(&self) -> Result<&MasterKeys, crate::error::AppError> {
+        self.master.as_deref().ok_or_else(|| {
+            crate::error::AppError::Unavailable("diner data is not enabled on this server (APP_KEY is not set)".into())
+        })
+    }
+
+    /// The identity HMAC key, or why diners cannot be identified.
+    pub fn identity_key(&self) -> Result<&[u8], crate::error::AppError> {
+        use secrecy::ExposeSecret;
+        self.identity.as_deref().map(|k| k.expose_secret().as_slice()).ok_or_else(|| {
+            crate::error::AppError::Unavailable(
+                "diner data is not enabled on this server (IDENTITY_HMAC_KEY is not set)".into(),
+            )
+        })
+    }
+}

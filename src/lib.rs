@@ -3,6 +3,7 @@
 //! The module tree mirrors ARCHITECTURE.md: `http` → `graphql` → feature rooms
 //! (`menu`, `venues`, `staff`, `auth`, `audit`) → `tenancy` → PostgreSQL.
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod audit;
@@ -25,6 +26,7 @@ pub mod orders;
 pub mod origins;
 pub mod payments;
 pub mod retention;
+pub mod schema;
 pub mod staff;
 pub mod tenancy;
 pub mod venues;

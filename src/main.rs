@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
-use venueql::auth::Permissions;
+use venueql::access::Permissions;
 use venueql::auth::breach::BreachCheck;
 use venueql::config::Config;
 use venueql::db::{self, RoleUrls};
 use venueql::tenancy::CrossTenantDoor;
-use venueql::{admin, app, audit, bench, dev, graphql, observability};
+use venueql::{admin, app, audit, bench, dev, observability, schema};
 
 /// A GraphQL response is built from many small allocations (one map per object, one
 /// string per field); mimalloc serves them in about a third of glibc malloc's time.
@@ -290,7 +290,7 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
             print_json(&dev::pay(&data_dir, &client_secret).await?)
         }
         Command::Dev { data_dir, listen, command: None } => dev::run(dev::DevOptions { data_dir, listen }).await?,
-        Command::Schema { public } => print!("{}", if public { graphql::public_sdl() } else { graphql::staff_sdl() }),
+        Command::Schema { public } => print!("{}", if public { schema::public_sdl() } else { schema::staff_sdl() }),
         Command::Admin { command } => run_admin(command).await?,
         Command::Audit { command: AuditCommand::Verify } => {
             let reports = audit::verify_all(&door().await?, &admin::operator_actor()).await.map_err(app_error)?;
@@ -318,7 +318,7 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
 }
 
 async fn run_keys(command: KeysCommand) -> Result<(), DynError> {
-    let config_keys = venueql::diners::DinerKeys::from_env()?;
+    let config_keys = venueql::config::key_ring_from_env()?;
     let master = config_keys.master().map_err(app_error)?;
     let door = door().await?;
     let actor = admin::operator_actor();
@@ -374,7 +374,8 @@ async fn run_admin(command: AdminCommand) -> Result<(), DynError> {
             print_json(&admin::create_venue(&door, &actor, &slug, &name, &currency).await.map_err(app_error)?)
         }
         AdminCommand::CreateStaff { email, password } => {
-            let breach = BreachCheck::from_lookup(|name| std::env::var(name).ok())?;
+            let settings = venueql::config::BreachSettings::from_lookup(&|name| std::env::var(name).ok())?;
+            let breach = BreachCheck::new(&settings)?;
             print_json(&admin::create_staff(&door, &actor, &email, &password, &breach).await.map_err(app_error)?)
         }
         AdminCommand::Grant { venue, email, permissions: list } => {
@@ -399,7 +400,7 @@ async fn run_admin(command: AdminCommand) -> Result<(), DynError> {
             &admin::update_client(&door, &actor, &client_id, &redirect_uris, &origins).await.map_err(app_error)?,
         ),
         AdminCommand::ResetPassword { email } => {
-            let keys = venueql::diners::DinerKeys::from_env()?;
+            let keys = venueql::config::key_ring_from_env()?;
             let staff = admin::reset_password(&door, &actor, &email, keys.master().map_err(app_error)?)
                 .await
                 .map_err(app_error)?;

@@ -22,36 +22,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::audit::{self, Change, Who};
+use crate::config::RetentionConfig;
 use crate::error::AppError;
-use crate::tenancy::{Db, VenueId, VenueTx};
-
-/// How long each kind of data is kept (`RETENTION_*`).
-#[derive(Clone, Copy, Debug)]
-pub struct RetentionConfig {
-    /// `RETENTION_STRIPE_EVENTS_DAYS` (30): raw Stripe event bodies, from receipt.
-    pub stripe_events: Duration,
-    /// `RETENTION_ABANDONED_CHECKOUTS_DAYS` (30): expired or cancelled checkouts, from
-    /// their last change.
-    pub abandoned_checkouts: Duration,
-    /// `RETENTION_UNVERIFIED_DINERS_DAYS` (30): unverified diner statements, from their
-    /// last change (and only once none of their orders is open).
-    pub unverified_diners: Duration,
-    /// `RETENTION_INTERVAL_SECS` (3600): how often the server runs the job; 0 turns it off
-    /// (then run `venueql retention run` from a scheduler).
-    pub interval: Duration,
-}
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        let days = |n: u64| Duration::from_secs(n * 24 * 3600);
-        RetentionConfig {
-            stripe_events: days(30),
-            abandoned_checkouts: days(30),
-            unverified_diners: days(30),
-            interval: Duration::from_secs(3600),
-        }
-    }
-}
+use crate::payments::{checkout, events};
+use crate::tenancy::{Db, VenueId};
 
 /// What one pass deleted at one venue.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -98,24 +72,22 @@ pub async fn run_once(db: &Db, config: &RetentionConfig) -> Result<Report, AppEr
             }
         }
     }
-    let before = cutoff(config.stripe_events)?;
-    let unrouted: i32 = sqlx::query_scalar("SELECT private.purge_unrouted_stripe_event_bodies($1)")
-        .bind(before)
-        .fetch_one(db.platform_level())
-        .await?;
-    report.unrouted_stripe_event_bodies = u64::try_from(unrouted).unwrap_or(0);
+    report.unrouted_stripe_event_bodies = events::purge_unrouted_bodies(db, cutoff(config.stripe_events)?).await?;
     Ok(report)
 }
 
-/// One venue's pass, in one venue transaction with its audit row.
+/// One venue's pass, in one venue transaction with its audit row; each room deletes its
+/// own rows (payments: event bodies and checkouts; diners: statements no open order or
+/// checkout needs).
 pub async fn run_for_venue(db: &Db, venue: VenueId, config: &RetentionConfig) -> Result<VenuePurge, AppError> {
     let mut tx = db.venue_tx(venue).await?;
-    let purge = VenuePurge {
-        venue_id: venue.as_uuid(),
-        stripe_event_bodies: purge_stripe_event_bodies(&mut tx, config.stripe_events).await?,
-        abandoned_checkouts: delete_abandoned_checkouts(&mut tx, config.abandoned_checkouts).await?,
-        unverified_diners: delete_unverified_diners(&mut tx, config.unverified_diners).await?,
-    };
+    let stripe_event_bodies = events::purge_bodies(&mut tx, cutoff(config.stripe_events)?).await?;
+    let abandoned_checkouts = checkout::delete_abandoned(&mut tx, cutoff(config.abandoned_checkouts)?).await?;
+    let mut still_needed = crate::orders::diners_with_open_orders(&mut tx).await?;
+    still_needed.extend(checkout::diners_with_open_checkouts(&mut tx).await?);
+    let unverified_diners =
+        crate::diners::delete_unverified(&mut tx, cutoff(config.unverified_diners)?, &still_needed).await?;
+    let purge = VenuePurge { venue_id: venue.as_uuid(), stripe_event_bodies, abandoned_checkouts, unverified_diners };
     if !purge.is_empty() {
         let change = Change {
             action: "retention.purged",
@@ -146,50 +118,6 @@ fn days(period: Duration) -> f64 {
 fn cutoff(kept: Duration) -> Result<chrono::DateTime<chrono::Utc>, AppError> {
     let kept = chrono::Duration::from_std(kept).map_err(|_| AppError::internal("retention period out of range"))?;
     Ok(chrono::Utc::now() - kept)
-}
-
-async fn purge_stripe_event_bodies(tx: &mut VenueTx, kept: Duration) -> Result<u64, AppError> {
-    let dropped: i32 = sqlx::query_scalar("SELECT private.purge_stripe_event_bodies($1)")
-        .bind(cutoff(kept)?)
-        .fetch_one(tx.conn())
-        .await?;
-    Ok(u64::try_from(dropped).unwrap_or(0))
-}
-
-/// Expired and cancelled checkouts never paid: a `failed` one may still be paid with the
-/// same PaymentIntent, so it waits until the payment job expires it.
-async fn delete_abandoned_checkouts(tx: &mut VenueTx, kept: Duration) -> Result<u64, AppError> {
-    let abandoned: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT c.id FROM checkouts c WHERE c.status IN ('expired', 'canceled') AND c.updated_at < $1 \
-           AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.checkout_id = c.id) \
-           AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.checkout_id = c.id) \
-           AND NOT EXISTS (SELECT 1 FROM disputes d WHERE d.checkout_id = c.id) \
-         ORDER BY c.id FOR UPDATE",
-    )
-    .bind(cutoff(kept)?)
-    .fetch_all(tx.conn())
-    .await?;
-    if abandoned.is_empty() {
-        return Ok(0);
-    }
-    sqlx::query("DELETE FROM checkout_items WHERE checkout_id = ANY($1)").bind(&abandoned).execute(tx.conn()).await?;
-    sqlx::query("SELECT private.forget_payment_intents($1)").bind(&abandoned).execute(tx.conn()).await?;
-    let deleted = sqlx::query("DELETE FROM checkouts WHERE id = ANY($1)").bind(&abandoned).execute(tx.conn()).await?;
-    Ok(deleted.rows_affected())
-}
-
-/// Diners who never proved their email, untouched for the period, with no pending
-/// checkout and no open order (whose kitchen alert still needs what they said).
-async fn delete_unverified_diners(tx: &mut VenueTx, kept: Duration) -> Result<u64, AppError> {
-    let deleted = sqlx::query(
-        "DELETE FROM diners d WHERE d.verified_at IS NULL AND d.updated_at < $1 \
-           AND NOT EXISTS (SELECT 1 FROM checkouts c WHERE c.diner_id = d.id AND c.status IN ('creating', 'pending', 'failed')) \
-           AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.diner_id = d.id AND o.status IN ('placed', 'preparing', 'ready'))",
-    )
-    .bind(cutoff(kept)?)
-    .execute(tx.conn())
-    .await?;
-    Ok(deleted.rows_affected())
 }
 
 /// Runs [`run_once`] every `config.interval` (when not zero) until the process ends.

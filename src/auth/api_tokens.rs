@@ -4,7 +4,8 @@
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use super::{Caller, INVALID_TOKEN, Permissions, Principal, secrets};
+use super::{INVALID_TOKEN, secrets};
+use crate::access::{Caller, Permissions, Principal};
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId, VenueTx};

@@ -5,11 +5,10 @@
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use sha1::{Digest, Sha1};
 
-use crate::config::ConfigError;
+use crate::config::{BreachMode, BreachSettings, ConfigError};
 use crate::error::AppError;
 
 /// Where breached passwords are looked up (`HIBP_MODE`).
@@ -44,42 +43,21 @@ impl BreachCheck {
         BreachCheck { source: BreachSource::Off, fail_open: true }
     }
 
-    /// Reads `HIBP_MODE` (default `online`), `HIBP_API_BASE`, `HIBP_TIMEOUT_MS`,
-    /// `HIBP_OFFLINE_FILE` and `HIBP_FAIL_OPEN`.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<BreachCheck, ConfigError> {
-        let fail_open = match lookup("HIBP_FAIL_OPEN").as_deref().map(str::trim) {
-            None | Some("true" | "1" | "yes" | "on") => true,
-            Some("false" | "0" | "no" | "off") => false,
-            Some(other) => return Err(ConfigError(format!("HIBP_FAIL_OPEN must be true or false, not {other:?}"))),
-        };
-        let source = match lookup("HIBP_MODE").as_deref().map(str::trim).unwrap_or("online") {
-            "off" => BreachSource::Off,
-            "online" => {
-                let timeout_ms: u64 = match lookup("HIBP_TIMEOUT_MS") {
-                    Some(raw) => {
-                        raw.trim().parse().map_err(|_| ConfigError(format!("HIBP_TIMEOUT_MS is invalid: {raw:?}")))?
-                    }
-                    None => 3000,
-                };
+    /// The check the settings describe (`HIBP_*`).
+    pub fn new(settings: &BreachSettings) -> Result<BreachCheck, ConfigError> {
+        let source = match &settings.mode {
+            BreachMode::Off => BreachSource::Off,
+            BreachMode::Online { base, timeout } => {
                 let client = reqwest::Client::builder()
-                    .timeout(Duration::from_millis(timeout_ms))
+                    .timeout(*timeout)
                     .user_agent("venueql")
                     .build()
                     .map_err(|e| ConfigError(format!("cannot build the HIBP client: {e}")))?;
-                let base = lookup("HIBP_API_BASE").unwrap_or_else(|| "https://api.pwnedpasswords.com".into());
                 BreachSource::Online { base: base.trim_end_matches('/').to_string(), client }
             }
-            "offline" => {
-                let path = lookup("HIBP_OFFLINE_FILE")
-                    .ok_or_else(|| ConfigError("HIBP_MODE=offline needs HIBP_OFFLINE_FILE".into()))?;
-                if !Path::new(&path).is_file() {
-                    return Err(ConfigError(format!("HIBP_OFFLINE_FILE {path:?} is not a readable file")));
-                }
-                BreachSource::Offline(PathBuf::from(path))
-            }
-            other => return Err(ConfigError(format!("HIBP_MODE must be online, offline or off, not {other:?}"))),
+            BreachMode::Offline(path) => BreachSource::Offline(path.clone()),
         };
-        Ok(BreachCheck { source, fail_open })
+        Ok(BreachCheck { source, fail_open: settings.fail_open })
     }
 
     /// Refuses a password found in the corpus, saying so; applies the fail-open policy

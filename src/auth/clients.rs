@@ -12,7 +12,8 @@
 use serde::Serialize;
 
 use super::oauth::{CLIENT_ID_PREFIX, CLIENT_SECRET_PREFIX};
-use super::{Permissions, secrets};
+use super::secrets;
+use crate::access::Permissions;
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::tenancy::{Db, PlatformTx, VenueTx};

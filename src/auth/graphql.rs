@@ -4,12 +4,13 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject
 use uuid::Uuid;
 
 use super::login::Reauth;
-use super::{Permission, Permissions, clients, login, oauth, reset, totp};
+use super::{clients, login, oauth, reset, totp};
+use crate::access::{Permission, Permissions};
 use crate::audit::{self, Change};
 use crate::error::AppError;
-use crate::graphql::context::{self, StaffCtx, commit, staff_tx};
+use crate::graphql::context::{self, RequestCtx, commit, staff_tx};
 use crate::graphql::guard::Requires;
-use crate::menu::graphql::parse_id;
+use crate::graphql::parse_id;
 use crate::{staff, venues};
 
 /// The caller's venue.
@@ -59,7 +60,7 @@ impl MeQuery {
     async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
         let (caller, mut tx) = staff_tx(ctx).await?;
         let venue = venues::current(&mut tx).await?;
-        let person = match caller.principal.staff_id() {
+        let person = match caller.principal()?.staff_id() {
             Some(id) => staff::at_current_venue(&mut tx, id).await?,
             None => None,
         };
@@ -68,7 +69,7 @@ impl MeQuery {
             venue: MeVenue { id: venue.id.into(), slug: venue.slug, name: venue.name, currency: venue.currency },
             person: person.map(|p| Person { id: p.id.into(), email: p.email, display_name: p.display_name }),
             permissions: caller.permissions.names().into_iter().map(String::from).collect(),
-            actor: caller.principal.actor(),
+            actor: caller.principal()?.actor(),
         })
     }
 }
@@ -85,14 +86,14 @@ pub struct TotpEnrollment {
 }
 
 /// The signed-in person, or FORBIDDEN for API tokens and integrations.
-fn person(caller: &StaffCtx) -> Result<Uuid, AppError> {
-    caller.principal.staff_id().ok_or(AppError::Forbidden)
+fn person(caller: &RequestCtx) -> Result<Uuid, AppError> {
+    caller.principal()?.staff_id().ok_or(AppError::Forbidden)
 }
 
 /// The session (grant) the request is made with, when it is a person's.
-fn current_session(caller: &StaffCtx) -> Option<Uuid> {
+fn current_session(caller: &RequestCtx) -> Option<Uuid> {
     match &caller.principal {
-        super::Principal::Staff { grant_id, .. } => Some(*grant_id),
+        Some(crate::access::Principal::Staff { grant_id, .. }) => Some(*grant_id),
         _ => None,
     }
 }
@@ -124,8 +125,8 @@ pub async fn step_up(ctx: &Context<'_>, staff: Uuid, reauth: Option<&ReauthInput
     })?;
     let caller = context::staff(ctx)?;
     let config = context::config(ctx)?;
-    let ip = caller.ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    let master = config.diner_keys.master()?;
+    let ip = caller.client;
+    let master = config.keys.master()?;
     login::reauthenticate(context::db(ctx)?, config.lockout, master, staff, &reauth.proof()?, ip).await
 }
 
@@ -152,7 +153,7 @@ impl MfaMutation {
         step_up(ctx, staff, Some(&reauth)).await?;
         let db = context::db(ctx)?;
         let email = login::email_of(db, staff).await?.ok_or(AppError::Forbidden)?;
-        let master = context::config(ctx)?.diner_keys.master()?;
+        let master = context::config(ctx)?.keys.master()?;
         let enrollment = totp::begin_enrollment(db, master, staff, &email).await?;
         Ok(TotpEnrollment {
             secret: enrollment.secret,
@@ -166,8 +167,8 @@ impl MfaMutation {
         let caller = context::staff(ctx)?;
         let staff = person(caller)?;
         let config = context::config(ctx)?;
-        let ip = caller.ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-        let master = config.diner_keys.master()?;
+        let ip = caller.client;
+        let master = config.keys.master()?;
         let codes = login::confirm_totp(context::db(ctx)?, config.lockout, master, staff, &code, ip).await?;
         audit_mfa(ctx, "mfa.enabled", staff).await?;
         Ok(codes)
@@ -195,11 +196,12 @@ impl MfaMutation {
             session: current_session(caller),
             current: &current_password,
             new: &new_password,
-            ip: caller.ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            ip: caller.client,
         };
-        let master = config.diner_keys.master()?;
+        let master = config.keys.master()?;
         let db = context::db(ctx)?;
-        reset::change_password(db, &mut tx, &caller.who(), config.lockout, &config.breach, master, change).await?;
+        let breach = context::service::<super::breach::BreachCheck>(ctx)?;
+        reset::change_password(db, &mut tx, &caller.who(), config.lockout, breach, master, change).await?;
         commit(tx).await?;
         Ok(true)
     }

@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use super::lockout::{self, Attempt, Checked, LockoutLimits, SecretKind};
 use super::passwords;
-use super::{Permissions, totp};
+use super::totp;
+use crate::access::Permissions;
 use crate::crypto::MasterKeys;
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId};

@@ -10,7 +10,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{Caller, INVALID_TOKEN, Permissions, Principal, secrets};
+use super::{INVALID_TOKEN, secrets};
+use crate::access::{Caller, Permissions, Principal};
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId, VenueTx};
@@ -377,7 +378,7 @@ pub async fn exchange_code(
     let mut tx = tx.into_venue(VenueId::from_uuid(row.venue_id)).await?;
     if row.used {
         if let Some(grant) = row.grant_id {
-            let who = Who::outside_http(super::client_actor(&client.id));
+            let who = Who::outside_http(crate::access::client_actor(&client.id));
             revoke_grant(&mut tx, grant, "authorization_code_replayed", &who).await?;
             tx.commit().await?;
         }
@@ -446,7 +447,7 @@ pub async fn staff_grant(
         ));
     }
     let grant = create_grant(tx, client, Some(session.staff), session.grant_type, session.mfa).await?;
-    let who = Who::outside_http(super::staff_actor(session.staff));
+    let who = Who::outside_http(crate::access::staff_actor(session.staff));
     let after = serde_json::json!({ "client_id": client.id, "grant_type": session.grant_type, "mfa": session.mfa,
         "permissions": permissions.names() });
     let change = Change {
@@ -496,7 +497,7 @@ pub async fn refresh(
         return Err(invalid());
     }
     if !row.first_use {
-        let who = Who::outside_http(super::client_actor(&client.id));
+        let who = Who::outside_http(crate::access::client_actor(&client.id));
         revoke_grant(&mut tx, row.grant_id, "refresh_token_reuse", &who).await?;
         tx.commit().await?;
         return Err(OAuthError::InvalidGrant(
@@ -674,7 +675,7 @@ pub async fn revoke(db: &Db, client: &Client, token: &str) -> Result<(), AppErro
         return Ok(());
     }
     if row.kind == "refresh" {
-        let who = Who::outside_http(super::client_actor(&client.id));
+        let who = Who::outside_http(crate::access::client_actor(&client.id));
         revoke_grant(&mut tx, row.grant_id, "revoked_by_client", &who).await?;
     } else {
         sqlx::query("SELECT private.revoke_oauth_token($1)").bind(secrets::hash(token)).execute(tx.conn()).await?;
@@ -713,6 +714,21 @@ pub async fn introspect(
         "iss": issuer,
         "venue_id": row.venue_id,
     }))
+}
+
+/// Ends every session of `staff` at the transaction's venue (their membership ended):
+/// their tokens stop working at once.
+pub async fn end_sessions_at_venue(tx: &mut VenueTx, staff: Uuid, reason: &str) -> Result<(), AppError> {
+    sqlx::query(
+        "UPDATE oauth_grants SET revoked_at = now(), revoked_reason = $3 \
+         WHERE venue_id = $1 AND staff_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(staff)
+    .bind(reason)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
 }
 
 /// One of a person's sessions (grants) at the transaction's venue.

@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use super::lockout::{self, Attempt, Checked, LockoutLimits, SecretKind};
 use super::oauth::{Client, NewSession, OAuthError, TokenLifetimes, TokenResponse};
-use super::{Permissions, passwords};
+use super::passwords;
+use crate::access::Permissions;
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId, VenueTx};

@@ -10,7 +10,8 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use uuid::Uuid;
 
-use super::{Permissions, secrets};
+use super::secrets;
+use crate::access::Permissions;
 use crate::crypto::{self, MasterKeys, Place};
 use crate::error::AppError;
 use crate::keys;

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::access::Permissions;
 use crate::app::install_tls_provider;
-use crate::auth::Permissions;
 use crate::db::{self, RoleUrls};
 use crate::dev::{Cluster, ClusterOptions, random_secret};
 use crate::menu::{Allergen, CategoryFields, ItemFields};

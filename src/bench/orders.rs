@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{DynError, Sample, drive, summarise};
-use crate::auth::Permissions;
+use crate::access::Permissions;
 use crate::payments::local_stripe::{self, LocalStripe};
 use crate::payments::signature::sign;
 use crate::tenancy::{CrossTenantDoor, Db, VenueId};

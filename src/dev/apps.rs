@@ -24,8 +24,8 @@ use tokio::net::TcpListener;
 use tower_http::services::ServeDir;
 
 use super::{DevSecrets, DynError};
+use crate::access::Permissions;
 use crate::admin;
-use crate::auth::Permissions;
 use crate::auth::clients::NewClient;
 use crate::tenancy::{CrossTenantDoor, Db};
 

@@ -16,10 +16,10 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::access::Permissions;
 use crate::admin;
 use crate::app::{Application, shutdown_signal};
 use crate::audit::Who;
-use crate::auth::Permissions;
 use crate::auth::breach::BreachCheck;
 use crate::config::Config;
 use crate::db::{self, RoleUrls};

@@ -5,12 +5,13 @@
 use async_graphql::{Context, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::{DinerKeys, HealthData, StoredDiner};
-use crate::auth::Permissions;
+use super::{HealthData, StoredDiner};
+use crate::access::Permissions;
+use crate::crypto::KeyRing;
 use crate::graphql::context::{commit, staff_tx};
 use crate::graphql::guard::Requires;
+use crate::graphql::parse_id;
 use crate::menu::Allergen;
-use crate::menu::graphql::parse_id;
 
 /// Allergens and dietary notes.
 #[derive(SimpleObject, Clone)]
@@ -50,7 +51,7 @@ async fn present(ctx: &Context<'_>, diners: Vec<StoredDiner>) -> Result<Vec<Dine
     let (staff, mut tx) = staff_tx(ctx).await?;
     let may_read = staff.permissions.contains(Permissions::DINER_ALLERGENS_VIEW);
     let venue = tx.venue();
-    let master = if may_read { Some(ctx.data::<DinerKeys>()?.master()?) } else { None };
+    let master = if may_read { Some(ctx.data::<KeyRing>()?.master()?) } else { None };
     let keys = match master {
         Some(master) if !diners.is_empty() => Some(crate::keys::venue_keys(&mut tx, master).await?),
         _ => None,
@@ -120,7 +121,7 @@ impl DinersMutation {
     #[graphql(guard = "Requires(Permissions::DINERS_MANAGE.union(Permissions::DINER_ALLERGENS_VIEW))")]
     async fn export_diner(&self, ctx: &Context<'_>, id: ID) -> Result<String> {
         let id = parse_id(&id, "id")?;
-        let master = ctx.data::<DinerKeys>()?.master()?;
+        let master = ctx.data::<KeyRing>()?.master()?;
         let (staff, mut tx) = staff_tx(ctx).await?;
         let export = super::export(&mut tx, master, &staff.who(), id).await?;
         commit(tx).await?;
@@ -159,7 +160,7 @@ impl PublicDinerMutation {
     /// accepted; limited per email and per address.
     async fn request_diner_code(&self, ctx: &Context<'_>, email: String) -> Result<bool> {
         let config = crate::graphql::context::config(ctx)?;
-        let keys = ctx.data::<super::DinerKeys>()?;
+        let keys = ctx.data::<KeyRing>()?;
         let db = crate::graphql::context::db(ctx)?;
         let mut tx = crate::graphql::context::public_tx(ctx).await?;
         super::verification::request_code(db, &mut tx, keys, config.lockout, &email).await?;
@@ -171,7 +172,7 @@ impl PublicDinerMutation {
     /// per code; failures are limited per email and per address.
     async fn verify_diner_code(&self, ctx: &Context<'_>, email: String, code: String) -> Result<DinerProof> {
         let config = crate::graphql::context::config(ctx)?;
-        let keys = ctx.data::<super::DinerKeys>()?;
+        let keys = ctx.data::<KeyRing>()?;
         let db = crate::graphql::context::db(ctx)?;
         let ip = crate::graphql::context::public(ctx)?.client;
         let app_key = secrecy::ExposeSecret::expose_secret(config.app_key.as_ref());

@@ -9,49 +9,18 @@ pub mod graphql;
 pub mod identity;
 pub mod verification;
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretBox};
+
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::audit::{self, Change, Who};
+use crate::crypto::KeyRing;
 use crate::crypto::{self, MasterKeys, Place};
 use crate::error::AppError;
 use crate::keys;
 use crate::menu::Allergen;
 use crate::tenancy::{VenueId, VenueTx};
-
-/// The keys diner data needs: the master keys and the identity HMAC key. Either may be
-/// missing from the configuration; diner details are then refused with UNAVAILABLE.
-#[derive(Clone, Debug, Default)]
-pub struct DinerKeys {
-    /// `APP_KEY` + `APP_PREVIOUS_KEYS`, when `APP_KEY` is set.
-    pub master: Option<Arc<MasterKeys>>,
-    /// `IDENTITY_HMAC_KEY`.
-    pub identity: Option<Arc<SecretBox<Vec<u8>>>>,
-}
-
-impl DinerKeys {
-    /// Reads `APP_KEY`, `APP_PREVIOUS_KEYS` and `IDENTITY_HMAC_KEY` (the CLI's keys commands).
-    pub fn from_env() -> Result<DinerKeys, crate::config::ConfigError> {
-        crate::config::diner_keys(&|name| std::env::var(name).ok())
-    }
-
-    /// The master keys, or why diner data cannot be handled.
-    pub fn master(&self) -> Result<&MasterKeys, AppError> {
-        self.master.as_deref().ok_or_else(|| {
-            AppError::Unavailable("diner data is not enabled on this server (APP_KEY is not set)".into())
-        })
-    }
-
-    fn identity_key(&self) -> Result<&[u8], AppError> {
-        self.identity.as_deref().map(|k| k.expose_secret().as_slice()).ok_or_else(|| {
-            AppError::Unavailable("diner data is not enabled on this server (IDENTITY_HMAC_KEY is not set)".into())
-        })
-    }
-}
 
 /// Most characters of dietary notes.
 pub const MAX_NOTES_CHARS: usize = 500;
@@ -117,7 +86,7 @@ pub struct Recorded {
 /// (an unverified request never removes a warning), and notes are kept when some are
 /// already held. The shared profile is prepared here but changed only when the payment
 /// is verified ([`Recorded`], applied by the payment handler).
-pub async fn record(tx: &mut VenueTx, keys: &DinerKeys, details: &DinerDetails) -> Result<Recorded, AppError> {
+pub async fn record(tx: &mut VenueTx, keys: &KeyRing, details: &DinerDetails) -> Result<Recorded, AppError> {
     let identifier = match (&details.email, &details.phone) {
         (Some(email), None) => identity::email(email)?,
         (None, Some(phone)) => identity::phone(phone)?,
@@ -216,12 +185,23 @@ pub struct StoredDiner {
     pub created_at: DateTime<Utc>,
     /// Last checkout.
     pub updated_at: DateTime<Utc>,
-    /// Paid orders at this venue.
+    /// Paid orders at this venue (from `orders`).
+    #[sqlx(default)]
     pub order_count: i64,
 }
 
-const DINER_SELECT: &str = "SELECT d.id, d.identity_hash, d.allergens, d.dietary_notes, d.created_at, d.updated_at, \
-    (SELECT count(*) FROM orders o WHERE o.diner_id = d.id) AS order_count FROM diners d";
+const DINER_SELECT: &str =
+    "SELECT d.id, d.identity_hash, d.allergens, d.dietary_notes, d.created_at, d.updated_at FROM diners d";
+
+/// Fills in the diners' order counts (one statement for all of them).
+async fn with_order_counts(tx: &mut VenueTx, mut diners: Vec<StoredDiner>) -> Result<Vec<StoredDiner>, AppError> {
+    let ids: Vec<Uuid> = diners.iter().map(|d| d.id).collect();
+    let counts = crate::orders::count_by_diner(tx, &ids).await?;
+    for diner in &mut diners {
+        diner.order_count = counts.get(&diner.id).copied().unwrap_or(0);
+    }
+    Ok(diners)
+}
 
 /// Most diners in one page.
 pub const MAX_PAGE: i64 = 100;
@@ -232,13 +212,15 @@ pub async fn list(tx: &mut VenueTx, first: i64, after: Option<Uuid>) -> Result<V
         return Err(AppError::bad_input(format!("first must be 1 to {MAX_PAGE}")));
     }
     let sql = format!("{DINER_SELECT} WHERE ($1::uuid IS NULL OR d.id > $1) ORDER BY d.id LIMIT $2");
-    Ok(sqlx::query_as(&sql).bind(after).bind(first).fetch_all(tx.conn()).await?)
+    let diners = sqlx::query_as(&sql).bind(after).bind(first).fetch_all(tx.conn()).await?;
+    with_order_counts(tx, diners).await
 }
 
 /// One diner of the venue.
 pub async fn find(tx: &mut VenueTx, id: Uuid) -> Result<Option<StoredDiner>, AppError> {
     let sql = format!("{DINER_SELECT} WHERE d.id = $1");
-    Ok(sqlx::query_as(&sql).bind(id).fetch_optional(tx.conn()).await?)
+    let diner: Option<StoredDiner> = sqlx::query_as(&sql).bind(id).fetch_optional(tx.conn()).await?;
+    Ok(with_order_counts(tx, diner.into_iter().collect()).await?.pop())
 }
 
 /// A diner's health data, decrypted.
@@ -326,12 +308,7 @@ pub async fn export(tx: &mut VenueTx, master: &MasterKeys, who: &Who, id: Uuid) 
     let keys = keys::venue_keys(tx, master).await?;
     let health = open(&keys, tx.venue(), &diner)?;
     let shared = shared_profile(tx, master, &diner).await?;
-    let orders: Vec<(i64, DateTime<Utc>, i64, String, String, Value)> = sqlx::query_as(
-        "SELECT number, created_at, amount_minor, currency, status, lines::json FROM orders WHERE diner_id = $1 ORDER BY number",
-    )
-    .bind(id)
-    .fetch_all(tx.conn())
-    .await?;
+    let orders = crate::orders::of_diner(tx, id).await?;
     let names = |a: &[Allergen]| a.iter().map(|x| x.as_str()).collect::<Vec<_>>();
     let export = json!({
         "exported_at": Utc::now(),
@@ -342,9 +319,9 @@ pub async fn export(tx: &mut VenueTx, master: &MasterKeys, who: &Who, id: Uuid) 
             "allergens": names(&health.allergens), "dietary_notes": health.dietary_notes,
         },
         "shared_allergen_profile": shared.map(|s| json!({ "allergens": names(&s.allergens), "dietary_notes": s.dietary_notes })),
-        "orders": orders.into_iter().map(|(number, created_at, amount, currency, status, lines)| json!({
-            "number": number, "created_at": created_at, "amount_minor": amount, "currency": currency,
-            "status": status, "items": lines })).collect::<Vec<_>>(),
+        "orders": orders.iter().map(|o| json!({
+            "number": o.number, "created_at": o.created_at, "amount_minor": o.amount_minor, "currency": o.currency,
+            "status": o.status().as_str(), "items": o.lines() })).collect::<Vec<_>>(),
     });
     let change =
         Change { action: "diner.exported", target_type: "diner", target_id: id.to_string(), before: None, after: None };
@@ -430,4 +407,65 @@ pub async fn rotate_venue_key(
         }
         tx.commit().await?;
     }
+}
+
+impl crate::orders::DinerAllergens for KeyRing {
+    fn allergens_of<'a>(
+        &'a self,
+        tx: &'a mut VenueTx,
+        diners: &'a [Uuid],
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<std::collections::HashMap<Uuid, Vec<Allergen>>, AppError>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move { allergens_of(tx, self.master()?, diners).await })
+    }
+}
+
+/// What a verified payment confirms about the checkout's diner.
+#[derive(Clone, Copy, Debug)]
+pub struct PaidDiner<'a> {
+    /// The diner.
+    pub diner_id: Uuid,
+    /// Whether they proved their email at this checkout.
+    pub verified: bool,
+    /// Their sharing request at the checkout (None: leave as it is).
+    pub share_consent: Option<bool>,
+    /// The profile to share, sealed under the platform key at checkout.
+    pub shared_allergens: Option<&'a [u8]>,
+    /// The notes to share, sealed likewise.
+    pub shared_notes: Option<&'a [u8]>,
+}
+
+/// The diner paid at the transaction's venue: a verified diner's sharing request takes
+/// effect now (the database's consent gate decides, `private.diner_paid`).
+pub async fn paid(tx: &mut VenueTx, diner: &PaidDiner<'_>) -> Result<(), AppError> {
+    sqlx::query("SELECT private.diner_paid(d.identity_hash, $2, $3, $4, $5) FROM diners d WHERE d.id = $1")
+        .bind(diner.diner_id)
+        .bind(diner.verified)
+        .bind(diner.share_consent)
+        .bind(diner.shared_allergens)
+        .bind(diner.shared_notes)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Deletes the venue's unverified diner statements untouched since `before`, except
+/// those of `still_needed` (an open order or checkout uses them); returns how many.
+pub async fn delete_unverified(
+    tx: &mut VenueTx,
+    before: DateTime<Utc>,
+    still_needed: &[Uuid],
+) -> Result<u64, AppError> {
+    let deleted =
+        sqlx::query("DELETE FROM diners WHERE verified_at IS NULL AND updated_at < $1 AND NOT (id = ANY($2))")
+            .bind(before)
+            .bind(still_needed)
+            .execute(tx.conn())
+            .await?;
+    Ok(deleted.rows_affected())
 }

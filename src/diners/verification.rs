@@ -12,9 +12,10 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{DinerKeys, hex, identity};
+use super::{hex, identity};
 use crate::auth::lockout::{self, Attempt, Checked, LockoutLimits, SecretKind};
 use crate::auth::secrets;
+use crate::crypto::KeyRing;
 use crate::error::AppError;
 use crate::mail::{self, Mail};
 use crate::tenancy::{Db, VenueId, VenueTx};
@@ -26,7 +27,7 @@ pub const PROOF_TTL: Duration = Duration::from_secs(30 * 60);
 /// Prefix of a proof.
 const PROOF_PREFIX: &str = "vqdp_";
 
-fn identity_of(keys: &DinerKeys, email: &str) -> Result<Vec<u8>, AppError> {
+fn identity_of(keys: &KeyRing, email: &str) -> Result<Vec<u8>, AppError> {
     Ok(identity::hash(keys.identity_key()?, &identity::email(email)?))
 }
 
@@ -35,7 +36,7 @@ fn identity_of(keys: &DinerKeys, email: &str) -> Result<Vec<u8>, AppError> {
 pub async fn request_code(
     db: &Db,
     tx: &mut VenueTx,
-    keys: &DinerKeys,
+    keys: &KeyRing,
     limits: LockoutLimits,
     email: &str,
 ) -> Result<(), AppError> {
@@ -97,7 +98,7 @@ pub struct CodeAttempt<'a> {
 pub async fn verify_code(
     db: &Db,
     tx: &mut VenueTx,
-    keys: &DinerKeys,
+    keys: &KeyRing,
     limits: LockoutLimits,
     app_key: &[u8; 32],
     attempt: CodeAttempt<'_>,
@@ -146,13 +147,7 @@ fn sign(app_key: &[u8; 32], venue: VenueId, identity: &[u8], expires_at: DateTim
 }
 
 /// Whether `token` proves control of `email` at `venue` now.
-pub fn proves(
-    app_key: &[u8; 32],
-    keys: &DinerKeys,
-    venue: VenueId,
-    email: &str,
-    token: &str,
-) -> Result<bool, AppError> {
+pub fn proves(app_key: &[u8; 32], keys: &KeyRing, venue: VenueId, email: &str, token: &str) -> Result<bool, AppError> {
     let identity = identity_of(keys, email)?;
     let Some(rest) = token.strip_prefix(PROOF_PREFIX) else { return Ok(false) };
     let Some((expires, tag)) = rest.split_once('_') else { return Ok(false) };
@@ -172,7 +167,7 @@ mod tests {
 
     #[test]
     fn a_proof_holds_only_for_its_venue_email_and_time() {
-        let keys = DinerKeys {
+        let keys = KeyRing {
             master: None,
             identity: Some(std::sync::Arc::new(secrecy::SecretBox::new(Box::new(vec![9u8; 32])))),
         };

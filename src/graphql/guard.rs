@@ -4,7 +4,7 @@
 use async_graphql::{Context, Guard, Result};
 
 use super::context;
-use crate::auth::Permissions;
+use crate::access::Permissions;
 use crate::error::AppError;
 
 /// Requires all of the given permission bits at the caller's venue.

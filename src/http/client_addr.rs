@@ -10,46 +10,12 @@ use std::net::IpAddr;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
+use crate::config::ForwardedHeader;
+
 /// The client address of the current request (a request extension set by the HTTP
 /// middleware for every request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
-
-/// Which forwarding header the trusted proxies write (`FORWARDED_HEADER`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ForwardedHeader {
-    /// `X-Forwarded-For` (nginx, HAProxy, cloud load balancers).
-    #[default]
-    XForwardedFor,
-    /// RFC 7239 `Forwarded`.
-    Forwarded,
-}
-
-impl std::str::FromStr for ForwardedHeader {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<ForwardedHeader, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
-            "forwarded" => Ok(ForwardedHeader::Forwarded),
-            other => Err(format!("FORWARDED_HEADER must be x-forwarded-for or forwarded, not {other:?}")),
-        }
-    }
-}
-
-/// Parses `TRUSTED_PROXIES`: comma-separated CIDRs or single addresses.
-pub fn parse_trusted_proxies(raw: &str) -> Result<Vec<IpNet>, String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .map(|entry| {
-            entry
-                .parse::<IpNet>()
-                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("TRUSTED_PROXIES: {entry:?} is not a CIDR (e.g. 10.0.0.0/8) or an address"))
-        })
-        .collect()
-}
 
 fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
     let ip = match ip {
@@ -114,6 +80,7 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet], which: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_trusted_proxies;
     use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -19,7 +19,7 @@ use super::{RequestError, RequestId};
 use crate::app::AppState;
 use crate::auth;
 use crate::error::AppError;
-use crate::graphql::context::{PublicCtx, StaffCtx};
+use crate::graphql::context::RequestCtx;
 use crate::limits::Bucket;
 use crate::venues::{self, Venue};
 
@@ -100,7 +100,7 @@ pub(super) fn refusal(error: AppError) -> RequestError {
 
 /// Refuses a request that names (by host name or `X-Venue`, slug or id) another venue
 /// than the token's. Says nothing about whether the named venue exists.
-async fn check_named_venue(state: &AppState, headers: &HeaderMap, staff: &StaffCtx) -> Result<(), RequestError> {
+async fn check_named_venue(state: &AppState, headers: &HeaderMap, staff: &RequestCtx) -> Result<(), RequestError> {
     let named: Vec<String> = host_slug(headers, state.config.public_host_suffix.as_deref())
         .into_iter()
         .chain(headers.get("x-venue").map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()))
@@ -119,33 +119,14 @@ async fn check_named_venue(state: &AppState, headers: &HeaderMap, staff: &StaffC
     }
 }
 
-async fn execute_staff(state: &AppState, batch: BatchRequest, staff: StaffCtx) -> BatchResponse {
-    let batch = batch
-        .data(staff)
-        .data(state.db.clone())
-        .data(state.config.breach.clone())
-        .data(state.payments.clone())
-        .data(state.refunds.clone())
-        .data(state.orders_hub.clone())
-        .data(state.config.diner_keys.clone())
-        .data(state.config.clone());
-    state.staff_schema.execute_batch(batch).await
+/// Runs a staff batch with its request context (the services are the schema's own).
+async fn execute_staff(state: &AppState, batch: BatchRequest, request: RequestCtx) -> BatchResponse {
+    state.staff_schema.execute_batch(batch.data(request)).await
 }
 
-async fn execute_public(
-    state: &AppState,
-    batch: BatchRequest,
-    venue: Venue,
-    request_id: String,
-    client: IpAddr,
-) -> BatchResponse {
-    let batch = batch
-        .data(PublicCtx { venue, request_id, client })
-        .data(state.db.clone())
-        .data(state.payments.clone())
-        .data(state.config.diner_keys.clone())
-        .data(state.config.clone());
-    state.public_schema.execute_batch(batch).await
+/// Runs a diner batch with its request context.
+async fn execute_public(state: &AppState, batch: BatchRequest, request: RequestCtx) -> BatchResponse {
+    state.public_schema.execute_batch(batch.data(request)).await
 }
 
 /// The diner endpoint's limits: every operation of a batch counts against the address;
@@ -172,7 +153,7 @@ fn limit_public(state: &AppState, batch: &BatchRequest, venue: &Venue, client: I
 /// lists that origin; a venue API token is a server's credential and never qualifies.
 pub async fn check_caller_origin(
     state: &AppState,
-    caller: &auth::Caller,
+    caller: &crate::access::Caller,
     cross_origin: Option<&CrossOrigin>,
 ) -> Result<(), RequestError> {
     let Some(CrossOrigin(origin)) = cross_origin else { return Ok(()) };
@@ -233,10 +214,10 @@ async fn staff_response(
     let caller = auth::authenticate_bearer(&state.db, &token, state.config.session_max_age).await.map_err(refusal)?;
     check_caller_origin(state, &caller, cross_origin).await?;
     crate::observability::set_request_venue(&caller.venue.to_string());
-    let staff = StaffCtx::new(caller, request_id, client);
+    let staff = RequestCtx::staff(caller, request_id, client);
     check_named_venue(state, headers, &staff).await?;
     let batch = parse_batch(body, state.config.limits.max_batch, state.config.max_body_bytes)?;
-    let credential = staff.principal.credential_key();
+    let credential = staff.principal().map_err(refusal)?.credential_key();
     let operations = u32::try_from(batch.iter().count()).unwrap_or(u32::MAX);
     state.limits.check(Bucket::StaffPerCredential, &credential, operations).map_err(RequestError::limited)?;
     Ok(Json(execute_staff(state, batch, staff).await).into_response())
@@ -256,7 +237,8 @@ async fn public_response(
     crate::observability::set_request_venue(&venue.id.to_string());
     let batch = parse_batch(body, state.config.limits.max_batch, state.config.max_body_bytes)?;
     limit_public(state, &batch, &venue, client)?;
-    Ok(Json(execute_public(state, batch, venue, request_id, client).await).into_response())
+    let request = RequestCtx::diner(venue.venue_id(), request_id, client);
+    Ok(Json(execute_public(state, batch, request).await).into_response())
 }
 
 /// `POST /v/{slug}/graphql`: the diner's anonymous endpoint for one venue.

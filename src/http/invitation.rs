@@ -20,11 +20,11 @@ use super::client_addr::ClientAddr;
 use super::oauth::report;
 use super::pages::{INVITATION_CSRF, csrf_matches, error_html, escape, hidden, new_csrf, page, with_csrf_cookie};
 use crate::app::AppState;
-use crate::auth::invitations::{self, Opened, Through};
 use crate::auth::lockout::Checked;
 use crate::auth::login::{self, PasswordSignIn};
 use crate::auth::{secrets, totp};
 use crate::error::AppError;
+use crate::staff::invitations::{self, Opened, Through};
 
 /// What every step of the page needs.
 struct Visit<'a> {
@@ -250,9 +250,7 @@ async fn create_account(visit: &Visit<'_>, password: &str, repeated: &str) -> Re
         return Ok(visit.welcome(&opened, StatusCode::BAD_REQUEST, Some("The two passwords differ.")));
     }
     let state = visit.state;
-    match invitations::accept_as_new_person(&state.db, &state.config.breach, &visit.token, password, &visit.through)
-        .await
-    {
+    match invitations::accept_as_new_person(&state.db, &state.breach, &visit.token, password, &visit.through).await {
         Ok((opened, staff)) => Ok(visit.accepted(&opened, Some(staff))),
         Err(AppError::BadUserInput(message)) => Ok(visit.welcome(&opened, StatusCode::BAD_REQUEST, Some(&message))),
         Err(error) => Err(error),
@@ -285,7 +283,7 @@ async fn second_factor(visit: &Visit<'_>, ticket: &str, code: &str) -> Result<Re
         return Ok(gone());
     };
     let state = visit.state;
-    let master = state.config.diner_keys.master()?;
+    let master = state.config.keys.master()?;
     match login::second_factor(&state.db, state.config.lockout, master, staff, code, visit.through.ip).await? {
         Checked::Passed(()) => {
             let opened = invitations::accept_as_member(&state.db, &visit.token, staff, &visit.through).await?;
@@ -302,7 +300,7 @@ async fn totp_setup(visit: &Visit<'_>, ticket: &str) -> Result<Response, AppErro
     };
     let state = visit.state;
     let email = login::email_of(&state.db, staff).await?.ok_or(AppError::NotFound("person"))?;
-    let enrollment = totp::begin_enrollment(&state.db, state.config.diner_keys.master()?, staff, &email).await?;
+    let enrollment = totp::begin_enrollment(&state.db, state.config.keys.master()?, staff, &email).await?;
     Ok(visit.enroll_page(staff, &enrollment, None))
 }
 
@@ -311,7 +309,7 @@ async fn totp_confirm(visit: &Visit<'_>, ticket: &str, code: &str) -> Result<Res
         return Ok(gone());
     };
     let state = visit.state;
-    let master = state.config.diner_keys.master()?;
+    let master = state.config.keys.master()?;
     match login::confirm_totp(&state.db, state.config.lockout, master, staff, code, visit.through.ip).await {
         Ok(codes) => {
             let list: String = codes.iter().map(|c| format!("<li><code>{}</code></li>", escape(c))).collect();

@@ -16,11 +16,12 @@ use secrecy::ExposeSecret;
 
 use super::client_addr::ClientAddr;
 use super::pages::{LOGIN_CSRF, cookie_value, csrf_matches, error_html, escape, new_csrf, page, with_csrf_cookie};
+use crate::access::Permissions;
 use crate::app::AppState;
 use crate::auth::lockout::{self, Attempt, Checked, SecretKind};
 use crate::auth::login::PasswordSignIn;
 use crate::auth::oauth::{self, Client, ClientCredentials, OAuthError, TokenLifetimes};
-use crate::auth::{Permissions, login, pins, totp};
+use crate::auth::{login, pins, totp};
 use crate::error::AppError;
 use crate::tenancy::VenueId;
 
@@ -663,7 +664,7 @@ async fn totp_step(context: &LoginContext<'_>, ticket: &str, code: &str) -> Prog
         return Progress::Page(context.retry(StatusCode::UNAUTHORIZED, "Your sign-in expired. Sign in again."));
     };
     let state = context.state;
-    let checked = match state.config.diner_keys.master() {
+    let checked = match state.config.keys.master() {
         Ok(master) => {
             login::second_factor(&state.db, state.config.lockout, master, staff, code, context.client_addr).await
         }
@@ -688,7 +689,7 @@ async fn enroll_step(context: &LoginContext<'_>, ticket: &str, code: &str, venue
         return Progress::Page(context.retry(StatusCode::UNAUTHORIZED, "Your sign-in expired. Sign in again."));
     };
     let state = context.state;
-    let confirmed = match state.config.diner_keys.master() {
+    let confirmed = match state.config.keys.master() {
         Ok(master) => {
             login::confirm_totp(&state.db, state.config.lockout, master, staff, code, context.client_addr).await
         }
@@ -713,7 +714,7 @@ async fn enroll_step(context: &LoginContext<'_>, ticket: &str, code: &str, venue
 async fn restart_enrollment(context: &LoginContext<'_>, staff: uuid::Uuid) -> Result<totp::Enrollment, AppError> {
     let state = context.state;
     let person = login::email_of(&state.db, staff).await?.ok_or(AppError::NotFound("person"))?;
-    totp::begin_enrollment(&state.db, state.config.diner_keys.master()?, staff, &person).await
+    totp::begin_enrollment(&state.db, state.config.keys.master()?, staff, &person).await
 }
 
 /// Picks the venue (the only one, the chosen one, or asks), enforces the venue's MFA

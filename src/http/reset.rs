@@ -134,7 +134,7 @@ pub async fn reset_submit(
         return page(StatusCode::FORBIDDEN, "Cannot continue", &error_html(message));
     }
     if asking {
-        let master = match state.config.diner_keys.master() {
+        let master = match state.config.keys.master() {
             Ok(master) => master,
             Err(error) => return failed(error, json),
         };
@@ -168,7 +168,7 @@ pub async fn reset_submit(
             Err(error) => failed(error, json),
         };
     }
-    let done = reset::complete(&state.db, state.config.lockout, &state.config.breach, token, password, client_addr);
+    let done = reset::complete(&state.db, state.config.lockout, &state.breach, token, password, client_addr);
     match done.await {
         Ok(_) => {
             let message = "Your password is changed and you were signed out everywhere. Sign in again with it.";

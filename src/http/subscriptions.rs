@@ -30,7 +30,7 @@ use super::RequestId;
 use super::client_addr::ClientAddr;
 use crate::app::AppState;
 use crate::auth;
-use crate::graphql::context::StaffCtx;
+use crate::graphql::context::RequestCtx;
 use crate::graphql::error::coded;
 use crate::orders::graphql::ConnectionToken;
 
@@ -232,16 +232,9 @@ async fn connection_data(state: AppState, payload: serde_json::Value, opened: Op
         (format!("venue:{}", caller.venue), state.limits.share_of(state.config.rate_limits.ws_per_venue), "venue"),
     ];
     let slot = state.open_sockets.open(&caps).map_err(|message| coded("RATE_LIMITED", message))?;
-    let staff = StaffCtx::new(caller, request_id, client);
+    let staff = RequestCtx::staff(caller, request_id, client);
     let mut data = Data::default();
     data.insert(staff);
-    data.insert(state.db.clone());
-    data.insert(state.payments.clone());
-    data.insert(state.refunds.clone());
-    data.insert(state.config.diner_keys.clone());
-    data.insert(state.orders_hub.clone());
-    data.insert(state.config.breach.clone());
-    data.insert(state.config.clone());
     data.insert(ConnectionToken { token, session_max_age: state.config.session_max_age });
     data.insert(Arc::new(slot));
     Ok(data)

@@ -2,13 +2,12 @@
 //! public menu (`/v/{slug}/graphql`). Resolvers are a few lines calling `menu::*`.
 
 use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
-use uuid::Uuid;
 
 use super::{Allergen, CategoryFields, CategoryWithItems, Item, ItemFields, Visibility};
-use crate::auth::Permissions;
-use crate::error::AppError;
-use crate::graphql::context::{commit, public, public_tx, staff_tx};
+use crate::access::Permissions;
+use crate::graphql::context::{commit, public_tx, staff_tx};
 use crate::graphql::guard::Requires;
+use crate::graphql::parse_id;
 
 /// A dish or drink.
 #[derive(SimpleObject, Clone)]
@@ -89,11 +88,6 @@ pub struct Menu {
 
 fn menu_of(entries: Vec<CategoryWithItems>) -> Menu {
     Menu { categories: entries.into_iter().map(MenuCategory::from).collect() }
-}
-
-/// Parses a GraphQL id into a UUID, naming the argument when it is malformed.
-pub fn parse_id(id: &ID, argument: &str) -> Result<Uuid, AppError> {
-    Uuid::parse_str(id.as_str()).map_err(|_| AppError::bad_input(format!("{argument} is not a valid id")))
 }
 
 fn items(list: Vec<Item>) -> Vec<MenuItem> {
@@ -283,29 +277,12 @@ impl MenuMutation {
     }
 }
 
-/// The venue as diners see it.
-#[derive(SimpleObject)]
-pub struct PublicVenue {
-    /// URL name.
-    slug: String,
-    /// Display name.
-    name: String,
-    /// Currency of every price.
-    currency: String,
-}
-
 /// The diner's public queries.
 #[derive(Default)]
 pub struct PublicMenuQuery;
 
 #[Object]
 impl PublicMenuQuery {
-    /// The venue this endpoint serves.
-    async fn venue(&self, ctx: &Context<'_>) -> Result<PublicVenue> {
-        let venue = &public(ctx)?.venue;
-        Ok(PublicVenue { slug: venue.slug.clone(), name: venue.name.clone(), currency: venue.currency.clone() })
-    }
-
     /// The public menu: available items only, in categories that have one.
     async fn menu(&self, ctx: &Context<'_>) -> Result<Menu> {
         let mut tx = public_tx(ctx).await?;

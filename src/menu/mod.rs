@@ -505,3 +505,29 @@ mod tests {
         }
     }
 }
+
+/// An available menu item as a checkout prices it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PricedItem {
+    /// Item id.
+    pub id: Uuid,
+    /// Name now.
+    pub name: String,
+    /// Price now, minor units.
+    pub price_minor: i64,
+    /// ISO 4217.
+    pub currency: String,
+    /// Declared allergens (stored names).
+    pub allergens: Vec<String>,
+}
+
+/// The available items among `ids` at the transaction's venue, for pricing a checkout
+/// (unavailable and unknown ids are simply absent).
+pub async fn available_items(tx: &mut VenueTx, ids: &[Uuid]) -> Result<Vec<PricedItem>, AppError> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, price_minor, currency, allergens FROM menu_items WHERE id = ANY($1) AND available",
+    )
+    .bind(ids)
+    .fetch_all(tx.conn())
+    .await?)
+}

@@ -14,14 +14,13 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::money::{RefundGateway, refunds_of};
-use super::{HistoryFilter, Order, OrderStatus, live::OrdersHub};
-use crate::auth::Permissions;
-use crate::diners::DinerKeys;
+use super::{DinerAllergens, HistoryFilter, Order, OrderStatus, live::OrdersHub};
+use crate::access::Permissions;
 use crate::error::AppError;
 use crate::graphql::context::{commit, staff, staff_tx};
 use crate::graphql::guard::{Requires, RequiresAny};
+use crate::graphql::parse_id;
 use crate::menu::Allergen;
-use crate::menu::graphql::parse_id;
 use crate::tenancy::{Db, VenueId, VenueTx};
 
 fn minor(value: i64) -> i32 {
@@ -98,14 +97,14 @@ fn without_diners(permissions: Permissions, orders: Vec<Arc<Order>>) -> Vec<Orde
 pub async fn present(
     tx: &mut VenueTx,
     permissions: Permissions,
-    keys: &DinerKeys,
+    diners: &dyn DinerAllergens,
     orders: Vec<Arc<Order>>,
 ) -> Result<Vec<OrderObject>, AppError> {
     if !reads_diners(permissions, &orders) {
         return Ok(without_diners(permissions, orders));
     }
-    let diners: Vec<Uuid> = orders.iter().filter_map(|o| o.diner_id).collect();
-    let allergens = crate::diners::allergens_of(tx, keys.master()?, &diners).await?;
+    let ids: Vec<Uuid> = orders.iter().filter_map(|o| o.diner_id).collect();
+    let allergens = diners.allergens_of(tx, &ids).await?;
     let refunds = RefundBatch::of(&orders);
     Ok(orders
         .into_iter()
@@ -131,8 +130,10 @@ async fn present_in(
     orders: Vec<Arc<Order>>,
 ) -> Result<Vec<OrderObject>, AppError> {
     let permissions = staff(ctx)?.permissions;
-    let keys = ctx.data::<DinerKeys>().map_err(|_| AppError::internal("diner keys missing from the context"))?;
-    present(tx, permissions, keys, orders).await
+    let diners = ctx
+        .data::<Arc<dyn DinerAllergens>>()
+        .map_err(|_| AppError::internal("diners' allergens missing from the context"))?;
+    present(tx, permissions, diners.as_ref(), orders).await
 }
 
 /// One line of an order.
@@ -493,7 +494,7 @@ impl OrdersSubscription {
         let venue = staff(ctx)?.venue;
         let db = ctx.data::<Db>()?.clone();
         let token = ctx.data::<ConnectionToken>()?.clone();
-        let keys = ctx.data::<DinerKeys>()?.clone();
+        let keys = ctx.data::<Arc<dyn DinerAllergens>>()?.clone();
         let receiver = ctx.data::<OrdersHub>()?.subscribe(venue).await?;
         Ok(futures_util::stream::unfold(Some((receiver, db, token, keys)), move |state| async move {
             let (mut receiver, db, token, keys) = state?;
@@ -517,7 +518,7 @@ impl OrdersSubscription {
 async fn next_update(
     db: &Db,
     token: &ConnectionToken,
-    keys: &DinerKeys,
+    keys: &Arc<dyn DinerAllergens>,
     venue: VenueId,
     id: Uuid,
 ) -> Result<Option<OrderObject>, AppError> {
@@ -527,7 +528,8 @@ async fn next_update(
     }
     let mut tx = db.venue_tx(venue).await?;
     let order = super::find(&mut tx, id).await?;
-    let object = present(&mut tx, caller.permissions, keys, order.into_iter().map(Arc::new).collect()).await?.pop();
+    let object =
+        present(&mut tx, caller.permissions, keys.as_ref(), order.into_iter().map(Arc::new).collect()).await?.pop();
     tx.commit().await?;
     Ok(object)
 }

@@ -13,6 +13,10 @@ pub mod live;
 pub mod money;
 pub mod place;
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -20,7 +24,22 @@ use uuid::Uuid;
 
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
+use crate::menu::Allergen;
 use crate::tenancy::VenueTx;
+
+/// The allergens diners told the venue, by diner, for the kitchen alerts of their orders.
+/// `diners` implements it (only it opens diners' sealed records); orders never read
+/// diners' data themselves.
+pub trait DinerAllergens: Send + Sync {
+    /// The allergens of these diners of the transaction's venue (one statement, one key
+    /// load, whatever their number); diners who stated none are absent.
+    #[allow(clippy::type_complexity)]
+    fn allergens_of<'a>(
+        &'a self,
+        tx: &'a mut VenueTx,
+        diners: &'a [Uuid],
+    ) -> Pin<Box<dyn Future<Output = Result<HashMap<Uuid, Vec<Allergen>>, AppError>> + Send + 'a>>;
+}
 
 /// Where an order is in the kitchen (or that it was cancelled or refunded).
 #[derive(async_graphql::Enum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,4 +247,30 @@ pub async fn advance(tx: &mut VenueTx, who: &Who, id: Uuid, to: OrderStatus) -> 
         after: Some(json!({ "status": to.as_str() })),
     };
     audit::record(tx, who, change).await
+}
+
+/// How many orders each of these diners has at the transaction's venue (one statement).
+pub async fn count_by_diner(tx: &mut VenueTx, diners: &[Uuid]) -> Result<HashMap<Uuid, i64>, AppError> {
+    let rows: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT diner_id, count(*) FROM orders WHERE diner_id = ANY($1) GROUP BY diner_id")
+            .bind(diners)
+            .fetch_all(tx.conn())
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// A diner's orders at the transaction's venue, oldest first (their data export).
+pub async fn of_diner(tx: &mut VenueTx, diner: Uuid) -> Result<Vec<Order>, AppError> {
+    let sql = format!("{ORDER_SELECT} WHERE o.diner_id = $1 ORDER BY o.number");
+    Ok(sqlx::query_as(&sql).bind(diner).fetch_all(tx.conn()).await?)
+}
+
+/// Diners of the transaction's venue with an order still in the kitchen (their
+/// statements are needed for its alerts).
+pub async fn diners_with_open_orders(tx: &mut VenueTx) -> Result<Vec<Uuid>, AppError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT diner_id FROM orders WHERE diner_id IS NOT NULL AND status IN ('placed', 'preparing', 'ready')",
+    )
+    .fetch_all(tx.conn())
+    .await?)
 }

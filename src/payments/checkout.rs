@@ -109,15 +109,6 @@ fn check_lines(lines: &[Line], table_ref: Option<&str>) -> Result<(), AppError> 
     Ok(())
 }
 
-#[derive(sqlx::FromRow)]
-struct PricedItem {
-    id: Uuid,
-    name: String,
-    price_minor: i64,
-    currency: String,
-    allergens: Vec<String>,
-}
-
 /// A priced basket.
 struct Priced {
     total: i64,
@@ -129,16 +120,8 @@ struct Priced {
 
 async fn price(tx: &mut VenueTx, lines: &[Line]) -> Result<Priced, AppError> {
     let ids: Vec<Uuid> = lines.iter().map(|l| l.menu_item_id).collect();
-    let items: Vec<PricedItem> = sqlx::query_as(
-        "SELECT id, name, price_minor, currency, allergens FROM menu_items WHERE id = ANY($1) AND available",
-    )
-    .bind(&ids)
-    .fetch_all(tx.conn())
-    .await?;
-    let currency: String = sqlx::query_scalar("SELECT currency FROM venues WHERE id = $1")
-        .bind(tx.venue().as_uuid())
-        .fetch_one(tx.conn())
-        .await?;
+    let items = crate::menu::available_items(tx, &ids).await?;
+    let currency = crate::venues::current(tx).await?.currency;
     let mut priced = Priced { total: 0, currency, names: vec![], prices: vec![], allergens: vec![] };
     for (index, line) in lines.iter().enumerate() {
         let item = items.iter().find(|i| i.id == line.menu_item_id).ok_or_else(|| {
@@ -174,7 +157,7 @@ pub async fn start(
     venue: VenueId,
     lines: &[Line],
     table_ref: Option<&str>,
-    diner: Option<(&crate::diners::DinerDetails, &crate::diners::DinerKeys)>,
+    diner: Option<(&crate::diners::DinerDetails, &crate::crypto::KeyRing)>,
 ) -> Result<Started, AppError> {
     check_lines(lines, table_ref)?;
     let client = payments.client()?;
@@ -324,4 +307,34 @@ pub async fn status(db: &Db, venue: VenueId, id: Uuid, client_secret: &str) -> R
     let order_number = crate::orders::place::number_of_checkout(&mut tx, id).await?;
     tx.commit().await?;
     Ok(Status { id, status: CheckoutStatus::from_stored(&status), amount_minor, currency, expires_at, order_number })
+}
+
+/// Deletes the venue's expired and cancelled checkouts (never paid) untouched since
+/// `before`, with their lines and PaymentIntent routes; returns how many. A `failed` one
+/// may still be paid with the same PaymentIntent, so it waits for the payment job to
+/// expire it.
+pub async fn delete_abandoned(tx: &mut VenueTx, before: DateTime<Utc>) -> Result<u64, AppError> {
+    let abandoned: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM checkouts WHERE status IN ('expired', 'canceled') AND updated_at < $1 ORDER BY id FOR UPDATE",
+    )
+    .bind(before)
+    .fetch_all(tx.conn())
+    .await?;
+    if abandoned.is_empty() {
+        return Ok(0);
+    }
+    sqlx::query("DELETE FROM checkout_items WHERE checkout_id = ANY($1)").bind(&abandoned).execute(tx.conn()).await?;
+    sqlx::query("SELECT private.forget_payment_intents($1)").bind(&abandoned).execute(tx.conn()).await?;
+    let deleted = sqlx::query("DELETE FROM checkouts WHERE id = ANY($1)").bind(&abandoned).execute(tx.conn()).await?;
+    Ok(deleted.rows_affected())
+}
+
+/// Diners of the venue with a checkout that may still be paid (their statements are
+/// needed for the order it may become).
+pub async fn diners_with_open_checkouts(tx: &mut VenueTx) -> Result<Vec<Uuid>, AppError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT diner_id FROM checkouts WHERE diner_id IS NOT NULL AND status IN ('creating', 'pending', 'failed')",
+    )
+    .fetch_all(tx.conn())
+    .await?)
 }

@@ -351,16 +351,16 @@ async fn payment_succeeded(
     .execute(tx.conn())
     .await?;
     sqlx::query("SELECT private.settle_payment_intent($1)").bind(&intent.id).execute(tx.conn()).await?;
-    if let Some(diner) = checkout.diner_id {
+    if let Some(diner_id) = checkout.diner_id {
         // The diner is now known to have paid here: their sharing request takes effect.
-        sqlx::query("SELECT private.diner_paid(d.identity_hash, $2, $3, $4, $5) FROM diners d WHERE d.id = $1")
-            .bind(diner)
-            .bind(checkout.diner_verified)
-            .bind(checkout.share_consent)
-            .bind(&checkout.shared_allergens)
-            .bind(&checkout.shared_notes)
-            .execute(tx.conn())
-            .await?;
+        let diner = crate::diners::PaidDiner {
+            diner_id,
+            verified: checkout.diner_verified,
+            share_consent: checkout.share_consent,
+            shared_allergens: checkout.shared_allergens.as_deref(),
+            shared_notes: checkout.shared_notes.as_deref(),
+        };
+        crate::diners::paid(tx, &diner).await?;
     }
     let paid = PaidOrder {
         checkout_id,

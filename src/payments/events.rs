@@ -1,6 +1,7 @@
 //! The Stripe event store: every verified delivery is recorded by event id before anything
 //! else, so duplicates are acknowledged without effect and nothing acknowledged is lost.
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::error::AppError;
@@ -130,4 +131,24 @@ async fn store(
         .bind(raw)
         .fetch_one(conn)
         .await?)
+}
+
+/// Drops the raw bodies of the venue's events received before `before` (they may hold a
+/// customer's billing details); the id, type and outcome stay, so a late duplicate is
+/// still recognised. Returns how many.
+pub async fn purge_bodies(tx: &mut crate::tenancy::VenueTx, before: DateTime<Utc>) -> Result<u64, AppError> {
+    let dropped: i32 =
+        sqlx::query_scalar("SELECT private.purge_stripe_event_bodies($1)").bind(before).fetch_one(tx.conn()).await?;
+    Ok(u64::try_from(dropped).unwrap_or(0))
+}
+
+/// The same for events never routed to a venue (platform-level).
+pub async fn purge_unrouted_bodies(db: &Db, before: DateTime<Utc>) -> Result<u64, AppError> {
+    let mut tx = db.resolving_tx().await?;
+    let dropped: i32 = sqlx::query_scalar("SELECT private.purge_unrouted_stripe_event_bodies($1)")
+        .bind(before)
+        .fetch_one(tx.conn())
+        .await?;
+    tx.commit().await?;
+    Ok(u64::try_from(dropped).unwrap_or(0))
 }

@@ -6,13 +6,14 @@ use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::{Payments, accounts, checkout};
-use crate::auth::Permissions;
-use crate::diners::{DinerDetails, DinerKeys, verification};
+use crate::access::Permissions;
+use crate::crypto::KeyRing;
+use crate::diners::{DinerDetails, verification};
 use crate::error::AppError;
 use crate::graphql::context::{self, commit, public, staff, staff_tx};
 use crate::graphql::guard::Requires;
+use crate::graphql::parse_id;
 use crate::menu::Allergen;
-use crate::menu::graphql::parse_id;
 use crate::tenancy::Db;
 
 /// The venue's Stripe connected account.
@@ -178,7 +179,7 @@ impl PublicCheckoutQuery {
     /// The status of a checkout, for the diner holding its client secret.
     async fn checkout(&self, ctx: &Context<'_>, id: ID, client_secret: String) -> Result<Checkout> {
         let id = parse_id(&id, "id")?;
-        let venue = public(ctx)?.venue.venue_id();
+        let venue = public(ctx)?.venue;
         let status = checkout::status(ctx.data::<Db>()?, venue, id, &client_secret).await?;
         Ok(Checkout {
             id: status.id.into(),
@@ -200,7 +201,7 @@ impl PublicCheckoutMutation {
     /// Prices the basket from the menu and creates the Stripe payment. This is not an
     /// order: the order exists once Stripe confirms the payment.
     async fn start_checkout(&self, ctx: &Context<'_>, input: StartCheckoutInput) -> Result<StartedCheckout> {
-        let venue = public(ctx)?.venue.venue_id();
+        let venue = public(ctx)?.venue;
         let mut lines = Vec::with_capacity(input.items.len());
         for (index, item) in input.items.iter().enumerate() {
             lines.push(checkout::Line {
@@ -210,7 +211,7 @@ impl PublicCheckoutMutation {
             });
         }
         let payments = ctx.data::<Payments>()?;
-        let keys = ctx.data::<DinerKeys>()?;
+        let keys = ctx.data::<KeyRing>()?;
         let app_key = secrecy::ExposeSecret::expose_secret(context::config(ctx)?.app_key.as_ref());
         let details = match input.diner {
             Some(d) => {

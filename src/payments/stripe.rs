@@ -14,9 +14,6 @@ use crate::error::AppError;
 /// The API version every request pins (and every event is expected in).
 pub const API_VERSION: &str = "2023-08-16";
 
-/// Stripe's production API.
-pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
-
 /// How a Stripe call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StripeError {

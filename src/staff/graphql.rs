@@ -6,14 +6,14 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject
 use chrono::{DateTime, Utc};
 
 use super::Member;
+use crate::access::{Permission, Permissions};
 use crate::auth::graphql::{ReauthInput, step_up};
-use crate::auth::invitations::{self, Invitation, NewInvitation};
 use crate::auth::pins::{self, PinTarget};
-use crate::auth::{Permission, Permissions};
 use crate::error::AppError;
-use crate::graphql::context::{self, StaffCtx, commit, staff_tx};
+use crate::graphql::context::{self, RequestCtx, commit, staff_tx};
 use crate::graphql::guard::Requires;
-use crate::menu::graphql::parse_id;
+use crate::graphql::parse_id;
+use crate::staff::invitations::{self, Invitation, NewInvitation};
 
 /// Where a person stands with the venue.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,11 +99,11 @@ impl StaffMembersQuery {
 /// STAFF_MANAGE, another member's whose every bit the caller holds.
 async fn pin_target(
     ctx: &Context<'_>,
-    caller: &StaffCtx,
+    caller: &RequestCtx,
     staff_id: Option<&ID>,
     reauth: Option<&ReauthInput>,
 ) -> Result<PinTarget, AppError> {
-    let own = caller.principal.staff_id();
+    let own = caller.principal()?.staff_id();
     let target = match staff_id {
         Some(id) => parse_id(id, "staffId")?,
         None => own.ok_or(AppError::Refused("only a person has a PIN of their own; name the staffId".into()))?,
@@ -131,7 +131,7 @@ impl StaffMembersMutation {
     #[graphql(guard = "Requires(Permissions::STAFF_MANAGE)")]
     async fn add_staff(&self, ctx: &Context<'_>, input: AddStaffInput) -> Result<StaffMember> {
         let config = context::config(ctx)?;
-        let master = config.diner_keys.master()?;
+        let master = config.keys.master()?;
         let (caller, mut tx) = staff_tx(ctx).await?;
         let new = NewInvitation {
             email: &input.email,

@@ -1,13 +1,15 @@
 //! Staff identities (platform-level) and their memberships at venues (tenant).
 
 pub mod graphql;
+pub mod invitations;
 
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::access::Permissions;
 use crate::audit::{self, Change, Who};
 use crate::auth::breach::BreachCheck;
-use crate::auth::{Permissions, passwords};
+use crate::auth::passwords;
 use crate::error::AppError;
 use crate::tenancy::{PlatformTx, VenueTx};
 
@@ -20,7 +22,7 @@ pub struct Staff {
     pub email: String,
 }
 
-use crate::auth::invitations::normalise_email;
+use crate::staff::invitations::normalise_email;
 
 /// Creates a staff identity with an Argon2id password hash (stored in the private schema),
 /// after the password rules and the breached-password check. Operators only (`venueql
@@ -169,7 +171,7 @@ pub async fn set_permissions(
         .execute(tx.conn())
         .await?;
     let after = member(tx, staff).await?;
-    crate::auth::invitations::revoke_sent_by(tx, who, &crate::auth::staff_actor(staff), permissions).await?;
+    crate::staff::invitations::revoke_sent_by(tx, who, &crate::access::staff_actor(staff), permissions).await?;
     let change = Change {
         action: "staff.permissions_set",
         target_type: "staff",
@@ -193,15 +195,9 @@ pub async fn remove(tx: &mut VenueTx, who: &Who, caller: Permissions, staff: Uui
         .bind(staff)
         .execute(tx.conn())
         .await?;
-    sqlx::query(
-        "UPDATE oauth_grants SET revoked_at = now(), revoked_reason = 'staff_removed' \
-         WHERE venue_id = $1 AND staff_id = $2 AND revoked_at IS NULL",
-    )
-    .bind(tx.venue().as_uuid())
-    .bind(staff)
-    .execute(tx.conn())
-    .await?;
-    crate::auth::invitations::revoke_sent_by(tx, who, &crate::auth::staff_actor(staff), Permissions::empty()).await?;
+    crate::auth::oauth::end_sessions_at_venue(tx, staff, "staff_removed").await?;
+    crate::staff::invitations::revoke_sent_by(tx, who, &crate::access::staff_actor(staff), Permissions::empty())
+        .await?;
     let change = Change {
         action: "staff.removed",
         target_type: "staff",

@@ -2,8 +2,8 @@
 
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject};
 
-use crate::auth::Permissions;
-use crate::graphql::context::{commit, staff_tx};
+use crate::access::Permissions;
+use crate::graphql::context::{commit, public_tx, staff_tx};
 use crate::graphql::guard::Requires;
 
 /// The venue's settings.
@@ -72,5 +72,31 @@ impl VenueSettingsMutation {
         let saved = super::update_settings(&mut tx, &caller.who(), wanted).await?;
         commit(tx).await?;
         Ok(saved.into())
+    }
+}
+
+/// The venue as diners see it.
+#[derive(SimpleObject)]
+pub struct PublicVenue {
+    /// URL name.
+    slug: String,
+    /// Display name.
+    name: String,
+    /// Currency of every price.
+    currency: String,
+}
+
+/// The diner endpoint's venue query.
+#[derive(Default)]
+pub struct PublicVenueQuery;
+
+#[Object]
+impl PublicVenueQuery {
+    /// The venue this endpoint serves.
+    async fn venue(&self, ctx: &Context<'_>) -> Result<PublicVenue> {
+        let mut tx = public_tx(ctx).await?;
+        let venue = super::current(&mut tx).await?;
+        commit(tx).await?;
+        Ok(PublicVenue { slug: venue.slug, name: venue.name, currency: venue.currency })
     }
 }

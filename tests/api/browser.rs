@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
 use crate::webdriver::Browser;
-use venueql::auth::Permissions;
+use venueql::access::Permissions;
 use venueql::auth::breach::BreachCheck;
 use venueql::auth::oauth::s256_challenge;
 use venueql::tenancy::Db;

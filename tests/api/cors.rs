@@ -88,7 +88,7 @@ async fn registered() -> OAuthSetup {
         name: "Other app",
         redirect_uris: &[format!("{OTHER_APP}/callback")],
         allowed_origins: &[OTHER_APP.to_string()],
-        permissions: venueql::auth::Permissions::empty(),
+        permissions: venueql::access::Permissions::empty(),
     };
     venueql::admin::create_client(&s.app.door, actor, &other, None).await.unwrap();
     let settings = s

@@ -112,7 +112,7 @@ async fn allergens_need_diner_allergens_view_and_diners_need_diners_view() {
         "operator:test",
         "alpha",
         "diners-only",
-        venueql::auth::Permissions::DINERS_VIEW,
+        venueql::access::Permissions::DINERS_VIEW,
     )
     .await
     .unwrap();

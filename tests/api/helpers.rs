@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use venueql::access::Permissions;
 use venueql::admin;
 use venueql::app::Application;
-use venueql::auth::Permissions;
 use venueql::config::Config;
 use venueql::db::{self, RoleUrls};
 use venueql::dev::{Cluster, ClusterOptions, DemoMenu, random_secret, seed_menu};

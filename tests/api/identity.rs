@@ -15,7 +15,7 @@ use crate::oauth::{
     Browser, EMAIL, OAuthSetup, PASSWORD, exchange, login, query_param, setup, setup_with, token_request, totp_code,
     verifier,
 };
-use venueql::auth::Permissions;
+use venueql::access::Permissions;
 use venueql::auth::breach::BreachCheck;
 use venueql::auth::oauth::s256_challenge;
 
@@ -160,14 +160,14 @@ async fn declining_or_revoking_ends_an_invitation_and_an_expired_one_is_gone() {
     let db = venueql::tenancy::Db::new(app.app_pool.clone());
     let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
     let who = venueql::audit::Who::operator("operator:test");
-    let new = venueql::auth::invitations::NewInvitation {
+    let new = venueql::staff::invitations::NewInvitation {
         email: "late@example.com",
         permissions: Permissions::MENU_VIEW,
         ttl: Duration::from_secs(1),
     };
     let master = crate::helpers::test_master();
     let limits = venueql::auth::lockout::LockoutLimits::default();
-    venueql::auth::invitations::invite(&db, &mut tx, &who, Permissions::all(), &master, limits, new).await.unwrap();
+    venueql::staff::invitations::invite(&db, &mut tx, &who, Permissions::all(), &master, limits, new).await.unwrap();
     tx.commit().await.unwrap();
     let link = app.invitation_link("late@example.com", 0).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -183,14 +183,14 @@ async fn an_invitation_rolled_back_with_its_transaction_sends_nothing() {
     let db = venueql::tenancy::Db::new(app.app_pool.clone());
     let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
     let who = venueql::audit::Who::operator("operator:test");
-    let new = venueql::auth::invitations::NewInvitation {
+    let new = venueql::staff::invitations::NewInvitation {
         email: "ghost@example.com",
         permissions: Permissions::MENU_VIEW,
         ttl: Duration::from_secs(3600),
     };
     let master = crate::helpers::test_master();
     let limits = venueql::auth::lockout::LockoutLimits::default();
-    venueql::auth::invitations::invite(&db, &mut tx, &who, Permissions::all(), &master, limits, new).await.unwrap();
+    venueql::staff::invitations::invite(&db, &mut tx, &who, Permissions::all(), &master, limits, new).await.unwrap();
     drop(tx);
     app.invite(&app.a.full, "real@example.com", &["MENU_VIEW"]).await;
     app.mail.wait_for("real@example.com").await;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, error_code};
-use venueql::auth::Permissions;
+use venueql::access::Permissions;
 use venueql::auth::breach::BreachCheck;
 use venueql::auth::oauth::s256_challenge;
 

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use venueql::config::RetentionConfig;
 use venueql::payments::local_stripe;
-use venueql::retention::{self, RetentionConfig};
+use venueql::retention;
 use venueql::tenancy::Db;
 
 use crate::helpers::{TestApp, TestVenue, error_code};

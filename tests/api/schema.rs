@@ -8,14 +8,14 @@ fn check(file: &str, generated: String, command: &str) {
 
 #[test]
 fn schema_graphql_matches_the_code() {
-    check("schema.graphql", venueql::graphql::staff_sdl(), "cargo run -q -- schema > schema.graphql");
+    check("schema.graphql", venueql::schema::staff_sdl(), "cargo run -q -- schema > schema.graphql");
 }
 
 #[test]
 fn schema_public_graphql_matches_the_code() {
     check(
         "schema.public.graphql",
-        venueql::graphql::public_sdl(),
+        venueql::schema::public_sdl(),
         "cargo run -q -- schema --public > schema.public.graphql",
     );
 }

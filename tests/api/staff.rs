@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, error_code};
-use venueql::auth::Permissions;
+use venueql::access::Permissions;
 
 const STAFF: &str = "{ staff { id email permissions } }";
 

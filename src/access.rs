@@ -1,6 +1,12 @@
-//! The 64-bit permission set a staff member or token holds at one venue (SPEC §3).
+//! Who may do what: the 64-bit permission set a staff member or token holds at one venue
+//! (SPEC §3), and the authenticated caller behind a request. The vocabulary every room
+//! shares; `auth` verifies credentials into a [`Caller`], the GraphQL kernel's guards
+//! check [`Permissions`].
 
 use bitflags::bitflags;
+use uuid::Uuid;
+
+use crate::tenancy::VenueId;
 
 bitflags! {
     /// Named permission bits; stored as `bigint` in the database.
@@ -196,4 +202,78 @@ mod tests {
         assert_eq!(Permissions::from_db(-1), all);
         assert_eq!(all.names().len(), 15);
     }
+}
+
+/// The authenticated caller behind a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// A venue API token (integration bearer token).
+    ApiToken(Uuid),
+    /// A person, through an OAuth grant (hosted login or PIN).
+    Staff {
+        /// The person.
+        staff_id: Uuid,
+        /// The grant (session) the token belongs to.
+        grant_id: Uuid,
+    },
+    /// An integration, through a client-credentials grant.
+    Client {
+        /// The OAuth client.
+        client_id: String,
+        /// The grant the token belongs to.
+        grant_id: Uuid,
+    },
+}
+
+impl Principal {
+    /// The actor string written into audit rows.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::ApiToken(id) => format!("api_token:{id}"),
+            Principal::Staff { staff_id, .. } => staff_actor(*staff_id),
+            Principal::Client { client_id, .. } => client_actor(client_id),
+        }
+    }
+
+    /// The key a credential's rate limits are kept under: the API token, the session
+    /// (every access token of one sign-in shares it), or the integration client.
+    pub fn credential_key(&self) -> String {
+        match self {
+            Principal::ApiToken(id) => format!("api_token:{id}"),
+            Principal::Staff { grant_id, .. } => format!("session:{grant_id}"),
+            Principal::Client { client_id, .. } => client_actor(client_id),
+        }
+    }
+
+    /// The person behind the request, if it is one.
+    pub fn staff_id(&self) -> Option<Uuid> {
+        match self {
+            Principal::Staff { staff_id, .. } => Some(*staff_id),
+            _ => None,
+        }
+    }
+}
+
+/// The audit actor of a person.
+pub fn staff_actor(staff: Uuid) -> String {
+    format!("staff:{staff}")
+}
+
+/// The audit actor of an OAuth client.
+pub fn client_actor(client: &str) -> String {
+    format!("oauth_client:{client}")
+}
+
+/// What a verified bearer credential proves: who, at which venue, allowed to do what.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The one venue the credential is bound to.
+    pub venue: VenueId,
+    /// Who is calling.
+    pub principal: Principal,
+    /// What they may do there now.
+    pub permissions: Permissions,
+    /// The OAuth client the token was issued to (None for a venue API token): a browser
+    /// request from another origin must come from one of this client's origins.
+    pub client_id: Option<String>,
 }

@@ -15,10 +15,11 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::breach::BreachCheck;
-use super::lockout::{self, LockoutLimits};
-use super::{Permissions, passwords, secrets, staff_actor};
+use crate::access::{Permissions, staff_actor};
 use crate::audit::{self, Change, Who};
+use crate::auth::breach::BreachCheck;
+use crate::auth::lockout::{self, LockoutLimits};
+use crate::auth::{passwords, secrets};
 use crate::crypto::MasterKeys;
 use crate::error::AppError;
 use crate::mail::{self, Mail};
