@@ -12,48 +12,10 @@ use tokio::net::TcpListener;
 use crate::auth::breach::BreachCheck;
 use crate::config::Config;
 use crate::db::{self, DbError};
+use crate::http::AppState;
 use crate::observability::Metrics;
-use crate::schema::{self, PublicSchema, SchemaOptions, Services, StaffSchema};
+use crate::schema::{self, SchemaOptions, Services};
 use crate::tenancy::Db;
-
-/// Shared, cheaply cloned state of every request.
-#[derive(Clone)]
-pub struct AppState {
-    /// The app role's pool, behind the tenancy API.
-    pub db: Db,
-    /// Staff/integration schema.
-    pub staff_schema: StaffSchema,
-    /// Diner schema.
-    pub public_schema: PublicSchema,
-    /// Settings.
-    pub config: Arc<Config>,
-    /// Prometheus metrics.
-    pub metrics: Arc<Metrics>,
-    /// The OAuth issuer: `PUBLIC_BASE_URL`, or `http://` + the bound address.
-    pub issuer: String,
-    /// Stripe client and payment settings.
-    pub payments: crate::payments::Payments,
-    /// The breached-password check (hosted invitation and reset pages).
-    pub breach: BreachCheck,
-    /// Live order changes (LISTEN/NOTIFY), for subscriptions.
-    pub orders_hub: crate::orders::live::OrdersHub,
-    /// This process's share of the deployment's rate limits and connection caps.
-    pub limits: crate::limits::Limits,
-    /// Subscription sockets open in this process, per credential and venue.
-    pub open_sockets: Arc<crate::http::subscriptions::OpenSockets>,
-    /// Becomes true when the server starts shutting down (WebSockets close with 1001).
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
-    /// Permits for webhook deliveries being processed at once (`WEBHOOK_MAX_CONCURRENCY`).
-    pub webhook_permits: Arc<tokio::sync::Semaphore>,
-    pool_for_health: sqlx::PgPool,
-}
-
-impl AppState {
-    /// Whether the database answers and all migrations are applied.
-    pub async fn migrations_current(&self) -> Result<bool, sqlx::Error> {
-        db::migrations_current(&self.pool_for_health).await
-    }
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +66,7 @@ impl Application {
         };
         let issuer = config.public_base_url.clone().unwrap_or_else(|| format!("http://{bound}"));
         let payments = crate::payments::Payments::from_config(&config.stripe);
-        let orders_hub = crate::orders::live::OrdersHub::start(pool.clone(), config.queue_snapshot_max_age);
+        let orders_hub = crate::orders::live::OrdersHub::start(Db::new(pool.clone()), config.queue_snapshot_max_age);
         orders_hub.spawn_pruning(std::time::Duration::from_secs(30));
         if payments.client().is_ok() && !config.stripe.jobs_interval.is_zero() {
             crate::payments::jobs::spawn_periodic(Db::new(pool.clone()), payments.clone(), config.stripe.jobs_interval);
@@ -146,7 +108,6 @@ impl Application {
             public_schema: schema::public_schema(&options),
             config,
             metrics,
-            pool_for_health: pool,
         };
         Ok(Application { listener, metrics_listener, stopping, state })
     }

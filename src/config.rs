@@ -62,7 +62,7 @@ pub struct Config {
     /// Breached-password check for passwords set through the API (`HIBP_*`).
     pub breach: BreachSettings,
     /// Brute-force lockout thresholds.
-    pub lockout: crate::auth::lockout::LockoutLimits,
+    pub lockout: LockoutLimits,
     /// Master key (`APP_KEY`, base64 of 32 bytes); keys login tickets. When unset, a
     /// random per-process key is used (logins then do not span restarts or replicas).
     pub app_key: Arc<SecretBox<[u8; 32]>>,
@@ -292,7 +292,7 @@ impl Config {
                 retry_base: Duration::from_secs(parse_or(&lookup, "MAIL_RETRY_BASE_SECS", 30)?),
                 lease: Duration::from_secs(parse_or(&lookup, "MAIL_LEASE_SECS", 120)?),
             },
-            lockout: crate::auth::lockout::LockoutLimits {
+            lockout: LockoutLimits {
                 per_identifier: parse_or(&lookup, "LOCKOUT_IDENTIFIER_LIMIT", 5)?,
                 per_ip: parse_or(&lookup, "LOCKOUT_IP_LIMIT", 50)?,
                 base_delay_secs: parse_or(&lookup, "LOCKOUT_BASE_DELAY_SECS", 30)?,
@@ -568,5 +568,23 @@ impl Default for RetentionConfig {
             unverified_diners: days(30),
             interval: Duration::from_secs(3600),
         }
+    }
+}
+
+/// Thresholds and the first delay (`LOCKOUT_IDENTIFIER_LIMIT`, `LOCKOUT_IP_LIMIT`,
+/// `LOCKOUT_BASE_DELAY_SECS`).
+#[derive(Clone, Copy, Debug)]
+pub struct LockoutLimits {
+    /// Failures per identifier before delays start (default 5).
+    pub per_identifier: i32,
+    /// Failures per client address before delays start (default 50).
+    pub per_ip: i32,
+    /// First delay in seconds; doubles per further failure, at most 15 minutes (default 30).
+    pub base_delay_secs: i32,
+}
+
+impl Default for LockoutLimits {
+    fn default() -> Self {
+        LockoutLimits { per_identifier: 5, per_ip: 50, base_delay_secs: 30 }
     }
 }

@@ -216,9 +216,11 @@ pub async fn migrate(owner_url: &str) -> Result<(), DbError> {
 }
 
 /// Whether every embedded migration has been applied (for `/readyz`).
-pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
+pub async fn migrations_current<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
+) -> Result<bool, sqlx::Error> {
     let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-        .fetch_all(pool)
+        .fetch_all(executor)
         .await?;
     Ok(MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).all(|m| applied.contains(&m.version)))
 }

@@ -166,7 +166,7 @@ pub async fn rotate_master(door: &CrossTenantDoor, actor: &str, master: &MasterK
     }
     tx.commit().await?;
     for venue in venues {
-        let venue = VenueId::from_uuid(venue);
+        let venue = VenueId::from_door(venue);
         let mut tx = door.open_cross_tenant(actor, "keys rotate-master").await?.into_venue(venue).await?;
         let stored: Vec<StoredKey> = sqlx::query_as(
             "SELECT version, wrapped, master_key_id FROM venue_data_keys WHERE wrapped IS NOT NULL FOR UPDATE",

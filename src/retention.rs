@@ -59,11 +59,10 @@ pub struct Report {
 
 /// One pass over every venue, then the unrouted events.
 pub async fn run_once(db: &Db, config: &RetentionConfig) -> Result<Report, AppError> {
-    let venues: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM venues ORDER BY id").fetch_all(db.platform_level()).await?;
+    let venues = db.scan_venues("venueql:retention", "delete what is past its retention period").await?;
     let mut report = Report::default();
     for venue in venues {
-        match run_for_venue(db, VenueId::from_uuid(venue), config).await {
+        match run_for_venue(db, venue, config).await {
             Ok(purge) if purge.is_empty() => {}
             Ok(purge) => report.venues.push(purge),
             Err(error) => {

@@ -101,7 +101,7 @@ pub async fn verify_all(door: &crate::tenancy::CrossTenantDoor, actor: &str) -> 
     let mut reports = Vec::new();
     for (id, slug) in venues {
         let tx = door.open_cross_tenant(actor, "audit verify").await?;
-        let mut tx = tx.into_venue(crate::tenancy::VenueId::from_uuid(id)).await?;
+        let mut tx = tx.into_venue(crate::tenancy::VenueId::from_door(id)).await?;
         let rows: Vec<(i64, bool, bool)> = sqlx::query_as(
             "SELECT seq, \
                     prev_hash = COALESCE(lag(row_hash) OVER (ORDER BY seq), '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea), \

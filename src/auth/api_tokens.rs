@@ -95,7 +95,7 @@ pub async fn verify(db: &Db, token: &str) -> Result<Caller, AppError> {
             .fetch_optional(db.platform_level())
             .await?;
     let (venue, token_id, permissions) = found.ok_or(INVALID_TOKEN)?;
-    let venue = VenueId::from_uuid(venue);
+    let venue = VenueId::from_credential(venue);
     Ok(Caller {
         venue,
         principal: Principal::ApiToken(token_id),

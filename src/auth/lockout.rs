@@ -14,26 +14,9 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::config::LockoutLimits;
 use crate::error::AppError;
 use crate::tenancy::Db;
-
-/// Thresholds and the first delay (`LOCKOUT_IDENTIFIER_LIMIT`, `LOCKOUT_IP_LIMIT`,
-/// `LOCKOUT_BASE_DELAY_SECS`).
-#[derive(Clone, Copy, Debug)]
-pub struct LockoutLimits {
-    /// Failures per identifier before delays start (default 5).
-    pub per_identifier: i32,
-    /// Failures per client address before delays start (default 50).
-    pub per_ip: i32,
-    /// First delay in seconds; doubles per further failure, at most 15 minutes (default 30).
-    pub base_delay_secs: i32,
-}
-
-impl Default for LockoutLimits {
-    fn default() -> Self {
-        LockoutLimits { per_identifier: 5, per_ip: 50, base_delay_secs: 30 }
-    }
-}
 
 /// What kind of secret an attempt proves; each kind has its own counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,10 +12,11 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use super::lockout::{self, Attempt, Checked, LockoutLimits, SecretKind};
+use super::lockout::{self, Attempt, Checked, SecretKind};
 use super::passwords;
 use super::totp;
 use crate::access::Permissions;
+use crate::config::LockoutLimits;
 use crate::crypto::MasterKeys;
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId};

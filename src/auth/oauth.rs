@@ -375,7 +375,7 @@ pub async fn exchange_code(
     if row.client_id != client.id {
         return Err(invalid());
     }
-    let mut tx = tx.into_venue(VenueId::from_uuid(row.venue_id)).await?;
+    let mut tx = tx.into_venue(VenueId::from_credential(row.venue_id)).await?;
     if row.used {
         if let Some(grant) = row.grant_id {
             let who = Who::outside_http(crate::access::client_actor(&client.id));
@@ -491,7 +491,7 @@ pub async fn refresh(
         .fetch_optional(tx.conn())
         .await?;
     let row = row.ok_or_else(invalid)?;
-    let mut tx = tx.into_venue(VenueId::from_uuid(row.venue_id)).await?;
+    let mut tx = tx.into_venue(VenueId::from_credential(row.venue_id)).await?;
     let grant = session_state(&mut tx, row.grant_id, lifetimes.session).await?.ok_or_else(invalid)?;
     if grant.client_id != client.id {
         return Err(invalid());
@@ -529,7 +529,7 @@ pub async fn client_credentials(
     client: &Client,
 ) -> Result<TokenResponse, OAuthError> {
     let venue = match (client.kind.as_str(), client.venue_id) {
-        ("integration", Some(venue)) if client.confidential => VenueId::from_uuid(venue),
+        ("integration", Some(venue)) if client.confidential => VenueId::from_credential(venue),
         _ => return Err(OAuthError::UnauthorizedClient("only integration clients may use client_credentials".into())),
     };
     let permissions = client_ceiling(client);
@@ -622,7 +622,7 @@ async fn live_token(
         .fetch_optional(tx.conn())
         .await?;
     let Some(row) = row.filter(|r| r.live) else { return Ok(None) };
-    let mut tx = tx.into_venue(VenueId::from_uuid(row.venue_id)).await?;
+    let mut tx = tx.into_venue(VenueId::from_credential(row.venue_id)).await?;
     let session = session_state(&mut tx, row.grant_id, max_age).await?;
     Ok(session.filter(SessionRow::live).map(|session| (row, session, tx)))
 }
@@ -644,7 +644,7 @@ pub async fn verify_access_token(db: &Db, token: &str, max_age: Duration) -> Res
         None => Principal::Client { client_id: grant.client_id.clone(), grant_id: row.grant_id },
     };
     Ok(Caller {
-        venue: VenueId::from_uuid(row.venue_id),
+        venue: VenueId::from_credential(row.venue_id),
         principal,
         permissions: grant.facts().permissions(),
         client_id: Some(grant.client_id.clone()),
@@ -664,7 +664,7 @@ pub async fn revoke(db: &Db, client: &Client, token: &str) -> Result<(), AppErro
         .fetch_optional(tx.conn())
         .await?;
     let Some(row) = row else { return Ok(()) };
-    let mut tx = tx.into_venue(VenueId::from_uuid(row.venue_id)).await?;
+    let mut tx = tx.into_venue(VenueId::from_credential(row.venue_id)).await?;
     let owner: Option<String> =
         sqlx::query_scalar("SELECT client_id FROM oauth_grants WHERE venue_id = $1 AND id = $2")
             .bind(row.venue_id)

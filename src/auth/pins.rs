@@ -8,11 +8,12 @@ use std::net::IpAddr;
 
 use uuid::Uuid;
 
-use super::lockout::{self, Attempt, Checked, LockoutLimits, SecretKind};
+use super::lockout::{self, Attempt, Checked, SecretKind};
 use super::oauth::{Client, NewSession, OAuthError, TokenLifetimes, TokenResponse};
 use super::passwords;
 use crate::access::Permissions;
 use crate::audit::{self, Change, Who};
+use crate::config::LockoutLimits;
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId, VenueTx};
 
@@ -108,7 +109,7 @@ pub async fn grant(
     ip: IpAddr,
 ) -> Result<TokenResponse, OAuthError> {
     let venue = match (client.kind.as_str(), client.venue_id) {
-        ("pos", Some(venue)) if client.confidential => VenueId::from_uuid(venue),
+        ("pos", Some(venue)) if client.confidential => VenueId::from_credential(venue),
         _ => return Err(OAuthError::UnauthorizedClient("only POS terminal clients may use the PIN grant".into())),
     };
     let terminal = format!("terminal:{}", client.id);

@@ -14,10 +14,11 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::breach::BreachCheck;
-use super::lockout::{self, Attempt, LockoutLimits, SecretKind};
+use super::lockout::{self, Attempt, SecretKind};
 use super::login::{self, Reauth};
 use super::{passwords, secrets};
 use crate::audit::{self, Change, Who};
+use crate::config::LockoutLimits;
 use crate::crypto::MasterKeys;
 use crate::error::AppError;
 use crate::mail::{self, Mail};

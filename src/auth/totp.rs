@@ -114,8 +114,9 @@ fn secret_place(staff: &str) -> Place<'_> {
 const LEGACY_SECRET_LEN: usize = 20;
 
 async fn seal_secret(db: &Db, master: &MasterKeys, staff: Uuid, secret: &[u8]) -> Result<Vec<u8>, AppError> {
-    let mut conn = db.platform_level().acquire().await?;
-    let (version, key) = keys::platform_key(&mut conn, master, None).await?;
+    let mut tx = db.resolving_tx().await?;
+    let (version, key) = keys::platform_key(tx.conn(), master, None).await?;
+    tx.commit().await?;
     Ok(crypto::encrypt_field(&key, version, secret_place(&staff.to_string()), secret))
 }
 
@@ -131,8 +132,9 @@ async fn open_secret(db: &Db, master: &MasterKeys, staff: Uuid, stored: Vec<u8>)
             .await?;
         return Ok(stored);
     }
-    let mut conn = db.platform_level().acquire().await?;
-    let (_, key) = keys::platform_key(&mut conn, master, Some(crypto::field_version(&stored)?)).await?;
+    let mut tx = db.resolving_tx().await?;
+    let (_, key) = keys::platform_key(tx.conn(), master, Some(crypto::field_version(&stored)?)).await?;
+    tx.commit().await?;
     Ok(crypto::decrypt_field(&key, secret_place(&staff.to_string()), &stored)?)
 }
 

@@ -519,7 +519,7 @@ async fn onboard_at_local_stripe(
 ) -> Result<(), DynError> {
     let who = Who::operator("operator:venueql-dev");
     for venue in &seed.venues {
-        let venue_id = crate::tenancy::VenueId::from_uuid(venue.id);
+        let venue_id = crate::tenancy::VenueId::from_door(venue.id);
         let mut tx = db.venue_tx(venue_id).await?;
         let existing = accounts::find(&mut tx).await.map_err(|e| format!("{e:?}"))?;
         tx.commit().await?;

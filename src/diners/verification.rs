@@ -13,8 +13,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::{hex, identity};
-use crate::auth::lockout::{self, Attempt, Checked, LockoutLimits, SecretKind};
+use crate::auth::lockout::{self, Attempt, Checked, SecretKind};
 use crate::auth::secrets;
+use crate::config::LockoutLimits;
 use crate::crypto::KeyRing;
 use crate::error::AppError;
 use crate::mail::{self, Mail};
@@ -171,12 +172,12 @@ mod tests {
             master: None,
             identity: Some(std::sync::Arc::new(secrecy::SecretBox::new(Box::new(vec![9u8; 32])))),
         };
-        let (key, venue) = ([5u8; 32], VenueId::from_uuid(uuid::Uuid::new_v4()));
+        let (key, venue) = ([5u8; 32], VenueId::for_tests());
         let identity = identity_of(&keys, "Ann@Example.com").unwrap();
         let proof = sign(&key, venue, &identity, Utc::now() + chrono::Duration::minutes(5));
         assert!(proves(&key, &keys, venue, "ann@example.com", &proof.token).unwrap());
         assert!(!proves(&key, &keys, venue, "bob@example.com", &proof.token).unwrap(), "another email");
-        let other = VenueId::from_uuid(uuid::Uuid::new_v4());
+        let other = VenueId::for_tests();
         assert!(!proves(&key, &keys, other, "ann@example.com", &proof.token).unwrap(), "another venue");
         assert!(!proves(&[6u8; 32], &keys, venue, "ann@example.com", &proof.token).unwrap(), "another key");
         let stale = sign(&key, venue, &identity, Utc::now() - chrono::Duration::seconds(1));

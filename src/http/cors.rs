@@ -22,8 +22,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::error::AppError;
+use crate::http::AppState;
 
 /// How long browsers may cache a preflight answer.
 const MAX_AGE_SECS: u32 = 600;

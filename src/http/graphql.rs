@@ -16,10 +16,10 @@ use secrecy::SecretString;
 use super::client_addr::ClientAddr;
 use super::cors::CrossOrigin;
 use super::{RequestError, RequestId};
-use crate::app::AppState;
 use crate::auth;
 use crate::error::AppError;
 use crate::graphql::context::RequestCtx;
+use crate::http::AppState;
 use crate::limits::Bucket;
 use crate::venues::{self, Venue};
 

@@ -27,9 +27,52 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
+use std::sync::Arc;
+
 use self::client_addr::ClientAddr;
-use crate::app::AppState;
-use crate::observability::{REQUEST_SCOPE, RequestScope};
+use crate::auth::breach::BreachCheck;
+use crate::config::Config;
+use crate::observability::{Metrics, REQUEST_SCOPE, RequestScope};
+use crate::schema::{PublicSchema, StaffSchema};
+use crate::tenancy::Db;
+
+/// Shared, cheaply cloned state of every request.
+#[derive(Clone)]
+pub struct AppState {
+    /// The app role's pool, behind the tenancy API.
+    pub db: Db,
+    /// Staff/integration schema.
+    pub staff_schema: StaffSchema,
+    /// Diner schema.
+    pub public_schema: PublicSchema,
+    /// Settings.
+    pub config: Arc<Config>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// The OAuth issuer: `PUBLIC_BASE_URL`, or `http://` + the bound address.
+    pub issuer: String,
+    /// Stripe client and payment settings.
+    pub payments: crate::payments::Payments,
+    /// The breached-password check (hosted invitation and reset pages).
+    pub breach: BreachCheck,
+    /// Live order changes (LISTEN/NOTIFY), for subscriptions.
+    pub orders_hub: crate::orders::live::OrdersHub,
+    /// This process's share of the deployment's rate limits and connection caps.
+    pub limits: crate::limits::Limits,
+    /// Subscription sockets open in this process, per credential and venue.
+    pub open_sockets: Arc<crate::http::subscriptions::OpenSockets>,
+    /// Becomes true when the server starts shutting down (WebSockets close with 1001).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Permits for webhook deliveries being processed at once (`WEBHOOK_MAX_CONCURRENCY`).
+    pub webhook_permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// Whether the database answers and all migrations are applied.
+    pub async fn migrations_current(&self) -> Result<bool, sqlx::Error> {
+        crate::db::migrations_current(self.db.platform_level()).await
+    }
+}
 
 /// The request id of the current request (from a well-formed `X-Request-Id`, or new).
 #[derive(Clone, Debug)]

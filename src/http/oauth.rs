@@ -17,12 +17,12 @@ use secrecy::ExposeSecret;
 use super::client_addr::ClientAddr;
 use super::pages::{LOGIN_CSRF, cookie_value, csrf_matches, error_html, escape, new_csrf, page, with_csrf_cookie};
 use crate::access::Permissions;
-use crate::app::AppState;
 use crate::auth::lockout::{self, Attempt, Checked, SecretKind};
 use crate::auth::login::PasswordSignIn;
 use crate::auth::oauth::{self, Client, ClientCredentials, OAuthError, TokenLifetimes};
 use crate::auth::{login, pins, totp};
 use crate::error::AppError;
+use crate::http::AppState;
 use crate::tenancy::VenueId;
 
 /// A parsed `application/x-www-form-urlencoded` body or query, refusing repeated names.
@@ -755,7 +755,7 @@ async fn finish_login(
             );
         }
     };
-    let venue = VenueId::from_uuid(chosen);
+    let venue = VenueId::from_credential(chosen);
     match login::mfa_required(&state.db, venue, staff).await {
         Ok(false) => {}
         Ok(true) if mfa => {}

@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 use crate::auth::secrets;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
+use crate::http::AppState;
 
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> Response {

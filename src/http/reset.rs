@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use super::client_addr::ClientAddr;
 use super::oauth::report;
 use super::pages::{RESET_CSRF, csrf_matches, error_html, escape, hidden, new_csrf, page, with_csrf_cookie};
-use crate::app::AppState;
 use crate::auth::reset::{self, Requested};
 use crate::error::AppError;
+use crate::http::AppState;
 
 fn form(csrf: &str, step: &str, inner: &str, button: &str) -> String {
     format!(

@@ -28,10 +28,10 @@ use secrecy::SecretString;
 
 use super::RequestId;
 use super::client_addr::ClientAddr;
-use crate::app::AppState;
 use crate::auth;
 use crate::graphql::context::RequestCtx;
 use crate::graphql::error::coded;
+use crate::http::AppState;
 use crate::orders::graphql::ConnectionToken;
 
 /// Open sockets per credential and per venue in this process.

@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::RequestError;
-use crate::app::AppState;
 use crate::error::AppError;
+use crate::http::AppState;
 use crate::payments::events::{self, Endpoint, Ingested};
 use crate::payments::signature;
 

@@ -273,8 +273,9 @@ impl Worker {
     }
 
     async fn open(&self, id: Uuid, sealed: &[u8]) -> Result<Envelope, AppError> {
-        let mut conn = self.db.platform_level().acquire().await?;
-        let (_, key) = keys::platform_key(&mut conn, &self.master, Some(crypto::field_version(sealed)?)).await?;
+        let mut tx = self.db.resolving_tx().await?;
+        let (_, key) = keys::platform_key(tx.conn(), &self.master, Some(crypto::field_version(sealed)?)).await?;
+        tx.commit().await?;
         let json = crypto::decrypt_field(&key, payload_place(&id.to_string()), sealed)?;
         serde_json::from_slice(&json).map_err(AppError::internal)
     }

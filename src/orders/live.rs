@@ -16,13 +16,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::Order;
 use crate::error::AppError;
-use crate::tenancy::{Db, VenueId, VenueTx};
+use crate::tenancy::{Db, Listener, VenueId, VenueTx};
 
 /// A venue whose queue nobody asked for in this long is no longer watched.
 const WATCH_IDLE: Duration = Duration::from_secs(60);
@@ -151,11 +150,11 @@ pub struct OrdersHub {
 }
 
 impl OrdersHub {
-    /// Starts the hub's listener task on a connection of `pool` (the app role).
-    pub fn start(pool: PgPool, snapshot_max_age: Duration) -> OrdersHub {
+    /// Starts the hub's listener task on a LISTEN connection of the app role.
+    pub fn start(db: Db, snapshot_max_age: Duration) -> OrdersHub {
         let shared: Arc<Mutex<Shared>> = Arc::default();
         let (commands, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, receiver, shared.clone()));
+        tokio::spawn(run(db, receiver, shared.clone()));
         OrdersHub { shared, commands, snapshot_max_age }
     }
 
@@ -294,20 +293,15 @@ async fn read_queue(db: &Db, venue: VenueId) -> Result<Vec<Arc<Order>>, AppError
 
 /// Connects a listener and listens to `channels`, retrying until it succeeds (or the
 /// pool is closed: `None`).
-async fn connect(pool: &PgPool, channels: &HashSet<String>) -> Option<PgListener> {
+async fn connect(db: &Db, channels: &HashSet<String>) -> Option<Listener> {
     loop {
-        if pool.is_closed() {
+        if db.is_closed() {
             return None;
         }
-        let connected = async {
-            let mut listener = PgListener::connect_with(pool).await?;
-            // A lost connection must surface as `try_recv` → `Ok(None)` (handled by
-            // reconnecting here and dropping every snapshot), never be repaired silently.
-            listener.eager_reconnect(false);
-            listener.listen_all(channels.iter().map(String::as_str)).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match connected.await {
+        // A lost connection surfaces as `next` → `Ok(None)` (handled by reconnecting here
+        // and dropping every snapshot), never repaired silently.
+        let names: Vec<&str> = channels.iter().map(String::as_str).collect();
+        match db.listen(&names).await {
             Ok(listener) => return Some(listener),
             Err(error) => {
                 tracing::warn!(%error, "orders hub cannot connect; retrying");
@@ -317,10 +311,10 @@ async fn connect(pool: &PgPool, channels: &HashSet<String>) -> Option<PgListener
     }
 }
 
-async fn run(pool: PgPool, mut commands: mpsc::UnboundedReceiver<Command>, shared: Arc<Mutex<Shared>>) {
+async fn run(db: Db, mut commands: mpsc::UnboundedReceiver<Command>, shared: Arc<Mutex<Shared>>) {
     let lock = || shared.lock().expect("orders hub lock");
     let mut channels: HashSet<String> = HashSet::new();
-    let Some(mut listener) = connect(&pool, &channels).await else { return };
+    let Some(mut listener) = connect(&db, &channels).await else { return };
     lock().set_connected(true);
     loop {
         let lost = tokio::select! {
@@ -339,14 +333,14 @@ async fn run(pool: PgPool, mut commands: mpsc::UnboundedReceiver<Command>, share
                     listener.unlisten(&channel).await.is_err()
                 }
             },
-            // `try_recv` is cancel-safe and says when the connection was lost (`None`).
-            notification = listener.try_recv() => match notification {
-                Ok(Some(notification)) => {
-                    let venue_hex = notification.channel().trim_start_matches("venueql_orders_");
-                    if let Ok(venue) = Uuid::parse_str(venue_hex).map(VenueId::from_uuid) {
+            // `next` is cancel-safe and says when the connection was lost (`None`).
+            notification = listener.next() => match notification {
+                Ok(Some((channel, payload))) => {
+                    let venue_hex = channel.trim_start_matches("venueql_orders_");
+                    if let Ok(venue) = Uuid::parse_str(venue_hex).map(VenueId::from_notification) {
                         let mut shared = lock();
                         shared.changed(venue);
-                        let order = Uuid::parse_str(notification.payload());
+                        let order = Uuid::parse_str(&payload);
                         if let (Some(sender), Ok(order)) = (shared.senders.get(&venue), order) {
                             let _ = sender.send(order);
                         }
@@ -361,7 +355,7 @@ async fn run(pool: PgPool, mut commands: mpsc::UnboundedReceiver<Command>, share
             // before it is back may be trusted.
             lock().set_connected(false);
             tracing::warn!("orders hub lost its LISTEN connection; reconnecting");
-            let Some(reconnected) = connect(&pool, &channels).await else { return };
+            let Some(reconnected) = connect(&db, &channels).await else { return };
             listener = reconnected;
             // Every acknowledged LISTEN's channel is in `channels`, listened to again.
             lock().set_connected(true);

@@ -150,7 +150,7 @@ async fn route(
         let venue: Option<Uuid> =
             sqlx::query_scalar("SELECT private.stripe_account_venue($1)").bind(&account).fetch_one(tx.conn()).await?;
         return Ok(match venue {
-            Some(venue) => Route::Venue { venue: VenueId::from_uuid(venue), checkout: None },
+            Some(venue) => Route::Venue { venue: VenueId::from_payment_route(venue), checkout: None },
             None => Route::Nowhere("ignored: the account is not connected to any venue".into()),
         });
     }
@@ -163,7 +163,9 @@ async fn route(
             .fetch_optional(tx.conn())
             .await?;
     match found {
-        Some((venue, checkout)) => Ok(Route::Venue { venue: VenueId::from_uuid(venue), checkout: Some(checkout) }),
+        Some((venue, checkout)) => {
+            Ok(Route::Venue { venue: VenueId::from_payment_route(venue), checkout: Some(checkout) })
+        }
         None => {
             let metadata = &object["metadata"];
             if metadata["venue_id"].is_string() {

@@ -59,9 +59,9 @@ pub async fn run_once(db: &Db, payments: &Payments) -> Result<Report, AppError> 
     .await?;
     tx.commit().await?;
     let mut report = Report { checked: candidates.len(), ..Report::default() };
-    let venues: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM venues").fetch_all(db.platform_level()).await?;
+    let venues = db.scan_venues("venueql:payment-jobs", "ask Stripe again for refunds it did not answer").await?;
     for venue in venues {
-        match crate::orders::money::retry_requested_refunds(db, payments, VenueId::from_uuid(venue)).await {
+        match crate::orders::money::retry_requested_refunds(db, payments, venue).await {
             Ok(accepted) => report.refunds_retried += accepted,
             Err(error) => tracing::warn!(error = ?error, "refund retry failed"),
         }
@@ -92,7 +92,7 @@ async fn check(
     client: &super::stripe::StripeClient,
     candidate: &Candidate,
 ) -> Result<Outcome, AppError> {
-    let venue = VenueId::from_uuid(candidate.venue_id);
+    let venue = VenueId::from_payment_route(candidate.venue_id);
     let mut tx = db.venue_tx(venue).await?;
     let state: Option<CheckoutState> = sqlx::query_as(
         "SELECT status, expires_at < now() AS expired, created_at < now() - make_interval(secs => $2) AS old_enough \

@@ -18,8 +18,9 @@ use uuid::Uuid;
 use crate::access::{Permissions, staff_actor};
 use crate::audit::{self, Change, Who};
 use crate::auth::breach::BreachCheck;
-use crate::auth::lockout::{self, LockoutLimits};
+use crate::auth::lockout;
 use crate::auth::{passwords, secrets};
+use crate::config::LockoutLimits;
 use crate::crypto::MasterKeys;
 use crate::error::AppError;
 use crate::mail::{self, Mail};
@@ -257,7 +258,7 @@ async fn resolve(db: &Db, token: &str) -> Result<Option<(Opened, VenueTx)>, AppE
             .fetch_optional(tx.conn())
             .await?;
     let Some((venue, invitation, account)) = found else { return Ok(None) };
-    let mut tx = tx.into_venue(VenueId::from_uuid(venue)).await?;
+    let mut tx = tx.into_venue(VenueId::from_credential(venue)).await?;
     let row: Option<(String, DateTime<Utc>, String)> = sqlx::query_as(
         "SELECT i.email, i.expires_at, v.name FROM staff_invitations i JOIN venues v ON v.id = i.venue_id \
          WHERE i.venue_id = $1 AND i.id = $2 AND i.status = 'pending' AND i.expires_at > now() FOR UPDATE OF i",
@@ -267,7 +268,8 @@ async fn resolve(db: &Db, token: &str) -> Result<Option<(Opened, VenueTx)>, AppE
     .fetch_optional(tx.conn())
     .await?;
     Ok(row.map(|(email, expires_at, venue_name)| {
-        let opened = Opened { venue: VenueId::from_uuid(venue), venue_name, invitation, email, account, expires_at };
+        let opened =
+            Opened { venue: VenueId::from_credential(venue), venue_name, invitation, email, account, expires_at };
         (opened, tx)
     }))
 }

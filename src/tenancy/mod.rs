@@ -23,10 +23,43 @@ pub const VENUE_SETTING: &str = "venueql.venue_id";
 #[serde(transparent)]
 pub struct VenueId(Uuid);
 
+/// A `VenueId` is made only here, by a constructor naming the trusted source the id was
+/// read from; the architecture test holds each constructor to the rooms that read that
+/// source. Nothing turns a client's text into a `VenueId`.
 impl VenueId {
-    /// Wraps a venue id read from a trusted source (the database, a verified token).
-    pub fn from_uuid(id: Uuid) -> VenueId {
+    /// The venue a verified credential is bound to: an API token, a session or
+    /// authorization code, a terminal or integration client, an invitation link, or the
+    /// venue a signed-in person chose among their memberships (`auth`, `staff`, `http`).
+    pub fn from_credential(id: Uuid) -> VenueId {
         VenueId(id)
+    }
+
+    /// A venue row read by slug or id (`venues`).
+    pub fn from_row(id: Uuid) -> VenueId {
+        VenueId(id)
+    }
+
+    /// The venue that created a PaymentIntent or owns a connected account, from the
+    /// private routing index (`payments`).
+    pub fn from_payment_route(id: Uuid) -> VenueId {
+        VenueId(id)
+    }
+
+    /// A venue named on the platform role's side of the cross-tenant door (operator
+    /// commands, seeding, key rotation, audit verification).
+    pub fn from_door(id: Uuid) -> VenueId {
+        VenueId(id)
+    }
+
+    /// The venue of an order notification channel this process listens to (`orders`).
+    pub fn from_notification(id: Uuid) -> VenueId {
+        VenueId(id)
+    }
+
+    /// A venue id for unit tests.
+    #[cfg(test)]
+    pub fn for_tests() -> VenueId {
+        VenueId(Uuid::new_v4())
     }
 
     /// The raw id.
@@ -72,10 +105,39 @@ impl Db {
         Ok(ResolvingTx { tx: uncancellable(async move { pool.begin().await }).await? })
     }
 
-    /// The pool for platform-level tables (venues) and the narrow private functions. No
-    /// venue is set on it, so every tenant table reads as empty here.
-    pub(crate) fn platform_level(&self) -> &PgPool {
-        &self.pool
+    /// Single statements outside any venue (platform-level tables such as `venues`, and
+    /// the narrow private functions: token verification, lockout counters, the mail
+    /// outbox…). No venue is set, so every tenant table reads as empty here; and the
+    /// handle can run only one statement at a time: no transaction, no held connection.
+    pub fn platform_level(&self) -> PlatformLevel<'_> {
+        PlatformLevel(&self.pool)
+    }
+
+    /// Lists every venue for a job that visits them all, recording the scan (`actor`,
+    /// `reason`) in `platform_audit_events` in the same statement. The only cross-venue
+    /// listing the app role has; each venue is then visited in its own [`VenueTx`].
+    pub async fn scan_venues(&self, actor: &str, reason: &str) -> Result<Vec<VenueId>, sqlx::Error> {
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT private.open_venue_scan($1, $2)")
+            .bind(actor)
+            .bind(reason)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids.into_iter().map(VenueId).collect())
+    }
+
+    /// Opens a LISTEN connection of the app role on `channels`. A lost connection is not
+    /// repaired silently: [`Listener::next`] reports it (`Ok(None)`), so the caller knows
+    /// notifications may have been missed.
+    pub async fn listen(&self, channels: &[&str]) -> Result<Listener, sqlx::Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.eager_reconnect(false);
+        listener.listen_all(channels.iter().copied()).await?;
+        Ok(Listener(listener))
+    }
+
+    /// Whether the pool was closed (the server is stopping).
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
     }
 
     /// Connections in use and idle, for `/metrics`.
@@ -86,6 +148,83 @@ impl Db {
     /// Closes the pool (graceful shutdown).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A LISTEN connection (see [`Db::listen`]). Notifications carry ids only: whoever
+/// receives one re-reads what it names under its own venue's scope.
+pub struct Listener(sqlx::postgres::PgListener);
+
+impl Listener {
+    /// Listens to one more channel.
+    pub async fn listen(&mut self, channel: &str) -> Result<(), sqlx::Error> {
+        self.0.listen(channel).await
+    }
+
+    /// Stops listening to a channel.
+    pub async fn unlisten(&mut self, channel: &str) -> Result<(), sqlx::Error> {
+        self.0.unlisten(channel).await
+    }
+
+    /// The next notification as (channel, payload); `Ok(None)` when the connection was
+    /// lost. Cancel-safe.
+    pub async fn next(&mut self) -> Result<Option<(String, String)>, sqlx::Error> {
+        Ok(self.0.try_recv().await?.map(|n| (n.channel().to_string(), n.payload().to_string())))
+    }
+}
+
+/// One statement at a time outside any venue: the only way feature code reaches the
+/// database without a [`VenueTx`] or [`ResolvingTx`] (see [`Db::platform_level`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PlatformLevel<'a>(&'a PgPool);
+
+impl<'c> sqlx::Executor<'c> for PlatformLevel<'c> {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> futures_util::stream::BoxStream<
+        'e,
+        Result<sqlx::Either<sqlx::postgres::PgQueryResult, sqlx::postgres::PgRow>, sqlx::Error>,
+    >
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, Postgres>,
+    {
+        sqlx::Executor::fetch_many(self.0, query)
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> futures_util::future::BoxFuture<'e, Result<Option<sqlx::postgres::PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, Postgres>,
+    {
+        sqlx::Executor::fetch_optional(self.0, query)
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [sqlx::postgres::PgTypeInfo],
+    ) -> futures_util::future::BoxFuture<'e, Result<sqlx::postgres::PgStatement<'q>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        sqlx::Executor::prepare_with(self.0, sql, parameters)
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> futures_util::future::BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        sqlx::Executor::describe(self.0, sql)
     }
 }
 

@@ -25,7 +25,7 @@ pub struct Venue {
 impl Venue {
     /// The venue's id as a tenant key.
     pub fn venue_id(&self) -> VenueId {
-        VenueId::from_uuid(self.id)
+        VenueId::from_row(self.id)
     }
 }
 

@@ -41,6 +41,8 @@ const PLATFORM_LEVEL: &[&str] = &[
 
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
+    // Cross-venue scans of jobs, recorded (migration 0015).
+    "function private.open_venue_scan(p_actor text, p_reason text) EXECUTE",
     // CORS origins and venue SPA clients (migration 0014).
     "function private.client_allows_origin(p_client text, p_origin text) EXECUTE",
     "function private.create_venue_client(p_id text, p_kind text, p_name text, p_permissions bigint, p_secret_hash bytea, p_redirect_uris text[], p_allowed_origins text[]) EXECUTE",

@@ -116,7 +116,7 @@ pub struct TestVenue {
 
 impl TestVenue {
     pub fn venue_id(&self) -> VenueId {
-        VenueId::from_uuid(self.id)
+        VenueId::from_door(self.id)
     }
 }
 

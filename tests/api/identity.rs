@@ -166,7 +166,7 @@ async fn declining_or_revoking_ends_an_invitation_and_an_expired_one_is_gone() {
         ttl: Duration::from_secs(1),
     };
     let master = crate::helpers::test_master();
-    let limits = venueql::auth::lockout::LockoutLimits::default();
+    let limits = venueql::config::LockoutLimits::default();
     venueql::staff::invitations::invite(&db, &mut tx, &who, Permissions::all(), &master, limits, new).await.unwrap();
     tx.commit().await.unwrap();
     let link = app.invitation_link("late@example.com", 0).await;
@@ -189,7 +189,7 @@ async fn an_invitation_rolled_back_with_its_transaction_sends_nothing() {
         ttl: Duration::from_secs(3600),
     };
     let master = crate::helpers::test_master();
-    let limits = venueql::auth::lockout::LockoutLimits::default();
+    let limits = venueql::config::LockoutLimits::default();
     venueql::staff::invitations::invite(&db, &mut tx, &who, Permissions::all(), &master, limits, new).await.unwrap();
     drop(tx);
     app.invite(&app.a.full, "real@example.com", &["MENU_VIEW"]).await;

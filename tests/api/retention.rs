@@ -65,9 +65,22 @@ async fn retention_deletes_only_what_is_past_its_period_venue_by_venue_and_audit
     app.place_order(&app.b, "bravo").await;
     assert_eq!(diner_count(&app, &app.a).await, 2);
 
-    // Within the periods nothing goes.
+    // Within the periods nothing goes; the pass's scan of every venue is on the record.
+    let scans = || async {
+        let mut platform = app.door.open_cross_tenant("operator:test", "read the scans").await.unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM platform_audit_events WHERE actor = 'venueql:retention' AND reason LIKE 'venue scan:%'",
+        )
+        .fetch_one(platform.conn())
+        .await
+        .unwrap();
+        platform.commit().await.unwrap();
+        n
+    };
+    let scans_before = scans().await;
     let kept = retention::run_once(&db, &keep_days(1)).await.unwrap();
     assert!(kept.venues.is_empty(), "{kept:?}");
+    assert_eq!(scans().await, scans_before + 1, "one recorded scan per pass");
 
     // A's pass alone: A's account, two payments and the cancellation lose their bodies,
     // the abandoned checkout goes; the unverified diner stays while their order is open.
