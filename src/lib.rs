@@ -8,7 +8,6 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod auth;
-pub mod bench;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -12,7 +12,7 @@ use venueql::auth::breach::BreachCheck;
 use venueql::config::Config;
 use venueql::db::{self, RoleUrls};
 use venueql::tenancy::CrossTenantDoor;
-use venueql::{admin, app, audit, bench, dev, observability, schema};
+use venueql::{admin, app, audit, dev, observability, schema};
 
 /// A GraphQL response is built from many small allocations (one map per object, one
 /// string per field); mimalloc serves them in about a third of glibc malloc's time.
@@ -79,8 +79,6 @@ enum Command {
         #[command(subcommand)]
         command: StripeCommand,
     },
-    /// Load-test a private server over loopback and report throughput and latency.
-    Bench(bench::BenchOptions),
 }
 
 #[derive(Subcommand)]
@@ -312,7 +310,6 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
             }
         }
         Command::Keys { command } => run_keys(command).await?,
-        Command::Bench(options) => bench::run(options).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,4 @@
-//! `venueql bench`: starts a private cluster, a local Stripe and the real server on
+//! `venueql-bench`, the benchmark (its own binary, not part of the server's): starts a private cluster, a local Stripe and the real server on
 //! loopback, seeds two venues, and measures in one run, at each concurrency, the menu
 //! query and the orders queue over HTTP and the checkout path, each beside the same SQL
 //! through the app pool under the venue scope (RLS on) and (for reads) through a
@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::access::Permissions;
-use crate::app::install_tls_provider;
-use crate::db::{self, RoleUrls};
-use crate::dev::{Cluster, ClusterOptions, random_secret};
-use crate::menu::{Allergen, CategoryFields, ItemFields};
-use crate::tenancy::{CrossTenantDoor, Db, VenueId};
-use crate::{admin, menu};
+use venueql::access::Permissions;
+use venueql::app::install_tls_provider;
+use venueql::db::{self, RoleUrls};
+use venueql::dev::{Cluster, ClusterOptions, random_secret};
+use venueql::menu::{Allergen, CategoryFields, ItemFields};
+use venueql::tenancy::{CrossTenantDoor, Db, VenueId};
+use venueql::{admin, menu};
 
 /// Options of `venueql bench`.
 #[derive(Clone, Debug, clap::Args)]
@@ -145,7 +145,7 @@ async fn seed_bench_venue(door: &CrossTenantDoor, slug: &str) -> Result<(VenueId
     let venue = admin::create_venue(door, actor, slug, slug, "EUR").await.map_err(|e| format!("{e:?}"))?;
     let tx = door.open_cross_tenant(actor, "seed bench menu").await?;
     let mut tx = tx.into_venue(venue.venue_id()).await?;
-    let who = crate::audit::Who::operator(actor);
+    let who = venueql::audit::Who::operator(actor);
     for c in 0..5 {
         let fields = CategoryFields { name: Some(format!("Category {c}")), position: Some(c) };
         let category = menu::create_category(&mut tx, &who, fields).await.map_err(|e| format!("{e:?}"))?;
@@ -189,7 +189,7 @@ impl ServerProcess {
     /// until `/healthz` answers; returns it with its base URL.
     async fn start(env: &[(&str, String)]) -> Result<(ServerProcess, String), DynError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut command = std::process::Command::new(std::env::current_exe()?);
+        let mut command = std::process::Command::new(server_binary()?);
         command
             .arg("serve")
             .env_clear()
@@ -223,8 +223,38 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The server binary built beside this one (`cargo build --release` builds both).
+fn server_binary() -> Result<std::path::PathBuf, DynError> {
+    let server = std::env::current_exe()?.with_file_name("venueql");
+    if server.is_file() {
+        Ok(server)
+    } else {
+        Err(format!("{} is missing: build the server first (cargo build --release)", server.display()).into())
+    }
+}
+
+/// Command-line options of the benchmark.
+#[derive(clap::Parser)]
+#[command(name = "venueql-bench", about = "Measure venueql: menu, queue, checkout, webhooks, rate limits, signatures")]
+struct Cli {
+    #[command(flatten)]
+    options: BenchOptions,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = <Cli as clap::Parser>::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli.options)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("venueql-bench: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the benchmark and prints a table and one JSON line per measurement.
-pub async fn run(options: BenchOptions) -> Result<(), DynError> {
+async fn run(options: BenchOptions) -> Result<(), DynError> {
     install_tls_provider();
     let dir = std::env::temp_dir().join(format!("venueql-bench-{}", std::process::id()));
     let superuser_password = random_secret();
@@ -250,7 +280,7 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
 
     let max_concurrency = options.concurrency.iter().copied().max().unwrap_or(8);
     let pool_size = options.pool_size;
-    let stripe = crate::payments::local_stripe::LocalStripe::start().await?;
+    let stripe = venueql::payments::local_stripe::LocalStripe::start().await?;
     let mut server_env = vec![
         ("DATABASE_URL", urls.app.clone()),
         ("DATABASE_MAX_CONNECTIONS", pool_size.to_string()),
@@ -351,7 +381,7 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
 }
 
 /// Base URLs of the servers under test, all on one database.
-pub(super) struct Bases {
+pub(crate) struct Bases {
     /// Rate limits on (refusing nothing), queue snapshots on: the production setup.
     pub limited: String,
     /// The same with `RATE_LIMITS=off`.
@@ -434,7 +464,7 @@ async fn measure_menu(
 /// many orders each run made.
 async fn measure_all_webhooks(
     door: &CrossTenantDoor,
-    stripe: &crate::payments::local_stripe::LocalStripe,
+    stripe: &venueql::payments::local_stripe::LocalStripe,
     base: &str,
     shop: &Arc<orders::Shop>,
     app_db: &Db,

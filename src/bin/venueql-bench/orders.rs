@@ -12,10 +12,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{DynError, Sample, drive, summarise};
-use crate::access::Permissions;
-use crate::payments::local_stripe::{self, LocalStripe};
-use crate::payments::signature::sign;
-use crate::tenancy::{CrossTenantDoor, Db, VenueId};
+use venueql::access::Permissions;
+use venueql::payments::local_stripe::{self, LocalStripe};
+use venueql::payments::signature::sign;
+use venueql::tenancy::{CrossTenantDoor, Db, VenueId};
 
 /// Platform webhook signing secret of the bench server.
 pub const PLATFORM_SECRET: &str = "whsec_bench_platform";
@@ -106,7 +106,7 @@ pub(super) async fn open_shop(
     venue: VenueId,
     orders: usize,
 ) -> Result<Shop, DynError> {
-    let token = crate::admin::issue_token(door, "operator:venueql-bench", slug, "bench-full", Permissions::all())
+    let token = venueql::admin::issue_token(door, "operator:venueql-bench", slug, "bench-full", Permissions::all())
         .await
         .map_err(|e| format!("{e:?}"))?;
     let mut tx = door.open_cross_tenant("operator:venueql-bench", "bench item ids").await?.into_venue(venue).await?;
@@ -185,7 +185,7 @@ pub(super) async fn measure_queue(
                 let Ok(mut tx) = db.venue_tx(venue).await else {
                     return false;
                 };
-                let ok = crate::orders::queue(&mut tx).await.is_ok_and(|orders| orders.len() == 50);
+                let ok = venueql::orders::queue(&mut tx).await.is_ok_and(|orders| orders.len() == 50);
                 ok && tx.commit().await.is_ok()
             }
         })
@@ -194,7 +194,7 @@ pub(super) async fn measure_queue(
     let pool = superuser.clone();
     let sql = Arc::new(format!(
         "{} WHERE o.venue_id = $1 AND o.status IN ('placed', 'preparing', 'ready') ORDER BY o.created_at, o.number",
-        crate::orders::ORDER_SELECT
+        venueql::orders::ORDER_SELECT
     ));
     samples.push(
         drive("raw SQL queue, no isolation (superuser)", concurrency, seconds, move || {
@@ -203,7 +203,7 @@ pub(super) async fn measure_queue(
                 let Ok(mut tx) = pool.begin().await else {
                     return false;
                 };
-                let rows: Result<Vec<crate::orders::Order>, _> =
+                let rows: Result<Vec<venueql::orders::Order>, _> =
                     sqlx::query_as(&sql).bind(venue.as_uuid()).fetch_all(&mut *tx).await;
                 rows.is_ok_and(|r| r.len() == 50) && tx.commit().await.is_ok()
             }

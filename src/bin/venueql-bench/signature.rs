@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use crate::payments::signature::{self, MAX_SIGNATURES};
+use venueql::payments::signature::{self, MAX_SIGNATURES};
 
 type DynError = Box<dyn std::error::Error + Send + Sync>;
 
