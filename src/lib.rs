@@ -1,7 +1,10 @@
 //! venueql: a multi-tenant GraphQL payments-and-ordering API for hospitality venues.
 //!
-//! The module tree mirrors ARCHITECTURE.md: `http` → `graphql` → feature rooms
-//! (`menu`, `venues`, `staff`, `auth`, `audit`) → `tenancy` → PostgreSQL.
+//! The modules, from the wiring down: `app`, `http`, `schema` → the features (`venues`,
+//! `menu`, `auth`, `staff`, `orders`, `diners`, `payments`, `retention`) → the GraphQL
+//! kernel (`graphql`) → shared vocabulary and services (`access`, `config`, `audit`,
+//! `keys`, `limits`, `mail`) → `tenancy` → PostgreSQL. `tests/architecture.rs` holds the
+//! table of allowed arrows and the owner of every table; CONTRIBUTING.md describes them.
 
 pub mod access;
 pub mod admin;
