@@ -1,9 +1,10 @@
 //! venueql: a multi-tenant GraphQL payments-and-ordering API for hospitality venues.
 //!
-//! The modules, from the wiring down: `app`, `http`, `schema` → the features (`venues`,
-//! `menu`, `auth`, `staff`, `orders`, `diners`, `payments`, `retention`) → the GraphQL
-//! kernel (`graphql`) → shared vocabulary and services (`access`, `config`, `audit`,
-//! `keys`, `limits`, `mail`) → `tenancy` → PostgreSQL. `tests/architecture.rs` holds the
+//! The modules, from the wiring down: `app`, `admin`, `dev`, `http`, `schema` → the
+//! features (`venues`, `menu`, `auth`, `staff`, `orders`, `diners`, `payments`,
+//! `retention`) → the GraphQL kernel (`graphql`) → shared vocabulary and services
+//! (`access`, `config`, `audit`, `keys`, `limits`, `mail`) → the kernel (`tenancy`, `db`,
+//! `crypto`, `origins`, `error`, `observability`) → PostgreSQL. `tests/architecture.rs` holds the
 //! table of allowed arrows and the owner of every table; CONTRIBUTING.md describes them.
 
 pub mod access;

@@ -1,5 +1,8 @@
-//! Who is calling and what they may do: permission flags, venue API tokens, the OAuth
-//! server, and a person's own credentials (passwords, TOTP, PINs, resets).
+//! Credentials: verifying a bearer token into an `access::Caller` (venue API tokens, OAuth
+//! access tokens), the OAuth server and client registration (`clients`), sessions, the
+//! hosted login's decisions, the lockout and the breached-password check, and a person's
+//! own credentials (passwords, TOTP, PINs, resets). Permissions and the caller are
+//! `crate::access`.
 
 pub mod api_tokens;
 pub mod breach;

@@ -1,6 +1,8 @@
 //! `venueql dev`: the embedded default. Starts (or reuses) a private PostgreSQL cluster in
 //! the data directory, creates the roles, migrates, seeds two demo venues once, writes
-//! `dev.json`, and serves until Ctrl-C/SIGTERM, then stops the server and the cluster.
+//! `dev.json`, and serves until Ctrl-C/SIGTERM, then stops the server and the cluster. It
+//! also runs the local Stripe stand-in (unless `STRIPE_SECRET_KEY` is set), serves the
+//! example apps (`apps`), and `dev pay` pays a checkout of the running server.
 
 mod apps;
 pub mod cluster;

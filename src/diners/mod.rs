@@ -1,9 +1,11 @@
 //! Diners and their health data (SPEC §4). A diner is known to a venue by the keyed hash
 //! of their email or phone; their allergens and dietary notes are stored only as
 //! ciphertext under the venue's data key, bound to the venue, row and column. They are
-//! decrypted only for callers holding DINER_ALLERGENS_VIEW, and never logged. A diner may
-//! share their allergen profile across venues; another venue reads it only through the
-//! database's consent gate (`private.shared_diner_profile`).
+//! decrypted only for callers holding DINER_ALLERGENS_VIEW, and never logged. A diner who
+//! proved their email (`verification`) may share their allergen profile across venues;
+//! another venue reads it only through the database's consent gate
+//! (`private.shared_diner_profile`), and only for a diner who paid and proved their email
+//! there.
 
 pub mod graphql;
 pub mod identity;

@@ -1,7 +1,7 @@
 //! The hosted invitation page (`/oauth/invitation?token=…`), server-rendered and usable
 //! without JavaScript. A new person chooses their password (and may turn on two-factor
 //! authentication); a person with an account signs in with their own password and second
-//! factor; either may decline. The decisions are `auth::invitations`'; this module parses
+//! factor; either may decline. The decisions are `staff::invitations`'; this module parses
 //! forms and renders pages.
 
 use std::collections::HashMap;

@@ -1,6 +1,8 @@
-//! HTTP: routes and middleware (request id + access log + metrics, body and time
-//! limits, panic catching). Handlers live in `graphql` (the two GraphQL endpoints) and
-//! `ops` (health, readiness, metrics, security.txt).
+//! HTTP: routes and middleware (request id, client address, access log and metrics, body
+//! and time limits, panic catching, CORS doors, the `/oauth` rate limit). Handlers:
+//! `graphql` (the two GraphQL endpoints), `subscriptions` (`/graphql/ws`), `oauth`,
+//! `invitation` and `reset` (hosted pages, sharing `pages`), `webhooks` (Stripe), `ops`
+//! (health, readiness, metrics, security.txt).
 
 pub mod client_addr;
 pub mod cors;

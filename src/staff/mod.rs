@@ -1,4 +1,5 @@
-//! Staff identities (platform-level) and their memberships at venues (tenant).
+//! Staff identities (platform-level), their memberships at venues (tenant), and
+//! invitations (`invitations`): how a person joins a venue.
 
 pub mod graphql;
 pub mod invitations;

@@ -1,5 +1,5 @@
-//! The explicit cross-tenant door: operator commands, seeding and (later) jobs that visit
-//! every venue. It connects as the platform role (`DATABASE_PLATFORM_URL`), needs a
+//! The explicit cross-tenant door: operator commands and seeding (jobs that visit every
+//! venue use `Db::scan_venues` instead). It connects as the platform role (`DATABASE_PLATFORM_URL`), needs a
 //! reason, and writes a `platform_audit_events` row in the same transaction as the work.
 
 use sqlx::postgres::{PgConnection, PgPool};

@@ -1,8 +1,10 @@
 //! Tenant isolation, made structural: the only way to reach tenant tables is a
 //! [`VenueTx`], which can only be created for one [`VenueId`] and sets the
-//! transaction-local venue setting before anything else runs. Cross-tenant work goes
-//! through the separately named [`CrossTenantDoor`], which uses its own database role and
-//! records every use.
+//! transaction-local venue setting before anything else runs. Outside a venue there are
+//! only [`Db::resolving_tx`] (until a credential's venue is known), [`Db::platform_level`]
+//! (one statement at a time) and [`Db::listen`]. Jobs list venues with
+//! [`Db::scan_venues`], recorded in `platform_audit_events`; operator work goes through
+//! the separately named [`CrossTenantDoor`], which uses its own role and records every use.
 
 mod door;
 

@@ -27,7 +27,7 @@ use venueql::menu::{Allergen, CategoryFields, ItemFields};
 use venueql::tenancy::{CrossTenantDoor, Db, VenueId};
 use venueql::{admin, menu};
 
-/// Options of `venueql bench`.
+/// Options of `venueql-bench`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchOptions {
     /// Comma-separated concurrency levels.
@@ -178,7 +178,7 @@ fn memory_mb(pid: &str, field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// The server under test as its own process (`venueql serve`, this binary), so that its
+/// The server under test as its own process (`venueql serve`, the binary built beside this one), so that its
 /// memory is measured apart from the load generator and the local Stripe; killed on drop.
 struct ServerProcess {
     child: std::process::Child,

@@ -1,4 +1,4 @@
-//! The payments half of `venueql bench`: the orders queue (50 open orders of 1–5 items),
+//! The payments half of `venueql-bench`: the orders queue (50 open orders of 1–5 items),
 //! the checkout path (priced from the menu, PaymentIntent created at the local Stripe on
 //! loopback) and webhook ingestion (distinct signed events, each making an order, then the
 //! same events again as duplicates), each beside the raw SQL of the same work.
