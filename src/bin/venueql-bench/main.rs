@@ -54,6 +54,11 @@ impl BenchOptions {
     }
 }
 
+/// The load generator makes many small allocations too (requests, JSON): the same
+/// allocator as the server's, so the figures compare with earlier runs of the benchmark.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type DynError = Box<dyn std::error::Error + Send + Sync>;
 
 const MENU_QUERY: &str =
