@@ -350,10 +350,10 @@ async fn run_stripe(command: StripeCommand) -> Result<ExitCode, DynError> {
         StripeCommand::Replay { event_id } => {
             let outcome = venueql::payments::jobs::replay(&database, &payments, &event_id).await.map_err(app_error)?;
             let json = match outcome {
-                venueql::payments::events::Ingested::Applied { outcome, .. } => {
+                venueql::payments::intake::Ingested::Applied { outcome, .. } => {
                     serde_json::json!({ "event": event_id, "applied": true, "outcome": outcome })
                 }
-                venueql::payments::events::Ingested::Duplicate => {
+                venueql::payments::intake::Ingested::Duplicate => {
                     serde_json::json!({ "event": event_id, "applied": false, "outcome": "already received; nothing done" })
                 }
             };

@@ -537,7 +537,7 @@ async fn onboard_at_local_stripe(
         let event = local_stripe::event("account.updated", account, Some(&link.account_id));
         let raw = event.to_string();
         let envelope = events::parse(raw.as_bytes()).map_err(|e| format!("{e:?}"))?;
-        events::ingest(db, payments, None, events::Endpoint::Connect, &envelope, &raw)
+        crate::payments::intake::ingest(db, payments, None, events::Endpoint::Connect, &envelope, &raw)
             .await
             .map_err(|e| format!("{e:?}"))?;
     }

@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use super::RequestError;
 use crate::error::AppError;
 use crate::http::AppState;
-use crate::payments::events::{self, Endpoint, Ingested};
+use crate::payments::events::{self, Endpoint};
+use crate::payments::intake::{self, Ingested};
 use crate::payments::signature;
 
 /// How long a delivery waits for a processing slot before it is answered 503.
@@ -55,7 +56,7 @@ async fn receive(
     let raw = std::str::from_utf8(body)
         .map_err(|_| RequestError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "the body is not UTF-8"))?;
     let hub = Some(&state.orders_hub);
-    let ingested = events::ingest(&state.db, &state.payments, hub, endpoint, &event, raw).await.map_err(|error| {
+    let ingested = intake::ingest(&state.db, &state.payments, hub, endpoint, &event, raw).await.map_err(|error| {
         if let AppError::Internal(source) = &error {
             crate::observability::report_internal(source.as_ref());
         }

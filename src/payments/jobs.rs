@@ -11,7 +11,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::Payments;
-use super::events::{self, Endpoint, Ingested};
+use super::events::{self, Endpoint};
+use super::intake::{self, Ingested};
 use super::objects::{self, PaymentIntent, PaymentIntentStatus};
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
@@ -206,5 +207,5 @@ pub async fn replay(db: &Db, payments: &Payments, event_id: &str) -> Result<Inge
         return Err(AppError::internal("Stripe returned a different event than the one asked for"));
     }
     let endpoint = if envelope.account.is_some() { Endpoint::Connect } else { Endpoint::Platform };
-    events::ingest(db, payments, None, endpoint, &envelope, &raw).await
+    intake::ingest(db, payments, None, endpoint, &envelope, &raw).await
 }

@@ -11,6 +11,7 @@ pub mod checkout;
 pub mod effects;
 pub mod events;
 pub mod graphql;
+pub mod intake;
 pub mod jobs;
 pub mod local_stripe;
 pub mod objects;

@@ -673,7 +673,7 @@ async fn reconciliation_reports_a_paid_checkout_without_an_order_and_replay_reco
     assert!(succeeded, "{replayed}");
     assert_eq!((replayed["applied"].clone(), replayed["outcome"].clone()), (json!(true), json!("order #1 placed")));
     let twice = venueql::payments::jobs::replay(&db, &payments, lost["id"].as_str().unwrap()).await.unwrap();
-    assert_eq!(twice, venueql::payments::events::Ingested::Duplicate);
+    assert_eq!(twice, venueql::payments::intake::Ingested::Duplicate);
     assert_eq!(orders_at(&app, &app.a.full).await.len(), 1);
     let bad = venueql::payments::jobs::replay(&db, &payments, "evt_../../v1/accounts").await;
     assert_eq!(bad.unwrap_err().code(), "BAD_USER_INPUT");
