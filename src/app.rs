@@ -53,6 +53,7 @@ impl Application {
     /// Connects as the app role, refuses an unsafe role, builds schemas and binds.
     pub async fn build(config: Config) -> Result<Application, StartError> {
         install_tls_provider();
+        require_shared_keys(&config)?;
         let pool = db::pool(config.database_url.expose_secret(), config.database_max_connections).await?;
         db::check_app_role(&pool).await?;
         let metrics = Arc::new(Metrics::new());
@@ -154,6 +155,25 @@ impl Application {
         tracing::info!("venueql stopped");
         Ok(())
     }
+}
+
+/// Every replica must share `APP_KEY` (it keys login tickets and wraps every data key) and
+/// `IDENTITY_HMAC_KEY` (it identifies diners): a server with keys of its own would log
+/// people out between replicas and could not read what the others wrote.
+fn require_shared_keys(config: &Config) -> Result<(), StartError> {
+    let missing: Vec<&str> =
+        [("APP_KEY", config.keys.master.is_none()), ("IDENTITY_HMAC_KEY", config.keys.identity.is_none())]
+            .into_iter()
+            .filter_map(|(name, absent)| absent.then_some(name))
+            .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(StartError::Config(crate::config::ConfigError(format!(
+        "{} not set: every replica must share them; generate them once with `venueql keys generate` \
+         (`venueql dev` makes its own)",
+        missing.join(" and ")
+    ))))
 }
 
 /// Starts the outbox worker when mail has somewhere to go (`SMTP_URL` or `MAIL_DIR`) and

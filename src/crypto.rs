@@ -287,3 +287,11 @@ impl KeyRing {
         })
     }
 }
+
+/// A new random 32-byte key in standard base64 (`APP_KEY`, `IDENTITY_HMAC_KEY`).
+pub fn random_key_base64() -> String {
+    use base64::Engine;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).expect("the OS random source is available");
+    base64::engine::general_purpose::STANDARD.encode(key)
+}

@@ -74,6 +74,14 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Exit 0 when the server on this machine is ready (GET /readyz): the container's
+    /// HEALTHCHECK (the slim image has no curl).
+    Healthcheck {
+        /// The readiness URL (default: http://127.0.0.1:<port of LISTEN_ADDR>/readyz, https
+        /// when TLS_CERT_FILE is set).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Stripe tools (DATABASE_URL and STRIPE_* from the environment).
     Stripe {
         #[command(subcommand)]
@@ -83,6 +91,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
+    /// Print new secrets as env-file lines: APP_KEY and IDENTITY_HMAC_KEY (share them
+    /// across every replica and keep them safe: diner data is unreadable without APP_KEY).
+    Generate {
+        /// Also print database passwords for docker/compose.yaml.
+        #[arg(long)]
+        database_passwords: bool,
+    },
     /// Re-wrap every data key under the current APP_KEY (after moving the old one to APP_PREVIOUS_KEYS).
     RotateMaster,
     /// Give a venue a new data key and re-encrypt its diners' data in batches.
@@ -310,11 +325,57 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
             }
         }
         Command::Keys { command } => run_keys(command).await?,
+        Command::Healthcheck { url } => return healthcheck(url).await,
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints `NAME=value` lines for an env file.
+fn generate_secrets(database_passwords: bool) {
+    println!("APP_KEY={}", venueql::crypto::random_key_base64());
+    println!("IDENTITY_HMAC_KEY={}", venueql::crypto::random_key_base64());
+    if database_passwords {
+        for name in ["POSTGRES_PASSWORD", "VENUEQL_OWNER_PASSWORD", "VENUEQL_APP_PASSWORD", "VENUEQL_PLATFORM_PASSWORD"]
+        {
+            println!("{name}={}", dev::random_secret());
+        }
+    }
+}
+
+/// `venueql healthcheck`: 0 when `/readyz` answers 200 within 3 seconds.
+async fn healthcheck(url: Option<String>) -> Result<ExitCode, DynError> {
+    let url = match url {
+        Some(url) => url,
+        None => {
+            let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
+            let port = listen.rsplit_once(':').map_or("8080", |(_, port)| port).to_string();
+            let scheme = if std::env::var("TLS_CERT_FILE").is_ok_and(|f| !f.is_empty()) { "https" } else { "http" };
+            format!("{scheme}://127.0.0.1:{port}/readyz")
+        }
+    };
+    // The local server's own certificate names its public host, not 127.0.0.1.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .danger_accept_invalid_certs(true)
+        .build()?;
+    match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(response) => {
+            eprintln!("venueql healthcheck: {url} answered {}", response.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(error) => {
+            eprintln!("venueql healthcheck: {url}: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 async fn run_keys(command: KeysCommand) -> Result<(), DynError> {
+    if let KeysCommand::Generate { database_passwords } = command {
+        generate_secrets(database_passwords);
+        return Ok(());
+    }
     let config_keys = venueql::config::key_ring_from_env()?;
     let master = config_keys.master().map_err(app_error)?;
     let door = door().await?;
@@ -324,6 +385,7 @@ async fn run_keys(command: KeysCommand) -> Result<(), DynError> {
             let rewrapped = venueql::keys::rotate_master(&door, &actor, master).await.map_err(app_error)?;
             print_json(&serde_json::json!({ "rewrapped_keys": rewrapped, "master_key_id": master.current().id() }));
         }
+        KeysCommand::Generate { .. } => unreachable!("handled above"),
         KeysCommand::RotateVenue { venue } => {
             let id = admin::venue_id(&door, &actor, &venue, "keys rotate-venue").await.map_err(app_error)?;
             let (version, rows) =

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -184,8 +183,8 @@ async fn serve_on(
     if secrets.seed.is_none() {
         secrets.seed = Some(seed_demo(&door).await.map_err(|e| format!("seeding the demo venues failed: {e:?}"))?);
     }
-    let app_key = secrets.app_key.get_or_insert_with(random_app_key).clone();
-    let identity_key = secrets.identity_hmac_key.get_or_insert_with(random_app_key).clone();
+    let app_key = secrets.app_key.get_or_insert_with(crate::crypto::random_key_base64).clone();
+    let identity_key = secrets.identity_hmac_key.get_or_insert_with(crate::crypto::random_key_base64).clone();
     let webhook_secret =
         secrets.stripe_webhook_secret.get_or_insert_with(|| format!("whsec_{}", random_secret())).clone();
     let connect_secret =
@@ -274,12 +273,6 @@ async fn serve_on(
     println!("venueql dev: Ctrl-C stops the server, then the database");
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
-}
-
-fn random_app_key() -> String {
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).expect("the OS random source is available");
-    base64::engine::general_purpose::STANDARD.encode(key)
 }
 
 /// Registers (once per listen address) the demo SPA client whose redirect URI is this

@@ -384,3 +384,65 @@ async fn retention_run_reports_what_it_deleted_and_refuses_a_bad_period() {
     assert!(!ok);
     assert!(err.contains("RETENTION_UNVERIFIED_DINERS_DAYS"), "{err}");
 }
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_the_shared_keys_and_keys_generate_makes_them() {
+    let app = TestApp::spawn().await;
+    let serve = |env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_venueql"))
+            .arg("serve")
+            .env_clear()
+            .env("DATABASE_URL", &app.urls.app)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let refused = serve(&[]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("APP_KEY and IDENTITY_HMAC_KEY") && err.contains("venueql keys generate"), "{err}");
+    let half = serve(&[("APP_KEY", crate::helpers::TEST_APP_KEY)]);
+    assert!(String::from_utf8_lossy(&half.stderr).contains("IDENTITY_HMAC_KEY not set"), "{half:?}");
+
+    let generated =
+        Command::new(env!("CARGO_BIN_EXE_venueql")).args(["keys", "generate", "--database-passwords"]).output();
+    let text = String::from_utf8(generated.unwrap().stdout).unwrap();
+    let names: Vec<&str> = text.lines().map(|l| l.split_once('=').unwrap().0).collect();
+    assert_eq!(
+        names,
+        [
+            "APP_KEY",
+            "IDENTITY_HMAC_KEY",
+            "POSTGRES_PASSWORD",
+            "VENUEQL_OWNER_PASSWORD",
+            "VENUEQL_APP_PASSWORD",
+            "VENUEQL_PLATFORM_PASSWORD"
+        ]
+    );
+    let key = text.lines().next().unwrap().split_once('=').unwrap().1;
+    let settings = |name: &str| match name {
+        "DATABASE_URL" => Some(app.urls.app.clone()),
+        "APP_KEY" | "IDENTITY_HMAC_KEY" => Some(key.to_string()),
+        _ => None,
+    };
+    let config = venueql::config::Config::from_lookup(settings).expect("generated keys are valid settings");
+    assert!(config.keys.master.is_some() && config.keys.identity.is_some());
+}
+
+// The server runs on this test's runtime while the command blocks a thread: two workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_is_ready_only_when_the_server_answers_readyz() {
+    let app = TestApp::spawn().await;
+    let check = |url: String| {
+        Command::new(env!("CARGO_BIN_EXE_venueql"))
+            .args(["healthcheck", "--url", &url])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(check(format!("{}/readyz", app.base)));
+    assert!(!check(format!("{}/no-such-endpoint", app.base)), "a non-2xx answer is not ready");
+    assert!(!check("http://127.0.0.1:1/readyz".into()), "no server is not ready");
+}
