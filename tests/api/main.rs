@@ -23,6 +23,7 @@ mod ops;
 mod payments;
 mod queue_snapshot;
 mod rate_limits;
+mod replicas;
 mod retention;
 mod schema;
 mod sentry;

@@ -20,7 +20,12 @@ const SUBSCRIPTION: &str = "subscription { ordersQueueChanged { number status it
 /// Opens a graphql-transport-ws connection and sends `connection_init` with `token`;
 /// returns the socket and the server's first answer.
 pub(crate) async fn connect(app: &TestApp, token: &str) -> (Socket, Option<Value>) {
-    let url = format!("{}/graphql/ws", app.base.replace("http://", "ws://"));
+    connect_to(&app.base, token).await
+}
+
+/// As [`connect`], to the server at `base`.
+pub(crate) async fn connect_to(base: &str, token: &str) -> (Socket, Option<Value>) {
+    let url = format!("{}/graphql/ws", base.replace("http://", "ws://"));
     let mut request = url.into_client_request().unwrap();
     request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
     let (mut socket, response) = tokio_tungstenite::connect_async(request).await.expect("WebSocket handshake");
@@ -42,7 +47,7 @@ pub(crate) async fn next_json(socket: &mut Socket, wait: Duration) -> Option<Val
     }
 }
 
-async fn subscribe(socket: &mut Socket) {
+pub(crate) async fn subscribe(socket: &mut Socket) {
     let message = json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION } });
     socket.send(Message::Text(message.to_string().into())).await.unwrap();
     // The subscription LISTENs before it is served; give the server a moment to get there.
