@@ -25,7 +25,7 @@ fn fail(message: impl Into<String>) -> ClusterError {
 }
 
 /// How to start a cluster.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ClusterOptions {
     /// Directory holding `pgdata/` and `postgres.log` (created if missing, reused if not).
     pub dir: PathBuf,
@@ -34,6 +34,10 @@ pub struct ClusterOptions {
     /// Trade durability for speed (fsync off) and count statements (pg_stat_statements):
     /// for throwaway test and bench clusters.
     pub throwaway: bool,
+    /// Listen on this port (a restart keeps its clients' URLs); a free one when `None`.
+    pub port: Option<u16>,
+    /// More server settings (`-c name=value`): WAL archiving, TLS, recovery targets.
+    pub settings: Vec<(String, String)>,
 }
 
 /// A running private PostgreSQL cluster listening on 127.0.0.1.
@@ -146,7 +150,10 @@ impl Cluster {
         if !pgdata.join("PG_VERSION").exists() {
             initdb(&bindir, user, &options.dir, &pgdata, &options.superuser_password)?;
         }
-        let port = free_port()?;
+        let port = match options.port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let log_file = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -168,6 +175,9 @@ impl Cluster {
             command.args(["-c", "log_line_prefix=%m [%p] db=%d "]);
             // Statement counts for the tests' N+1 checks (a contrib module of the server).
             command.args(["-c", "shared_preload_libraries=pg_stat_statements"]);
+        }
+        for (name, value) in &options.settings {
+            command.args(["-c", &format!("{name}={value}")]);
         }
         // SAFETY: prctl is async-signal-safe; it runs in the child after the uid change,
         // so the parent-death signal survives it.
@@ -221,6 +231,16 @@ impl Cluster {
     pub fn url(&self, user: &str, password: &str, database: &str) -> String {
         let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
         format!("postgres://{}:{}@127.0.0.1:{}/{}", enc(user), enc(password), self.port, enc(database))
+    }
+
+    /// Immediate shutdown (SIGQUIT), as a crash would leave it: no checkpoint, the next
+    /// start replays the WAL. Waits for PostgreSQL to exit, at most 30 s.
+    pub fn stop_immediately(self) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGQUIT);
+        }
+        let _ = self.exited.lock().expect("exit channel").recv_timeout(Duration::from_secs(30));
     }
 
     /// Fast shutdown (SIGINT): waits for PostgreSQL to exit, at most 30 s.

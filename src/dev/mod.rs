@@ -164,6 +164,7 @@ pub async fn run(options: DevOptions) -> Result<(), DynError> {
         dir: options.data_dir.clone(),
         superuser_password: secrets.superuser_password.clone(),
         throwaway: false,
+        ..Default::default()
     })?;
     let result = serve_on(&cluster, &options, &secrets_path, &mut secrets).await;
     cluster.stop();
@@ -506,7 +507,7 @@ pub async fn seed_demo(door: &CrossTenantDoor) -> Result<DemoSeed, AppError> {
 /// account is created through the same code as `startStripeOnboarding`, then "Stripe"
 /// reports onboarding complete with an `account.updated` applied through the webhook's
 /// own store-and-apply path.
-async fn onboard_at_local_stripe(
+pub async fn onboard_at_local_stripe(
     db: &Db,
     payments: &Payments,
     stripe: &LocalStripe,

@@ -15,19 +15,25 @@ pub async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
+/// How long `/readyz` waits for the database.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `GET /readyz`: the database answers and every migration is applied.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let not_ready = |reason: &str| {
         (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "not ready", "reason": reason })))
             .into_response()
     };
-    match state.migrations_current().await {
-        Ok(true) => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Ok(false) => not_ready("database migrations are not current: run `venueql migrate`"),
-        Err(error) => {
+    // A load balancer asks often and must get an answer fast, even while every connection
+    // of the pool is waiting on a database that is gone.
+    match tokio::time::timeout(READY_WITHIN, state.migrations_current()).await {
+        Ok(Ok(true)) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Ok(Ok(false)) => not_ready("database migrations are not current: run `venueql migrate`"),
+        Ok(Err(error)) => {
             tracing::warn!(error = %error, "readiness check failed");
             not_ready("database unreachable")
         }
+        Err(_) => not_ready("the database did not answer within 2 seconds"),
     }
 }
 

@@ -504,14 +504,41 @@ impl OrdersSubscription {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 };
-                match next_update(&db, &token, &keys, venue, order_id).await {
+                match next_update_patiently(&db, &token, &keys, venue, order_id).await {
                     Ok(Some(order)) => return Some((Ok(order), Some((receiver, db, token, keys)))),
                     Ok(None) => continue,
-                    // Credential gone: send the error, then end the subscription.
+                    // Credential gone (or the database gone for good): send the error, then
+                    // end the subscription.
                     Err(error) => return Some((Err(error.into()), None)),
                 }
             }
         }))
+    }
+}
+
+/// How long an update waits for the database to come back before the subscription ends.
+const DATABASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// [`next_update`], retried while the database is unreachable (a restart, a failover):
+/// the subscriber gets the update once it is back instead of losing the subscription.
+async fn next_update_patiently(
+    db: &Db,
+    token: &ConnectionToken,
+    keys: &Arc<dyn DinerAllergens>,
+    venue: VenueId,
+    id: Uuid,
+) -> Result<Option<OrderObject>, AppError> {
+    let deadline = tokio::time::Instant::now() + DATABASE_PATIENCE;
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match next_update(db, token, keys, venue, id).await {
+            Err(AppError::Internal(error)) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "live order update waits for the database");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            }
+            outcome => return outcome,
+        }
     }
 }
 

@@ -73,9 +73,13 @@ pub fn cluster() -> &'static TestCluster {
             remove_stale_clusters();
             let dir = cluster_dir();
             let password = random_secret();
-            let cluster =
-                Cluster::start(&ClusterOptions { dir, superuser_password: password.clone(), throwaway: true })
-                    .expect("start the test PostgreSQL cluster");
+            let cluster = Cluster::start(&ClusterOptions {
+                dir,
+                superuser_password: password.clone(),
+                throwaway: true,
+                ..Default::default()
+            })
+            .expect("start the test PostgreSQL cluster");
             let test_cluster = TestCluster { cluster, password };
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
@@ -389,15 +393,7 @@ impl TestApp {
     /// Marks the checkout's PaymentIntent paid at the local Stripe and returns the signed
     /// `payment_intent.succeeded` event (not yet delivered).
     pub fn paid_event(&self, started: &Value) -> Value {
-        let secret = started["clientSecret"].as_str().unwrap();
-        let intent_id = secret.split("_secret_").next().unwrap();
-        let amount = self.stripe.object(intent_id).unwrap()["amount"].clone();
-        let charge = format!("ch_{}", local_stripe::random_id(24));
-        let object = self
-            .stripe
-            .update(intent_id, json!({ "status": "succeeded", "amount_received": amount, "latest_charge": charge }))
-            .unwrap();
-        local_stripe::event("payment_intent.succeeded", object, None)
+        paid_event(&self.stripe, started)
     }
 
     /// Onboards (once), checks out one espresso and one toast at `venue` and pays: an order.
@@ -601,44 +597,72 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A `venueql serve` process on this test's database (killed when dropped).
+/// Marks the checkout's PaymentIntent paid at `stripe` and returns the signed-to-be
+/// `payment_intent.succeeded` event.
+pub fn paid_event(stripe: &LocalStripe, started: &Value) -> Value {
+    let secret = started["clientSecret"].as_str().unwrap();
+    let intent_id = secret.split("_secret_").next().unwrap();
+    let amount = stripe.object(intent_id).unwrap()["amount"].clone();
+    let charge = format!("ch_{}", local_stripe::random_id(24));
+    let object = stripe
+        .update(intent_id, json!({ "status": "succeeded", "amount_received": amount, "latest_charge": charge }))
+        .unwrap();
+    local_stripe::event("payment_intent.succeeded", object, None)
+}
+
+/// A `venueql serve` process (killed when dropped).
 pub struct ServerProcess {
     pub child: KillOnDrop,
     pub base: String,
+}
+
+impl ServerProcess {
+    /// Kills the process with SIGKILL (a crash: nothing is flushed or finished).
+    pub fn kill9(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+}
+
+/// Starts `venueql serve` as its own process on `database_url` with the suite's settings
+/// (keys, the local Stripe at `stripe_base`, its webhook secrets) plus `env`, and waits
+/// until it answers `/healthz`.
+pub async fn serve_on(database_url: &str, stripe_base: &str, env: &[(&str, &str)]) -> ServerProcess {
+    let port = free_port();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_venueql"));
+    command
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("APP_KEY", TEST_APP_KEY)
+        .env("IDENTITY_HMAC_KEY", TEST_IDENTITY_KEY)
+        .env("STRIPE_SECRET_KEY", "sk_test_venueql_suite")
+        .env("STRIPE_API_BASE", stripe_base)
+        .env("STRIPE_WEBHOOK_SECRET", PLATFORM_SECRET)
+        .env("STRIPE_CONNECT_WEBHOOK_SECRET", CONNECT_SECRET)
+        .env("PAYMENT_JOBS_INTERVAL_SECS", "0")
+        .env("HIBP_MODE", "off")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let child = command.spawn().map(KillOnDrop).expect("start venueql serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "venueql serve did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ServerProcess { child, base }
 }
 
 impl TestApp {
     /// Starts `venueql serve` as its own process on this test's database, with the test
     /// server's settings plus `env`, and waits until it answers `/healthz`.
     pub async fn serve_process(&self, env: &[(&str, &str)]) -> ServerProcess {
-        let port = free_port();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_venueql"));
-        command
-            .arg("serve")
-            .env("DATABASE_URL", &self.urls.app)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("APP_KEY", TEST_APP_KEY)
-            .env("IDENTITY_HMAC_KEY", TEST_IDENTITY_KEY)
-            .env("STRIPE_SECRET_KEY", "sk_test_venueql_suite")
-            .env("STRIPE_API_BASE", self.stripe.base())
-            .env("STRIPE_WEBHOOK_SECRET", PLATFORM_SECRET)
-            .env("STRIPE_CONNECT_WEBHOOK_SECRET", CONNECT_SECRET)
-            .env("PAYMENT_JOBS_INTERVAL_SECS", "0")
-            .env("HIBP_MODE", "off")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let child = command.spawn().map(KillOnDrop).expect("start venueql serve");
-        let base = format!("http://127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while reqwest::get(format!("{base}/healthz")).await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "venueql serve did not start");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        ServerProcess { child, base }
+        serve_on(&self.urls.app, self.stripe.base(), env).await
     }
 }
 

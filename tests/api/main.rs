@@ -29,6 +29,7 @@ mod schema;
 mod sentry;
 mod staff;
 mod subscription;
+mod survival;
 mod tenancy;
 mod tokens;
 mod webdriver;

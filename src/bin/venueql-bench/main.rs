@@ -263,7 +263,7 @@ async fn run(options: BenchOptions) -> Result<(), DynError> {
     install_tls_provider();
     let dir = std::env::temp_dir().join(format!("venueql-bench-{}", std::process::id()));
     let superuser_password = random_secret();
-    let cluster = Cluster::start(&ClusterOptions { dir: dir.clone(), superuser_password, throwaway: false })?;
+    let cluster = Cluster::start(&ClusterOptions { dir: dir.clone(), superuser_password, ..Default::default() })?;
     let result = measure(&cluster, &options).await;
     cluster.stop();
     let _ = std::fs::remove_dir_all(&dir);
