@@ -21,6 +21,19 @@ if ! have_pg; then
   fi
 fi
 
+# The replica tests run two servers behind a real PgBouncer in transaction pooling mode.
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing pgbouncer for the replica tests" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+    # Debian starts the packaged service; the tests run their own.
+    (service pgbouncer stop || systemctl stop pgbouncer || true) >/dev/null 2>&1
+  else
+    echo "test.sh: the replica tests need PgBouncer: 'sudo apt-get install pgbouncer'" >&2
+    exit 1
+  fi
+fi
+
 # The hosted-login browser test drives Debian's Chromium through chromedriver.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::auth::breach::BreachCheck;
-use crate::config::Config;
+use crate::config::{Config, DatabasePoolMode};
 use crate::db::{self, DbError};
 use crate::http::AppState;
 use crate::observability::Metrics;
@@ -44,6 +44,24 @@ pub struct Application {
     state: AppState,
 }
 
+/// Opens the app pool the way `DATABASE_POOL_MODE` says and refuses an unsafe role.
+async fn connect_app_role(config: &Config) -> Result<Db, StartError> {
+    let url = config.database_url.expose_secret();
+    let max = config.database_max_connections;
+    let (pool, database) = match &config.database_pool_mode {
+        DatabasePoolMode::Direct => {
+            let pool = db::pool(url, max).await?;
+            (pool.clone(), Db::new(pool))
+        }
+        DatabasePoolMode::Transaction { listen_url } => {
+            let pool = db::pool_behind_transaction_pooler(url, max).await?;
+            (pool.clone(), Db::behind_transaction_pooler(pool, listen_url.clone()))
+        }
+    };
+    db::check_app_role(&pool).await?;
+    Ok(database)
+}
+
 /// Makes rustls use the ring provider (compiled in already for sqlx) process-wide.
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -54,8 +72,7 @@ impl Application {
     pub async fn build(config: Config) -> Result<Application, StartError> {
         install_tls_provider();
         require_shared_keys(&config)?;
-        let pool = db::pool(config.database_url.expose_secret(), config.database_max_connections).await?;
-        db::check_app_role(&pool).await?;
+        let database = connect_app_role(&config).await?;
         let metrics = Arc::new(Metrics::new());
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -67,20 +84,20 @@ impl Application {
         };
         let issuer = config.public_base_url.clone().unwrap_or_else(|| format!("http://{bound}"));
         let payments = crate::payments::Payments::from_config(&config.stripe);
-        let orders_hub = crate::orders::live::OrdersHub::start(Db::new(pool.clone()), config.queue_snapshot_max_age);
+        let orders_hub = crate::orders::live::OrdersHub::start(database.clone(), config.queue_snapshot_max_age);
         orders_hub.spawn_pruning(std::time::Duration::from_secs(30));
         if payments.client().is_ok() && !config.stripe.jobs_interval.is_zero() {
-            crate::payments::jobs::spawn_periodic(Db::new(pool.clone()), payments.clone(), config.stripe.jobs_interval);
+            crate::payments::jobs::spawn_periodic(database.clone(), payments.clone(), config.stripe.jobs_interval);
         }
-        start_mail_worker(&config, Db::new(pool.clone()), &issuer)?;
-        crate::retention::spawn_periodic(Db::new(pool.clone()), config.retention);
+        start_mail_worker(&config, database.clone(), &issuer)?;
+        crate::retention::spawn_periodic(database.clone(), config.retention);
         let limits = crate::limits::Limits::new(&config.rate_limits);
         let stopping = tokio::sync::watch::Sender::new(false);
-        limits.spawn_sync(Db::new(pool.clone()));
+        limits.spawn_sync(database.clone());
         let breach = BreachCheck::new(&config.breach)?;
         let config = Arc::new(config);
         let services = Services {
-            db: Db::new(pool.clone()),
+            db: database.clone(),
             config: config.clone(),
             payments: payments.clone(),
             refunds: Arc::new(payments.clone()),
@@ -100,7 +117,7 @@ impl Application {
             payments,
             orders_hub,
             breach,
-            db: Db::new(pool.clone()),
+            db: database.clone(),
             limits,
             open_sockets: Default::default(),
             shutdown: stopping.subscribe(),

@@ -29,6 +29,9 @@ pub struct Config {
     pub public_host_suffix: Option<String>,
     /// Maximum connections in the app pool (`DATABASE_MAX_CONNECTIONS`).
     pub database_max_connections: u32,
+    /// How `DATABASE_URL` reaches PostgreSQL: directly, or through a transaction-pooling
+    /// proxy such as PgBouncer (`DATABASE_POOL_MODE`, `DATABASE_LISTEN_URL`).
+    pub database_pool_mode: DatabasePoolMode,
     /// Whether GraphQL introspection is answered (`GRAPHQL_INTROSPECTION`).
     pub introspection: bool,
     /// Whether `GET /graphql` serves GraphiQL (`GRAPHIQL`; `venueql dev` turns it on).
@@ -233,6 +236,7 @@ impl Config {
             metrics_token: lookup("METRICS_TOKEN").filter(|t| !t.trim().is_empty()).map(SecretString::from),
             public_host_suffix: lookup("PUBLIC_HOST_SUFFIX").filter(|s| !s.is_empty()).map(|s| s.to_ascii_lowercase()),
             database_max_connections: parse_or(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
+            database_pool_mode: DatabasePoolMode::from_lookup(&lookup)?,
             introspection: parse_bool_or(&lookup, "GRAPHQL_INTROSPECTION", false)?,
             graphiql: parse_bool_or(&lookup, "GRAPHIQL", false)?,
             limits: GraphqlLimits {
@@ -444,6 +448,40 @@ fn parse_bool_or(lookup: &impl Fn(&str) -> Option<String>, name: &str, default: 
         Some("1" | "true" | "on" | "yes") => Ok(true),
         Some("0" | "false" | "off" | "no") => Ok(false),
         Some(other) => Err(ConfigError(format!("{name} must be true or false, not {other:?}"))),
+    }
+}
+
+/// How the app pool reaches PostgreSQL (`DATABASE_POOL_MODE`).
+#[derive(Clone, Debug, Default)]
+pub enum DatabasePoolMode {
+    /// `direct` (the default): `DATABASE_URL` is PostgreSQL itself, or a session-pooling
+    /// proxy. Statements are prepared once per connection and cached.
+    #[default]
+    Direct,
+    /// `transaction`: `DATABASE_URL` is a transaction-pooling proxy (PgBouncer
+    /// `pool_mode = transaction`). Nothing is cached on a server connection, every
+    /// statement runs inside a transaction, and LISTEN, which needs a session of its own,
+    /// connects to `DATABASE_LISTEN_URL` (PostgreSQL directly, same app role).
+    Transaction {
+        /// `DATABASE_LISTEN_URL`.
+        listen_url: SecretString,
+    },
+}
+
+impl DatabasePoolMode {
+    fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<DatabasePoolMode, ConfigError> {
+        let listen_url = lookup("DATABASE_LISTEN_URL").filter(|url| !url.trim().is_empty());
+        match lookup("DATABASE_POOL_MODE").as_deref().map(str::trim).unwrap_or("direct") {
+            "direct" | "" => Ok(DatabasePoolMode::Direct),
+            "transaction" => match listen_url {
+                Some(url) => Ok(DatabasePoolMode::Transaction { listen_url: url.into() }),
+                None => Err(ConfigError(
+                    "DATABASE_POOL_MODE=transaction needs DATABASE_LISTEN_URL: LISTEN cannot work through a transaction pooler, so it connects to PostgreSQL directly (the app role's URL without the pooler)"
+                        .into(),
+                )),
+            },
+            other => Err(ConfigError(format!("DATABASE_POOL_MODE must be direct or transaction, not {other:?}"))),
+        }
     }
 }
 

@@ -91,7 +91,18 @@ const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(10);
 
 /// Opens a pool on `url` (any of the three roles).
 pub async fn pool(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
-    let options = PgConnectOptions::from_str(url)?.application_name("venueql");
+    open_pool(PgConnectOptions::from_str(url)?, max_connections).await
+}
+
+/// Opens the app pool through a transaction-pooling proxy (`DATABASE_POOL_MODE=transaction`):
+/// no statement is cached on a connection, since the next transaction may run on
+/// another server connection that never saw it.
+pub async fn pool_behind_transaction_pooler(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
+    open_pool(PgConnectOptions::from_str(url)?.statement_cache_capacity(0), max_connections).await
+}
+
+async fn open_pool(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, DbError> {
+    let options = options.application_name("venueql");
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -226,8 +237,10 @@ pub async fn migrations_current<'e>(
 }
 
 /// Refuses a server role that would not be subject to row-level security: a superuser,
-/// a role with BYPASSRLS, a member of one, or an owner of any table.
+/// a role with BYPASSRLS, a member of one, or an owner of any table. Runs in a transaction
+/// so that it works through a transaction pooler too.
 pub async fn check_app_role(pool: &PgPool) -> Result<(), DbError> {
+    let mut tx = pool.begin_with("BEGIN; DEALLOCATE ALL").await?;
     let (user, privileged, owned): (String, Vec<String>, Vec<String>) = sqlx::query_as(
         "SELECT current_user::text, \
            ARRAY(SELECT r.rolname::text || CASE WHEN r.rolsuper THEN ' (superuser)' ELSE ' (BYPASSRLS)' END \
@@ -237,8 +250,9 @@ pub async fn check_app_role(pool: &PgPool) -> Result<(), DbError> {
                    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
                    AND pg_has_role(current_user, c.relowner, 'MEMBER') ORDER BY 1 LIMIT 5)",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     if !privileged.is_empty() {
         return Err(DbError::UnsafeRole(format!(
             "DATABASE_URL connects as {user:?}, which is or can become {}: row-level security would not apply. Use the app role created by `venueql db init`.",

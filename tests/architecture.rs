@@ -115,7 +115,10 @@ const ROOMS: &[(&str, &[&str])] = &[
     ("admin", &["access", "audit", "auth", "crypto", "error", "keys", "staff", "tenancy", "venues"]),
     (
         "dev",
-        &["access", "admin", "app", "audit", "auth", "config", "db", "error", "menu", "payments", "tenancy", "venues"],
+        &[
+            "access", "admin", "app", "audit", "auth", "config", "crypto", "db", "error", "menu", "payments",
+            "tenancy", "venues",
+        ],
     ),
 ];
 

@@ -104,6 +104,15 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>, ClusterError> {
     Err(fail("running as root, but neither a `postgres` nor a `nobody` user exists to run PostgreSQL as"))
 }
 
+/// A command for `bin` that runs as the same unprivileged user as the cluster when we are
+/// root (PostgreSQL and PgBouncer both refuse root), with `dir` created as its private
+/// working directory. Tests start PgBouncer with it.
+pub fn unprivileged_command_in(bin: &Path, dir: &Path) -> Result<Command, ClusterError> {
+    let user = unprivileged_user()?;
+    make_owned_dir(dir, user, 0o700)?;
+    Ok(command_as(bin, user))
+}
+
 fn command_as(bin: &Path, user: Option<(u32, u32)>) -> Command {
     let mut command = Command::new(bin);
     if let Some((uid, gid)) = user {

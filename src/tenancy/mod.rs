@@ -81,12 +81,24 @@ impl fmt::Display for VenueId {
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
+    /// Whether the pool reaches PostgreSQL through a transaction-pooling proxy
+    /// (PgBouncer `pool_mode = transaction`): every statement then runs inside a
+    /// transaction, the only unit such a proxy keeps on one server connection.
+    transaction_pooled: bool,
+    /// Where LISTEN connects (a session of its own, never through such a proxy).
+    listen_url: Option<std::sync::Arc<secrecy::SecretString>>,
 }
 
 impl Db {
-    /// Wraps the app role's pool.
+    /// Wraps the app role's pool, connected to PostgreSQL directly.
     pub fn new(pool: PgPool) -> Db {
-        Db { pool }
+        Db { pool, transaction_pooled: false, listen_url: None }
+    }
+
+    /// Wraps a pool that reaches PostgreSQL through a transaction-pooling proxy; LISTEN
+    /// then connects to `listen_url` directly (`DATABASE_LISTEN_URL`).
+    pub fn behind_transaction_pooler(pool: PgPool, listen_url: secrecy::SecretString) -> Db {
+        Db { pool, transaction_pooled: true, listen_url: Some(std::sync::Arc::new(listen_url)) }
     }
 
     /// Begins a transaction scoped to `venue`: every tenant table shows only its rows.
@@ -94,7 +106,8 @@ impl Db {
     /// value is a UUID's canonical text, so there is nothing to escape). Cancel-safe: see
     /// [`uncancellable`].
     pub async fn venue_tx(&self, venue: VenueId) -> Result<VenueTx, sqlx::Error> {
-        let begin = format!("BEGIN; SELECT set_config('{VENUE_SETTING}', '{}', true)", venue.as_uuid().hyphenated());
+        let begin =
+            format!("{}; SELECT set_config('{VENUE_SETTING}', '{}', true)", self.begin(), venue.as_uuid().hyphenated());
         let pool = self.pool.clone();
         Ok(VenueTx { venue, tx: uncancellable(async move { pool.begin_with(begin).await }).await? })
     }
@@ -103,16 +116,25 @@ impl Db {
     /// private functions to find the venue a credential is bound to, then becomes a
     /// [`VenueTx`] for exactly that venue ([`ResolvingTx::into_venue`]). Cancel-safe.
     pub async fn resolving_tx(&self) -> Result<ResolvingTx, sqlx::Error> {
-        let pool = self.pool.clone();
-        Ok(ResolvingTx { tx: uncancellable(async move { pool.begin().await }).await? })
+        let (pool, begin) = (self.pool.clone(), self.begin());
+        Ok(ResolvingTx { tx: uncancellable(async move { pool.begin_with(begin).await }).await? })
+    }
+
+    /// How a transaction starts. Behind a transaction pooler the server connection may
+    /// still hold statements another client prepared (sqlx names each statement, cache or
+    /// not, and a transaction that ended in an error never cleaned up): they are dropped
+    /// first, in the same round trip, so that names cannot collide.
+    fn begin(&self) -> &'static str {
+        if self.transaction_pooled { "BEGIN; DEALLOCATE ALL" } else { "BEGIN" }
     }
 
     /// Single statements outside any venue (platform-level tables such as `venues`, and
     /// the narrow private functions: token verification, lockout counters, the mail
     /// outbox…). No venue is set, so every tenant table reads as empty here; and the
-    /// handle can run only one statement at a time: no transaction, no held connection.
+    /// handle can run only one statement at a time: no held connection, no transaction
+    /// spanning statements (behind a transaction pooler each runs in one of its own).
     pub fn platform_level(&self) -> PlatformLevel<'_> {
-        PlatformLevel(&self.pool)
+        PlatformLevel { pool: &self.pool, in_transaction: self.transaction_pooled }
     }
 
     /// Lists every venue for a job that visits them all, recording the scan (`actor`,
@@ -122,7 +144,7 @@ impl Db {
         let ids: Vec<Uuid> = sqlx::query_scalar("SELECT private.open_venue_scan($1, $2)")
             .bind(actor)
             .bind(reason)
-            .fetch_all(&self.pool)
+            .fetch_all(self.platform_level())
             .await?;
         Ok(ids.into_iter().map(VenueId).collect())
     }
@@ -131,7 +153,12 @@ impl Db {
     /// repaired silently: [`Listener::next`] reports it (`Ok(None)`), so the caller knows
     /// notifications may have been missed.
     pub async fn listen(&self, channels: &[&str]) -> Result<Listener, sqlx::Error> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        let mut listener = match &self.listen_url {
+            Some(url) => {
+                sqlx::postgres::PgListener::connect(secrecy::ExposeSecret::expose_secret(url.as_ref())).await?
+            }
+            None => sqlx::postgres::PgListener::connect_with(&self.pool).await?,
+        };
         listener.eager_reconnect(false);
         listener.listen_all(channels.iter().copied()).await?;
         Ok(Listener(listener))
@@ -177,24 +204,54 @@ impl Listener {
 
 /// One statement at a time outside any venue: the only way feature code reaches the
 /// database without a [`VenueTx`] or [`ResolvingTx`] (see [`Db::platform_level`]).
+/// Behind a transaction-pooling proxy each statement runs in a transaction of its own:
+/// sqlx prepares and executes an unnamed statement in two round trips, and only a
+/// transaction keeps both on the same server connection.
 #[derive(Clone, Copy, Debug)]
-pub struct PlatformLevel<'a>(&'a PgPool);
+pub struct PlatformLevel<'a> {
+    pool: &'a PgPool,
+    in_transaction: bool,
+}
+
+type PgStep = sqlx::Either<sqlx::postgres::PgQueryResult, sqlx::postgres::PgRow>;
+
+/// Begins the transaction a pooled platform-level statement runs in (see [`Db::begin`]).
+/// Cancel-safe.
+async fn begin_own(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    uncancellable(async move { pool.begin_with("BEGIN; DEALLOCATE ALL").await }).await
+}
+
+/// Commits it. Cancel-safe.
+async fn commit_own(tx: Transaction<'static, Postgres>) -> Result<(), sqlx::Error> {
+    uncancellable(async move { tx.commit().await }).await
+}
 
 impl<'c> sqlx::Executor<'c> for PlatformLevel<'c> {
     type Database = Postgres;
 
-    fn fetch_many<'e, 'q: 'e, E>(
-        self,
-        query: E,
-    ) -> futures_util::stream::BoxStream<
-        'e,
-        Result<sqlx::Either<sqlx::postgres::PgQueryResult, sqlx::postgres::PgRow>, sqlx::Error>,
-    >
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> futures_util::stream::BoxStream<'e, Result<PgStep, sqlx::Error>>
     where
         'c: 'e,
         E: 'q + sqlx::Execute<'q, Postgres>,
     {
-        sqlx::Executor::fetch_many(self.0, query)
+        use futures_util::{StreamExt, TryStreamExt};
+        if !self.in_transaction {
+            return sqlx::Executor::fetch_many(self.pool, query);
+        }
+        let pool = self.pool;
+        let steps = async move {
+            let mut tx = begin_own(pool).await?;
+            let steps: Vec<PgStep> = tx.fetch_many(query).try_collect().await?;
+            commit_own(tx).await?;
+            Ok::<_, sqlx::Error>(steps)
+        };
+        futures_util::stream::once(steps)
+            .flat_map(|steps| match steps {
+                Ok(steps) => futures_util::stream::iter(steps.into_iter().map(Ok).collect::<Vec<_>>()),
+                Err(error) => futures_util::stream::iter(vec![Err(error)]),
+            })
+            .boxed()
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(
@@ -205,7 +262,18 @@ impl<'c> sqlx::Executor<'c> for PlatformLevel<'c> {
         'c: 'e,
         E: 'q + sqlx::Execute<'q, Postgres>,
     {
-        sqlx::Executor::fetch_optional(self.0, query)
+        use futures_util::FutureExt;
+        if !self.in_transaction {
+            return sqlx::Executor::fetch_optional(self.pool, query);
+        }
+        let pool = self.pool;
+        async move {
+            let mut tx = begin_own(pool).await?;
+            let row = tx.fetch_optional(query).await?;
+            commit_own(tx).await?;
+            Ok(row)
+        }
+        .boxed()
     }
 
     fn prepare_with<'e, 'q: 'e>(
@@ -216,7 +284,7 @@ impl<'c> sqlx::Executor<'c> for PlatformLevel<'c> {
     where
         'c: 'e,
     {
-        sqlx::Executor::prepare_with(self.0, sql, parameters)
+        sqlx::Executor::prepare_with(self.pool, sql, parameters)
     }
 
     fn describe<'e, 'q: 'e>(
@@ -226,7 +294,7 @@ impl<'c> sqlx::Executor<'c> for PlatformLevel<'c> {
     where
         'c: 'e,
     {
-        sqlx::Executor::describe(self.0, sql)
+        sqlx::Executor::describe(self.pool, sql)
     }
 }
 

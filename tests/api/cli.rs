@@ -404,6 +404,10 @@ async fn serve_refuses_to_start_without_the_shared_keys_and_keys_generate_makes_
     assert!(err.contains("APP_KEY and IDENTITY_HMAC_KEY") && err.contains("venueql keys generate"), "{err}");
     let half = serve(&[("APP_KEY", crate::helpers::TEST_APP_KEY)]);
     assert!(String::from_utf8_lossy(&half.stderr).contains("IDENTITY_HMAC_KEY not set"), "{half:?}");
+    let pooled = serve(&[("DATABASE_POOL_MODE", "transaction")]);
+    assert!(String::from_utf8_lossy(&pooled.stderr).contains("needs DATABASE_LISTEN_URL"), "{pooled:?}");
+    let unknown = serve(&[("DATABASE_POOL_MODE", "statement")]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("direct or transaction"), "{unknown:?}");
 
     let generated =
         Command::new(env!("CARGO_BIN_EXE_venueql")).args(["keys", "generate", "--database-passwords"]).output();

@@ -614,6 +614,14 @@ pub fn paid_event(stripe: &LocalStripe, started: &Value) -> Value {
 pub struct ServerProcess {
     pub child: KillOnDrop,
     pub base: String,
+    /// Its stderr (shown when it does not start; removed when dropped).
+    log: std::path::PathBuf,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log);
+    }
 }
 
 impl ServerProcess {
@@ -629,6 +637,7 @@ impl ServerProcess {
 /// until it answers `/healthz`.
 pub async fn serve_on(database_url: &str, stripe_base: &str, env: &[(&str, &str)]) -> ServerProcess {
     let port = free_port();
+    let log = std::env::temp_dir().join(format!("venueql-serve-{}-{port}.log", std::process::id()));
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_venueql"));
     command
         .arg("serve")
@@ -644,7 +653,7 @@ pub async fn serve_on(database_url: &str, stripe_base: &str, env: &[(&str, &str)
         .env("HIBP_MODE", "off")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(std::fs::File::create(&log).expect("the server's log file"));
     for (name, value) in env {
         command.env(name, value);
     }
@@ -652,10 +661,14 @@ pub async fn serve_on(database_url: &str, stripe_base: &str, env: &[(&str, &str)
     let base = format!("http://127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "venueql serve did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "venueql serve did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    ServerProcess { child, base }
+    ServerProcess { child, base, log }
 }
 
 impl TestApp {

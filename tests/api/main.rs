@@ -21,6 +21,7 @@ mod menu;
 mod oauth;
 mod ops;
 mod payments;
+mod pgbouncer;
 mod queue_snapshot;
 mod rate_limits;
 mod replicas;

@@ -1,5 +1,6 @@
 //! Two `venueql serve` processes on one database, as replicas behind a load balancer:
-//! whatever one starts, the other finishes.
+//! whatever one starts, the other finishes. Each scenario runs twice: replicas connected
+//! to PostgreSQL directly, and replicas behind PgBouncer in transaction pooling mode.
 
 use std::time::{Duration, Instant};
 
@@ -7,8 +8,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use venueql::auth::oauth::s256_challenge;
 
-use crate::helpers::{PLATFORM_SECRET, ServerProcess, TestApp};
-use crate::oauth::{EMAIL, PASSWORD, REDIRECT, hidden, no_redirects, query_param, setup, verifier};
+use crate::helpers::{PLATFORM_SECRET, ServerProcess, TestApp, serve_on};
+use crate::oauth::{EMAIL, OAuthSetup, PASSWORD, REDIRECT, hidden, no_redirects, query_param, setup, verifier};
+use crate::pgbouncer::PgBouncer;
 use crate::subscription::{connect_to, next_json, subscribe};
 
 /// Snapshots live until a notification drops them, so a missed drop shows as a stale queue.
@@ -16,6 +18,17 @@ const REPLICA: &[(&str, &str)] = &[("QUEUE_SNAPSHOT_MAX_AGE_MS", "3600000"), ("H
 
 async fn replicas(app: &TestApp) -> (ServerProcess, ServerProcess) {
     (app.serve_process(REPLICA).await, app.serve_process(REPLICA).await)
+}
+
+/// Two replicas whose `DATABASE_URL` is `pgbouncer` (transaction pooling); LISTEN goes to
+/// PostgreSQL directly, as `DATABASE_LISTEN_URL` says.
+async fn replicas_behind(pgbouncer: &PgBouncer, app: &TestApp) -> (ServerProcess, ServerProcess) {
+    let pooled = pgbouncer.url("venueql_app", &app.database);
+    let env: Vec<(&str, &str)> =
+        [REPLICA, &[("DATABASE_POOL_MODE", "transaction"), ("DATABASE_LISTEN_URL", app.urls.app.as_str())]].concat();
+    let a = serve_on(&pooled, app.stripe.base(), &env).await;
+    let b = serve_on(&pooled, app.stripe.base(), &env).await;
+    (a, b)
 }
 
 async fn gql(base: &str, token: &str, query: &str, variables: Value) -> Value {
@@ -43,6 +56,20 @@ async fn deliver(base: &str, event: &Value) -> (StatusCode, Value) {
 async fn a_login_begun_on_one_replica_finishes_on_the_other_and_its_tokens_work_on_both() {
     let s = setup().await;
     let (a, b) = replicas(&s.app).await;
+    login_across(&s, &a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_pgbouncer_a_login_begun_on_one_replica_finishes_on_the_other() {
+    let s = setup().await;
+    let pgbouncer = PgBouncer::start(crate::helpers::cluster());
+    let (a, b) = replicas_behind(&pgbouncer, &s.app).await;
+    login_across(&s, &a, &b).await;
+}
+
+/// Hosted login split across `a` and `b`, then the code, access and refresh tokens used
+/// on the other replica each time.
+async fn login_across(s: &OAuthSetup, a: &ServerProcess, b: &ServerProcess) {
     let verifier = verifier();
     let mut authorize = url::Url::parse(&format!("{}/oauth/authorize", a.base)).unwrap();
     authorize
@@ -117,6 +144,21 @@ async fn orders_made_through_one_replica_reach_the_other_live_once_and_in_its_qu
     let app = TestApp::spawn().await;
     app.onboard(&app.a).await;
     let (a, b) = replicas(&app).await;
+    orders_across(&app, &a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_pgbouncer_orders_reach_the_other_replica_live_once_and_in_its_queue() {
+    let app = TestApp::spawn().await;
+    app.onboard(&app.a).await;
+    let pgbouncer = PgBouncer::start(crate::helpers::cluster());
+    let (a, b) = replicas_behind(&pgbouncer, &app).await;
+    orders_across(&app, &a, &b).await;
+}
+
+/// A diner checks out on `a`; the paid event is delivered ten times across both; `b`'s
+/// subscriber hears of the order once and `b`'s queue snapshot follows `a`'s changes.
+async fn orders_across(app: &TestApp, a: &ServerProcess, b: &ServerProcess) {
     // B's kitchen: a live subscription and a queue snapshot.
     let (mut socket, ack) = connect_to(&b.base, &app.a.full).await;
     assert_eq!(ack.unwrap()["type"], "connection_ack");
@@ -124,8 +166,15 @@ async fn orders_made_through_one_replica_reach_the_other_live_once_and_in_its_qu
     let queue = "{ ordersQueue { number status } }";
     assert_eq!(gql(&b.base, &app.a.full, queue, json!({})).await["data"]["ordersQueue"], json!([]));
 
-    // A diner pays; Stripe delivers the event to A and, as a duplicate, many times to both.
-    let started = app.start_checkout("alpha", &[(app.a.item_ids[0], 1)]).await;
+    // A diner checks out on A and pays; Stripe delivers the event, duplicated, to both.
+    let checkout = "mutation($input: StartCheckoutInput!) { startCheckout(input: $input) { clientSecret } }";
+    let input = json!({ "input": { "items": [{ "menuItemId": app.a.item_ids[0], "quantity": 1 }], "tableRef": "T7" } });
+    let client = reqwest::Client::new();
+    let body = json!({ "query": checkout, "variables": input });
+    let answer: Value =
+        client.post(format!("{}/v/alpha/graphql", a.base)).json(&body).send().await.unwrap().json().await.unwrap();
+    assert!(answer["errors"].is_null(), "{answer}");
+    let started = answer["data"]["startCheckout"].clone();
     let event = app.paid_event(&started);
     let mut deliveries = Vec::new();
     for i in 0..10 {
