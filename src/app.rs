@@ -48,17 +48,18 @@ pub struct Application {
 async fn connect_app_role(config: &Config) -> Result<Db, StartError> {
     let url = config.database_url.expose_secret();
     let max = config.database_max_connections;
-    let (pool, database) = match &config.database_pool_mode {
-        DatabasePoolMode::Direct => {
-            let pool = db::pool(url, max).await?;
-            (pool.clone(), Db::new(pool))
-        }
-        DatabasePoolMode::Transaction { listen_url } => {
-            let pool = db::pool_behind_transaction_pooler(url, max).await?;
-            (pool.clone(), Db::behind_transaction_pooler(pool, listen_url.clone()))
-        }
+    let pool = match config.database_pool_mode {
+        DatabasePoolMode::Direct => db::pool(url, max).await?,
+        DatabasePoolMode::Transaction => db::pool_behind_transaction_pooler(url, max).await?,
     };
     db::check_app_role(&pool).await?;
+    let mut database = Db::new(pool);
+    if config.database_pool_mode == DatabasePoolMode::Transaction {
+        database = database.behind_transaction_pooler();
+    }
+    if let Some(url) = &config.database_listen_url {
+        database = database.listening_at(url.clone());
+    }
     Ok(database)
 }
 

@@ -30,8 +30,10 @@ pub struct Config {
     /// Maximum connections in the app pool (`DATABASE_MAX_CONNECTIONS`).
     pub database_max_connections: u32,
     /// How `DATABASE_URL` reaches PostgreSQL: directly, or through a transaction-pooling
-    /// proxy such as PgBouncer (`DATABASE_POOL_MODE`, `DATABASE_LISTEN_URL`).
+    /// proxy such as PgBouncer (`DATABASE_POOL_MODE`).
     pub database_pool_mode: DatabasePoolMode,
+    /// Where the LISTEN connection goes (`DATABASE_LISTEN_URL`); `DATABASE_URL` when unset.
+    pub database_listen_url: Option<SecretString>,
     /// Whether GraphQL introspection is answered (`GRAPHQL_INTROSPECTION`).
     pub introspection: bool,
     /// Whether `GET /graphql` serves GraphiQL (`GRAPHIQL`; `venueql dev` turns it on).
@@ -222,6 +224,7 @@ impl Config {
         let database_url = lookup("DATABASE_URL")
             .ok_or_else(|| ConfigError("DATABASE_URL is not set: it must be the app role's PostgreSQL URL".into()))?;
         let defaults = GraphqlLimits::default();
+        let (database_pool_mode, database_listen_url) = database_pooling(&lookup)?;
         let listen_addr: SocketAddr =
             parse_or(&lookup, "LISTEN_ADDR", "127.0.0.1:8080".parse().expect("valid default"))?;
         Ok(Config {
@@ -236,7 +239,8 @@ impl Config {
             metrics_token: lookup("METRICS_TOKEN").filter(|t| !t.trim().is_empty()).map(SecretString::from),
             public_host_suffix: lookup("PUBLIC_HOST_SUFFIX").filter(|s| !s.is_empty()).map(|s| s.to_ascii_lowercase()),
             database_max_connections: parse_or(&lookup, "DATABASE_MAX_CONNECTIONS", 16)?,
-            database_pool_mode: DatabasePoolMode::from_lookup(&lookup)?,
+            database_pool_mode,
+            database_listen_url,
             introspection: parse_bool_or(&lookup, "GRAPHQL_INTROSPECTION", false)?,
             graphiql: parse_bool_or(&lookup, "GRAPHIQL", false)?,
             limits: GraphqlLimits {
@@ -452,37 +456,37 @@ fn parse_bool_or(lookup: &impl Fn(&str) -> Option<String>, name: &str, default: 
 }
 
 /// How the app pool reaches PostgreSQL (`DATABASE_POOL_MODE`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DatabasePoolMode {
     /// `direct` (the default): `DATABASE_URL` is PostgreSQL itself, or a session-pooling
     /// proxy. Statements are prepared once per connection and cached.
     #[default]
     Direct,
     /// `transaction`: `DATABASE_URL` is a transaction-pooling proxy (PgBouncer
-    /// `pool_mode = transaction`). Nothing is cached on a server connection, every
-    /// statement runs inside a transaction, and LISTEN, which needs a session of its own,
-    /// connects to `DATABASE_LISTEN_URL` (PostgreSQL directly, same app role).
-    Transaction {
-        /// `DATABASE_LISTEN_URL`.
-        listen_url: SecretString,
-    },
+    /// `pool_mode = transaction`). Nothing is cached on a server connection and every
+    /// statement runs inside a transaction; LISTEN, which needs a session of its own,
+    /// must then connect elsewhere (`DATABASE_LISTEN_URL`).
+    Transaction,
 }
 
-impl DatabasePoolMode {
-    fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<DatabasePoolMode, ConfigError> {
-        let listen_url = lookup("DATABASE_LISTEN_URL").filter(|url| !url.trim().is_empty());
-        match lookup("DATABASE_POOL_MODE").as_deref().map(str::trim).unwrap_or("direct") {
-            "direct" | "" => Ok(DatabasePoolMode::Direct),
-            "transaction" => match listen_url {
-                Some(url) => Ok(DatabasePoolMode::Transaction { listen_url: url.into() }),
-                None => Err(ConfigError(
-                    "DATABASE_POOL_MODE=transaction needs DATABASE_LISTEN_URL: LISTEN cannot work through a transaction pooler, so it connects to PostgreSQL directly (the app role's URL without the pooler)"
-                        .into(),
-                )),
-            },
-            other => Err(ConfigError(format!("DATABASE_POOL_MODE must be direct or transaction, not {other:?}"))),
-        }
+/// Reads `DATABASE_POOL_MODE` and `DATABASE_LISTEN_URL` (which defaults to `DATABASE_URL`
+/// but must be given when that is a transaction pooler).
+fn database_pooling(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<(DatabasePoolMode, Option<SecretString>), ConfigError> {
+    let listen_url = lookup("DATABASE_LISTEN_URL").filter(|url| !url.trim().is_empty());
+    let mode = match lookup("DATABASE_POOL_MODE").as_deref().map(str::trim).unwrap_or("direct") {
+        "direct" | "" => DatabasePoolMode::Direct,
+        "transaction" => DatabasePoolMode::Transaction,
+        other => return Err(ConfigError(format!("DATABASE_POOL_MODE must be direct or transaction, not {other:?}"))),
+    };
+    if mode == DatabasePoolMode::Transaction && listen_url.is_none() {
+        return Err(ConfigError(
+            "DATABASE_POOL_MODE=transaction needs DATABASE_LISTEN_URL: LISTEN cannot work through a transaction pooler, so it connects to PostgreSQL directly (the app role's URL without the pooler)"
+                .into(),
+        ));
     }
+    Ok((mode, listen_url.map(SecretString::from)))
 }
 
 /// Which forwarding header the trusted proxies write (`FORWARDED_HEADER`).

@@ -95,10 +95,15 @@ impl Db {
         Db { pool, transaction_pooled: false, listen_url: None }
     }
 
-    /// Wraps a pool that reaches PostgreSQL through a transaction-pooling proxy; LISTEN
-    /// then connects to `listen_url` directly (`DATABASE_LISTEN_URL`).
-    pub fn behind_transaction_pooler(pool: PgPool, listen_url: secrecy::SecretString) -> Db {
-        Db { pool, transaction_pooled: true, listen_url: Some(std::sync::Arc::new(listen_url)) }
+    /// The same pool, known to reach PostgreSQL through a transaction-pooling proxy
+    /// (`DATABASE_POOL_MODE=transaction`): see [`Db::begin`] and [`PlatformLevel`].
+    pub fn behind_transaction_pooler(self) -> Db {
+        Db { transaction_pooled: true, ..self }
+    }
+
+    /// LISTEN connects to `url` (`DATABASE_LISTEN_URL`) instead of the pool's server.
+    pub fn listening_at(self, url: secrecy::SecretString) -> Db {
+        Db { listen_url: Some(std::sync::Arc::new(url)), ..self }
     }
 
     /// Begins a transaction scoped to `venue`: every tenant table shows only its rows.

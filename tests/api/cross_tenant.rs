@@ -220,7 +220,11 @@ fn variables(app: &TestApp, order: &AOrder) -> Value {
 
 /// Venue A, onboarded at Stripe, with one paid order.
 async fn with_a_order() -> (TestApp, AOrder) {
-    let app = TestApp::spawn().await;
+    a_order_on(TestApp::spawn().await).await
+}
+
+/// Onboards venue A of `app` and gives it one paid order, an invitation and an SPA client.
+async fn a_order_on(app: TestApp) -> (TestApp, AOrder) {
     let account = app.onboard(&app.a).await;
     let (order, checkout, client_secret, payment_intent, diner) = a_order(&app).await;
     let invited = app.invite(&app.a.full, A_INVITED, &["MENU_VIEW"]).await;
@@ -264,12 +268,27 @@ async fn a_state(app: &TestApp) -> Vec<Value> {
 #[tokio::test]
 async fn venue_b_can_neither_see_nor_change_venue_a_through_any_staff_field() {
     let (app, order) = with_a_order().await;
-    assert_covered(root_fields(&app, "/graphql", Some(&app.b.full)).await, STAFF_CASES, "STAFF");
-    let before = a_state(&app).await;
+    b_cannot_see_or_change_a(&app, &order).await;
+}
+
+/// The same attack with the server's pool behind PgBouncer in transaction pooling mode:
+/// the venue setting is transaction-local, so a server connection PgBouncer hands from
+/// one venue's transaction to the other's carries nothing across.
+#[tokio::test]
+async fn through_pgbouncer_venue_b_can_neither_see_nor_change_venue_a() {
+    let (app, order) = a_order_on(TestApp::spawn_behind_pgbouncer().await).await;
+    b_cannot_see_or_change_a(&app, &order).await;
+}
+
+/// Every staff field with venue B's token and venue A's ids: refused or harmless, no A
+/// secret in any answer, A's state unchanged, no refund at Stripe.
+async fn b_cannot_see_or_change_a(app: &TestApp, order: &AOrder) {
+    assert_covered(root_fields(app, "/graphql", Some(&app.b.full)).await, STAFF_CASES, "STAFF");
+    let before = a_state(app).await;
     for (field, operation) in STAFF_CASES {
-        let response = app.gql(&app.b.full, operation, variables(&app, &order)).await;
+        let response = app.gql(&app.b.full, operation, variables(app, order)).await;
         let text = response.to_string();
-        for secret in a_secrets(&app, &order) {
+        for secret in a_secrets(app, order) {
             assert!(!text.contains(&secret), "{field}: venue B saw venue A's {secret:?}: {text}");
         }
         let data = &response["data"][field];
@@ -300,7 +319,7 @@ async fn venue_b_can_neither_see_nor_change_venue_a_through_any_staff_field() {
             );
         }
     }
-    assert_eq!(before, a_state(&app).await, "venue A changed under venue B's mutations");
+    assert_eq!(before, a_state(app).await, "venue A changed under venue B's mutations");
     let b_settings = app.gql(&app.b.full, "{ venueSettings { requireMfaForElevated } }", json!({})).await;
     assert_eq!(b_settings["data"]["venueSettings"]["requireMfaForElevated"], true, "B's own update took effect");
     assert!(app.stripe.requests().iter().all(|r| r.path != "/v1/refunds"), "no refund reached Stripe");

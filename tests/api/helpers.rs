@@ -138,6 +138,8 @@ pub struct TestApp {
     pub stripe: LocalStripe,
     /// The SMTP server the server's mail goes to (`SMTP_URL`).
     pub mail: Mailbox,
+    /// The PgBouncer the server's pool goes through, when it does.
+    _pgbouncer: Option<crate::pgbouncer::PgBouncer>,
 }
 
 /// The test server's master key and identity key (base64 of 32 bytes).
@@ -253,8 +255,22 @@ impl TestApp {
         TestApp::spawn_with(|_| None).await
     }
 
+    /// As `spawn`, with the server's pool going through a PgBouncer of its own in
+    /// transaction pooling mode (`DATABASE_POOL_MODE=transaction`, LISTEN direct).
+    pub async fn spawn_behind_pgbouncer() -> TestApp {
+        let pgbouncer = crate::pgbouncer::PgBouncer::start(cluster());
+        TestApp::spawn_configured(|_| None, Some(pgbouncer)).await
+    }
+
     /// As `spawn`, with extra settings (`name -> value`) for the server.
     pub async fn spawn_with(settings: impl Fn(&str) -> Option<String>) -> TestApp {
+        TestApp::spawn_configured(settings, None).await
+    }
+
+    async fn spawn_configured(
+        settings: impl Fn(&str) -> Option<String>,
+        pgbouncer: Option<crate::pgbouncer::PgBouncer>,
+    ) -> TestApp {
         let cluster = cluster();
         let database = format!("t_{}", Uuid::new_v4().simple());
         let urls = cluster.urls(&database);
@@ -268,6 +284,7 @@ impl TestApp {
         let b = seed_venue(&door, &app_db, "bravo", MENU_B).await;
 
         let app_url = urls.app.clone();
+        let pooled_url = pgbouncer.as_ref().map(|pgbouncer| pgbouncer.url("venueql_app", &database));
         let stripe = LocalStripe::start().await.expect("start the local Stripe");
         let stripe_base = stripe.base().to_string();
         let mail = Mailbox::start().await;
@@ -283,7 +300,9 @@ impl TestApp {
                 "PLATFORM_FEE_BPS" => Some("250".into()),
                 "APP_KEY" => Some(TEST_APP_KEY.into()),
                 "IDENTITY_HMAC_KEY" => Some(TEST_IDENTITY_KEY.into()),
-                "DATABASE_URL" => Some(app_url.clone()),
+                "DATABASE_URL" => Some(pooled_url.clone().unwrap_or_else(|| app_url.clone())),
+                "DATABASE_POOL_MODE" if pooled_url.is_some() => Some("transaction".into()),
+                "DATABASE_LISTEN_URL" if pooled_url.is_some() => Some(app_url.clone()),
                 "LISTEN_ADDR" => Some("127.0.0.1:0".into()),
                 "DATABASE_MAX_CONNECTIONS" => Some("4".into()),
                 "PUBLIC_HOST_SUFFIX" => Some("venues.test".into()),
@@ -303,7 +322,19 @@ impl TestApp {
         let app = Application::build(config).await.expect("build the server");
         let base = format!("http://{}", app.local_addr());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
-        TestApp { base, client: reqwest::Client::new(), database, urls, door, app_pool, a, b, stripe, mail }
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            database,
+            urls,
+            door,
+            app_pool,
+            a,
+            b,
+            stripe,
+            mail,
+            _pgbouncer: pgbouncer,
+        }
     }
 
     /// POSTs a raw body to `path` with extra headers; returns status and JSON body.
