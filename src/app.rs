@@ -34,11 +34,16 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `TLS_CERT_FILE` or `TLS_KEY_FILE` cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::http::tls::TlsError),
 }
 
 /// A built, bound, not yet serving server.
 pub struct Application {
     listener: TcpListener,
+    /// In-process HTTPS settings, when `TLS_CERT_FILE` and `TLS_KEY_FILE` are set.
+    tls: Option<Arc<rustls::ServerConfig>>,
     metrics_listener: Option<TcpListener>,
     stopping: tokio::sync::watch::Sender<bool>,
     state: AppState,
@@ -73,6 +78,10 @@ impl Application {
     pub async fn build(config: Config) -> Result<Application, StartError> {
         install_tls_provider();
         require_shared_keys(&config)?;
+        let tls = match &config.tls {
+            Some(files) => Some(crate::http::tls::server_config(&files.cert_file, &files.key_file)?),
+            None => None,
+        };
         let database = connect_app_role(&config).await?;
         let metrics = Arc::new(Metrics::new());
         let listener = TcpListener::bind(config.listen_addr)
@@ -83,7 +92,8 @@ impl Application {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
             None => None,
         };
-        let issuer = config.public_base_url.clone().unwrap_or_else(|| format!("http://{bound}"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let issuer = config.public_base_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}"));
         let payments = crate::payments::Payments::from_config(&config.stripe);
         let orders_hub = crate::orders::live::OrdersHub::start(database.clone(), config.queue_snapshot_max_age);
         orders_hub.spawn_pruning(std::time::Duration::from_secs(30));
@@ -128,7 +138,7 @@ impl Application {
             config,
             metrics,
         };
-        Ok(Application { listener, metrics_listener, stopping, state })
+        Ok(Application { listener, tls, metrics_listener, stopping, state })
     }
 
     /// The address of the separate metrics listener, when `METRICS_LISTEN_ADDR` is set.
@@ -162,9 +172,10 @@ impl Application {
             // Subscription sockets are not HTTP requests the server waits for: tell them.
             let _ = stopping.send(true);
         };
-        axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        match self.tls {
+            Some(tls) => serve(crate::http::tls::TlsListener::new(self.listener, tls)?, router, shutdown).await?,
+            None => serve(self.listener, router, shutdown).await?,
+        }
         if let Some(metrics) = metrics {
             metrics.abort();
         }
@@ -173,6 +184,24 @@ impl Application {
         tracing::info!("venueql stopped");
         Ok(())
     }
+}
+
+/// Serves `router` on `listener` (plain or TLS) until `shutdown`, then drains. The no-op
+/// tap gives both listeners the same peer-address extractor.
+async fn serve<L>(
+    listener: L,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    use axum::serve::ListenerExt;
+    fn untouched<Io>(_: &mut Io) {}
+    let listener = listener.tap_io(untouched::<L::Io>);
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Every replica must share `APP_KEY` (it keys login tickets and wraps every data key) and

@@ -19,6 +19,8 @@ pub struct Config {
     pub database_url: SecretString,
     /// Where the server listens (`LISTEN_ADDR`).
     pub listen_addr: SocketAddr,
+    /// Serve HTTPS in process (`TLS_CERT_FILE`, `TLS_KEY_FILE`); plain HTTP when unset.
+    pub tls: Option<TlsFiles>,
     /// A separate listener that serves only `/metrics`, without a token
     /// (`METRICS_LISTEN_ADDR`, e.g. an internal interface).
     pub metrics_listen_addr: Option<SocketAddr>,
@@ -230,6 +232,7 @@ impl Config {
         Ok(Config {
             database_url: database_url.into(),
             listen_addr,
+            tls: TlsFiles::from_lookup(&lookup)?,
             metrics_listen_addr: match lookup("METRICS_LISTEN_ADDR").filter(|a| !a.trim().is_empty()) {
                 Some(raw) => Some(raw.trim().parse().map_err(|_| {
                     ConfigError(format!("METRICS_LISTEN_ADDR must be an address like 10.0.0.5:9090, not {raw:?}"))
@@ -452,6 +455,39 @@ fn parse_bool_or(lookup: &impl Fn(&str) -> Option<String>, name: &str, default: 
         Some("1" | "true" | "on" | "yes") => Ok(true),
         Some("0" | "false" | "off" | "no") => Ok(false),
         Some(other) => Err(ConfigError(format!("{name} must be true or false, not {other:?}"))),
+    }
+}
+
+/// The PEM certificate chain and private key of in-process HTTPS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `TLS_CERT_FILE`: the server's certificate first, then its intermediates.
+    pub cert_file: std::path::PathBuf,
+    /// `TLS_KEY_FILE`: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<TlsFiles>, ConfigError> {
+        let set = |name| lookup(name).filter(|value: &String| !value.trim().is_empty());
+        match (set("TLS_CERT_FILE"), set("TLS_KEY_FILE")) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert_file: cert.into(), key_file: key.into() })),
+            (Some(_), None) => {
+                Err(ConfigError("TLS_CERT_FILE is set but TLS_KEY_FILE is not: HTTPS needs both".into()))
+            }
+            (None, Some(_)) => {
+                Err(ConfigError("TLS_KEY_FILE is set but TLS_CERT_FILE is not: HTTPS needs both".into()))
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Whether clients reach this server over HTTPS: in process, or through a proxy that
+    /// terminates TLS for an `https://` `PUBLIC_BASE_URL`. Responses then carry HSTS.
+    pub fn serves_https(&self) -> bool {
+        self.tls.is_some() || self.public_base_url.as_deref().is_some_and(|url| url.starts_with("https://"))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod pages;
 pub mod reset;
 pub mod subscriptions;
+pub mod tls;
 pub mod webhooks;
 
 use std::time::Instant;
@@ -285,5 +286,11 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
+    if config.serves_https() {
+        response.headers_mut().insert(axum::http::header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
     response
 }
+
+/// Browsers that reached the server over HTTPS keep to HTTPS for a year, subdomains too.
+pub const HSTS: &str = "max-age=31536000; includeSubDomains";

@@ -689,9 +689,12 @@ pub async fn serve_on(database_url: &str, stripe_base: &str, env: &[(&str, &str)
         command.env(name, value);
     }
     let child = command.spawn().map(KillOnDrop).expect("start venueql serve");
-    let base = format!("http://127.0.0.1:{port}");
+    // With TLS_CERT_FILE the server speaks HTTPS, under the name its test certificate has.
+    let https = env.iter().any(|(name, _)| *name == "TLS_CERT_FILE");
+    let base = if https { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
+    let probe = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+    while probe.get(format!("{base}/healthz")).send().await.is_err() {
         assert!(
             std::time::Instant::now() < deadline,
             "venueql serve did not start: {}",

@@ -32,6 +32,7 @@ mod staff;
 mod subscription;
 mod survival;
 mod tenancy;
+mod tls;
 mod tokens;
 mod webdriver;
 mod webhooks;
