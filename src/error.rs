@@ -110,11 +110,28 @@ const CONSTRAINT_ERRORS: &[(&str, Option<&str>, &str)] = &[
     ("staff_invitations_one_pending", None, "this email was just invited by someone else; try again"),
 ];
 
+/// Whether `error` means the database cannot be reached right now (a restart, a failover,
+/// an exhausted pool) rather than that a statement failed: connection loss, a timed out or
+/// closed pool, or PostgreSQL's connection-exception and shutdown codes (class 08, 57P01–03).
+pub fn database_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&code.as_ref()))
+        }
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> AppError {
         // Text PostgreSQL cannot store (a NUL character) is the caller's to fix.
         if error.as_database_error().and_then(|e| e.code()).as_deref() == Some("22021") {
             return AppError::bad_input("text may not contain NUL (\\u0000) characters");
+        }
+        if database_unreachable(&error) {
+            tracing::warn!(%error, "the database is unreachable");
+            return AppError::Unavailable("the database is unreachable; retry in a moment".into());
         }
         let constraint = error.as_database_error().and_then(|e| e.constraint());
         if let Some((_, not_found, message)) = CONSTRAINT_ERRORS.iter().find(|(name, ..)| Some(*name) == constraint) {

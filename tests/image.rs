@@ -73,7 +73,10 @@ fn build_inputs() -> BTreeSet<PathBuf> {
         inputs.insert(relative);
     }
     let manifest = read("Cargo.toml");
-    assert!(!manifest.contains("build = ") && !root().join("build.rs").exists(), "a build script must be copied too");
+    assert!(!manifest.contains("build = "), "a custom build script path: add it to the inputs");
+    if root().join("build.rs").exists() {
+        inputs.insert(PathBuf::from("build.rs"));
+    }
     for line in manifest.lines().filter(|l| l.contains("path = ")) {
         inputs.insert(normalize(Path::new(quoted(line.split("path = ").nth(1).unwrap()).unwrap())));
     }

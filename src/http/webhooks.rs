@@ -57,8 +57,13 @@ async fn receive(
         .map_err(|_| RequestError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "the body is not UTF-8"))?;
     let hub = Some(&state.orders_hub);
     let ingested = intake::ingest(&state.db, &state.payments, hub, endpoint, &event, raw).await.map_err(|error| {
-        if let AppError::Internal(source) = &error {
-            crate::observability::report_internal(source.as_ref());
+        match &error {
+            AppError::Internal(source) => crate::observability::report_internal(source.as_ref()),
+            // The database is down: Stripe retries, nothing to report but the warning.
+            AppError::Unavailable(message) => {
+                return RequestError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message.clone());
+            }
+            _ => {}
         }
         RequestError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "the event could not be processed; retry")
     })?;

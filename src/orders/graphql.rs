@@ -532,8 +532,10 @@ async fn next_update_patiently(
     let mut wait = std::time::Duration::from_millis(100);
     loop {
         match next_update(db, token, keys, venue, id).await {
-            Err(AppError::Internal(error)) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(%error, "live order update waits for the database");
+            Err(error @ (AppError::Internal(_) | AppError::Unavailable(_)))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(?error, "live order update waits for the database");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(std::time::Duration::from_secs(2));
             }

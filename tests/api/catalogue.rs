@@ -360,3 +360,97 @@ async fn the_app_role_is_no_superuser_has_no_bypassrls_and_owns_nothing() {
     let pool = venueql::db::pool(&app.urls.app, 1).await.unwrap();
     venueql::db::check_app_role(&pool).await.expect("the app role passes the start-up check");
 }
+
+/// A unique constraint, unique index or foreign key, with its columns by name.
+#[derive(sqlx::FromRow, Debug)]
+struct KeyColumns {
+    table_name: String,
+    key: String,
+    kind: String,
+    columns: Vec<String>,
+    referenced: Option<String>,
+    referenced_columns: Option<Vec<String>>,
+}
+
+/// Private tables without row-level security (reached only through SECURITY DEFINER
+/// functions) that are keyed by venue like a tenant table: distributed with them.
+const VENUE_KEYED_PRIVATE: &[&str] = &["private.staff_pins"];
+
+/// Private tables that find a credential's venue from its hash before any venue is known:
+/// keyed by the hash, each row naming its venue and its tenant row (venue_id included).
+/// docs/SCALING.md says what becomes of them under Citus.
+const CREDENTIAL_ROUTES: &[&str] = &["private.api_token_hashes", "private.invitation_tokens", "private.oauth_tokens"];
+
+/// docs/SCALING.md's last step, Citus with `venue_id` as the distribution column, is
+/// configuration only if every tenant table is already shaped for it: its primary key and
+/// every unique constraint or index include `venue_id`, and every foreign key between
+/// tenant tables carries `venue_id` to `venue_id` (so no row can point into another
+/// venue, and each join stays on one shard). Platform tables may be referenced (they
+/// become reference tables); only the listed credential routes reference a tenant table,
+/// and they too carry `venue_id` to `venue_id`.
+#[tokio::test]
+async fn every_tenant_table_is_ready_to_be_distributed_by_venue_id() {
+    let app = TestApp::spawn().await;
+    let mut conn = PgConnection::connect(&app.urls.owner).await.unwrap();
+    let keys: Vec<KeyColumns> = sqlx::query_as(&format!(
+        "WITH keys AS ( \
+           SELECT c.oid AS relid, i.indexrelid::regclass::text AS key, \
+                  CASE WHEN i.indisprimary THEN 'primary key' ELSE 'unique' END AS kind, \
+                  i.indkey::int2[] AS attnums, NULL::oid AS confrelid, NULL::int2[] AS confkey \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE i.indisunique \
+           UNION ALL \
+           SELECT k.conrelid, k.conname::text, 'foreign key', k.conkey, k.confrelid, k.confkey \
+             FROM pg_constraint k WHERE k.contype = 'f') \
+         SELECT n.nspname || '.' || c.relname AS table_name, keys.key, keys.kind, \
+                ARRAY(SELECT a.attname::text FROM unnest(keys.attnums) WITH ORDINALITY u(num, ord) \
+                      JOIN pg_attribute a ON a.attrelid = keys.relid AND a.attnum = u.num ORDER BY u.ord) AS columns, \
+                (SELECT rn.nspname || '.' || r.relname FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace \
+                  WHERE r.oid = keys.confrelid) AS referenced, \
+                CASE WHEN keys.confrelid IS NOT NULL THEN ARRAY(SELECT a.attname::text \
+                      FROM unnest(keys.confkey) WITH ORDINALITY u(num, ord) \
+                      JOIN pg_attribute a ON a.attrelid = keys.confrelid AND a.attnum = u.num ORDER BY u.ord) END \
+                  AS referenced_columns \
+           FROM keys JOIN pg_class c ON c.oid = keys.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE c.relkind IN ('r', 'p') AND {USER_SCHEMAS} ORDER BY 1, 2"
+    ))
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let is_tenant = |table: &str| !PLATFORM_LEVEL.contains(&table) || VENUE_KEYED_PRIVATE.contains(&table);
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for key in &keys {
+        let venue_at = key.columns.iter().position(|c| c == "venue_id");
+        let from_tenant_or_route = is_tenant(&key.table_name) || CREDENTIAL_ROUTES.contains(&key.table_name.as_str());
+        match (key.kind.as_str(), is_tenant(&key.table_name), key.referenced.as_deref()) {
+            ("foreign key", _, Some(target)) if is_tenant(target) && from_tenant_or_route => {
+                checked += 1;
+                let target_at = key.referenced_columns.as_ref().and_then(|c| c.iter().position(|c| c == "venue_id"));
+                if venue_at.is_none() || venue_at != target_at {
+                    problems.push(format!(
+                        "{}: foreign key {} ({:?}) -> {target} ({:?}) does not carry venue_id to venue_id",
+                        key.table_name, key.key, key.columns, key.referenced_columns
+                    ));
+                }
+            }
+            ("foreign key", false, Some(target)) if is_tenant(target) => problems.push(format!(
+                "{}: platform table references tenant table {target} ({}): a reference table cannot point into a \
+                 distributed one (a credential route belongs in CREDENTIAL_ROUTES and docs/SCALING.md)",
+                key.table_name, key.key
+            )),
+            ("foreign key", _, _) => {}
+            (_, true, _) => {
+                checked += 1;
+                if venue_at.is_none() {
+                    problems.push(format!(
+                        "{}: {} {} ({:?}) lacks venue_id",
+                        key.table_name, key.kind, key.key, key.columns
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(checked >= 20, "too few tenant keys seen ({checked}): {keys:?}");
+    assert!(problems.is_empty(), "not distribution-ready:\n{}", problems.join("\n"));
+}

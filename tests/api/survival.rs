@@ -246,6 +246,9 @@ async fn postgres_restarted_under_load_loses_nothing_and_the_server_recovers_by_
         assert!(Instant::now() < deadline, "/readyz must say not ready while the database is down");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Meanwhile a request says the database is unavailable: not a server bug.
+    let down = post(&client, &format!("{}/graphql", server.base), Some(&token), queue.clone()).await;
+    assert_eq!(down["errors"][0]["extensions"]["code"], "UNAVAILABLE", "{down}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     stack.cluster = Some(Cluster::start(&stack.options).expect("PostgreSQL starts again on its port"));
     let deadline = Instant::now() + Duration::from_secs(30);
