@@ -108,9 +108,14 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>, ClusterError> {
 /// root (PostgreSQL and PgBouncer both refuse root), with `dir` created as its private
 /// working directory. Tests start PgBouncer with it.
 pub fn unprivileged_command_in(bin: &Path, dir: &Path) -> Result<Command, ClusterError> {
-    let user = unprivileged_user()?;
-    make_owned_dir(dir, user, 0o700)?;
-    Ok(command_as(bin, user))
+    make_postgres_dir(dir)?;
+    Ok(command_as(bin, unprivileged_user()?))
+}
+
+/// Creates `dir` as a private directory of the user PostgreSQL runs as (a WAL archive, a
+/// base backup's destination).
+pub fn make_postgres_dir(dir: &Path) -> Result<(), ClusterError> {
+    make_owned_dir(dir, unprivileged_user()?, 0o700)
 }
 
 fn command_as(bin: &Path, user: Option<(u32, u32)>) -> Command {

@@ -29,10 +29,24 @@ struct Stack {
 
 impl Stack {
     async fn start(name: &str) -> Stack {
+        Stack::start_with(name, Vec::new()).await
+    }
+
+    /// A stack whose cluster archives every WAL segment to `archive_dir(name)`.
+    async fn start_archiving(name: &str) -> Stack {
+        let archive = archive_dir(name);
+        let _ = std::fs::remove_dir_all(&archive);
+        venueql::dev::cluster::make_postgres_dir(&archive).unwrap();
+        let copy = format!("test ! -f {0}/%f && cp %p {0}/%f", archive.display());
+        let settings = [("wal_level", "replica".to_string()), ("archive_mode", "on".into()), ("archive_command", copy)];
+        Stack::start_with(name, settings.map(|(name, value)| (name.to_string(), value)).to_vec()).await
+    }
+
+    async fn start_with(name: &str, settings: Vec<(String, String)>) -> Stack {
         venueql::app::install_tls_provider();
         let dir = std::env::temp_dir().join(format!("venueql-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let options = ClusterOptions { dir, superuser_password: random_secret(), ..Default::default() };
+        let options = ClusterOptions { dir, superuser_password: random_secret(), settings, ..Default::default() };
         let cluster = Cluster::start(&options).expect("a private cluster");
         let options = ClusterOptions { port: Some(cluster.port()), ..options };
         let password = random_secret();
@@ -82,6 +96,12 @@ impl Drop for Stack {
     }
 }
 
+/// Where the cluster of stack `name` archives its WAL (outside the cluster's directory,
+/// as a real archive would be).
+fn archive_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("venueql-{name}-archive-{}", std::process::id()))
+}
+
 async fn post(client: &reqwest::Client, url: &str, token: Option<&str>, body: Value) -> Value {
     let mut request = client.post(url).json(&body);
     if let Some(token) = token {
@@ -92,6 +112,11 @@ async fn post(client: &reqwest::Client, url: &str, token: Option<&str>, body: Va
 
 /// `count` paid checkouts of the demo café (table `c<i>`), not yet reported to venueql.
 async fn paid_checkouts(stack: &Stack, server: &ServerProcess, count: usize) -> Vec<(String, Value)> {
+    paid_checkouts_at(stack, server, "c", count).await
+}
+
+/// `count` paid checkouts of the demo café at tables `<prefix><i>`.
+async fn paid_checkouts_at(stack: &Stack, server: &ServerProcess, prefix: &str, count: usize) -> Vec<(String, Value)> {
     let client = reqwest::Client::new();
     let url = format!("{}/v/demo-cafe/graphql", server.base);
     let menu = post(&client, &url, None, json!({ "query": "{ menu { categories { items { id } } } }" })).await;
@@ -101,11 +126,12 @@ async fn paid_checkouts(stack: &Stack, server: &ServerProcess, count: usize) -> 
     let mut tasks = Vec::new();
     for i in 0..count {
         let (client, url, item, gate) = (client.clone(), url.clone(), item.clone(), gate.clone());
+        let table = format!("{prefix}{i}");
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.unwrap();
-            let input = json!({ "items": [{ "menuItemId": item, "quantity": 1 }], "tableRef": format!("c{i}") });
+            let input = json!({ "items": [{ "menuItemId": item, "quantity": 1 }], "tableRef": table });
             let started = post(&client, &url, None, json!({ "query": query, "variables": { "input": input } })).await;
-            (format!("c{i}"), started["data"]["startCheckout"].clone())
+            (table, started["data"]["startCheckout"].clone())
         }));
     }
     let mut paid = Vec::new();
@@ -323,4 +349,133 @@ async fn sigterm_under_load_finishes_what_it_acknowledged_closes_sockets_with_10
     assert_eq!(deliver_all(&server.base, &events, 16).await.len(), events.len());
     assert_eq!(order_tables(&server.base, &token).await.len(), events.len());
     println!("SIGTERM: {} of {} acknowledged before the stop, none lost", acknowledged.len(), events.len());
+}
+
+/// The point-in-time recovery drill of docs/OPERATIONS.md: a base backup, WAL archived as
+/// it fills, changes, then a restore to a moment between two batches of changes; the
+/// restored database has the first batch and not the second, and its audit chains verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_backup_and_the_wal_archive_restore_to_a_point_in_time() {
+    let mut stack = Stack::start_archiving("pitr").await;
+    let archive = archive_dir("pitr");
+    let superuser = stack.cluster.as_ref().unwrap().superuser_url("postgres");
+    let admin = db::pool(&superuser, 1).await.unwrap();
+
+    // 1. The base backup, as the operator's nightly job would take it.
+    let restore_dir = std::env::temp_dir().join(format!("venueql-pitr-restore-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&restore_dir);
+    let bindir = venueql::dev::cluster::find_pg_bindir().unwrap();
+    let mut backup =
+        venueql::dev::cluster::unprivileged_command_in(&bindir.join("pg_basebackup"), &restore_dir).unwrap();
+    let port = stack.options.port.unwrap().to_string();
+    let output = backup
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", venueql::dev::cluster::SUPERUSER])
+        .args(["-D", &restore_dir.join("pgdata").display().to_string(), "-X", "stream", "--checkpoint=fast"])
+        .env("PGPASSWORD", &stack.options.superuser_password)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&output.stderr));
+
+    // 2. Changes after the backup: batch A, the recovery target, batch B.
+    let server = stack.serve().await;
+    let token = stack.token();
+    let batch_a = change_batch(&stack, &server, &token, "a").await;
+    let audited_at_target = audit_verify(&stack.urls.platform).1;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let target: String = sqlx::query_scalar("SELECT clock_timestamp()::text").fetch_one(&admin).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let batch_b = change_batch(&stack, &server, &token, "b").await;
+    assert_eq!(order_tables(&server.base, &token).await.len(), batch_a.len() + batch_b.len());
+    let switched: String =
+        sqlx::query_scalar("SELECT pg_walfile_name(pg_switch_wal())").fetch_one(&admin).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let archived: Option<String> =
+            sqlx::query_scalar("SELECT last_archived_wal FROM pg_stat_archiver").fetch_one(&admin).await.unwrap();
+        if archived.is_some_and(|archived| archived >= switched) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "WAL segment {switched} was not archived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin.close().await;
+    drop(server);
+
+    // 3. Disaster: the cluster is gone. Restore the base backup, replay the archive up to
+    //    the target, promote, on the same port.
+    stack.cluster.take().unwrap().stop();
+    let signal = restore_dir.join("pgdata/recovery.signal");
+    std::fs::write(&signal, "").unwrap();
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(restore_dir.join("pgdata")).unwrap());
+    std::os::unix::fs::chown(&signal, Some(owner), None).unwrap();
+    let recovery = [
+        ("restore_command", format!("cp {}/%f %p", archive.display())),
+        ("recovery_target_time", target.clone()),
+        ("recovery_target_action", "promote".into()),
+    ];
+    let restored = ClusterOptions {
+        dir: restore_dir.clone(),
+        settings: recovery.map(|(name, value)| (name.to_string(), value)).to_vec(),
+        ..stack.options.clone()
+    };
+    stack.cluster = Some(Cluster::start(&restored).expect("the restored cluster starts"));
+    let admin = db::pool(&superuser, 1).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()").fetch_one(&admin).await.unwrap() {
+        assert!(Instant::now() < deadline, "recovery did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin.close().await;
+
+    // 4. Batch A is there, batch B is not, and every audit chain verifies.
+    let server = stack.serve().await;
+    let tables: BTreeSet<String> = order_tables(&server.base, &token).await.into_iter().collect();
+    assert_eq!(tables, batch_a.iter().cloned().collect(), "restored to {target}");
+    let menu = post(
+        &reqwest::Client::new(),
+        &format!("{}/graphql", server.base),
+        Some(&token),
+        json!({ "query": "{ menu { categories { items { name } } } }" }),
+    )
+    .await;
+    let menu = menu.to_string();
+    assert!(menu.contains("Drill item a") && !menu.contains("Drill item b"), "{menu}");
+    let (intact, audited) = audit_verify(&stack.urls.platform);
+    assert!(intact, "the restored audit chains verify");
+    assert_eq!(audited, audited_at_target, "audit rows as they were at the target");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&restore_dir);
+    let _ = std::fs::remove_dir_all(&archive);
+}
+
+/// One batch of the drill: a menu item (an audited mutation) named after `batch` and
+/// three paid orders at tables `<batch>0..2`; returns the tables.
+async fn change_batch(stack: &Stack, server: &ServerProcess, token: &str, batch: &str) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let url = format!("{}/graphql", server.base);
+    let menu = post(&client, &url, Some(token), json!({ "query": "{ menu { categories { id } } }" })).await;
+    let category = menu["data"]["menu"]["categories"][0]["id"].clone();
+    let create = "mutation($c: ID!, $n: String!) { createMenuItem(input: { categoryId: $c, name: $n, priceMinor: 100 }) { id } }";
+    let variables = json!({ "c": category, "n": format!("Drill item {batch}") });
+    let created = post(&client, &url, Some(token), json!({ "query": create, "variables": variables })).await;
+    assert!(created["errors"].is_null(), "{created}");
+    let events = paid_checkouts_at(stack, server, batch, 3).await;
+    let acknowledged = deliver_all(&server.base, &events, 3).await;
+    assert_eq!(acknowledged.len(), 3);
+    acknowledged.into_iter().collect()
+}
+
+/// `venueql audit verify` as an operator runs it: (every chain intact, the demo café's
+/// audit rows).
+fn audit_verify(platform_url: &str) -> (bool, i64) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_venueql"))
+        .args(["audit", "verify"])
+        .env("DATABASE_PLATFORM_URL", platform_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("audit verify: {}", String::from_utf8_lossy(&output.stderr)));
+    let cafe = report["venues"].as_array().unwrap().iter().find(|v| v["venue"] == "demo-cafe").unwrap().clone();
+    (output.status.success() && report["intact"] == true, cafe["events"].as_i64().unwrap())
 }
