@@ -104,6 +104,8 @@ async fn serve_exits_non_zero_naming_the_problem_when_run_as_the_owner() {
         .arg("serve")
         .env("DATABASE_URL", &app.urls.owner)
         .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("APP_KEY", crate::helpers::TEST_APP_KEY)
+        .env("IDENTITY_HMAC_KEY", crate::helpers::TEST_IDENTITY_KEY)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -71,6 +71,8 @@ async fn build_as(url: &str) -> Result<Application, StartError> {
     let config = Config::from_lookup(|name| match name {
         "DATABASE_URL" => Some(url.clone()),
         "LISTEN_ADDR" => Some("127.0.0.1:0".into()),
+        "APP_KEY" => Some(crate::helpers::TEST_APP_KEY.into()),
+        "IDENTITY_HMAC_KEY" => Some(crate::helpers::TEST_IDENTITY_KEY.into()),
         _ => None,
     })
     .unwrap();
@@ -98,6 +100,8 @@ async fn without_a_metrics_token_metrics_are_only_on_their_own_listener() {
         "DATABASE_URL" => Some(url.clone()),
         "LISTEN_ADDR" => Some("127.0.0.1:0".into()),
         "METRICS_LISTEN_ADDR" => Some("127.0.0.1:0".into()),
+        "APP_KEY" => Some(crate::helpers::TEST_APP_KEY.into()),
+        "IDENTITY_HMAC_KEY" => Some(crate::helpers::TEST_IDENTITY_KEY.into()),
         _ => None,
     })
     .unwrap();

@@ -42,6 +42,8 @@ async fn internal_errors_are_reported_to_sentry_without_secrets() {
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("SENTRY_DSN", format!("http://publickey@127.0.0.1:{sentry_port}/42"))
         .env("SENTRY_ENVIRONMENT", "test")
+        .env("APP_KEY", crate::helpers::TEST_APP_KEY)
+        .env("IDENTITY_HMAC_KEY", crate::helpers::TEST_IDENTITY_KEY)
         .env("RUST_LOG", "error")
         .spawn()
         .map(KillOnDrop)
