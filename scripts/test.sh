@@ -44,6 +44,30 @@ if ! command -v openssl >/dev/null 2>&1; then
   fi
 fi
 
+# The audit WORM-copy tests run moto's S3 server (with Object Lock) as the S3 endpoint,
+# from a virtualenv under target/ that is made once and reused by later runs.
+MOTO_VERSION=5.2.5
+if [ ! -x target/moto-venv/bin/moto_server ]; then
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "test.sh: installing python3-venv for the S3 audit tests" >&2
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+    else
+      echo "test.sh: the S3 audit tests need Python 3 with venv: 'sudo apt-get install python3-venv'" >&2
+      exit 1
+    fi
+  fi
+  echo "test.sh: installing moto[server]==$MOTO_VERSION into target/moto-venv for the S3 audit tests" >&2
+  rm -rf target/moto-venv
+  if ! { python3 -m venv target/moto-venv &&
+         target/moto-venv/bin/pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" &&
+         [ -x target/moto-venv/bin/moto_server ]; }; then
+    rm -rf target/moto-venv
+    echo "test.sh: could not install moto[server]==$MOTO_VERSION into target/moto-venv" >&2
+    exit 1
+  fi
+fi
+
 # The hosted-login browser test drives Debian's Chromium through chromedriver.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -101,6 +101,7 @@ impl Application {
             crate::payments::jobs::spawn_periodic(database.clone(), payments.clone(), config.stripe.jobs_interval);
         }
         start_mail_worker(&config, database.clone(), &issuer)?;
+        start_audit_workers(&config, &database)?;
         crate::retention::spawn_periodic(database.clone(), config.retention);
         let limits = crate::limits::Limits::new(&config.rate_limits);
         let stopping = tokio::sync::watch::Sender::new(false);
@@ -133,6 +134,10 @@ impl Application {
             open_sockets: Default::default(),
             shutdown: stopping.subscribe(),
             webhook_permits: Arc::new(tokio::sync::Semaphore::new(config.webhook_max_concurrency)),
+            signature_failures: Arc::new(crate::audit::alerts::Burst::new(
+                SIGNATURE_BURST,
+                std::time::Duration::from_secs(60),
+            )),
             staff_schema: schema::staff_schema(&options),
             public_schema: schema::public_schema(&options),
             config,
@@ -204,15 +209,52 @@ where
         .await
 }
 
+/// Refused webhook signatures per minute that make a burst (one alert per minute at most,
+/// before the alert pipeline's own rate limit).
+const SIGNATURE_BURST: u32 = 20;
+
+/// Installs the audit sealing key, then starts the alert worker and, when a bucket is
+/// configured, the WORM exporter.
+fn start_audit_workers(config: &Config, database: &Db) -> Result<(), StartError> {
+    install_audit_key(&config.keys)?;
+    let alerts = crate::audit::alerts::AlertWorker::new(database.clone(), config.alerts.clone());
+    crate::audit::alerts::spawn_worker(alerts);
+    if config.alerts.webhook_url.is_none() {
+        tracing::warn!("ALERT_WEBHOOK_URL is not set: critical alerts go to the log and Sentry only");
+    }
+    match &config.worm {
+        Some(settings) => {
+            let store = crate::audit::worm::WormStore::new(settings).map_err(crate::config::ConfigError)?;
+            let exporter = crate::audit::worm::Exporter::new(database.clone(), store);
+            crate::audit::worm::spawn_exporter(exporter, config.audit_export_interval);
+        }
+        None => tracing::warn!("AUDIT_S3_BUCKET is not set: the audit trail has no write-once copy"),
+    }
+    Ok(())
+}
+
+/// Makes `AUDIT_HMAC_KEY` the process's audit sealing key (see `audit::seal`).
+pub fn install_audit_key(keys: &crate::crypto::KeyRing) -> Result<(), crate::config::ConfigError> {
+    use secrecy::ExposeSecret;
+    let Some(bytes) = &keys.audit else {
+        return Err(crate::config::ConfigError("AUDIT_HMAC_KEY is not set".into()));
+    };
+    let key = crate::audit::seal::SealKey::new(bytes.expose_secret().clone()).map_err(crate::config::ConfigError)?;
+    crate::audit::seal::install(key).map_err(crate::config::ConfigError)
+}
+
 /// Every replica must share `APP_KEY` (it keys login tickets and wraps every data key) and
 /// `IDENTITY_HMAC_KEY` (it identifies diners): a server with keys of its own would log
 /// people out between replicas and could not read what the others wrote.
 fn require_shared_keys(config: &Config) -> Result<(), StartError> {
-    let missing: Vec<&str> =
-        [("APP_KEY", config.keys.master.is_none()), ("IDENTITY_HMAC_KEY", config.keys.identity.is_none())]
-            .into_iter()
-            .filter_map(|(name, absent)| absent.then_some(name))
-            .collect();
+    let missing: Vec<&str> = [
+        ("APP_KEY", config.keys.master.is_none()),
+        ("IDENTITY_HMAC_KEY", config.keys.identity.is_none()),
+        ("AUDIT_HMAC_KEY", config.keys.audit.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(name, absent)| absent.then_some(name))
+    .collect();
     if missing.is_empty() {
         return Ok(());
     }

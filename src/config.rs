@@ -91,6 +91,12 @@ pub struct Config {
     /// The master keys (only when `APP_KEY` is set, plus the retired ones in
     /// `APP_PREVIOUS_KEYS`) and `IDENTITY_HMAC_KEY`.
     pub keys: crate::crypto::KeyRing,
+    /// Critical alerts (`ALERT_WEBHOOK_URL`, `ALERT_WEBHOOK_SECRET`, `ALERT_DIGEST_SECS`).
+    pub alerts: crate::audit::alerts::AlertSettings,
+    /// The audit trail's write-once copy, when `AUDIT_S3_BUCKET` is set.
+    pub worm: Option<crate::audit::worm::WormSettings>,
+    /// How often the WORM exporter looks for new audit rows (`AUDIT_EXPORT_INTERVAL_SECS`).
+    pub audit_export_interval: Duration,
 }
 
 /// Rate limits (per minute, for the whole deployment) and WebSocket caps.
@@ -293,6 +299,9 @@ impl Config {
             invitation_ttl: Duration::from_secs(3600 * parse_or(&lookup, "INVITATION_TTL_HOURS", 168u64)?),
             session_max_age: Duration::from_secs(parse_or(&lookup, "SESSION_MAX_AGE_SECS", 30 * 24 * 3600)?),
             rate_limits: RateLimitConfig::from_lookup(&lookup)?,
+            alerts: alert_settings(&lookup)?,
+            worm: worm_settings(&lookup)?,
+            audit_export_interval: Duration::from_secs(parse_or(&lookup, "AUDIT_EXPORT_INTERVAL_SECS", 5)?.max(1)),
             retention: retention(&lookup)?,
             mail: MailConfig {
                 smtp_url: lookup("SMTP_URL").filter(|u| !u.trim().is_empty()).map(SecretString::from),
@@ -382,12 +391,73 @@ fn decode_key(name: &str, raw: &str) -> Result<[u8; 32], ConfigError> {
     bytes.try_into().map_err(|b: Vec<u8>| ConfigError(format!("{name} must decode to 32 bytes, not {}", b.len())))
 }
 
+fn nonempty(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// Reads `ALERT_WEBHOOK_URL` (http or https), `ALERT_WEBHOOK_SECRET` and
+/// `ALERT_DIGEST_SECS` (default 300).
+pub fn alert_settings(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::audit::alerts::AlertSettings, ConfigError> {
+    let webhook_url = match nonempty(lookup, "ALERT_WEBHOOK_URL") {
+        Some(raw) => {
+            let url = url::Url::parse(&raw)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .ok_or_else(|| ConfigError(format!("ALERT_WEBHOOK_URL must be an http(s) URL, not {raw:?}")))?;
+            Some(url)
+        }
+        None => None,
+    };
+    let digest_secs: u64 = parse_or(lookup, "ALERT_DIGEST_SECS", 300)?;
+    if digest_secs == 0 {
+        return Err(ConfigError("ALERT_DIGEST_SECS must be at least 1".into()));
+    }
+    Ok(crate::audit::alerts::AlertSettings {
+        webhook_url,
+        webhook_secret: nonempty(lookup, "ALERT_WEBHOOK_SECRET").map(SecretString::from),
+        digest: Duration::from_secs(digest_secs),
+    })
+}
+
+/// Reads the WORM copy's settings: none without `AUDIT_S3_BUCKET`; with it, the endpoint,
+/// region and credentials are required and `AUDIT_RETENTION_DAYS` defaults to 2557 (seven
+/// years).
+pub fn worm_settings(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::audit::worm::WormSettings>, ConfigError> {
+    let Some(bucket) = nonempty(lookup, "AUDIT_S3_BUCKET") else {
+        return Ok(None);
+    };
+    let required = |name: &str| {
+        nonempty(lookup, name).ok_or_else(|| ConfigError(format!("{name} is required when AUDIT_S3_BUCKET is set")))
+    };
+    let raw_endpoint = required("AUDIT_S3_ENDPOINT")?;
+    let endpoint = url::Url::parse(&raw_endpoint)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| ConfigError(format!("AUDIT_S3_ENDPOINT must be an http(s) URL, not {raw_endpoint:?}")))?;
+    let retention_days: u32 = parse_or(lookup, "AUDIT_RETENTION_DAYS", 2557)?;
+    if retention_days == 0 {
+        return Err(ConfigError("AUDIT_RETENTION_DAYS must be at least 1".into()));
+    }
+    Ok(Some(crate::audit::worm::WormSettings {
+        endpoint,
+        bucket,
+        region: required("AUDIT_S3_REGION")?,
+        access_key_id: required("AUDIT_S3_ACCESS_KEY_ID")?,
+        secret_access_key: SecretString::from(required("AUDIT_S3_SECRET_ACCESS_KEY")?),
+        retention_days,
+    }))
+}
+
 /// The key ring from the process environment (the CLI's keys and admin commands).
 pub fn key_ring_from_env() -> Result<crate::crypto::KeyRing, ConfigError> {
     key_ring(&|name| std::env::var(name).ok())
 }
 
-/// Reads `APP_KEY`, `APP_PREVIOUS_KEYS` and `IDENTITY_HMAC_KEY`.
+/// Reads `APP_KEY`, `APP_PREVIOUS_KEYS`, `IDENTITY_HMAC_KEY` and `AUDIT_HMAC_KEY`.
 pub fn key_ring(lookup: &impl Fn(&str) -> Option<String>) -> Result<crate::crypto::KeyRing, ConfigError> {
     use crate::crypto::{Key, MasterKeys};
     let master = match lookup("APP_KEY").filter(|k| !k.trim().is_empty()) {
@@ -414,7 +484,17 @@ pub fn key_ring(lookup: &impl Fn(&str) -> Option<String>) -> Result<crate::crypt
         }
         None => None,
     };
-    Ok(crate::crypto::KeyRing { master, identity })
+    let audit = match nonempty(lookup, "AUDIT_HMAC_KEY") {
+        Some(raw) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .map_err(|_| ConfigError("AUDIT_HMAC_KEY must be base64 (standard alphabet)".into()))?;
+            crate::audit::seal::SealKey::new(bytes.clone()).map_err(ConfigError)?;
+            Some(Arc::new(SecretBox::new(Box::new(bytes))))
+        }
+        None => None,
+    };
+    Ok(crate::crypto::KeyRing { master, identity, audit })
 }
 
 /// Decodes `APP_KEY` (base64 of exactly 32 bytes), or makes a random one when unset.

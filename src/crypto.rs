@@ -267,6 +267,8 @@ pub struct KeyRing {
     pub master: Option<std::sync::Arc<MasterKeys>>,
     /// `IDENTITY_HMAC_KEY`.
     pub identity: Option<std::sync::Arc<secrecy::SecretBox<Vec<u8>>>>,
+    /// `AUDIT_HMAC_KEY`: seals every audit row (kept outside the database).
+    pub audit: Option<std::sync::Arc<secrecy::SecretBox<Vec<u8>>>>,
 }
 
 impl KeyRing {

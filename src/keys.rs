@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
+use crate::audit::alerts::AlertKind;
 use crate::audit::{self, Change, Who};
 use crate::crypto::{self, CryptoError, Key, MasterKeys, Place};
 use crate::error::AppError;
@@ -230,7 +231,11 @@ pub async fn new_venue_key(
         before: None,
         after: Some(json!({ "version": next })),
     };
-    audit::record(&mut tx, &Who::operator(actor), change).await?;
+    if next > 1 {
+        audit::record_critical(&mut tx, &Who::operator(actor), AlertKind::KeyRotation, change).await?;
+    } else {
+        audit::record(&mut tx, &Who::operator(actor), change).await?;
+    }
     tx.commit().await?;
     Ok((next as u32, key))
 }
@@ -265,7 +270,7 @@ pub async fn shred_venue(door: &CrossTenantDoor, actor: &str, venue: VenueId) ->
         before: None,
         after: Some(json!({ "data_keys_destroyed": destroyed })),
     };
-    audit::record_critical(&mut tx, &Who::operator(actor), change).await?;
+    audit::record_critical(&mut tx, &Who::operator(actor), AlertKind::VenueOffboarded, change).await?;
     tx.commit().await?;
     Ok(destroyed)
 }

@@ -69,6 +69,26 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The cross-tenant check for operators and auditors: asks every query and mutation of
+    /// a live deployment with venue B's token and venue A's ids; prints a JSON report (a
+    /// summary on standard error) and exits 1 if anything of A shows or changes.
+    VerifyIsolation {
+        /// The deployment's base URL, e.g. https://api.example.com.
+        #[arg(long)]
+        url: String,
+        /// A token of venue A (read-only use: its data is collected and watched).
+        #[arg(long)]
+        token_a: String,
+        /// A token of venue B (used for the attack).
+        #[arg(long)]
+        token_b: String,
+        /// A saved introspection result (JSON), for deployments with introspection off.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// At most this many of A's ids per argument.
+        #[arg(long, default_value_t = 25)]
+        ids_per_field: usize,
+    },
     /// Data-key tools (DATABASE_PLATFORM_URL, APP_KEY and APP_PREVIOUS_KEYS from the environment).
     Keys {
         #[command(subcommand)]
@@ -243,8 +263,14 @@ enum RetentionCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Recompute every venue's audit hash chain; exit 1 if any is broken.
-    Verify,
+    /// Recompute every venue's audit hash chain and check every row's keyed seal
+    /// (AUDIT_HMAC_KEY); exit 1 if anything is wrong.
+    Verify {
+        /// Also compare each venue with the WORM copy (AUDIT_S3_* settings): catches a
+        /// deleted tail or an inserted row.
+        #[arg(long)]
+        against_worm: bool,
+    },
 }
 
 type DynError = Box<dyn std::error::Error + Send + Sync>;
@@ -283,6 +309,13 @@ async fn door() -> Result<CrossTenantDoor, DynError> {
 }
 
 async fn run(command: Command) -> Result<ExitCode, DynError> {
+    // Commands that write or verify audit rows seal with AUDIT_HMAC_KEY when it is set
+    // (a malformed key ring is reported by the commands that need it).
+    if let Ok(keys) = venueql::config::key_ring_from_env() {
+        if keys.audit.is_some() {
+            app::install_audit_key(&keys)?;
+        }
+    }
     match command {
         Command::Serve => {
             let application = app::Application::build(Config::from_env()?).await?;
@@ -305,8 +338,10 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
         Command::Dev { data_dir, listen, command: None } => dev::run(dev::DevOptions { data_dir, listen }).await?,
         Command::Schema { public } => print!("{}", if public { schema::public_sdl() } else { schema::staff_sdl() }),
         Command::Admin { command } => run_admin(command).await?,
-        Command::Audit { command: AuditCommand::Verify } => {
-            let reports = audit::verify_all(&door().await?, &admin::operator_actor()).await.map_err(app_error)?;
+        Command::Audit { command: AuditCommand::Verify { against_worm } } => {
+            let store = if against_worm { Some(worm_store()?) } else { None };
+            let reports =
+                audit::verify_all(&door().await?, &admin::operator_actor(), store.as_ref()).await.map_err(app_error)?;
             let intact = reports.iter().all(|r| r.problems.is_empty());
             print_json(&serde_json::json!({ "intact": intact, "venues": reports }));
             if !intact {
@@ -314,6 +349,22 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
             }
         }
         Command::Stripe { command } => return run_stripe(command).await,
+        Command::VerifyIsolation { url, token_a, token_b, schema, ids_per_field } => {
+            app::install_tls_provider();
+            let schema = match schema {
+                Some(path) => Some(
+                    serde_json::from_slice(&std::fs::read(&path)?).map_err(|e| format!("{}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
+            let options = venueql::isolation::Options { url, token_a, token_b, schema, ids_per_field };
+            let report = venueql::isolation::run(options).await?;
+            eprint!("{}", report.summary());
+            print_json(&report);
+            if !report.leaks.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Retention { command: RetentionCommand::Run } => {
             let config = Config::from_env()?;
             let pool = db::pool(secrecy::ExposeSecret::expose_secret(&config.database_url), 2).await?;
@@ -330,10 +381,18 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The WORM copy named by the `AUDIT_S3_*` settings.
+fn worm_store() -> Result<audit::worm::WormStore, DynError> {
+    let settings = venueql::config::worm_settings(&|name| std::env::var(name).ok())?
+        .ok_or("--against-worm needs AUDIT_S3_BUCKET (and AUDIT_S3_ENDPOINT, AUDIT_S3_REGION, credentials)")?;
+    Ok(audit::worm::WormStore::new(&settings)?)
+}
+
 /// Prints `NAME=value` lines for an env file.
 fn generate_secrets(database_passwords: bool) {
     println!("APP_KEY={}", venueql::crypto::random_key_base64());
     println!("IDENTITY_HMAC_KEY={}", venueql::crypto::random_key_base64());
+    println!("AUDIT_HMAC_KEY={}", venueql::crypto::random_key_base64());
     if database_passwords {
         for name in ["POSTGRES_PASSWORD", "VENUEQL_OWNER_PASSWORD", "VENUEQL_APP_PASSWORD", "VENUEQL_PLATFORM_PASSWORD"]
         {

@@ -10,6 +10,7 @@ use async_graphql::{
     EmptySubscription, MergedObject, MergedSubscription, ObjectType, Schema, SchemaBuilder, SubscriptionType,
 };
 
+use crate::audit_log::AuditLogQuery;
 use crate::auth::breach::BreachCheck;
 use crate::auth::graphql::{AccessMutation, AccessQuery, MeQuery, MfaMutation};
 use crate::config::{Config, GraphqlLimits};
@@ -38,6 +39,7 @@ pub struct StaffQuery(
     OrdersQuery,
     PaymentsQuery,
     DinersQuery,
+    AuditLogQuery,
 );
 
 /// Root mutation of the staff/integration endpoint.

@@ -30,7 +30,7 @@ const ROOMS: &[(&str, &[&str])] = &[
     ("crypto", &["error"]),
     ("origins", &["error"]),
     ("access", &["tenancy"]),
-    ("config", &["crypto"]),
+    ("config", &["audit", "crypto"]),
     ("audit", &["error", "tenancy"]),
     ("keys", &["audit", "crypto", "error", "tenancy"]),
     ("limits", &["config", "error", "tenancy"]),
@@ -38,6 +38,8 @@ const ROOMS: &[(&str, &[&str])] = &[
     ("graphql", &["access", "audit", "config", "error", "observability", "tenancy"]),
     ("venues", &["access", "audit", "error", "graphql", "origins", "tenancy"]),
     ("menu", &["access", "audit", "error", "graphql", "tenancy"]),
+    ("audit_log", &["access", "audit", "error", "graphql"]),
+    ("isolation", &[]),
     (
         "auth",
         &["access", "audit", "config", "crypto", "error", "graphql", "keys", "mail", "origins", "tenancy", "venues"],
@@ -62,6 +64,7 @@ const ROOMS: &[(&str, &[&str])] = &[
     (
         "schema",
         &[
+            "audit_log",
             "auth",
             "config",
             "crypto",
@@ -80,6 +83,7 @@ const ROOMS: &[(&str, &[&str])] = &[
         "http",
         &[
             "access",
+            "audit",
             "auth",
             "config",
             "db",
@@ -98,8 +102,10 @@ const ROOMS: &[(&str, &[&str])] = &[
     (
         "app",
         &[
+            "audit",
             "auth",
             "config",
+            "crypto",
             "db",
             "http",
             "limits",
@@ -128,6 +134,12 @@ const TABLE_OWNERS: &[(&str, &str)] = &[
     ("venue_settings", "venues"),
     ("platform_audit_events", "tenancy"),
     ("audit_events", "audit"),
+    ("audit_seals", "audit"),
+    ("private.audit_heads", "audit"),
+    ("private.audit_export_cursors", "audit"),
+    ("private.alert_events", "audit"),
+    ("private.alert_windows", "audit"),
+    ("private.alert_deliveries", "audit"),
     ("venue_data_keys", "keys"),
     ("private.platform_data_keys", "keys"),
     ("private.mail_outbox", "mail"),
@@ -185,6 +197,7 @@ const VENUE_ID_SOURCES: &[(&str, &[&str])] = &[
     ("from_payment_route", &["payments"]),
     ("from_door", &["audit", "keys", "dev"]),
     ("from_notification", &["orders"]),
+    ("from_audit_head", &["audit"]),
 ];
 
 /// Modules that may hold a raw pool or pooled connection: the database set-up, tenancy,

@@ -132,6 +132,7 @@ fn compose_takes_its_secrets_from_the_env_file_and_gates_the_api_on_readiness() 
     for secret in [
         "APP_KEY",
         "IDENTITY_HMAC_KEY",
+        "AUDIT_HMAC_KEY",
         "POSTGRES_PASSWORD",
         "VENUEQL_APP_PASSWORD",
         "VENUEQL_OWNER_PASSWORD",

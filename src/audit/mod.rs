@@ -1,6 +1,13 @@
 //! The audit writer: every privileged mutation calls [`record`] inside its own venue
 //! transaction, so the audit row commits or rolls back with the change it describes.
-//! The database assigns the row's place in the venue's hash chain (migration 0001).
+//! The database assigns the row's place in the venue's hash chain (migration 0001); the
+//! row's chain hash is then sealed with `AUDIT_HMAC_KEY` ([`seal`]) in the same
+//! transaction. Critical rows also enter the alert outbox ([`alerts`]); every row is
+//! copied to write-once storage ([`worm`]).
+
+pub mod alerts;
+pub mod seal;
+pub mod worm;
 
 use std::net::IpAddr;
 
@@ -47,12 +54,15 @@ pub struct Change<'a> {
     pub after: Option<Value>,
 }
 
-/// Appends an audit row for `change` at the transaction's venue.
+/// Appends an audit row for `change` at the transaction's venue, sealed with the
+/// process's `AUDIT_HMAC_KEY` (refused when no key is installed: an unsealed row would
+/// look like tampering to every later verification).
 pub async fn record(tx: &mut VenueTx, who: &Who, change: Change<'_>) -> Result<(), AppError> {
+    let key = seal::installed()?;
     let venue = tx.venue().as_uuid();
-    sqlx::query(
+    let (seq, row_hash): (i64, Vec<u8>) = sqlx::query_as(
         "INSERT INTO audit_events (venue_id, seq, actor, action, target_type, target_id, before, after, request_id, ip, prev_hash, row_hash) \
-         VALUES ($1, 0, $2, $3, $4, $5, $6, $7, $8, $9::inet, '', '')",
+         VALUES ($1, 0, $2, $3, $4, $5, $6, $7, $8, $9::inet, '', '') RETURNING seq, row_hash",
     )
     .bind(venue)
     .bind(&who.actor)
@@ -63,20 +73,48 @@ pub async fn record(tx: &mut VenueTx, who: &Who, change: Change<'_>) -> Result<(
     .bind(change.after)
     .bind(who.request_id.as_deref())
     .bind(who.ip.map(|ip| ip.to_string()))
-    .execute(tx.conn())
+    .fetch_one(tx.conn())
     .await?;
+    sqlx::query("INSERT INTO audit_seals (venue_id, seq, key_id, mac) VALUES ($1, $2, $3, $4)")
+        .bind(venue)
+        .bind(seq)
+        .bind(key.id())
+        .bind(key.mac(venue, seq, &row_hash))
+        .execute(tx.conn())
+        .await?;
     Ok(())
 }
 
-/// Appends a critical audit row (`"severity": "critical"` in its hashed `after`) and raises
-/// an alert in the logs (`alert = true`, error level), for events a person must look at:
-/// payment mismatches, disputes, paid checkouts without an order.
-pub async fn record_critical(tx: &mut VenueTx, who: &Who, mut change: Change<'_>) -> Result<(), AppError> {
+/// Appends a critical audit row (`"severity": "critical"` and the alert kind in its hashed
+/// `after`), logs it (`alert = true`, error level) and puts an alert in the outbox in the
+/// same transaction, for events a person must look at (see [`alerts::AlertKind`]).
+pub async fn record_critical(
+    tx: &mut VenueTx,
+    who: &Who,
+    kind: alerts::AlertKind,
+    mut change: Change<'_>,
+) -> Result<(), AppError> {
     let mut after = change.after.take().unwrap_or_else(|| serde_json::json!({}));
     after["severity"] = serde_json::json!("critical");
-    tracing::error!(alert = true, venue = %tx.venue(), action = change.action, target = %change.target_id, "critical audit event");
+    after["alert"] = serde_json::json!(kind.as_str());
+    tracing::error!(alert = true, venue = %tx.venue(), kind = kind.as_str(), action = change.action, target = %change.target_id, "critical audit event");
+    let summary = format!("{} {} {}", change.action, change.target_type, change.target_id);
     change.after = Some(after);
-    record(tx, who, change).await
+    record(tx, who, change).await?;
+    alerts::raise_in(tx, kind, &summary).await
+}
+
+/// Appends a critical row when `critical` names an alert kind, a plain one otherwise.
+pub async fn record_as(
+    tx: &mut VenueTx,
+    who: &Who,
+    critical: Option<alerts::AlertKind>,
+    change: Change<'_>,
+) -> Result<(), AppError> {
+    match critical {
+        Some(kind) => record_critical(tx, who, kind, change).await,
+        None => record(tx, who, change).await,
+    }
 }
 
 /// The result of checking one venue's audit chain.
@@ -86,14 +124,39 @@ pub struct ChainReport {
     pub venue: String,
     /// Rows checked.
     pub events: i64,
+    /// Rows found in the WORM copy (with `--against-worm`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worm_events: Option<i64>,
+    /// Rows of the database the WORM copy does not hold yet (shipping lags a little).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_yet_in_worm: Option<i64>,
     /// Every problem found (empty when the chain is intact).
     pub problems: Vec<String>,
 }
 
+/// One database row as verification sees it.
+#[derive(sqlx::FromRow)]
+struct CheckedRow {
+    seq: i64,
+    linked: bool,
+    intact: bool,
+    row_hash: Vec<u8>,
+    key_id: Option<String>,
+    mac: Option<Vec<u8>>,
+}
+
 /// `venueql audit verify`: recomputes every venue's hash chain through the cross-tenant
-/// door, one venue scope at a time. Detects edited rows (hash mismatch), removed or
-/// reordered rows (sequence gaps, broken links), even when made by a superuser.
-pub async fn verify_all(door: &crate::tenancy::CrossTenantDoor, actor: &str) -> Result<Vec<ChainReport>, AppError> {
+/// door, one venue scope at a time, and checks every row's keyed seal. Detects edited rows
+/// (hash mismatch), removed or reordered rows (sequence gaps, broken links), and a chain a
+/// superuser recomputed forward (its seals cannot be remade without `AUDIT_HMAC_KEY`).
+/// With `worm`, also compares each venue with its write-once copy, which catches what no
+/// check inside the database can: a deleted tail, an inserted row.
+pub async fn verify_all(
+    door: &crate::tenancy::CrossTenantDoor,
+    actor: &str,
+    worm: Option<&worm::WormStore>,
+) -> Result<Vec<ChainReport>, AppError> {
+    let key = seal::installed()?;
     let mut tx = door.open_cross_tenant(actor, "audit verify").await?;
     let venues: Vec<(uuid::Uuid, String)> =
         sqlx::query_as("SELECT id, slug FROM venues ORDER BY slug").fetch_all(tx.conn()).await?;
@@ -102,28 +165,151 @@ pub async fn verify_all(door: &crate::tenancy::CrossTenantDoor, actor: &str) -> 
     for (id, slug) in venues {
         let tx = door.open_cross_tenant(actor, "audit verify").await?;
         let mut tx = tx.into_venue(crate::tenancy::VenueId::from_door(id)).await?;
-        let rows: Vec<(i64, bool, bool)> = sqlx::query_as(
-            "SELECT seq, \
-                    prev_hash = COALESCE(lag(row_hash) OVER (ORDER BY seq), '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea), \
-                    row_hash = sha256(prev_hash || convert_to(public.audit_canonical(a), 'UTF8')) \
-             FROM audit_events a ORDER BY seq",
+        let rows: Vec<CheckedRow> = sqlx::query_as(
+            "SELECT a.seq, \
+                    a.prev_hash = COALESCE(lag(a.row_hash) OVER (ORDER BY a.seq), '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS linked, \
+                    a.row_hash = sha256(a.prev_hash || convert_to(public.audit_canonical(a), 'UTF8')) AS intact, \
+                    a.row_hash, s.key_id, s.mac \
+             FROM audit_events a LEFT JOIN audit_seals s ON s.venue_id = a.venue_id AND s.seq = a.seq ORDER BY a.seq",
         )
         .fetch_all(tx.conn())
         .await?;
         tx.commit().await?;
         let mut problems = Vec::new();
-        for (index, (seq, linked, intact)) in rows.iter().enumerate() {
-            if *seq != index as i64 + 1 {
+        for (index, row) in rows.iter().enumerate() {
+            let seq = row.seq;
+            if seq != index as i64 + 1 {
                 problems.push(format!("event {seq}: expected sequence number {} (a row is missing)", index + 1));
             }
-            if !linked {
+            if !row.linked {
                 problems.push(format!("event {seq}: prev_hash does not match the previous row"));
             }
-            if !intact {
+            if !row.intact {
                 problems.push(format!("event {seq}: content does not match its hash (edited)"));
             }
+            if let Some(problem) = seal_problem(key, id, row) {
+                problems.push(problem);
+            }
         }
-        reports.push(ChainReport { venue: slug, events: rows.len() as i64, problems });
+        let mut report =
+            ChainReport { venue: slug, events: rows.len() as i64, worm_events: None, not_yet_in_worm: None, problems };
+        if let Some(store) = worm {
+            compare_with_worm(store, id, &rows, &mut report).await?;
+        }
+        reports.push(report);
     }
     Ok(reports)
+}
+
+fn seal_problem(key: &seal::SealKey, venue: uuid::Uuid, row: &CheckedRow) -> Option<String> {
+    let seq = row.seq;
+    match (&row.key_id, &row.mac) {
+        (Some(id), Some(mac)) if id == key.id() => (!key.verifies(venue, seq, &row.row_hash, mac))
+            .then(|| format!("event {seq}: its keyed seal does not match (rewritten without AUDIT_HMAC_KEY)")),
+        (Some(id), Some(_)) => Some(format!("event {seq}: sealed with key {id}, not with the AUDIT_HMAC_KEY given")),
+        _ => Some(format!("event {seq}: has no keyed seal")),
+    }
+}
+
+async fn compare_with_worm(
+    store: &worm::WormStore,
+    venue: uuid::Uuid,
+    rows: &[CheckedRow],
+    report: &mut ChainReport,
+) -> Result<(), AppError> {
+    let (shipped, problems) = worm::shipped_rows(store, venue).await?;
+    report.problems.extend(problems);
+    let in_database: std::collections::HashMap<i64, String> =
+        rows.iter().map(|r| (r.seq, r.row_hash.iter().map(|b| format!("{b:02x}")).collect())).collect();
+    for row in &shipped {
+        match in_database.get(&row.seq) {
+            None => {
+                report.problems.push(format!("event {}: in the WORM copy but not in the database (deleted)", row.seq))
+            }
+            Some(hash) if *hash != row.row_hash => report.problems.push(format!(
+                "event {}: differs from its WORM copy (edited, inserted or the chain recomputed)",
+                row.seq
+            )),
+            Some(_) => {}
+        }
+    }
+    let shipped_through = shipped.iter().map(|r| r.seq).max().unwrap_or(0);
+    report.worm_events = Some(shipped.len() as i64);
+    report.not_yet_in_worm = Some(rows.iter().filter(|r| r.seq > shipped_through).count() as i64);
+    Ok(())
+}
+
+/// Which audit rows a reader wants (the venue's own log, newest first).
+#[derive(Default, Debug)]
+pub struct LogFilter {
+    /// Only these actions (empty: all).
+    pub actions: Vec<String>,
+    /// Only actors of these kinds: the part of `actor` before the colon, e.g. `staff`,
+    /// `api_token`, `oauth_client`, `operator`, `venueql`, `stripe_event` (empty: all).
+    pub actor_kinds: Vec<String>,
+    /// At or after.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Before.
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One row of a venue's audit log, as its readers see it.
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct LogEntry {
+    /// Place in the venue's chain (the cursor).
+    pub seq: i64,
+    /// The row's id.
+    pub id: uuid::Uuid,
+    /// When.
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    /// Who (`staff:<id>`, `api_token:<id>`, …).
+    pub actor: String,
+    /// The part of `actor` before the colon.
+    pub actor_kind: String,
+    /// What.
+    pub action: String,
+    /// Kind of object changed.
+    pub target_type: Option<String>,
+    /// Object changed.
+    pub target_id: Option<String>,
+    /// State before.
+    pub before: Option<Value>,
+    /// State after.
+    pub after: Option<Value>,
+    /// The HTTP request.
+    pub request_id: Option<String>,
+    /// The client address.
+    pub ip: Option<String>,
+}
+
+/// A page of the transaction's venue's audit log, newest first, before `before_seq`;
+/// and whether older rows follow.
+pub async fn log_page(
+    tx: &mut VenueTx,
+    first: i64,
+    before_seq: Option<i64>,
+    filter: &LogFilter,
+) -> Result<(Vec<LogEntry>, bool), AppError> {
+    let mut rows: Vec<LogEntry> = sqlx::query_as(
+        "SELECT seq, id, occurred_at, actor, split_part(actor, ':', 1) AS actor_kind, action, target_type, target_id, \
+                before, after, request_id, host(ip) AS ip \
+         FROM audit_events \
+         WHERE ($1::bigint IS NULL OR seq < $1) \
+           AND (cardinality($2::text[]) = 0 OR action = ANY($2)) \
+           AND (cardinality($3::text[]) = 0 OR split_part(actor, ':', 1) = ANY($3)) \
+           AND ($4::timestamptz IS NULL OR occurred_at >= $4) \
+           AND ($5::timestamptz IS NULL OR occurred_at < $5) \
+         ORDER BY seq DESC LIMIT $6",
+    )
+    .bind(before_seq)
+    .bind(&filter.actions)
+    .bind(&filter.actor_kinds)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(first + 1)
+    .fetch_all(tx.conn())
+    .await?;
+    let more = rows.len() as i64 > first;
+    rows.truncate(first as usize);
+    Ok((rows, more))
 }

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::{INVALID_TOKEN, secrets};
 use crate::access::{Caller, Permissions, Principal};
+use crate::audit::alerts::AlertKind;
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId, VenueTx};
@@ -41,9 +42,11 @@ pub async fn issue(tx: &mut VenueTx, who: &Who, name: &str, permissions: Permiss
         .execute(tx.conn())
         .await?;
     let after = serde_json::json!({ "name": name, "permissions": permissions.names() });
-    audit::record(
+    let elevated = permissions.intersects(super::totp::ELEVATED).then_some(AlertKind::ElevatedGrant);
+    audit::record_as(
         tx,
         who,
+        elevated,
         Change {
             action: "api_token.issued",
             target_type: "api_token",

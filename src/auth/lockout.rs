@@ -14,9 +14,11 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::audit::alerts::AlertKind;
+use crate::audit::{Change, Who};
 use crate::config::LockoutLimits;
 use crate::error::AppError;
-use crate::tenancy::Db;
+use crate::tenancy::{Db, VenueId};
 
 /// What kind of secret an attempt proves; each kind has its own counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,10 +175,54 @@ impl Checking<'_> {
                     .bind(serde_json::json!({ "kind": attempt.kind.as_str(), "retry_after_secs": wait }))
                     .execute(db.platform_level())
                     .await?;
+                record_lockout(db, attempt, wait).await?;
             }
         }
         Ok(())
     }
+}
+
+/// Writes a lockout of a staff member (password or TOTP) into the audit log of every venue
+/// they belong to, as a critical event; a lockout of anyone else (an unknown email, a
+/// PIN, a client secret) raises a platform alert. Both are rate-limited alerts.
+async fn record_lockout(db: &Db, attempt: &Attempt<'_>, wait: i32) -> Result<(), AppError> {
+    let staff: Option<uuid::Uuid> = match (attempt.kind, attempt.identifiers.first()) {
+        (SecretKind::Password, Some(email)) => {
+            sqlx::query_scalar("SELECT staff_id FROM private.staff_login($1)")
+                .bind(*email)
+                .fetch_optional(db.platform_level())
+                .await?
+        }
+        (SecretKind::Totp, Some(id)) => uuid::Uuid::parse_str(id).ok(),
+        _ => None,
+    };
+    let venues: Vec<uuid::Uuid> = match staff {
+        Some(staff) => {
+            sqlx::query_scalar("SELECT venue_id FROM private.venues_of_staff($1)")
+                .bind(staff)
+                .fetch_all(db.platform_level())
+                .await?
+        }
+        None => Vec::new(),
+    };
+    let (Some(staff), false) = (staff, venues.is_empty()) else {
+        let summary = format!("{} locked out for {wait} s (not a staff member of any venue)", attempt.kind.as_str());
+        return crate::audit::alerts::raise(db, AlertKind::Lockout, None, &summary).await;
+    };
+    let who = Who { actor: "venueql:lockout".into(), request_id: None, ip: attempt.ip };
+    for venue in venues {
+        let mut tx = db.venue_tx(VenueId::from_credential(venue)).await?;
+        let change = Change {
+            action: "security.lockout",
+            target_type: "staff",
+            target_id: staff.to_string(),
+            before: None,
+            after: Some(serde_json::json!({ "secret": attempt.kind.as_str(), "retry_after_secs": wait })),
+        };
+        crate::audit::record_critical(&mut tx, &who, AlertKind::Lockout, change).await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 /// How a secret check under the lockout went.

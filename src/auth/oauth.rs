@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::{INVALID_TOKEN, secrets};
 use crate::access::{Caller, Permissions, Principal};
+use crate::audit::alerts::AlertKind;
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId, VenueTx};
@@ -329,7 +330,8 @@ async fn revoke_grant(tx: &mut VenueTx, grant: Uuid, reason: &str, who: &Who) ->
             before: None,
             after: Some(serde_json::json!({ "revoked": true, "reason": reason })),
         };
-        audit::record(tx, who, change).await?;
+        let reused = (reason == "refresh_token_reuse").then_some(AlertKind::RefreshTokenReuse);
+        audit::record_as(tx, who, reused, change).await?;
     }
     Ok(())
 }

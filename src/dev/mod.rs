@@ -60,6 +60,9 @@ struct DevSecrets {
     /// `IDENTITY_HMAC_KEY` of the dev server (base64), so diners are recognised across restarts.
     #[serde(default)]
     identity_hmac_key: Option<String>,
+    /// `AUDIT_HMAC_KEY` of the dev server (base64): seals the audit rows.
+    #[serde(default)]
+    audit_hmac_key: Option<String>,
     /// Signing secret of the dev server's `/webhooks/stripe` (unless set in the environment).
     #[serde(default)]
     stripe_webhook_secret: Option<String>,
@@ -128,6 +131,7 @@ fn load_or_create_secrets(path: &Path) -> Result<DevSecrets, DynError> {
         app_key: None,
         spa_clients: Default::default(),
         identity_hmac_key: None,
+        audit_hmac_key: None,
         stripe_webhook_secret: None,
         stripe_connect_webhook_secret: None,
         kitchen_client: None,
@@ -171,6 +175,20 @@ pub async fn run(options: DevOptions) -> Result<(), DynError> {
     result
 }
 
+/// With `AUDIT_S3_*` pointing at a local S3 (loopback), creates the Object Lock bucket
+/// the WORM copy needs, so `venueql dev` ships the audit trail from its first row.
+async fn prepare_local_worm(worm: &crate::audit::worm::WormSettings) -> Result<(), DynError> {
+    let local = worm
+        .endpoint
+        .host_str()
+        .is_some_and(|h| h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()));
+    if local {
+        crate::audit::worm::WormStore::new(worm)?.create_locked_bucket().await.map_err(|e| e.client_message())?;
+        println!("venueql dev: audit rows are copied to bucket {} at {}", worm.bucket, worm.endpoint);
+    }
+    Ok(())
+}
+
 async fn serve_on(
     cluster: &Cluster,
     options: &DevOptions,
@@ -181,6 +199,12 @@ async fn serve_on(
     db::init(&cluster.superuser_url("postgres"), &urls, None).await?;
     db::migrate(&urls.owner).await?;
     let door = CrossTenantDoor::new(db::pool(&urls.platform, 2).await?);
+    let audit_key = match std::env::var("AUDIT_HMAC_KEY") {
+        Ok(key) if !key.trim().is_empty() => key,
+        _ => secrets.audit_hmac_key.get_or_insert_with(crate::crypto::random_key_base64).clone(),
+    };
+    let keys = crate::config::key_ring(&|name| (name == "AUDIT_HMAC_KEY").then(|| audit_key.clone()))?;
+    crate::app::install_audit_key(&keys)?;
     if secrets.seed.is_none() {
         secrets.seed = Some(seed_demo(&door).await.map_err(|e| format!("seeding the demo venues failed: {e:?}"))?);
     }
@@ -210,6 +234,7 @@ async fn serve_on(
         ("LISTEN_ADDR", _) => listen.clone(),
         ("APP_KEY", _) => Some(app_key.clone()),
         ("IDENTITY_HMAC_KEY", _) => Some(identity_key.clone()),
+        ("AUDIT_HMAC_KEY", _) => Some(audit_key.clone()),
         ("GRAPHQL_INTROSPECTION" | "GRAPHIQL", _) => Some("true".into()),
         ("STRIPE_WEBHOOK_SECRET", _) => Some(webhook_secret.clone()),
         ("STRIPE_CONNECT_WEBHOOK_SECRET", _) => Some(connect_secret.clone()),
@@ -219,6 +244,9 @@ async fn serve_on(
         _ => None,
     })?;
     let stripe_config = config.stripe.clone();
+    if let Some(worm) = &config.worm {
+        prepare_local_worm(worm).await?;
+    }
     let app = Application::build(config).await?;
     let addr = app.local_addr();
     let app_db = crate::tenancy::Db::new(db::pool(&urls.app, 2).await?);

@@ -171,6 +171,7 @@ mod tests {
         let keys = KeyRing {
             master: None,
             identity: Some(std::sync::Arc::new(secrecy::SecretBox::new(Box::new(vec![9u8; 32])))),
+            audit: None,
         };
         let (key, venue) = ([5u8; 32], VenueId::for_tests());
         let identity = identity_of(&keys, "Ann@Example.com").unwrap();

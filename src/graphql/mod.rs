@@ -8,7 +8,7 @@ pub mod error;
 pub mod guard;
 pub mod guardrails;
 
-use async_graphql::ID;
+use async_graphql::{ID, SimpleObject};
 use uuid::Uuid;
 
 use crate::error::AppError;
@@ -16,4 +16,13 @@ use crate::error::AppError;
 /// Reads an `ID` argument as a UUID; a malformed one is `BAD_USER_INPUT` naming `argument`.
 pub fn parse_id(id: &ID, argument: &str) -> Result<Uuid, AppError> {
     Uuid::parse_str(id.as_str()).map_err(|_| AppError::bad_input(format!("{argument} is not a valid id")))
+}
+
+/// Where a page of a cursor-paged list ends (order history, the audit log).
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    /// Whether another page follows.
+    pub has_next_page: bool,
+    /// The cursor of the last item of this page (pass it as `after`).
+    pub end_cursor: Option<String>,
 }

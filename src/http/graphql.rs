@@ -114,6 +114,9 @@ async fn check_named_venue(state: &AppState, headers: &HeaderMap, staff: &Reques
     if named.iter().all(|n| *n == own.slug || *n == id) {
         Ok(())
     } else {
+        for other in named.iter().filter(|n| **n != own.slug && **n != id) {
+            venues::record_refused_request(&state.db, other, &staff.who(), staff.venue).await;
+        }
         let message = "this request names a different venue than the one its token is bound to";
         Err(RequestError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message))
     }
@@ -259,6 +262,12 @@ pub async fn public(
                 auth::authenticate_bearer(&state.db, &token, state.config.session_max_age).await.map_err(refusal)?;
             let own = venues::find_by_id(&state.db, caller.venue).await.map_err(refusal)?;
             if own.is_none_or(|venue| venue.slug != slug) {
+                let who = crate::audit::Who {
+                    actor: caller.principal.actor(),
+                    request_id: Some(request_id.clone()),
+                    ip: Some(client),
+                };
+                venues::record_refused_request(&state.db, &slug, &who, caller.venue).await;
                 let message = "this request names a different venue than the one its token is bound to";
                 return Err(RequestError::new(StatusCode::FORBIDDEN, "FORBIDDEN", message));
             }

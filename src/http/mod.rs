@@ -68,6 +68,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Permits for webhook deliveries being processed at once (`WEBHOOK_MAX_CONCURRENCY`).
     pub webhook_permits: Arc<tokio::sync::Semaphore>,
+    /// Counts refused webhook signatures: a burst raises a critical alert.
+    pub signature_failures: Arc<crate::audit::alerts::Burst>,
 }
 
 impl AppState {

@@ -49,6 +49,13 @@ async fn receive(
     let secret_refs: Vec<&secrecy::SecretString> = secrets.iter().collect();
     if let Err(error) = signature::verify(body, header, &secret_refs, state.config.stripe.tolerance_secs, now) {
         tracing::warn!(endpoint = ?endpoint, reason = %error, "Stripe webhook signature refused");
+        if let Some(count) = state.signature_failures.hit() {
+            let summary = format!("{count} refused Stripe webhook signatures within a minute ({endpoint:?} endpoint)");
+            let kind = crate::audit::alerts::AlertKind::SignatureFailureBurst;
+            if let Err(error) = crate::audit::alerts::raise(&state.db, kind, None, &summary).await {
+                tracing::error!(error = %error.client_message(), "could not raise the signature-failure alert");
+            }
+        }
         return Err(RequestError::new(StatusCode::BAD_REQUEST, "SIGNATURE_INVALID", error.to_string()));
     }
     let event = events::parse(body)

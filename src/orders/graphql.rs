@@ -19,7 +19,7 @@ use crate::access::Permissions;
 use crate::error::AppError;
 use crate::graphql::context::{commit, staff, staff_tx};
 use crate::graphql::guard::{Requires, RequiresAny};
-use crate::graphql::parse_id;
+use crate::graphql::{PageInfo, parse_id};
 use crate::menu::Allergen;
 use crate::tenancy::{Db, VenueId, VenueTx};
 
@@ -329,15 +329,6 @@ pub struct OrderEdge {
     cursor: String,
     /// The order.
     node: OrderObject,
-}
-
-/// Where a page ends.
-#[derive(SimpleObject)]
-pub struct PageInfo {
-    /// Whether another page follows.
-    has_next_page: bool,
-    /// The cursor of the last order of this page.
-    end_cursor: Option<String>,
 }
 
 /// A page of order history, newest first.

@@ -18,6 +18,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::find;
+use crate::audit::alerts::AlertKind;
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId, VenueTx};
@@ -286,7 +287,7 @@ pub async fn request_refund(
         after: Some(json!({ "refund": refund_id, "amount_minor": amount_minor, "reason": reason })),
     };
     if amount_minor * 100 >= order.amount_minor * LARGE_REFUND_PERCENT {
-        audit::record_critical(&mut tx, who, change).await?;
+        audit::record_critical(&mut tx, who, AlertKind::LargeRefund, change).await?;
     } else {
         audit::record(&mut tx, who, change).await?;
     }
@@ -565,7 +566,7 @@ pub async fn dispute_reported(
             after: Some(json!({ "status": dispute.status.as_str(), "reason": dispute.reason,
                 "amount_minor": dispute.amount_minor, "checkout": checkout_id })),
         };
-        audit::record_critical(tx, who, change).await?;
+        audit::record_critical(tx, who, AlertKind::Dispute, change).await?;
     }
     Ok(match changed {
         Some(status) => format!("dispute {id} {status}"),

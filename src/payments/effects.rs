@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::checkout::CheckoutStatus;
 use super::events::{Endpoint, EventEnvelope};
 use super::objects::{self, Charge, Dispute, PaymentIntent, Refund};
+use crate::audit::alerts::AlertKind;
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::orders::OrderLine;
@@ -336,7 +337,7 @@ async fn payment_succeeded(
             before: None,
             after: Some(json!({ "event": stamp.event, "payment_intent": intent.id, "problems": problems })),
         };
-        audit::record_critical(tx, who, change).await?;
+        audit::record_critical(tx, who, AlertKind::PaymentMismatch, change).await?;
         return Ok(format!("mismatch, no order: {}", problems.join("; ")));
     }
     if let Some(number) = place::number_of_checkout(tx, checkout_id).await? {

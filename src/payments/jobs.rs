@@ -14,6 +14,7 @@ use super::Payments;
 use super::events::{self, Endpoint};
 use super::intake::{self, Ingested};
 use super::objects::{self, PaymentIntent, PaymentIntentStatus};
+use crate::audit::alerts::AlertKind;
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId};
@@ -130,7 +131,8 @@ async fn check(
                 after: Some(json!({ "payment_intent": id, "checkout_status": state.status,
                     "hint": "find the payment_intent.succeeded event in Stripe and run `venueql stripe replay EVENT_ID`" })),
             };
-            audit::record_critical(&mut tx, &Who::operator("venueql:reconcile"), change).await?;
+            audit::record_critical(&mut tx, &Who::operator("venueql:reconcile"), AlertKind::PaidWithoutOrder, change)
+                .await?;
             sqlx::query("SELECT private.mark_payment_intent_alerted($1)").bind(id).execute(tx.conn()).await?;
             tx.commit().await?;
             Ok(Outcome::PaidWithoutOrder)

@@ -8,6 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::access::Permissions;
+use crate::audit::alerts::AlertKind;
 use crate::audit::{self, Change, Who};
 use crate::auth::breach::BreachCheck;
 use crate::auth::passwords;
@@ -67,9 +68,11 @@ pub async fn grant(tx: &mut VenueTx, who: &Who, staff: &Staff, permissions: Perm
     .bind(permissions.to_db())
     .execute(tx.conn())
     .await?;
-    audit::record(
+    let held = before.map(Permissions::from_db).unwrap_or_else(Permissions::empty);
+    audit::record_as(
         tx,
         who,
+        elevation(held, permissions),
         Change {
             action: "membership.granted",
             target_type: "staff",
@@ -180,8 +183,16 @@ pub async fn set_permissions(
         before: Some(member_json(&before)),
         after: Some(member_json(&after)),
     };
-    audit::record(tx, who, change).await?;
+    let gained = elevation(Permissions::from_db(before.permissions), Permissions::from_db(after.permissions));
+    audit::record_as(tx, who, gained, change).await?;
     Ok(after)
+}
+
+/// An elevated grant (critical, alerted): permissions that manage staff, money, settings
+/// or credentials which the person did not hold before.
+fn elevation(before: Permissions, after: Permissions) -> Option<AlertKind> {
+    let gained = (after & crate::auth::totp::ELEVATED).difference(before);
+    (!gained.is_empty()).then_some(AlertKind::ElevatedGrant)
 }
 
 /// Removes a member from the venue and ends their sessions there. Refused for someone

@@ -53,6 +53,12 @@ impl VenueId {
         VenueId(id)
     }
 
+    /// A venue whose audit chain has rows the WORM copy lacks, from the chain heads the
+    /// audit trigger keeps (`audit`).
+    pub fn from_audit_head(id: Uuid) -> VenueId {
+        VenueId(id)
+    }
+
     /// The venue of an order notification channel this process listens to (`orders`).
     pub fn from_notification(id: Uuid) -> VenueId {
         VenueId(id)

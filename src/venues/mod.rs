@@ -56,6 +56,33 @@ pub async fn find_by_slug(db: &Db, slug: &str) -> Result<Option<Venue>, AppError
         .await?)
 }
 
+/// Records, in the audit log of the venue a request named (by slug or id), that a
+/// credential of another venue was refused there: a critical event, alerted. Nothing is
+/// recorded when the name matches no venue. Best effort: the refusal stands either way.
+pub async fn record_refused_request(db: &Db, named: &str, who: &crate::audit::Who, credential_venue: VenueId) {
+    let recorded = async {
+        let venue: Option<Uuid> = sqlx::query_scalar("SELECT id FROM venues WHERE slug = $1 OR id::text = $1 LIMIT 1")
+            .bind(named)
+            .fetch_optional(db.platform_level())
+            .await?;
+        let Some(venue) = venue else { return Ok(()) };
+        let mut tx = db.venue_tx(VenueId::from_row(venue)).await?;
+        let change = crate::audit::Change {
+            action: "security.cross_venue_refused",
+            target_type: "venue",
+            target_id: venue.to_string(),
+            before: None,
+            after: Some(serde_json::json!({ "credential_venue": credential_venue.as_uuid() })),
+        };
+        crate::audit::record_critical(&mut tx, who, crate::audit::alerts::AlertKind::CrossVenueRefused, change).await?;
+        tx.commit().await?;
+        Ok::<(), AppError>(())
+    };
+    if let Err(error) = recorded.await {
+        tracing::warn!(error = %error.client_message(), "could not record a refused cross-venue request");
+    }
+}
+
 /// Finds a venue by id (the caller's own venue, from its token).
 pub async fn find_by_id(db: &Db, venue: VenueId) -> Result<Option<Venue>, AppError> {
     Ok(sqlx::query_as("SELECT id, slug, name, currency FROM venues WHERE id = $1")

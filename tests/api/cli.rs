@@ -106,6 +106,7 @@ async fn serve_exits_non_zero_naming_the_problem_when_run_as_the_owner() {
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("APP_KEY", crate::helpers::TEST_APP_KEY)
         .env("IDENTITY_HMAC_KEY", crate::helpers::TEST_IDENTITY_KEY)
+        .env("AUDIT_HMAC_KEY", crate::helpers::TEST_AUDIT_KEY)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -405,7 +406,7 @@ async fn serve_refuses_to_start_without_the_shared_keys_and_keys_generate_makes_
     assert!(!refused.status.success());
     assert!(err.contains("APP_KEY and IDENTITY_HMAC_KEY") && err.contains("venueql keys generate"), "{err}");
     let half = serve(&[("APP_KEY", crate::helpers::TEST_APP_KEY)]);
-    assert!(String::from_utf8_lossy(&half.stderr).contains("IDENTITY_HMAC_KEY not set"), "{half:?}");
+    assert!(String::from_utf8_lossy(&half.stderr).contains("IDENTITY_HMAC_KEY and AUDIT_HMAC_KEY not set"), "{half:?}");
     let pooled = serve(&[("DATABASE_POOL_MODE", "transaction")]);
     assert!(String::from_utf8_lossy(&pooled.stderr).contains("needs DATABASE_LISTEN_URL"), "{pooled:?}");
     let unknown = serve(&[("DATABASE_POOL_MODE", "statement")]);
@@ -420,6 +421,7 @@ async fn serve_refuses_to_start_without_the_shared_keys_and_keys_generate_makes_
         [
             "APP_KEY",
             "IDENTITY_HMAC_KEY",
+            "AUDIT_HMAC_KEY",
             "POSTGRES_PASSWORD",
             "VENUEQL_OWNER_PASSWORD",
             "VENUEQL_APP_PASSWORD",
@@ -429,11 +431,11 @@ async fn serve_refuses_to_start_without_the_shared_keys_and_keys_generate_makes_
     let key = text.lines().next().unwrap().split_once('=').unwrap().1;
     let settings = |name: &str| match name {
         "DATABASE_URL" => Some(app.urls.app.clone()),
-        "APP_KEY" | "IDENTITY_HMAC_KEY" => Some(key.to_string()),
+        "APP_KEY" | "IDENTITY_HMAC_KEY" | "AUDIT_HMAC_KEY" => Some(key.to_string()),
         _ => None,
     };
     let config = venueql::config::Config::from_lookup(settings).expect("generated keys are valid settings");
-    assert!(config.keys.master.is_some() && config.keys.identity.is_some());
+    assert!(config.keys.master.is_some() && config.keys.identity.is_some() && config.keys.audit.is_some());
 }
 
 // The server runs on this test's runtime while the command blocks a thread: two workers.

@@ -479,6 +479,7 @@ async fn identifiers_and_health_data_never_reach_logs_or_error_reports() {
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("APP_KEY", TEST_APP_KEY)
         .env("IDENTITY_HMAC_KEY", TEST_IDENTITY_KEY)
+        .env("AUDIT_HMAC_KEY", crate::helpers::TEST_AUDIT_KEY)
         .env("STRIPE_SECRET_KEY", "sk_test_venueql_suite")
         .env("STRIPE_API_BASE", app.stripe.base())
         .env("STRIPE_WEBHOOK_SECRET", PLATFORM_SECRET)

@@ -65,11 +65,19 @@ fn remove_stale_clusters() {
     }
 }
 
+/// Makes [`TEST_AUDIT_KEY`] this process's audit sealing key.
+pub fn install_test_audit_key() {
+    let keys = venueql::config::key_ring(&|name| (name == "AUDIT_HMAC_KEY").then(|| TEST_AUDIT_KEY.to_string()))
+        .expect("the test audit key");
+    venueql::app::install_audit_key(&keys).expect("one audit key per test process");
+}
+
 pub fn cluster() -> &'static TestCluster {
     static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
         std::thread::spawn(|| {
             venueql::app::install_tls_provider();
+            install_test_audit_key();
             remove_stale_clusters();
             let dir = cluster_dir();
             let password = random_secret();
@@ -145,6 +153,9 @@ pub struct TestApp {
 /// The test server's master key and identity key (base64 of 32 bytes).
 pub const TEST_APP_KEY: &str = "dGVzdCBtYXN0ZXIga2V5IG9mIHZlbnVlcWwgc3VpdGU=";
 pub const TEST_IDENTITY_KEY: &str = "dGVzdCBpZGVudGl0eSBrZXkgb2YgdmVudWVxbCB0c3Q=";
+/// `AUDIT_HMAC_KEY` of every test server (and of this process, which seals the audit rows
+/// its fixtures write).
+pub const TEST_AUDIT_KEY: &str = "dGVzdCBhdWRpdCBzZWFsIGtleSBvZiB2ZW51ZXFsIHRzdA==";
 
 /// The test server's master keys (`TEST_APP_KEY`), for calling library functions directly.
 pub fn test_master() -> venueql::crypto::MasterKeys {
@@ -300,6 +311,7 @@ impl TestApp {
                 "PLATFORM_FEE_BPS" => Some("250".into()),
                 "APP_KEY" => Some(TEST_APP_KEY.into()),
                 "IDENTITY_HMAC_KEY" => Some(TEST_IDENTITY_KEY.into()),
+                "AUDIT_HMAC_KEY" => Some(crate::helpers::TEST_AUDIT_KEY.into()),
                 "DATABASE_URL" => Some(pooled_url.clone().unwrap_or_else(|| app_url.clone())),
                 "DATABASE_POOL_MODE" if pooled_url.is_some() => Some("transaction".into()),
                 "DATABASE_LISTEN_URL" if pooled_url.is_some() => Some(app_url.clone()),
@@ -676,6 +688,7 @@ pub async fn serve_on(database_url: &str, stripe_base: &str, env: &[(&str, &str)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("APP_KEY", TEST_APP_KEY)
         .env("IDENTITY_HMAC_KEY", TEST_IDENTITY_KEY)
+        .env("AUDIT_HMAC_KEY", crate::helpers::TEST_AUDIT_KEY)
         .env("STRIPE_SECRET_KEY", "sk_test_venueql_suite")
         .env("STRIPE_API_BASE", stripe_base)
         .env("STRIPE_WEBHOOK_SECRET", PLATFORM_SECRET)

@@ -3,6 +3,7 @@
 //! connecting as the app role.
 
 mod apps;
+mod audit_log;
 mod helpers;
 mod smtp;
 

@@ -73,6 +73,7 @@ async fn build_as(url: &str) -> Result<Application, StartError> {
         "LISTEN_ADDR" => Some("127.0.0.1:0".into()),
         "APP_KEY" => Some(crate::helpers::TEST_APP_KEY.into()),
         "IDENTITY_HMAC_KEY" => Some(crate::helpers::TEST_IDENTITY_KEY.into()),
+        "AUDIT_HMAC_KEY" => Some(crate::helpers::TEST_AUDIT_KEY.into()),
         _ => None,
     })
     .unwrap();
@@ -102,6 +103,7 @@ async fn without_a_metrics_token_metrics_are_only_on_their_own_listener() {
         "METRICS_LISTEN_ADDR" => Some("127.0.0.1:0".into()),
         "APP_KEY" => Some(crate::helpers::TEST_APP_KEY.into()),
         "IDENTITY_HMAC_KEY" => Some(crate::helpers::TEST_IDENTITY_KEY.into()),
+        "AUDIT_HMAC_KEY" => Some(crate::helpers::TEST_AUDIT_KEY.into()),
         _ => None,
     })
     .unwrap();

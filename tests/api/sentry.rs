@@ -44,6 +44,7 @@ async fn internal_errors_are_reported_to_sentry_without_secrets() {
         .env("SENTRY_ENVIRONMENT", "test")
         .env("APP_KEY", crate::helpers::TEST_APP_KEY)
         .env("IDENTITY_HMAC_KEY", crate::helpers::TEST_IDENTITY_KEY)
+        .env("AUDIT_HMAC_KEY", crate::helpers::TEST_AUDIT_KEY)
         .env("RUST_LOG", "error")
         .spawn()
         .map(KillOnDrop)

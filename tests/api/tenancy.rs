@@ -186,7 +186,7 @@ async fn audit_events_reject_update_delete_and_truncate_even_for_a_superuser() {
 async fn audit_verify_detects_an_edit_made_by_a_superuser() {
     let app = TestApp::spawn().await;
     let actor = "operator:test";
-    let reports = venueql::audit::verify_all(&app.door, actor).await.unwrap();
+    let reports = venueql::audit::verify_all(&app.door, actor, None).await.unwrap();
     assert!(reports.iter().all(|r| r.problems.is_empty() && r.events > 0), "{reports:?}");
 
     let mut superuser = PgConnection::connect(&app.superuser_url()).await.unwrap();
@@ -198,7 +198,7 @@ async fn audit_verify_detects_an_edit_made_by_a_superuser() {
     .execute(&mut superuser)
     .await
     .unwrap();
-    let reports = venueql::audit::verify_all(&app.door, actor).await.unwrap();
+    let reports = venueql::audit::verify_all(&app.door, actor, None).await.unwrap();
     let alpha = reports.iter().find(|r| r.venue == "alpha").unwrap();
     assert_eq!(alpha.problems, vec!["event 2: content does not match its hash (edited)".to_string()]);
     assert!(reports.iter().find(|r| r.venue == "bravo").unwrap().problems.is_empty());

@@ -172,6 +172,7 @@ async fn plain_http_sends_no_hsts_and_unusable_tls_files_stop_the_start() {
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("APP_KEY", crate::helpers::TEST_APP_KEY)
             .env("IDENTITY_HMAC_KEY", crate::helpers::TEST_IDENTITY_KEY)
+            .env("AUDIT_HMAC_KEY", crate::helpers::TEST_AUDIT_KEY)
             .envs(env.iter().copied())
             .output()
             .unwrap()
@@ -244,6 +245,7 @@ async fn the_server_reaches_postgresql_over_verified_tls_and_refuses_a_certifica
         .env("LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("APP_KEY", crate::helpers::TEST_APP_KEY)
         .env("IDENTITY_HMAC_KEY", crate::helpers::TEST_IDENTITY_KEY)
+        .env("AUDIT_HMAC_KEY", crate::helpers::TEST_AUDIT_KEY)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
