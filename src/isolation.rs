@@ -50,6 +50,10 @@ pub struct Report {
     pub fields_attacked: Vec<String>,
     /// Root fields with required arguments that no id could fill (not attacked).
     pub fields_skipped: Vec<String>,
+    /// How B's requests were answered, per field: the error code (`NOT_FOUND`,
+    /// `FORBIDDEN`, …) or `OK`, with counts. A field answered only with validation errors
+    /// was not really tried: look here before trusting a clean report.
+    pub answers: BTreeMap<String, BTreeMap<String, usize>>,
     /// Leaks found (empty: isolation held).
     pub leaks: Vec<Leak>,
 }
@@ -139,8 +143,10 @@ impl Schema {
         let Some(kind) = self.types.get(type_name).and_then(|t| t["kind"].as_str()) else {
             return String::new();
         };
-        if kind == "UNION" || kind == "INTERFACE" {
-            return "{ __typename }".into();
+        match kind {
+            "OBJECT" => {}
+            "UNION" | "INTERFACE" => return "{ __typename }".into(),
+            _ => return String::new(),
         }
         let mut parts = vec!["__typename".to_string()];
         for field in self.fields(type_name) {
@@ -165,12 +171,14 @@ impl Schema {
         format!("{{ {} }}", parts.join(" "))
     }
 
-    /// A literal for an argument of `ty`, with `id` for every ID.
-    fn literal(&self, ty: &Value, id: &str, depth: usize) -> Option<String> {
+    /// A literal for an argument `name` of `ty`, with `id` for every ID; strings are
+    /// plausible for their name, so that a check of the value does not stop the request
+    /// before the venue check is reached.
+    fn literal(&self, name: &str, ty: &Value, id: &str, depth: usize) -> Option<String> {
         let reference = type_ref(ty);
         let single = match (reference.kind, reference.name) {
             (_, "ID") => Some(json!(id).to_string()),
-            (_, "String") => Some("\"isolation-check\"".into()),
+            (_, "String") => Some(json!(plausible_string(name)).to_string()),
             (_, "Int") => Some("1".into()),
             (_, "Float") => Some("1.0".into()),
             (_, "Boolean") => Some("false".into()),
@@ -184,11 +192,8 @@ impl Schema {
                 for field in self.types.get(name)?["inputFields"].as_array()? {
                     let field_ref = type_ref(&field["type"]);
                     if field_ref.required || field_ref.name == "ID" {
-                        fields.push(format!(
-                            "{}: {}",
-                            field["name"].as_str()?,
-                            self.literal(&field["type"], id, depth - 1)?
-                        ));
+                        let name = field["name"].as_str()?;
+                        fields.push(format!("{name}: {}", self.literal(name, &field["type"], id, depth - 1)?));
                     }
                 }
                 Some(format!("{{ {} }}", fields.join(", ")))
@@ -208,6 +213,22 @@ impl Schema {
                     .get(reference.name)
                     .and_then(|t| t["inputFields"].as_array())
                     .is_some_and(|fields| fields.iter().any(|f| type_ref(&f["type"]).name == "ID")))
+    }
+}
+
+/// A string that passes the usual checks of an argument called `name`.
+fn plausible_string(name: &str) -> &'static str {
+    let name = name.to_ascii_lowercase();
+    if name.contains("origin") || name.contains("url") || name.contains("uri") {
+        "https://isolation-check.example"
+    } else if name.contains("pin") {
+        "739164"
+    } else if name.contains("email") {
+        "isolation-check@example.com"
+    } else if name.contains("currency") {
+        "EUR"
+    } else {
+        "isolation-check"
     }
 }
 
@@ -294,6 +315,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
         venue_a_ids: a_ids.len(),
         fields_attacked: Vec::new(),
         fields_skipped: Vec::new(),
+        answers: BTreeMap::new(),
         leaks: Vec::new(),
     };
     let roots = [("query", Some(schema.query.clone())), ("mutation", schema.mutation.clone())];
@@ -360,7 +382,7 @@ async fn attack(
             if !needed {
                 continue;
             }
-            match schema.literal(&arg["type"], id, 2) {
+            match schema.literal(arg["name"].as_str().unwrap_or(""), &arg["type"], id, 2) {
                 Some(literal) => rendered.push(format!("{}: {literal}", arg["name"].as_str().unwrap_or(""))),
                 None => {
                     report.fields_skipped.push(label.clone());
@@ -371,6 +393,12 @@ async fn attack(
         let query = format!("{operation} {{ {name}({}) {selection} }}", rendered.join(", "));
         let answer = client.ask(&options.token_b, &query).await?;
         attacked = true;
+        let code = answer["errors"][0]["extensions"]["code"].as_str().unwrap_or(if answer["errors"].is_null() {
+            "OK"
+        } else {
+            "ERROR"
+        });
+        *report.answers.entry(label.clone()).or_default().entry(code.to_string()).or_default() += 1;
         let data = answer.get("data").cloned().unwrap_or(Value::Null);
         let mut shown = BTreeSet::new();
         collect_ids(&data, &mut shown);

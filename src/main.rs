@@ -383,6 +383,7 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
 
 /// The WORM copy named by the `AUDIT_S3_*` settings.
 fn worm_store() -> Result<audit::worm::WormStore, DynError> {
+    app::install_tls_provider();
     let settings = venueql::config::worm_settings(&|name| std::env::var(name).ok())?
         .ok_or("--against-worm needs AUDIT_S3_BUCKET (and AUDIT_S3_ENDPOINT, AUDIT_S3_REGION, credentials)")?;
     Ok(audit::worm::WormStore::new(&settings)?)

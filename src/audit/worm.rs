@@ -87,6 +87,7 @@ impl WormStore {
             .http
             .put(action.sign(SIGNED_FOR))
             .header("x-amz-bucket-object-lock-enabled", "true")
+            .header("content-length", "0")
             .send()
             .await
             .map_err(|e| s3_error("create the bucket", e))?;
@@ -161,10 +162,65 @@ impl WormStore {
         Ok(names)
     }
 
-    /// The body of the object `key`.
+    /// Every object under `prefix` with the id of its first version (the one this exporter
+    /// wrote and Object Lock keeps) and how many versions it has: anyone who may put objects
+    /// can add a newer version under a name, never remove or change the first.
+    pub async fn first_versions(&self, prefix: &str) -> Result<Vec<FirstVersion>, AppError> {
+        let mut found: Vec<FirstVersion> = Vec::new();
+        let mut marker: Option<(String, String)> = None;
+        loop {
+            let mut action = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
+            let query = action.query_mut();
+            query.remove("list-type");
+            query.remove("encoding-type");
+            query.insert("versions", "");
+            query.insert("prefix", prefix.to_string());
+            if let Some((key, version)) = &marker {
+                query.insert("key-marker", key.clone());
+                query.insert("version-id-marker", version.clone());
+            }
+            let response =
+                self.http.get(action.sign(SIGNED_FOR)).send().await.map_err(|e| s3_error("list versions", e))?;
+            let status = response.status();
+            let text = response.text().await.map_err(|e| s3_error("list versions", e))?;
+            if !status.is_success() {
+                return Err(s3_error("list versions", format!("{status}: {}", first_line(&text))));
+            }
+            let page: VersionListing = quick_xml::de::from_str(&text).map_err(|e| s3_error("list versions", e))?;
+            // S3 lists each key's versions newest first: the last one seen is the first written.
+            for version in page.versions {
+                match found.last_mut() {
+                    Some(last) if last.key == version.key => {
+                        last.version_id = version.version_id;
+                        last.versions += 1;
+                    }
+                    _ => found.push(FirstVersion { key: version.key, version_id: version.version_id, versions: 1 }),
+                }
+            }
+            marker = match (page.is_truncated, page.next_key_marker, page.next_version_id_marker) {
+                (Some(true), Some(key), Some(version)) => Some((key, version)),
+                _ => break,
+            };
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    /// The body of version `version` of the object `key`.
+    pub async fn get_version(&self, key: &str, version: &str) -> Result<Vec<u8>, AppError> {
+        let mut action = GetObject::new(&self.bucket, Some(&self.credentials), key);
+        action.query_mut().insert("versionId", version.to_string());
+        self.fetch(action.sign(SIGNED_FOR), key).await
+    }
+
+    /// The body of the object `key` (its newest version).
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, AppError> {
         let action = GetObject::new(&self.bucket, Some(&self.credentials), key);
-        let response = self.http.get(action.sign(SIGNED_FOR)).send().await.map_err(|e| s3_error("read a batch", e))?;
+        self.fetch(action.sign(SIGNED_FOR), key).await
+    }
+
+    async fn fetch(&self, url: url::Url, key: &str) -> Result<Vec<u8>, AppError> {
+        let response = self.http.get(url).send().await.map_err(|e| s3_error("read a batch", e))?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| s3_error("read a batch", e))?;
         if !status.is_success() {
@@ -172,6 +228,38 @@ impl WormStore {
         }
         Ok(body.to_vec())
     }
+}
+
+/// An object's first version.
+#[derive(Debug)]
+pub struct FirstVersion {
+    /// The object name.
+    pub key: String,
+    /// Its first version's id.
+    pub version_id: String,
+    /// How many versions the name has (1 unless someone wrote over it).
+    pub versions: usize,
+}
+
+/// S3's `ListVersionsResult`, as much as the verifier reads.
+#[derive(serde::Deserialize)]
+struct VersionListing {
+    #[serde(rename = "Version", default)]
+    versions: Vec<VersionEntry>,
+    #[serde(rename = "IsTruncated")]
+    is_truncated: Option<bool>,
+    #[serde(rename = "NextKeyMarker")]
+    next_key_marker: Option<String>,
+    #[serde(rename = "NextVersionIdMarker")]
+    next_version_id_marker: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct VersionEntry {
+    #[serde(rename = "Key")]
+    key: String,
+    #[serde(rename = "VersionId")]
+    version_id: String,
 }
 
 fn first_line(text: &str) -> &str {
@@ -383,13 +471,21 @@ pub fn spawn_exporter(exporter: Exporter, every: Duration) -> tokio::task::JoinH
     })
 }
 
-/// Reads one venue's rows from the WORM copy, in order, with every gap or overlap
-/// between batches reported as a problem.
+/// Reads one venue's rows from the WORM copy (each batch's first, locked version), in
+/// order, with every gap or overlap between batches, and every batch written over,
+/// reported as a problem.
 pub async fn shipped_rows(store: &WormStore, venue: Uuid) -> Result<(Vec<ShippedRow>, Vec<String>), AppError> {
     let mut rows = Vec::new();
     let mut problems = Vec::new();
     let mut expected = 1;
-    for name in store.list(&format!("audit/venues/{venue}/")).await? {
+    for batch in store.first_versions(&format!("audit/venues/{venue}/")).await? {
+        let name = batch.key;
+        if batch.versions > 1 {
+            problems.push(format!(
+                "WORM copy: {name} was written over {} time(s) (its first, locked version is the one read)",
+                batch.versions - 1
+            ));
+        }
         let Some((first, last)) = batch_range(&name) else {
             problems.push(format!("WORM copy: {name} is not a batch name"));
             continue;
@@ -398,7 +494,7 @@ pub async fn shipped_rows(store: &WormStore, venue: Uuid) -> Result<(Vec<Shipped
             problems.push(format!("WORM copy: batch {name} starts at {first}, expected {expected}"));
         }
         expected = last + 1;
-        let body = store.get(&name).await?;
+        let body = store.get_version(&name, &batch.version_id).await?;
         for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             match serde_json::from_slice::<ShippedRow>(line) {
                 Ok(row) => rows.push(row),

@@ -183,6 +183,7 @@ async fn prepare_local_worm(worm: &crate::audit::worm::WormSettings) -> Result<(
         .host_str()
         .is_some_and(|h| h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()));
     if local {
+        crate::app::install_tls_provider();
         crate::audit::worm::WormStore::new(worm)?.create_locked_bucket().await.map_err(|e| e.client_message())?;
         println!("venueql dev: audit rows are copied to bucket {} at {}", worm.bucket, worm.endpoint);
     }

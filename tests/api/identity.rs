@@ -684,3 +684,31 @@ async fn a_reset_also_clears_the_pins_and_demoting_an_inviter_revokes_their_invi
     );
     assert_eq!(app.hosted_get(&app.invitation_link("friend@example.com", 0).await).await.status, 404);
 }
+
+#[tokio::test]
+async fn a_staff_members_lockout_is_a_critical_event_in_each_of_their_venues_logs_and_one_alert() {
+    let receiver = crate::audit_log::AlertReceiver::start().await;
+    let s = setup_with(receiver.settings(60)).await;
+    let app = &s.app;
+    let challenge = s256_challenge(&verifier());
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(login(&s, EMAIL, "Wrong-Password-123", Some(app.a.id), &challenge).await.0.as_u16());
+    }
+    assert!(statuses.contains(&429), "the person is locked out: {statuses:?}");
+    let query = "{ auditEvents(filter: { actions: [\"security.lockout\"] }) { edges { node { actor targetId critical ip after } } } }";
+    for venue in [&app.a, &app.b] {
+        let answer = app.gql(&venue.full, query, json!({})).await;
+        let edges = answer["data"]["auditEvents"]["edges"].as_array().unwrap_or_else(|| panic!("{answer}")).clone();
+        assert!(!edges.is_empty(), "the lockout is in the log of each venue the person works at: {answer}");
+        let event = &edges[0]["node"];
+        assert_eq!((event["critical"].clone(), event["actor"].clone()), (json!(true), json!("venueql:lockout")));
+        assert_eq!(event["ip"], "127.0.0.1");
+        assert_eq!(event["after"]["secret"], "password");
+    }
+    let alerts =
+        receiver.wait_for(Duration::from_secs(10), |a| a.iter().filter(|a| a["kind"] == "lockout").count() >= 2).await;
+    let lockouts: Vec<&Value> = alerts.iter().filter(|a| a["kind"] == "lockout").collect();
+    assert_eq!(lockouts.len(), 2, "one alert per venue, the rest wait for the digest: {alerts:#?}");
+    assert!(lockouts.iter().all(|a| a["digest"] == false && !a.to_string().contains(EMAIL)), "{lockouts:#?}");
+}
