@@ -169,10 +169,10 @@ fn log_filter(filter: Option<AuditEventFilter>) -> Result<LogFilter, AppError> {
     if actions.len() > 50 || actions.iter().any(|a| a.is_empty() || a.len() > 100) {
         return Err(AppError::bad_input("filter.actions takes at most 50 actions of 1 to 100 characters"));
     }
-    if let (Some(from), Some(to)) = (filter.from, filter.to) {
-        if from > to {
-            return Err(AppError::bad_input("filter.from must not be after filter.to"));
-        }
+    if let (Some(from), Some(to)) = (filter.from, filter.to)
+        && from > to
+    {
+        return Err(AppError::bad_input("filter.from must not be after filter.to"));
     }
     Ok(LogFilter {
         actions,

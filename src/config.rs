@@ -53,6 +53,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Contact line of `/.well-known/security.txt` (`SECURITY_CONTACT`).
     pub security_contact: String,
+    /// `Policy:` of security.txt (`SECURITY_POLICY_URL`); default: this server's
+    /// `/.well-known/security-policy`, the disclosure terms of docs/SECURITY.md.
+    pub security_policy_url: Option<String>,
     /// The server's public base URL, the OAuth issuer (`PUBLIC_BASE_URL`); when unset,
     /// `http://` plus the address the server bound.
     pub public_base_url: Option<String>,
@@ -263,6 +266,7 @@ impl Config {
             webhook_max_concurrency: parse_or(&lookup, "WEBHOOK_MAX_CONCURRENCY", 16usize)?.max(1),
             request_timeout: Duration::from_secs(parse_or(&lookup, "REQUEST_TIMEOUT_SECS", 30)?),
             security_contact: lookup("SECURITY_CONTACT").unwrap_or_else(|| "mailto:security@venueql.invalid".into()),
+            security_policy_url: nonempty(&lookup, "SECURITY_POLICY_URL"),
             public_base_url: lookup("PUBLIC_BASE_URL")
                 .filter(|url| !url.is_empty())
                 .map(|url| url.trim_end_matches('/').to_string()),

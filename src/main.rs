@@ -311,10 +311,10 @@ async fn door() -> Result<CrossTenantDoor, DynError> {
 async fn run(command: Command) -> Result<ExitCode, DynError> {
     // Commands that write or verify audit rows seal with AUDIT_HMAC_KEY when it is set
     // (a malformed key ring is reported by the commands that need it).
-    if let Ok(keys) = venueql::config::key_ring_from_env() {
-        if keys.audit.is_some() {
-            app::install_audit_key(&keys)?;
-        }
+    if let Ok(keys) = venueql::config::key_ring_from_env()
+        && keys.audit.is_some()
+    {
+        app::install_audit_key(&keys)?;
     }
     match command {
         Command::Serve => {

@@ -116,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/.well-known/security.txt", get(ops::security_txt))
+        .route("/.well-known/security-policy", get(ops::security_policy))
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint") })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout))
@@ -239,6 +240,7 @@ fn route_label(path: &str) -> &'static str {
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
         "/.well-known/security.txt" => "/.well-known/security.txt",
+        "/.well-known/security-policy" => "/.well-known/security-policy",
         "/oauth/authorize" => "/oauth/authorize",
         "/webhooks/stripe" => "/webhooks/stripe",
         "/webhooks/stripe/connect" => "/webhooks/stripe/connect",

@@ -74,9 +74,37 @@ fn render_metrics(state: &AppState) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }
 
-/// `GET /.well-known/security.txt` (RFC 9116).
+/// `GET /.well-known/security.txt` (RFC 9116): `Contact:` from `SECURITY_CONTACT`;
+/// `Expires:` 180 days ahead, computed per request so a running server never serves an
+/// expired file; `Policy:` the disclosure terms (acknowledgement within 48 hours, credit,
+/// safe harbour), `SECURITY_POLICY_URL` or this server's own copy of them.
 pub async fn security_txt(State(state): State<AppState>) -> Response {
     let expires = (chrono::Utc::now() + chrono::Duration::days(180)).format("%Y-%m-%dT00:00:00Z");
-    let body = format!("Contact: {}\nExpires: {expires}\nPreferred-Languages: en\n", state.config.security_contact);
+    let policy = state
+        .config
+        .security_policy_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/.well-known/security-policy", state.issuer));
+    let body = format!(
+        "Contact: {}\nExpires: {expires}\nPolicy: {policy}\nPreferred-Languages: en\n",
+        state.config.security_contact
+    );
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// docs/SECURITY.md, built into the binary: its disclosure terms are served as they are
+/// written there, never from a second copy.
+const SECURITY_DOSSIER: &str = include_str!("../../docs/SECURITY.md");
+
+/// The "Reporting a vulnerability" section of docs/SECURITY.md.
+pub fn disclosure_policy() -> &'static str {
+    let start = SECURITY_DOSSIER.find("## Reporting a vulnerability").unwrap_or(0);
+    let rest = &SECURITY_DOSSIER[start..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 4);
+    &rest[..end]
+}
+
+/// `GET /.well-known/security-policy`: the disclosure terms security.txt's `Policy:` names.
+pub async fn security_policy() -> Response {
+    ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], disclosure_policy()).into_response()
 }

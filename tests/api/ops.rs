@@ -20,6 +20,13 @@ async fn health_readiness_security_txt_and_request_ids() {
     let (status, body, _) = get(&app, "/.well-known/security.txt").await;
     assert_eq!(status, 200);
     assert!(body.starts_with("Contact: ") && body.contains("\nExpires: "), "{body}");
+    let policy = body.lines().find_map(|l| l.strip_prefix("Policy: ")).expect("a Policy field");
+    assert_eq!(policy, format!("{}/.well-known/security-policy", app.base));
+    let (status, terms, _) = get(&app, "/.well-known/security-policy").await;
+    assert_eq!(status, 200);
+    assert!(terms.starts_with("## Reporting a vulnerability"), "{terms}");
+    assert!(terms.contains("within 48 hours") && terms.contains("Credit"), "{terms}");
+    assert!(!terms.contains("\n## "), "one section only: {terms}");
     let echoed =
         app.client.get(format!("{}/healthz", app.base)).header("x-request-id", "abc-123").send().await.unwrap();
     assert_eq!(echoed.headers()["x-request-id"], "abc-123");
