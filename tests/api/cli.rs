@@ -17,6 +17,7 @@ fn venueql_with(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (bool, Va
         .env("DATABASE_URL", &app.urls.app)
         .env("DATABASE_OWNER_URL", &app.urls.owner)
         .env("DATABASE_PLATFORM_URL", &app.urls.platform)
+        .env("AUDIT_HMAC_KEY", crate::helpers::TEST_AUDIT_KEY)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run venueql");
@@ -126,6 +127,7 @@ async fn db_init_and_migrate_are_idempotent_commands() {
                 .env("DATABASE_URL", &urls.app)
                 .env("DATABASE_OWNER_URL", &urls.owner)
                 .env("DATABASE_PLATFORM_URL", &urls.platform)
+                .env("AUDIT_HMAC_KEY", crate::helpers::TEST_AUDIT_KEY)
                 .output()
                 .unwrap();
             assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));

@@ -68,6 +68,10 @@ const STAFF_CASES: &[(&str, &str)] = &[
     ("deleteMenuItem", "mutation($item: ID!) { deleteMenuItem(id: $item) }"),
     ("ordersQueue", "query { ordersQueue { id number items { name } } }"),
     ("orders", "query { orders { edges { cursor node { id number } } } }"),
+    (
+        "auditEvents",
+        "query { auditEvents(first: 50) { edges { cursor node { id actor action targetType targetId before after requestId } } } }",
+    ),
     ("order", "query($order: ID!) { order(id: $order) { id number refundedMinor payment { paymentIntentId } } }"),
     ("advanceOrder", "mutation($order: ID!) { advanceOrder(id: $order, status: PREPARING) { id status } }"),
     ("refundOrder", "mutation($order: ID!) { refundOrder(id: $order, amountMinor: 100) { id } }"),

@@ -686,6 +686,7 @@ async fn stripe_cli(app: &TestApp, args: &[&str]) -> (bool, Value) {
         .arg("stripe")
         .args(args)
         .env("DATABASE_URL", &app.urls.app)
+        .env("AUDIT_HMAC_KEY", crate::helpers::TEST_AUDIT_KEY)
         .env("STRIPE_SECRET_KEY", "sk_test_venueql_suite")
         .env("STRIPE_API_BASE", app.stripe.base())
         .env("RECONCILE_AFTER_SECS", "0")

@@ -471,6 +471,7 @@ fn audit_verify(platform_url: &str) -> (bool, i64) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_venueql"))
         .args(["audit", "verify"])
         .env("DATABASE_PLATFORM_URL", platform_url)
+        .env("AUDIT_HMAC_KEY", crate::helpers::TEST_AUDIT_KEY)
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();

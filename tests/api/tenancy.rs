@@ -172,7 +172,9 @@ async fn audit_events_reject_update_delete_and_truncate_even_for_a_superuser() {
         [("app", app.urls.app.clone(), "permission denied"), ("superuser", app.superuser_url(), "append-only")]
     {
         let mut conn = PgConnection::connect(&url).await.unwrap();
-        for statement in ["UPDATE audit_events SET actor = 'x'", "DELETE FROM audit_events", "TRUNCATE audit_events"] {
+        for statement in
+            ["UPDATE audit_events SET actor = 'x'", "DELETE FROM audit_events", "TRUNCATE audit_events CASCADE"]
+        {
             let mut tx = conn.begin().await.unwrap();
             set_venue(&mut tx, app.a.id).await;
             let error = sqlx::query(statement).execute(&mut *tx).await.expect_err(statement).to_string();
