@@ -270,7 +270,8 @@ impl AlertWorker {
 /// Logs a new delivery and sends it to Sentry as a message tagged with its kind and
 /// venue id (the summary carries ids only).
 fn report(delivery: &Delivery) {
-    tracing::error!(alert = true, kind = %delivery.kind, venue = ?delivery.venue_id, count = delivery.events, digest = delivery.digest, "critical alert");
+    let venue = delivery.venue_id.map_or_else(|| "platform".to_string(), |v| v.to_string());
+    tracing::error!(alert = true, kind = %delivery.kind, venue = %venue, count = delivery.events, digest = delivery.digest, "critical alert");
     sentry::with_scope(
         |scope| {
             scope.set_tag("alert.kind", &delivery.kind);

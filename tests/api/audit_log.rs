@@ -438,3 +438,48 @@ async fn a_superuser_who_recomputes_the_chain_forward_is_caught_by_the_keyed_sea
     let reports = venueql::audit::verify_all(&app.door, actor, None).await.unwrap();
     assert!(problems_of(&reports, "alpha").iter().all(|p| p.ends_with("has no keyed seal")));
 }
+
+#[tokio::test]
+async fn a_burst_of_bad_webhook_signatures_is_one_alert_and_one_sentry_message_without_personal_data() {
+    venueql::app::install_tls_provider();
+    let (sentry_port, received) = crate::sentry::fake_sentry().await;
+    let dsn = format!("http://publickey@127.0.0.1:{sentry_port}/42");
+    // This test's thread gets a Sentry client; the in-process server runs on its runtime.
+    // Not dropped on a failure: closing the client waits for its sends, which the fake
+    // Sentry on this (then stopped) runtime would never answer.
+    let sentry_guard = std::mem::ManuallyDrop::new(sentry::init((dsn, sentry::ClientOptions::default())));
+    let receiver = AlertReceiver::start().await;
+    let app = TestApp::spawn_with(receiver.settings(60)).await;
+    let event = json!({ "id": "evt_forged", "object": "event", "type": "payment_intent.succeeded", "livemode": false,
+        "created": 1_700_000_000, "api_version": "2024-06-20", "data": { "object": {} } });
+    for _ in 0..25 {
+        let (status, _) = app.deliver_signed("/webhooks/stripe", "whsec_not_the_secret", &event).await;
+        assert_eq!(status, 400);
+    }
+    let alerts =
+        receiver.wait_for(Duration::from_secs(10), |a| a.iter().any(|a| a["kind"] == "signature_failure_burst")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let bursts: Vec<Value> = receiver.alerts().into_iter().filter(|a| a["kind"] == "signature_failure_burst").collect();
+    assert_eq!(bursts.len(), 1, "20 refusals make a burst, the next 5 do not make another: {alerts:#?}");
+    assert!(bursts[0]["venue_id"].is_null() && bursts[0]["summary"].as_str().unwrap().starts_with("20 refused"));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let message = loop {
+        let found = received.lock().unwrap().iter().find(|b| b.contains("signature_failure_burst")).cloned();
+        if let Some(message) = found {
+            break message;
+        }
+        assert!(Instant::now() < deadline, "no Sentry message for the alert");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(message.contains("\"alert.kind\":\"signature_failure_burst\""), "tagged with its kind: {message}");
+    let event: Value = message
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &Value| v["message"].is_string())
+        .unwrap();
+    let text = event["message"].as_str().unwrap();
+    assert!(text.starts_with(":rotating_light: venueql critical: `signature_failure_burst`"), "{text}");
+    assert!(!text.contains('@') && !message.contains("whsec_"), "no personal data or secrets: {message}");
+    tokio::task::spawn_blocking(move || drop(std::mem::ManuallyDrop::into_inner(sentry_guard))).await.unwrap();
+}

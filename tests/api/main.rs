@@ -29,7 +29,7 @@ mod rate_limits;
 mod replicas;
 mod retention;
 mod schema;
-mod sentry;
+pub mod sentry;
 mod staff;
 mod subscription;
 mod survival;
