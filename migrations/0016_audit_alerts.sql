@@ -48,6 +48,11 @@ CREATE TABLE private.audit_export_cursors (
     stream          text PRIMARY KEY,
     -- The last sequence number (venue) or id (platform) known to be in the WORM copy.
     shipped_through bigint NOT NULL,
+    -- The platform stream's ids are assigned at insert, not commit: a missing id may still
+    -- commit. The gap after gap_after was first seen by transaction gap_xid; once every
+    -- transaction older than that has ended, the id can no longer appear.
+    gap_after       bigint,
+    gap_xid         xid8,
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE private.audit_export_cursors IS 'Private, platform-level: how far each audit stream is in the WORM copy.';
@@ -73,8 +78,15 @@ BEGIN
     RETURN NEW;
 END $$;
 
+-- Chains written before this migration (the owner reads past row-level security once).
+ALTER TABLE audit_events NO FORCE ROW LEVEL SECURITY;
 INSERT INTO private.audit_heads (venue_id, seq)
     SELECT venue_id, max(seq) FROM audit_events GROUP BY venue_id;
+ALTER TABLE audit_events FORCE ROW LEVEL SECURITY;
+
+-- A venue's refusals of other venues' credentials are looked up by action and time (at
+-- most one row per credential and minute is written).
+CREATE INDEX audit_events_action_idx ON audit_events (venue_id, action, occurred_at);
 
 -- Venues whose chain has rows the WORM copy does not hold yet, with where it stands.
 CREATE FUNCTION private.audit_export_due() RETURNS TABLE (venue_id uuid, shipped_through bigint, head bigint)
@@ -94,12 +106,39 @@ CREATE FUNCTION private.advance_audit_export(p_stream text, p_through bigint) RE
           ON CONFLICT (stream) DO UPDATE SET shipped_through = GREATEST(private.audit_export_cursors.shipped_through, EXCLUDED.shipped_through),
                                              updated_at = now() $$;
 
--- The platform stream: platform_audit_events after p_after, oldest first.
+-- The platform stream: platform_audit_events after p_after, oldest first, stopping at a
+-- missing id that a running transaction may still commit (a gap is passed once every
+-- transaction that was running when it was first seen has ended: then it was rolled back).
 CREATE FUNCTION private.platform_audit_batch(p_after bigint, p_limit integer)
     RETURNS TABLE (id bigint, occurred_at timestamptz, actor text, reason text, venue_id uuid)
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-    AS $$ SELECT p.id, p.occurred_at, p.actor, p.reason, p.venue_id FROM public.platform_audit_events p
-          WHERE p.id > p_after ORDER BY p.id LIMIT p_limit $$;
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    expected bigint := p_after + 1;
+    r record;
+    seen_after bigint;
+    seen_xid xid8;
+BEGIN
+    SELECT c.gap_after, c.gap_xid INTO seen_after, seen_xid FROM private.audit_export_cursors c WHERE c.stream = 'platform';
+    FOR r IN SELECT p.id, p.occurred_at, p.actor, p.reason, p.venue_id FROM public.platform_audit_events p
+             WHERE p.id > p_after ORDER BY p.id LIMIT p_limit
+    LOOP
+        IF r.id <> expected THEN
+            IF seen_after IS DISTINCT FROM expected - 1 THEN
+                INSERT INTO private.audit_export_cursors (stream, shipped_through, gap_after, gap_xid)
+                    VALUES ('platform', p_after, expected - 1, pg_current_xact_id())
+                    ON CONFLICT (stream) DO UPDATE SET gap_after = EXCLUDED.gap_after, gap_xid = EXCLUDED.gap_xid;
+                RETURN;
+            END IF;
+            IF pg_snapshot_xmin(pg_current_snapshot()) <= seen_xid THEN
+                RETURN;
+            END IF;
+        END IF;
+        id := r.id; occurred_at := r.occurred_at; actor := r.actor; reason := r.reason; venue_id := r.venue_id;
+        RETURN NEXT;
+        expected := r.id + 1;
+    END LOOP;
+END $$;
 
 -- ───────────────────────────── critical alerts ─────────────────────────────
 
@@ -168,7 +207,8 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('venueql.alerts', 0));
     FOR g IN SELECT e.kind, e.venue_id, COALESCE(e.venue_id, '00000000-0000-0000-0000-000000000000'::uuid) AS venue_key,
-                    count(*) AS n, min(e.occurred_at) AS first_at, max(e.occurred_at) AS last_at, min(e.id) AS first_id
+                    count(*) AS n, min(e.occurred_at) AS first_at, max(e.occurred_at) AS last_at, min(e.id) AS first_id,
+                    max(e.id) AS last_id
              FROM private.alert_events e WHERE e.delivery_id IS NULL
              GROUP BY e.kind, e.venue_id ORDER BY min(e.id)
     LOOP
@@ -191,7 +231,8 @@ BEGIN
                         (SELECT e.summary FROM private.alert_events e WHERE e.id = g.first_id))
                 RETURNING * INTO made;
             UPDATE private.alert_events SET delivery_id = made.id
-                WHERE delivery_id IS NULL AND kind = g.kind AND venue_id IS NOT DISTINCT FROM g.venue_id;
+                WHERE delivery_id IS NULL AND kind = g.kind AND venue_id IS NOT DISTINCT FROM g.venue_id
+                  AND id <= g.last_id;
             UPDATE private.alert_windows SET opened_at = clock_timestamp() WHERE kind = g.kind AND venue_key = g.venue_key;
             RETURN NEXT made;
         END IF;

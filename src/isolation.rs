@@ -307,7 +307,11 @@ pub async fn run(options: Options) -> Result<Report, String> {
     let before = snapshot(&mut client, &schema, &options.token_a).await?;
     let mut a_ids = BTreeSet::new();
     collect_ids(&before, &mut a_ids);
-    let a_ids: Vec<String> = a_ids.into_iter().collect();
+    // What B's token sees as its own (a person who works at both venues, shared ids) is
+    // not A's: B may legitimately read and change it, so it is not tried.
+    let mut b_ids = BTreeSet::new();
+    collect_ids(&snapshot(&mut client, &schema, &options.token_b).await?, &mut b_ids);
+    let a_ids: Vec<String> = a_ids.difference(&b_ids).cloned().collect();
 
     let mut report = Report {
         endpoint,

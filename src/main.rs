@@ -271,6 +271,9 @@ enum AuditCommand {
         #[arg(long)]
         against_worm: bool,
     },
+    /// Once, after upgrading from a version without keyed seals: seal every audit row that
+    /// has none (each venue's plain chain must verify first).
+    SealExisting,
 }
 
 type DynError = Box<dyn std::error::Error + Send + Sync>;
@@ -311,10 +314,10 @@ async fn door() -> Result<CrossTenantDoor, DynError> {
 async fn run(command: Command) -> Result<ExitCode, DynError> {
     // Commands that write or verify audit rows seal with AUDIT_HMAC_KEY when it is set
     // (a malformed key ring is reported by the commands that need it).
-    if let Ok(keys) = venueql::config::key_ring_from_env()
-        && keys.audit.is_some()
-    {
-        app::install_audit_key(&keys)?;
+    match venueql::config::key_ring_from_env() {
+        Ok(keys) if keys.audit.is_some() => app::install_audit_key(&keys)?,
+        Err(error) if std::env::var_os("AUDIT_HMAC_KEY").is_some() => return Err(error.into()),
+        _ => {}
     }
     match command {
         Command::Serve => {
@@ -347,6 +350,10 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
             if !intact {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Audit { command: AuditCommand::SealExisting } => {
+            let reports = audit::seal_existing(&door().await?, &admin::operator_actor()).await.map_err(app_error)?;
+            print_json(&serde_json::json!({ "venues": reports }));
         }
         Command::Stripe { command } => return run_stripe(command).await,
         Command::VerifyIsolation { url, token_a, token_b, schema, ids_per_field } => {

@@ -221,7 +221,7 @@ impl AlertWorker {
         }
         let due: Vec<Delivery> = sqlx::query_as(
             "SELECT id, kind, venue_id, digest, events, first_at, last_at, summary, attempts \
-             FROM private.claim_alert_deliveries(20, 30)",
+             FROM private.claim_alert_deliveries(5, 60)",
         )
         .fetch_all(self.db.platform_level())
         .await?;
@@ -258,7 +258,9 @@ impl AlertWorker {
             request = request
                 .header("Venueql-Signature", signature_header(secret.expose_secret(), Utc::now().timestamp(), &body));
         }
-        let response = request.body(body).send().await.map_err(|e| format!("alert receiver unreachable: {e}"))?;
+        // The URL may itself be a secret (a Slack webhook): never in errors or logs.
+        let response =
+            request.body(body).send().await.map_err(|e| format!("alert receiver unreachable: {}", e.without_url()))?;
         if response.status().is_success() {
             Ok(())
         } else {

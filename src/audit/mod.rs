@@ -313,3 +313,60 @@ pub async fn log_page(
     rows.truncate(first as usize);
     Ok((rows, more))
 }
+
+/// What `venueql audit seal-existing` did at one venue.
+#[derive(Debug, serde::Serialize)]
+pub struct SealReport {
+    /// Venue slug.
+    pub venue: String,
+    /// Rows sealed now (rows written before keyed seals existed).
+    pub sealed: i64,
+}
+
+/// `venueql audit seal-existing`: seals the rows written before this version (which had
+/// no `AUDIT_HMAC_KEY`), once, after an upgrade. A venue whose plain chain does not verify
+/// is refused: sealing would bless whatever was done to it.
+pub async fn seal_existing(door: &crate::tenancy::CrossTenantDoor, actor: &str) -> Result<Vec<SealReport>, AppError> {
+    let key = seal::installed()?;
+    let mut tx = door.open_cross_tenant(actor, "audit seal-existing").await?;
+    let venues: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT id, slug FROM venues ORDER BY slug").fetch_all(tx.conn()).await?;
+    tx.commit().await?;
+    let mut reports = Vec::new();
+    for (id, slug) in venues {
+        let tx = door.open_cross_tenant(actor, "audit seal-existing").await?;
+        let mut tx = tx.into_venue(crate::tenancy::VenueId::from_door(id)).await?;
+        let broken: Option<i64> = sqlx::query_scalar(
+            "SELECT min(seq) FROM (SELECT a.seq, \
+                    a.prev_hash = COALESCE(lag(a.row_hash) OVER (ORDER BY a.seq), '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS linked, \
+                    a.row_hash = sha256(a.prev_hash || convert_to(public.audit_canonical(a), 'UTF8')) AS intact, \
+                    a.seq = row_number() OVER (ORDER BY a.seq) AS numbered \
+             FROM audit_events a) c WHERE NOT (linked AND intact AND numbered)",
+        )
+        .fetch_one(tx.conn())
+        .await?;
+        if let Some(seq) = broken {
+            return Err(AppError::Refused(format!(
+                "{slug}: the audit chain does not verify at event {seq}; nothing was sealed there (run `venueql audit verify`)"
+            )));
+        }
+        let unsealed: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT a.seq, a.row_hash FROM audit_events a \
+             WHERE NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.venue_id = a.venue_id AND s.seq = a.seq) ORDER BY a.seq",
+        )
+        .fetch_all(tx.conn())
+        .await?;
+        for (seq, row_hash) in &unsealed {
+            sqlx::query("INSERT INTO audit_seals (venue_id, seq, key_id, mac) VALUES ($1, $2, $3, $4)")
+                .bind(id)
+                .bind(seq)
+                .bind(key.id())
+                .bind(key.mac(id, *seq, row_hash))
+                .execute(tx.conn())
+                .await?;
+        }
+        tx.commit().await?;
+        reports.push(SealReport { venue: slug, sealed: unsealed.len() as i64 });
+    }
+    Ok(reports)
+}

@@ -66,6 +66,12 @@ fn s3_error(what: &str, error: impl std::fmt::Display) -> AppError {
     AppError::Unavailable(format!("the WORM copy could not {what}: {error}"))
 }
 
+/// A transport error without its URL (a presigned URL carries the access key id and a
+/// signature: never in errors or logs).
+fn unsent(error: reqwest::Error) -> reqwest::Error {
+    error.without_url()
+}
+
 impl WormStore {
     /// A store for `settings` (path-style URLs: they work with every S3 implementation).
     pub fn new(settings: &WormSettings) -> Result<WormStore, String> {
@@ -90,7 +96,7 @@ impl WormStore {
             .header("content-length", "0")
             .send()
             .await
-            .map_err(|e| s3_error("create the bucket", e))?;
+            .map_err(|e| s3_error("create the bucket", unsent(e)))?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         if status.is_success() || body.contains("BucketAlreadyOwnedByYou") {
@@ -123,7 +129,7 @@ impl WormStore {
         for (name, value) in &headers {
             request = request.header(*name, value);
         }
-        let response = request.body(body).send().await.map_err(|e| s3_error("store a batch", e))?;
+        let response = request.body(body).send().await.map_err(|e| s3_error("store a batch", unsent(e)))?;
         match response.status().as_u16() {
             200..=299 => Ok(Stored::Written),
             409 | 412 => Ok(Stored::AlreadyThere),
@@ -145,9 +151,9 @@ impl WormStore {
                 action.with_continuation_token(token.clone());
             }
             let response =
-                self.http.get(action.sign(SIGNED_FOR)).send().await.map_err(|e| s3_error("list batches", e))?;
+                self.http.get(action.sign(SIGNED_FOR)).send().await.map_err(|e| s3_error("list batches", unsent(e)))?;
             let status = response.status();
-            let text = response.text().await.map_err(|e| s3_error("list batches", e))?;
+            let text = response.text().await.map_err(|e| s3_error("list batches", unsent(e)))?;
             if !status.is_success() {
                 return Err(s3_error("list batches", format!("{status}: {}", first_line(&text))));
             }
@@ -179,10 +185,14 @@ impl WormStore {
                 query.insert("key-marker", key.clone());
                 query.insert("version-id-marker", version.clone());
             }
-            let response =
-                self.http.get(action.sign(SIGNED_FOR)).send().await.map_err(|e| s3_error("list versions", e))?;
+            let response = self
+                .http
+                .get(action.sign(SIGNED_FOR))
+                .send()
+                .await
+                .map_err(|e| s3_error("list versions", unsent(e)))?;
             let status = response.status();
-            let text = response.text().await.map_err(|e| s3_error("list versions", e))?;
+            let text = response.text().await.map_err(|e| s3_error("list versions", unsent(e)))?;
             if !status.is_success() {
                 return Err(s3_error("list versions", format!("{status}: {}", first_line(&text))));
             }
@@ -220,9 +230,9 @@ impl WormStore {
     }
 
     async fn fetch(&self, url: url::Url, key: &str) -> Result<Vec<u8>, AppError> {
-        let response = self.http.get(url).send().await.map_err(|e| s3_error("read a batch", e))?;
+        let response = self.http.get(url).send().await.map_err(|e| s3_error("read a batch", unsent(e)))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| s3_error("read a batch", e))?;
+        let body = response.bytes().await.map_err(|e| s3_error("read a batch", unsent(e)))?;
         if !status.is_success() {
             return Err(s3_error("read a batch", format!("{key}: {status}")));
         }
@@ -419,25 +429,45 @@ impl Exporter {
     }
 
     /// Stores a batch starting at `first`, or adopts the one a previous attempt stored
-    /// there; returns how far the copy now reaches.
+    /// there (after checking it begins with the same row); returns how far the copy now
+    /// reaches.
     async fn store_batch(&self, prefix: &str, first: i64, last: i64, body: Vec<u8>) -> Result<i64, AppError> {
-        if let Some(stored) = self.stored_from(prefix, first).await? {
+        if let Some(stored) = self.adopt(prefix, first, &body).await? {
             return Ok(stored);
         }
-        match self.store.put_locked(&batch_key(prefix, first, last), body).await? {
+        match self.store.put_locked(&batch_key(prefix, first, last), body.clone()).await? {
             Stored::Written => Ok(last),
             Stored::AlreadyThere => self
-                .stored_from(prefix, first)
+                .adopt(prefix, first, &body)
                 .await?
                 .ok_or_else(|| s3_error("store a batch", "the bucket refused it as existing but lists no such batch")),
         }
     }
 
-    /// The last number of a stored batch of `prefix` that starts at `first`.
-    async fn stored_from(&self, prefix: &str, first: i64) -> Result<Option<i64>, AppError> {
+    /// The last number of a stored batch of `prefix` that starts at `first`, when there is
+    /// one; an error when it does not begin with the same row as `body` (the database no
+    /// longer holds what was copied: restored from a backup, or rewritten).
+    async fn adopt(&self, prefix: &str, first: i64, body: &[u8]) -> Result<Option<i64>, AppError> {
         let names = self.store.list(&format!("audit/{prefix}/{first:020}-")).await?;
-        Ok(names.iter().filter_map(|name| batch_range(name)).map(|(_, last)| last).max())
+        let Some((name, last)) =
+            names.iter().filter_map(|n| Some((n, batch_range(n)?.1))).max_by_key(|(_, last)| *last)
+        else {
+            return Ok(None);
+        };
+        let stored = self.store.get(name).await?;
+        if first_line_of(&stored) != first_line_of(body) {
+            let problem = format!(
+                "{name} holds a different row {first} than the database: the audit rows changed after they were \
+                 copied (a restore from backup, or tampering); run `venueql audit verify --against-worm`"
+            );
+            return Err(s3_error("continue the copy", problem));
+        }
+        Ok(Some(last))
     }
+}
+
+fn first_line_of(body: &[u8]) -> &[u8] {
+    body.split(|b| *b == b'\n').next().unwrap_or_default()
 }
 
 async fn take_stream_lock(conn: &mut sqlx::PgConnection, stream: &str) -> Result<bool, AppError> {

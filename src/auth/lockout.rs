@@ -175,7 +175,10 @@ impl Checking<'_> {
                     .bind(serde_json::json!({ "kind": attempt.kind.as_str(), "retry_after_secs": wait }))
                     .execute(db.platform_level())
                     .await?;
-                record_lockout(db, attempt, wait).await?;
+                // Best effort: a failure to record must not turn a wrong secret into an error.
+                if let Err(error) = record_lockout(db, attempt, wait).await {
+                    tracing::error!(error = %error.client_message(), "could not record a lockout in the audit log");
+                }
             }
         }
         Ok(())
@@ -183,9 +186,14 @@ impl Checking<'_> {
 }
 
 /// Writes a lockout of a staff member (password or TOTP) into the audit log of every venue
-/// they belong to, as a critical event; a lockout of anyone else (an unknown email, a
-/// PIN, a client secret) raises a platform alert. Both are rate-limited alerts.
+/// they belong to, as a critical event; a lockout at a sign-in of anyone else (an unknown
+/// email, a PIN, a client secret) raises a platform alert. Both are rate-limited alerts.
+/// Lockouts of the other counters (reset requests, links, invitation mail) are floods of
+/// mail or guesses of links, logged and kept in the security events only.
 async fn record_lockout(db: &Db, attempt: &Attempt<'_>, wait: i32) -> Result<(), AppError> {
+    if !matches!(attempt.kind, SecretKind::Password | SecretKind::Totp | SecretKind::Pin | SecretKind::ClientSecret) {
+        return Ok(());
+    }
     let staff: Option<uuid::Uuid> = match (attempt.kind, attempt.identifiers.first()) {
         (SecretKind::Password, Some(email)) => {
             sqlx::query_scalar("SELECT staff_id FROM private.staff_login($1)")

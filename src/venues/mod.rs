@@ -58,7 +58,8 @@ pub async fn find_by_slug(db: &Db, slug: &str) -> Result<Option<Venue>, AppError
 
 /// Records, in the audit log of the venue a request named (by slug or id), that a
 /// credential of another venue was refused there: a critical event, alerted. Nothing is
-/// recorded when the name matches no venue. Best effort: the refusal stands either way.
+/// recorded when the name matches no venue, nor again for the same credential within a
+/// minute. Best effort: the refusal stands either way.
 pub async fn record_refused_request(db: &Db, named: &str, who: &crate::audit::Who, credential_venue: VenueId) {
     let recorded = async {
         let venue: Option<Uuid> = sqlx::query_scalar("SELECT id FROM venues WHERE slug = $1 OR id::text = $1 LIMIT 1")
@@ -67,6 +68,18 @@ pub async fn record_refused_request(db: &Db, named: &str, who: &crate::audit::Wh
             .await?;
         let Some(venue) = venue else { return Ok(()) };
         let mut tx = db.venue_tx(VenueId::from_row(venue)).await?;
+        // One row per credential, venue and minute: refusals cannot flood the log.
+        let recent: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM audit_events WHERE venue_id = $1 AND action = 'security.cross_venue_refused' \
+             AND occurred_at > now() - interval '1 minute' AND actor = $2)",
+        )
+        .bind(venue)
+        .bind(&who.actor)
+        .fetch_one(tx.conn())
+        .await?;
+        if recent {
+            return Ok(());
+        }
         let change = crate::audit::Change {
             action: "security.cross_venue_refused",
             target_type: "venue",

@@ -326,3 +326,59 @@ async fn a_process_killed_between_the_put_and_the_cursor_leaves_no_gap_and_no_du
     let names = store.list("audit/venues/").await.unwrap();
     assert!(names.contains(&stored[0]), "the batch stored before the crash is kept: {names:?}");
 }
+
+/// The platform stream's ids in the copy, in order.
+async fn shipped_platform_ids(store: &WormStore) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for name in store.list("audit/platform/").await.unwrap() {
+        let body = store.get(&name).await.unwrap();
+        for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            ids.push(serde_json::from_slice::<Value>(line).unwrap()["id"].as_i64().unwrap());
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn the_platform_stream_waits_for_a_row_still_in_flight_and_passes_one_rolled_back() {
+    let moto = Moto::start().await;
+    let (store, env) = moto.bucket(&moto.endpoint).await;
+    let app = TestApp::spawn_with(lookup(&env)).await;
+    wait_until_shipped(&app, &store).await;
+
+    // A door transaction holds its audit row (an id) uncommitted while later rows commit.
+    let held = app.door.open_cross_tenant("operator:test", "held open by the test").await.unwrap();
+    let later = app.door.open_cross_tenant("operator:test", "committed after").await.unwrap();
+    later.commit().await.unwrap();
+    let rolled_back = app.door.open_cross_tenant("operator:test", "rolled back").await.unwrap();
+    drop(rolled_back);
+    let last = app.door.open_cross_tenant("operator:test", "last").await.unwrap();
+    last.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = shipped_platform_ids(&store).await;
+    let max_shipped = *waiting.last().unwrap();
+    let count_before: i64 = {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&app.superuser_url()).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM platform_audit_events").fetch_one(&mut conn).await.unwrap()
+    };
+    assert!(
+        (max_shipped as usize) < count_before as usize + 2,
+        "rows after the one in flight wait: shipped up to {max_shipped}"
+    );
+    assert_eq!(waiting, (1..=max_shipped).collect::<Vec<_>>(), "no id is skipped");
+
+    held.commit().await.unwrap();
+    let start = Instant::now();
+    loop {
+        let ids = shipped_platform_ids(&store).await;
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&app.superuser_url()).await.unwrap();
+        let committed: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM platform_audit_events ORDER BY id").fetch_all(&mut conn).await.unwrap();
+        if ids == committed {
+            assert!(committed.windows(2).any(|w| w[1] == w[0] + 2), "the rolled-back id is a gap passed over");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "copy {ids:?} never matched {committed:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
