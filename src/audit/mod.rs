@@ -104,6 +104,26 @@ pub async fn record_critical(
     alerts::raise_in(tx, kind, &summary).await
 }
 
+/// Whether the transaction's venue has a row of `action` by `actor` younger than
+/// `within`: lets events that repeat (refusals) be written once per period.
+pub async fn recorded_within(
+    tx: &mut VenueTx,
+    action: &str,
+    actor: &str,
+    within: std::time::Duration,
+) -> Result<bool, AppError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM audit_events WHERE venue_id = $1 AND action = $2 \
+         AND occurred_at > now() - make_interval(secs => $3) AND actor = $4)",
+    )
+    .bind(tx.venue().as_uuid())
+    .bind(action)
+    .bind(within.as_secs_f64())
+    .bind(actor)
+    .fetch_one(tx.conn())
+    .await?)
+}
+
 /// Appends a critical row when `critical` names an alert kind, a plain one otherwise.
 pub async fn record_as(
     tx: &mut VenueTx,

@@ -69,15 +69,8 @@ pub async fn record_refused_request(db: &Db, named: &str, who: &crate::audit::Wh
         let Some(venue) = venue else { return Ok(()) };
         let mut tx = db.venue_tx(VenueId::from_row(venue)).await?;
         // One row per credential, venue and minute: refusals cannot flood the log.
-        let recent: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM audit_events WHERE venue_id = $1 AND action = 'security.cross_venue_refused' \
-             AND occurred_at > now() - interval '1 minute' AND actor = $2)",
-        )
-        .bind(venue)
-        .bind(&who.actor)
-        .fetch_one(tx.conn())
-        .await?;
-        if recent {
+        let within = std::time::Duration::from_secs(60);
+        if crate::audit::recorded_within(&mut tx, "security.cross_venue_refused", &who.actor, within).await? {
             return Ok(());
         }
         let change = crate::audit::Change {
