@@ -279,6 +279,14 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     };
     db::init(&cluster.superuser_url("postgres"), &urls, None).await?;
     db::migrate(&urls.owner).await?;
+    // The keys every replica shares: made for this run, and the audit key also sealing
+    // the rows this process writes while seeding.
+    let keys: Vec<(&str, String)> = ["APP_KEY", "IDENTITY_HMAC_KEY", "AUDIT_HMAC_KEY"]
+        .into_iter()
+        .map(|name| (name, venueql::crypto::random_key_base64()))
+        .collect();
+    let ring = venueql::config::key_ring(&|name| keys.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()))?;
+    venueql::app::install_audit_key(&ring)?;
     let door = CrossTenantDoor::new(db::pool(&urls.platform, 2).await?);
     let (venue, token) = seed_bench_venue(&door, "bench-a").await?;
     seed_bench_venue(&door, "bench-b").await?;
@@ -298,6 +306,7 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
         ("RETENTION_INTERVAL_SECS", "0".into()),
         ("RUST_LOG", "info".into()),
     ];
+    server_env.extend(keys.iter().map(|(name, value)| (*name, value.clone())));
     // Rate limits on (the default), every bucket far above what the bench sends: the
     // layer does all its work and refuses nothing.
     let unrefused = u32::MAX.to_string();
