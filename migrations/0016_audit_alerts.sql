@@ -57,26 +57,19 @@ CREATE TABLE private.audit_export_cursors (
 );
 COMMENT ON TABLE private.audit_export_cursors IS 'Private, platform-level: how far each audit stream is in the WORM copy.';
 
--- Records the head of a venue's chain; called by the chain trigger under its per-venue lock.
-CREATE FUNCTION private.note_audit_head(p_venue uuid, p_seq bigint) RETURNS void
-    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-    AS $$ INSERT INTO private.audit_heads (venue_id, seq) VALUES (p_venue, p_seq)
-          ON CONFLICT (venue_id) DO UPDATE SET seq = GREATEST(private.audit_heads.seq, EXCLUDED.seq) $$;
-
-CREATE OR REPLACE FUNCTION public.audit_chain() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+-- Records the head of a venue's chain, after each insert (the chain trigger's per-venue
+-- lock is still held, so heads only move forward).
+CREATE FUNCTION private.note_audit_head() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE last_seq bigint; last_hash bytea;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended('venueql.audit:' || NEW.venue_id::text, 0));
-    SELECT a.seq, a.row_hash INTO last_seq, last_hash
-      FROM public.audit_events a WHERE a.venue_id = NEW.venue_id ORDER BY a.seq DESC LIMIT 1;
-    NEW.seq := COALESCE(last_seq, 0) + 1;
-    NEW.prev_hash := COALESCE(last_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
-    NEW.row_hash := sha256(NEW.prev_hash || convert_to(public.audit_canonical(NEW), 'UTF8'));
-    PERFORM private.note_audit_head(NEW.venue_id, NEW.seq);
-    RETURN NEW;
+    INSERT INTO private.audit_heads (venue_id, seq) VALUES (NEW.venue_id, NEW.seq)
+        ON CONFLICT (venue_id) DO UPDATE SET seq = GREATEST(private.audit_heads.seq, EXCLUDED.seq);
+    RETURN NULL;
 END $$;
+CREATE TRIGGER audit_events_head AFTER INSERT ON audit_events
+    FOR EACH ROW EXECUTE FUNCTION private.note_audit_head();
+ALTER TABLE audit_events ENABLE ALWAYS TRIGGER audit_events_head;
 
 -- Chains written before this migration (the owner reads past row-level security once).
 ALTER TABLE audit_events NO FORCE ROW LEVEL SECURITY;
@@ -262,7 +255,6 @@ CREATE FUNCTION private.alert_delivery_failed(p_id bigint, p_error text, p_retry
           WHERE id = p_id $$;
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA private FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION private.note_audit_head(uuid, bigint) TO venueql_app, venueql_platform;
 GRANT EXECUTE ON FUNCTION private.audit_export_due(), private.audit_export_cursor(text),
     private.advance_audit_export(text, bigint), private.platform_audit_batch(bigint, integer) TO venueql_app;
 GRANT EXECUTE ON FUNCTION private.raise_alert(text, uuid, text) TO venueql_app, venueql_platform;

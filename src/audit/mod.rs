@@ -75,11 +75,17 @@ pub async fn record(tx: &mut VenueTx, who: &Who, change: Change<'_>) -> Result<(
     .bind(who.ip.map(|ip| ip.to_string()))
     .fetch_one(tx.conn())
     .await?;
+    insert_seal(tx, key, seq, &row_hash).await
+}
+
+/// Seals row `seq` of the transaction's venue.
+async fn insert_seal(tx: &mut VenueTx, key: &seal::SealKey, seq: i64, row_hash: &[u8]) -> Result<(), AppError> {
+    let venue = tx.venue().as_uuid();
     sqlx::query("INSERT INTO audit_seals (venue_id, seq, key_id, mac) VALUES ($1, $2, $3, $4)")
         .bind(venue)
         .bind(seq)
         .bind(key.id())
-        .bind(key.mac(venue, seq, &row_hash))
+        .bind(key.mac(venue, seq, row_hash))
         .execute(tx.conn())
         .await?;
     Ok(())
@@ -185,31 +191,12 @@ pub async fn verify_all(
     for (id, slug) in venues {
         let tx = door.open_cross_tenant(actor, "audit verify").await?;
         let mut tx = tx.into_venue(crate::tenancy::VenueId::from_door(id)).await?;
-        let rows: Vec<CheckedRow> = sqlx::query_as(
-            "SELECT a.seq, \
-                    a.prev_hash = COALESCE(lag(a.row_hash) OVER (ORDER BY a.seq), '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS linked, \
-                    a.row_hash = sha256(a.prev_hash || convert_to(public.audit_canonical(a), 'UTF8')) AS intact, \
-                    a.row_hash, s.key_id, s.mac \
-             FROM audit_events a LEFT JOIN audit_seals s ON s.venue_id = a.venue_id AND s.seq = a.seq ORDER BY a.seq",
-        )
-        .fetch_all(tx.conn())
-        .await?;
+        let rows = checked_rows(&mut tx).await?;
         tx.commit().await?;
         let mut problems = Vec::new();
         for (index, row) in rows.iter().enumerate() {
-            let seq = row.seq;
-            if seq != index as i64 + 1 {
-                problems.push(format!("event {seq}: expected sequence number {} (a row is missing)", index + 1));
-            }
-            if !row.linked {
-                problems.push(format!("event {seq}: prev_hash does not match the previous row"));
-            }
-            if !row.intact {
-                problems.push(format!("event {seq}: content does not match its hash (edited)"));
-            }
-            if let Some(problem) = seal_problem(key, id, row) {
-                problems.push(problem);
-            }
+            problems.extend(chain_problems(index, row));
+            problems.extend(seal_problem(key, id, row));
         }
         let mut report =
             ChainReport { venue: slug, events: rows.len() as i64, worm_events: None, not_yet_in_worm: None, problems };
@@ -219,6 +206,36 @@ pub async fn verify_all(
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// Every row of the transaction's venue with its place in the plain chain checked (in
+/// PostgreSQL, which computed it) and its seal.
+async fn checked_rows(tx: &mut VenueTx) -> Result<Vec<CheckedRow>, AppError> {
+    Ok(sqlx::query_as(
+        "SELECT a.seq, \
+                a.prev_hash = COALESCE(lag(a.row_hash) OVER (ORDER BY a.seq), '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS linked, \
+                a.row_hash = sha256(a.prev_hash || convert_to(public.audit_canonical(a), 'UTF8')) AS intact, \
+                a.row_hash, s.key_id, s.mac \
+         FROM audit_events a LEFT JOIN audit_seals s ON s.venue_id = a.venue_id AND s.seq = a.seq ORDER BY a.seq",
+    )
+    .fetch_all(tx.conn())
+    .await?)
+}
+
+/// What is wrong with the plain chain at `row`, the `index`-th row (0-based).
+fn chain_problems(index: usize, row: &CheckedRow) -> Vec<String> {
+    let seq = row.seq;
+    let mut problems = Vec::new();
+    if seq != index as i64 + 1 {
+        problems.push(format!("event {seq}: expected sequence number {} (a row is missing)", index + 1));
+    }
+    if !row.linked {
+        problems.push(format!("event {seq}: prev_hash does not match the previous row"));
+    }
+    if !row.intact {
+        problems.push(format!("event {seq}: content does not match its hash (edited)"));
+    }
+    problems
 }
 
 fn seal_problem(key: &seal::SealKey, venue: uuid::Uuid, row: &CheckedRow) -> Option<String> {
@@ -356,34 +373,18 @@ pub async fn seal_existing(door: &crate::tenancy::CrossTenantDoor, actor: &str) 
     for (id, slug) in venues {
         let tx = door.open_cross_tenant(actor, "audit seal-existing").await?;
         let mut tx = tx.into_venue(crate::tenancy::VenueId::from_door(id)).await?;
-        let broken: Option<i64> = sqlx::query_scalar(
-            "SELECT min(seq) FROM (SELECT a.seq, \
-                    a.prev_hash = COALESCE(lag(a.row_hash) OVER (ORDER BY a.seq), '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS linked, \
-                    a.row_hash = sha256(a.prev_hash || convert_to(public.audit_canonical(a), 'UTF8')) AS intact, \
-                    a.seq = row_number() OVER (ORDER BY a.seq) AS numbered \
-             FROM audit_events a) c WHERE NOT (linked AND intact AND numbered)",
-        )
-        .fetch_one(tx.conn())
-        .await?;
-        if let Some(seq) = broken {
+        let rows = checked_rows(&mut tx).await?;
+        if let Some(row) =
+            rows.iter().enumerate().find(|(index, row)| !chain_problems(*index, row).is_empty()).map(|(_, r)| r)
+        {
             return Err(AppError::Refused(format!(
-                "{slug}: the audit chain does not verify at event {seq}; nothing was sealed there (run `venueql audit verify`)"
+                "{slug}: the audit chain does not verify at event {}; nothing was sealed there (run `venueql audit verify`)",
+                row.seq
             )));
         }
-        let unsealed: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT a.seq, a.row_hash FROM audit_events a \
-             WHERE NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.venue_id = a.venue_id AND s.seq = a.seq) ORDER BY a.seq",
-        )
-        .fetch_all(tx.conn())
-        .await?;
-        for (seq, row_hash) in &unsealed {
-            sqlx::query("INSERT INTO audit_seals (venue_id, seq, key_id, mac) VALUES ($1, $2, $3, $4)")
-                .bind(id)
-                .bind(seq)
-                .bind(key.id())
-                .bind(key.mac(id, *seq, row_hash))
-                .execute(tx.conn())
-                .await?;
+        let unsealed: Vec<&CheckedRow> = rows.iter().filter(|row| row.mac.is_none()).collect();
+        for row in &unsealed {
+            insert_seal(&mut tx, key, row.seq, &row.row_hash).await?;
         }
         tx.commit().await?;
         reports.push(SealReport { venue: slug, sealed: unsealed.len() as i64 });

@@ -330,20 +330,15 @@ pub mod tamper {
             .fetch_one(&mut *conn)
             .await
             .unwrap();
+        // One row at a time, in order: each row's prev_hash is the row before's new hash
+        // (the canonical text the hash covers leaves both hashes out).
         for seq in from..=last {
             sqlx::query(
-                "UPDATE audit_events a SET prev_hash = COALESCE((SELECT p.row_hash FROM audit_events p \
-                 WHERE p.venue_id = a.venue_id AND p.seq = a.seq - 1), '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) \
-                 WHERE venue_id = $1 AND seq = $2",
-            )
-            .bind(venue)
-            .bind(seq)
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-            sqlx::query(
-                "UPDATE audit_events a SET row_hash = sha256(a.prev_hash || convert_to(public.audit_canonical(a), 'UTF8')) \
-                 WHERE venue_id = $1 AND seq = $2",
+                "UPDATE audit_events a SET prev_hash = p.prev, \
+                        row_hash = sha256(p.prev || convert_to(public.audit_canonical(a), 'UTF8')) \
+                 FROM (SELECT COALESCE((SELECT row_hash FROM audit_events WHERE venue_id = $1 AND seq = $2 - 1), \
+                       '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS prev) p \
+                 WHERE a.venue_id = $1 AND a.seq = $2",
             )
             .bind(venue)
             .bind(seq)

@@ -49,15 +49,13 @@ const PLATFORM_LEVEL: &[&str] = &[
 /// Every privilege the app role (venueql_app) holds. Adding one means adding it here.
 const APP_PRIVILEGES: &[&str] = &[
     // Keyed seals, the chain heads the audit trigger keeps, the WORM exporter and the
-    // alert outbox (migration 0016). note_audit_head can only move a head forward, which
-    // at worst makes the exporter look for rows that are not there.
+    // alert outbox (migration 0016).
     "function private.advance_audit_export(p_stream text, p_through bigint) EXECUTE",
     "function private.alert_delivered(p_id bigint) EXECUTE",
     "function private.alert_delivery_failed(p_id bigint, p_error text, p_retry_ms integer) EXECUTE",
     "function private.audit_export_cursor(p_stream text) EXECUTE",
     "function private.audit_export_due() EXECUTE",
     "function private.claim_alert_deliveries(p_limit integer, p_lease_secs integer) EXECUTE",
-    "function private.note_audit_head(p_venue uuid, p_seq bigint) EXECUTE",
     "function private.plan_alerts(p_digest_secs integer) EXECUTE",
     "function private.platform_audit_batch(p_after bigint, p_limit integer) EXECUTE",
     "function private.raise_alert(p_kind text, p_venue uuid, p_summary text) EXECUTE",
