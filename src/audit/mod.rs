@@ -111,13 +111,19 @@ pub async fn record_critical(
 }
 
 /// Whether the transaction's venue has a row of `action` by `actor` younger than
-/// `within`: lets events that repeat (refusals) be written once per period.
+/// `within`: lets events that repeat (refusals) be written once per period. It takes the
+/// venue's chain lock first (the one every audit insert takes, held to commit), so
+/// concurrent callers that then record see each other's rows: exactly one is written.
 pub async fn recorded_within(
     tx: &mut VenueTx,
     action: &str,
     actor: &str,
     within: std::time::Duration,
 ) -> Result<bool, AppError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('venueql.audit:' || $1::text, 0))")
+        .bind(tx.venue().as_uuid())
+        .execute(tx.conn())
+        .await?;
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM audit_events WHERE venue_id = $1 AND action = $2 \
          AND occurred_at > now() - make_interval(secs => $3) AND actor = $4)",
