@@ -211,11 +211,32 @@ pub struct GraphqlLimits {
     pub max_aliases: usize,
     /// `GRAPHQL_MAX_BATCH`: operations in one JSON array request.
     pub max_batch: usize,
+    /// `GRAPHQL_MAX_QUERY_BYTES`: length of one document's text.
+    pub max_query_bytes: usize,
+    /// `GRAPHQL_MAX_TOKENS`: lexical tokens of one document, counted before it is parsed.
+    pub max_tokens: usize,
+    /// `GRAPHQL_MAX_NESTING`: how deep `{`, `[` and `(` may nest in one document.
+    pub max_nesting: usize,
+    /// `GRAPHQL_MAX_SELECTIONS`: fields and fragments of the document once every fragment
+    /// spread is expanded (counted without expanding).
+    pub max_selections: usize,
+    /// `GRAPHQL_MAX_FRAGMENT_SPREADS`: fragment spreads of the expanded document.
+    pub max_fragment_spreads: usize,
 }
 
 impl Default for GraphqlLimits {
     fn default() -> Self {
-        GraphqlLimits { max_depth: 10, max_complexity: 1000, max_aliases: 30, max_batch: 10 }
+        GraphqlLimits {
+            max_depth: 10,
+            max_complexity: 1000,
+            max_aliases: 30,
+            max_batch: 10,
+            max_query_bytes: 64 * 1024,
+            max_tokens: 15_000,
+            max_nesting: 64,
+            max_selections: 2_000,
+            max_fragment_spreads: 500,
+        }
     }
 }
 
@@ -260,6 +281,11 @@ impl Config {
                 max_complexity: parse_or(&lookup, "GRAPHQL_MAX_COMPLEXITY", defaults.max_complexity)?,
                 max_aliases: parse_or(&lookup, "GRAPHQL_MAX_ALIASES", defaults.max_aliases)?,
                 max_batch: parse_or(&lookup, "GRAPHQL_MAX_BATCH", defaults.max_batch)?,
+                max_query_bytes: parse_or(&lookup, "GRAPHQL_MAX_QUERY_BYTES", defaults.max_query_bytes)?,
+                max_tokens: parse_or(&lookup, "GRAPHQL_MAX_TOKENS", defaults.max_tokens)?,
+                max_nesting: parse_or(&lookup, "GRAPHQL_MAX_NESTING", defaults.max_nesting)?,
+                max_selections: parse_or(&lookup, "GRAPHQL_MAX_SELECTIONS", defaults.max_selections)?,
+                max_fragment_spreads: parse_or(&lookup, "GRAPHQL_MAX_FRAGMENT_SPREADS", defaults.max_fragment_spreads)?,
             },
             max_body_bytes: parse_or(&lookup, "MAX_BODY_BYTES", 1024 * 1024)?,
             webhook_max_body_bytes: parse_or(&lookup, "WEBHOOK_MAX_BODY_BYTES", 512 * 1024)?,

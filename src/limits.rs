@@ -193,43 +193,6 @@ async fn heartbeat(db: &Db, instance: uuid::Uuid, interval: Duration) -> Result<
     Ok(u32::try_from(live).unwrap_or(1))
 }
 
-/// The operations of a GraphQL request body that run `startCheckout` (aliases and
-/// fragments included; a fragment spread twice counts twice, which only errs on the strict
-/// side). Cheap when the body does not name the field at all.
-pub fn checkout_operations(batch: &async_graphql::BatchRequest) -> usize {
-    batch.iter().map(|request| count_field(&request.query, "startCheckout")).sum()
-}
-
-fn count_field(query: &str, field: &str) -> usize {
-    use async_graphql::parser::types::{Selection, SelectionSet};
-    if !query.contains(field) {
-        return 0;
-    }
-    let Ok(doc) = async_graphql::parser::parse_query(query) else { return 0 };
-    fn walk(
-        set: &SelectionSet,
-        doc: &async_graphql::parser::types::ExecutableDocument,
-        field: &str,
-        depth: usize,
-    ) -> usize {
-        if depth > 16 {
-            return 0;
-        }
-        set.items
-            .iter()
-            .map(|item| match &item.node {
-                Selection::Field(f) => usize::from(f.node.name.node == field),
-                Selection::InlineFragment(i) => walk(&i.node.selection_set.node, doc, field, depth + 1),
-                Selection::FragmentSpread(s) => doc
-                    .fragments
-                    .get(&s.node.fragment_name.node)
-                    .map_or(0, |f| walk(&f.node.selection_set.node, doc, field, depth + 1)),
-            })
-            .sum()
-    }
-    doc.operations.iter().map(|(_, op)| walk(&op.node.selection_set.node, &doc, field, 0)).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,30 +223,6 @@ mod tests {
         limits.inner.replicas.store(11, Ordering::Relaxed);
         assert!(limits.check(Bucket::CheckoutPerAddress, "other", 1).is_err(), "more replicas than cells");
         assert_eq!(limits.share_of(5), 1, "a cap never drops below one per replica");
-    }
-
-    #[test]
-    fn checkouts_are_counted_through_aliases_batches_and_fragments() {
-        assert_eq!(
-            count_field(
-                "mutation { a: startCheckout(input: {}) { checkoutId } b: startCheckout(input: {}) { checkoutId } }",
-                "startCheckout"
-            ),
-            2
-        );
-        assert_eq!(
-            count_field(
-                "mutation { ...F ...F } fragment F on Mutation { startCheckout(input: {}) { checkoutId } }",
-                "startCheckout"
-            ),
-            2
-        );
-        assert_eq!(count_field("{ menu { categories { name } } }", "startCheckout"), 0);
-        let batch: async_graphql::BatchRequest = serde_json::from_str(
-            r#"[{"query":"mutation { startCheckout(input: {}) { checkoutId } }"},{"query":"mutation { startCheckout(input: {}) { checkoutId } }"}]"#,
-        )
-        .unwrap();
-        assert_eq!(checkout_operations(&batch), 2);
     }
 
     #[test]

@@ -132,11 +132,8 @@ where
             .data(services.keys)
             .data(services.breach);
     }
-    let rules = Rules {
-        max_aliases: options.limits.max_aliases,
-        metrics: options.metrics.clone(),
-        introspection: options.introspection,
-    };
+    let rules =
+        Rules { limits: options.limits, metrics: options.metrics.clone(), introspection: options.introspection };
     Guarded::new(builder.finish(), rules)
 }
 

@@ -1,5 +1,7 @@
 //! The guardrails every GraphQL request passes through, around the schema (not as an
-//! async-graphql extension, which would wrap every field's resolver): alias limit,
+//! async-graphql extension, which would wrap every field's resolver): the document
+//! budget ([`super::budget`]: size, tokens, nesting, expanded selections and spreads,
+//! all checked before anything expands a fragment), alias limit,
 //! introspection switch, subscription-only WebSocket, stable error codes for parse,
 //! validation and limit errors, masking of any uncoded execution error (so internal text
 //! never reaches a client), and per-operation metrics.
@@ -14,12 +16,14 @@ use async_graphql::{Data, Executor, Pos, Request, Response, ServerError, Value};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
+use super::budget;
+use crate::config::GraphqlLimits;
 use crate::observability::Metrics;
 
 /// What the guardrails enforce.
 pub struct Rules {
-    /// Most aliases one document may use.
-    pub max_aliases: usize,
+    /// The document limits (budget and aliases).
+    pub limits: GraphqlLimits,
     /// Where operation counts and latencies go.
     pub metrics: Option<Arc<Metrics>>,
     /// Whether introspection is answered; when not, asking gets a clear error.
@@ -53,17 +57,6 @@ fn kind_name(ty: OperationType) -> &'static str {
     }
 }
 
-fn count_aliases(set: &SelectionSet) -> usize {
-    set.items
-        .iter()
-        .map(|item| match &item.node {
-            Selection::Field(f) => usize::from(f.node.alias.is_some()) + count_aliases(&f.node.selection_set.node),
-            Selection::InlineFragment(f) => count_aliases(&f.node.selection_set.node),
-            Selection::FragmentSpread(_) => 0,
-        })
-        .sum()
-}
-
 /// Whether any operation asks for `__schema` or `__type` at its root.
 fn asks_introspection(doc: &ExecutableDocument) -> bool {
     doc.operations.iter().any(|(_, op)| {
@@ -72,14 +65,6 @@ fn asks_introspection(doc: &ExecutableDocument) -> bool {
             _ => false,
         })
     })
-}
-
-/// Aliases in every operation and fragment of the document (fragments counted once each,
-/// so spreading one fragment many times is bounded by the complexity limit instead).
-pub fn document_aliases(doc: &ExecutableDocument) -> usize {
-    let operations: usize = doc.operations.iter().map(|(_, op)| count_aliases(&op.node.selection_set.node)).sum();
-    let fragments: usize = doc.fragments.values().map(|f| count_aliases(&f.node.selection_set.node)).sum();
-    operations + fragments
 }
 
 /// Where each argument of the document stands (its name's and its value's position), so
@@ -193,12 +178,13 @@ impl<E: Executor> Guarded<E> {
     /// returns the kind of operation it runs and where its arguments stand.
     fn check(&self, request: &mut Request, over_websocket: bool) -> Result<Checked, ServerError> {
         let operation_name = request.operation_name.clone();
-        let doc = request.parsed_query().map_err(|e| with_code(e.clone(), "GRAPHQL_PARSE_FAILED"))?;
-        let aliases = document_aliases(doc);
-        if aliases > self.rules.max_aliases {
-            let message = format!("query uses {aliases} aliases; the limit is {}", self.rules.max_aliases);
+        let limits = &self.rules.limits;
+        let aliases = budget::admit(request, limits, None)?.aliases;
+        if aliases > limits.max_aliases as u64 {
+            let message = format!("query uses {aliases} aliases; the limit is {}", limits.max_aliases);
             return Err(with_code(ServerError::new(message, None), "QUERY_LIMIT_EXCEEDED"));
         }
+        let doc = request.parsed_query().map_err(|e| with_code(e.clone(), "GRAPHQL_PARSE_FAILED"))?;
         if !self.rules.introspection && asks_introspection(doc) {
             let error = ServerError::new(
                 "introspection is disabled on this server; the schema is published as schema.graphql",

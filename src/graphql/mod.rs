@@ -1,8 +1,10 @@
 //! The GraphQL kernel, below every feature: the one request context ([`context`]), the
 //! permission guards ([`guard`]), the one conversion of feature errors ([`error`]) and the
-//! guardrails every schema runs behind ([`guardrails`]). Schema assembly, which needs the
+//! guardrails every schema runs behind ([`guardrails`]), with the document budget they
+//! apply first ([`budget`]). Schema assembly, which needs the
 //! features, is `crate::schema`.
 
+pub mod budget;
 pub mod context;
 pub mod error;
 pub mod guard;

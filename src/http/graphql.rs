@@ -135,11 +135,15 @@ async fn execute_public(state: &AppState, batch: BatchRequest, request: RequestC
 /// The diner endpoint's limits: every operation of a batch counts against the address;
 /// `startCheckout` (which creates a PaymentIntent at Stripe) is limited per address and
 /// per venue, and at most one may run per request, however aliased or batched.
-fn limit_public(state: &AppState, batch: &BatchRequest, venue: &Venue, client: IpAddr) -> Result<(), RequestError> {
+fn limit_public(state: &AppState, batch: &mut BatchRequest, venue: &Venue, client: IpAddr) -> Result<(), RequestError> {
     let address = crate::auth::lockout::counted_address(client).to_string();
     let operations = u32::try_from(batch.iter().count()).unwrap_or(u32::MAX);
     state.limits.check(Bucket::PublicPerAddress, &address, operations).map_err(RequestError::limited)?;
-    match crate::limits::checkout_operations(batch) {
+    // Every startCheckout at any depth, in any fragment, in every entry; a document that
+    // names the field but cannot be counted is refused, never passed as none.
+    let checkouts = crate::graphql::budget::count_field_in_batch(batch, &state.config.limits, "startCheckout")
+        .map_err(|error| bad_request("BAD_USER_INPUT", error.message))?;
+    match checkouts {
         0 => Ok(()),
         1 => {
             state.limits.check(Bucket::CheckoutPerAddress, &address, 1).map_err(RequestError::limited)?;
@@ -238,8 +242,8 @@ async fn public_response(
         .map_err(refusal)?
         .ok_or_else(|| RequestError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no venue with this slug"))?;
     crate::observability::set_request_venue(&venue.id.to_string());
-    let batch = parse_batch(body, state.config.limits.max_batch, state.config.max_body_bytes)?;
-    limit_public(state, &batch, &venue, client)?;
+    let mut batch = parse_batch(body, state.config.limits.max_batch, state.config.max_body_bytes)?;
+    limit_public(state, &mut batch, &venue, client)?;
     let request = RequestCtx::diner(venue.venue_id(), request_id, client);
     Ok(Json(execute_public(state, batch, request).await).into_response())
 }

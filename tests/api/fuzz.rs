@@ -179,6 +179,12 @@ fn requests(schema: &Schema) -> Vec<(String, Value)> {
                 }
             }
         }
+        // Issue 19's documents: a 2^30 fragment bomb and 17 nested inline fragments on
+        // every root, answered with a coded refusal, never a stall or INTERNAL.
+        let bomb = crate::hostile::fragment_bomb(30, root, "__typename").replacen("query", kind, 1);
+        out.push((format!("{kind} fragment bomb"), json!({ "query": bomb })));
+        let nested = format!("{kind} {{ {} __typename {} }}", "... { ".repeat(17), "} ".repeat(17));
+        out.push((format!("{kind} nested inline fragments"), json!({ "query": nested })));
     }
     out
 }

@@ -16,6 +16,7 @@ mod cross_tenant;
 mod dev;
 mod diners;
 mod fuzz;
+mod hostile;
 mod identity;
 mod isolation;
 mod limits;

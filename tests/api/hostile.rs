@@ -1,0 +1,158 @@
+//! Issue 19's attacks, each as a test: fragment bombs on every door (POST on both
+//! endpoints, the WebSocket `subscribe`), with `/readyz` answering meanwhile, and nested
+//! inline fragments that once hid `startCheckout`s from the per-request rules. The bombs
+//! go to a `venueql serve` process of its own, so a frozen worker would show as a
+//! timeout here, never as a hung test runner.
+
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{TestApp, error_code};
+use crate::subscription::{connect_to, next_json};
+
+/// `F0` spreads `F1` twice, … `F{levels-1}` spreads `F{levels}` twice: 2^levels copies of
+/// `leaf` in about 45 bytes a level.
+pub(crate) fn fragment_bomb(levels: usize, on: &str, leaf: &str) -> String {
+    let mut query = String::from("query{...F0}");
+    for i in 0..levels {
+        query.push_str(&format!(" fragment F{i} on {on}{{...F{} ...F{}}}", i + 1, i + 1));
+    }
+    query.push_str(&format!(" fragment F{levels} on {on}{{{leaf}}}"));
+    query
+}
+
+/// `startCheckout` aliased `aliases` times inside `depth` nested inline fragments.
+pub(crate) fn nested_checkouts(item: &str, depth: usize, aliases: usize) -> String {
+    let fields: Vec<String> = (0..aliases)
+        .map(|i| {
+            format!(
+                "a{i}: startCheckout(input: {{ items: [{{ menuItemId: \"{item}\", quantity: 1 }}] }}) {{ checkoutId }}"
+            )
+        })
+        .collect();
+    format!("mutation {{ {} {} {} }}", "... { ".repeat(depth), fields.join(" "), "} ".repeat(depth))
+}
+
+async fn post_timed(
+    client: &reqwest::Client,
+    url: &str,
+    auth: Option<&str>,
+    body: String,
+) -> (StatusCode, Value, Duration) {
+    let started = Instant::now();
+    let mut request = client.post(url).header("content-type", "application/json").timeout(Duration::from_secs(10));
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    let response = request.body(body).send().await.expect("the server answers a bomb within 10 s");
+    let status = response.status();
+    let value = response.json().await.unwrap_or(Value::Null);
+    (status, value, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragment_bombs_are_refused_at_once_on_every_door_and_readyz_keeps_answering() {
+    let app = TestApp::spawn().await;
+    let server = app.serve_process(&[]).await;
+    let client = reqwest::Client::new();
+    let auth = format!("Bearer {}", app.a.full);
+    let staff_url = format!("{}/graphql", server.base);
+    let public_url = format!("{}/v/alpha/graphql", server.base);
+    let staff_bomb = json!({ "query": fragment_bomb(30, "StaffQuery", "me{permissions}") }).to_string();
+    let public_bomb = json!({ "query": fragment_bomb(30, "PublicQuery", "venue{slug}") }).to_string();
+    assert!(staff_bomb.len() < 1600, "a 1.5 KB request: {}", staff_bomb.len());
+
+    let (status, body, took) = post_timed(&client, &staff_url, Some(&auth), staff_bomb.clone()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::OK, "BAD_USER_INPUT"), "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("fragment spreads"), "{body}");
+    eprintln!("2^30 bomb on /graphql answered in {took:?}");
+    let (status, body, took) = post_timed(&client, &public_url, None, public_bomb.clone()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::OK, "BAD_USER_INPUT"), "{body}");
+    eprintln!("2^30 bomb on /v/alpha/graphql answered in {took:?}");
+
+    // Four clients each send bombs in a loop for two seconds; /readyz is asked meanwhile.
+    let stop = Instant::now() + Duration::from_secs(2);
+    let mut bombers = Vec::new();
+    for i in 0..4 {
+        let (client, url, body, auth) = if i % 2 == 0 {
+            (client.clone(), staff_url.clone(), staff_bomb.clone(), Some(auth.clone()))
+        } else {
+            (client.clone(), public_url.clone(), public_bomb.clone(), None)
+        };
+        bombers.push(tokio::spawn(async move {
+            let mut sent = 0;
+            while Instant::now() < stop {
+                let (status, _, _) = post_timed(&client, &url, auth.as_deref(), body.clone()).await;
+                assert!(status == StatusCode::OK || status == StatusCode::TOO_MANY_REQUESTS, "{status}");
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < stop {
+        let started = Instant::now();
+        let ready = client.get(format!("{}/readyz", server.base)).timeout(Duration::from_secs(5)).send().await;
+        assert_eq!(ready.expect("/readyz answers during the bombs").status(), StatusCode::OK);
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut sent = 0;
+    for bomber in bombers {
+        sent += bomber.await.unwrap();
+    }
+    eprintln!("{sent} bombs from 4 clients in 2 s; slowest /readyz {slowest:?}");
+    assert!(slowest < Duration::from_secs(1), "/readyz took {slowest:?} while bombs arrived");
+
+    // The WebSocket door checks the same budget before subscribing.
+    let (mut socket, ack) = connect_to(&server.base, &app.a.full).await;
+    assert_eq!(ack.unwrap()["type"], "connection_ack");
+    let bomb =
+        fragment_bomb(30, "StaffSubscription", "ordersQueueChanged{number}").replacen("query{", "subscription{", 1);
+    let message = json!({ "id": "bomb", "type": "subscribe", "payload": { "query": bomb } });
+    let started = Instant::now();
+    socket.send(Message::Text(message.to_string().into())).await.unwrap();
+    let answer = next_json(&mut socket, Duration::from_secs(10)).await.expect("an answer to the bomb");
+    assert!(answer.to_string().contains("BAD_USER_INPUT"), "{answer}");
+    assert!(answer.to_string().contains("fragment spreads"), "{answer}");
+    eprintln!("2^30 bomb over /graphql/ws answered in {:?}", started.elapsed());
+}
+
+fn payment_intents(app: &TestApp) -> usize {
+    app.stripe.requests().iter().filter(|r| r.path == "/v1/payment_intents" && r.method == "POST").count()
+}
+
+#[tokio::test]
+async fn checkouts_hidden_in_nested_fragments_are_counted_and_at_most_one_runs() {
+    let app = TestApp::spawn().await;
+    app.onboard(&app.a).await;
+    let item = app.a.item_ids[0].to_string();
+    let before = payment_intents(&app);
+    // 17 nested inline fragments, 30 aliases, a batch of 10: once 300 PaymentIntents.
+    let flood: Vec<Value> = (0..10).map(|_| json!({ "query": nested_checkouts(&item, 17, 30) })).collect();
+    let (status, body) = app.post("/v/alpha/graphql", &[], json!(flood).to_string()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "BAD_USER_INPUT"), "{body}");
+    assert!(body.to_string().contains("starts 300"), "{body}");
+    // The same through a fragment spread twice, and two nested ones in one document.
+    let spread = format!(
+        "mutation {{ ...F ...F }} fragment F on PublicMutation {{ ... {{ ... {{ startCheckout(input: {{ items: [{{ menuItemId: \"{item}\", quantity: 1 }}] }}) {{ checkoutId }} }} }} }}"
+    );
+    let (status, body) = app.post("/v/alpha/graphql", &[], json!({ "query": spread }).to_string()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "BAD_USER_INPUT"), "{body}");
+    let (status, body) =
+        app.post("/v/alpha/graphql", &[], json!({ "query": nested_checkouts(&item, 17, 2) }).to_string()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "BAD_USER_INPUT"), "{body}");
+    // A document naming the field that cannot be counted is refused, not passed as none.
+    let broken = format!("mutation {{ startCheckout(input: {{ items: [{{ menuItemId: \"{item}\" ");
+    let (status, body) = app.post("/v/alpha/graphql", &[], json!({ "query": broken }).to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(payment_intents(&app), before, "no PaymentIntent for any refused request");
+    // One checkout, however deeply nested, is one.
+    let one = app.public_gql("alpha", &nested_checkouts(&item, 17, 1), json!({})).await;
+    assert!(one["data"]["a0"]["checkoutId"].is_string(), "{one}");
+    assert_eq!(payment_intents(&app), before + 1);
+}
