@@ -296,6 +296,17 @@ fn start_mail_worker(config: &Config, db: Db, issuer: &str) -> Result<(), StartE
     Ok(())
 }
 
+/// Ends the process `grace` after shutdown began if draining has not finished by then
+/// (a request that never ends must not keep a stopped server alive). A thread of its own,
+/// so it fires even when every async worker is busy.
+pub fn exit_after(grace: std::time::Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(grace);
+        tracing::error!(grace_secs = grace.as_secs(), "requests still running after the shutdown grace period; exiting");
+        std::process::exit(1);
+    });
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -51,6 +51,9 @@ pub struct Config {
     pub webhook_max_concurrency: usize,
     /// Time limit for one request (`REQUEST_TIMEOUT_SECS`).
     pub request_timeout: Duration,
+    /// After SIGTERM, how long `serve` waits for requests in flight before it exits anyway
+    /// (`SHUTDOWN_GRACE_SECS`).
+    pub shutdown_grace: Duration,
     /// Contact line of `/.well-known/security.txt` (`SECURITY_CONTACT`).
     pub security_contact: String,
     /// `Policy:` of security.txt (`SECURITY_POLICY_URL`); default: this server's
@@ -291,6 +294,7 @@ impl Config {
             webhook_max_body_bytes: parse_or(&lookup, "WEBHOOK_MAX_BODY_BYTES", 512 * 1024)?,
             webhook_max_concurrency: parse_or(&lookup, "WEBHOOK_MAX_CONCURRENCY", 16usize)?.max(1),
             request_timeout: Duration::from_secs(parse_or(&lookup, "REQUEST_TIMEOUT_SECS", 30)?),
+            shutdown_grace: Duration::from_secs(parse_or(&lookup, "SHUTDOWN_GRACE_SECS", 35)?),
             security_contact: lookup("SECURITY_CONTACT").unwrap_or_else(|| "mailto:security@venueql.invalid".into()),
             security_policy_url: nonempty(&lookup, "SECURITY_POLICY_URL"),
             public_base_url: lookup("PUBLIC_BASE_URL")

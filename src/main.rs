@@ -321,8 +321,14 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
     }
     match command {
         Command::Serve => {
-            let application = app::Application::build(Config::from_env()?).await?;
-            application.run_until_stopped(app::shutdown_signal()).await?;
+            let config = Config::from_env()?;
+            let grace = config.shutdown_grace;
+            let application = app::Application::build(config).await?;
+            let shutdown = async move {
+                app::shutdown_signal().await;
+                app::exit_after(grace);
+            };
+            application.run_until_stopped(shutdown).await?;
         }
         Command::Migrate => {
             app::install_tls_provider();
