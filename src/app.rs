@@ -302,7 +302,10 @@ fn start_mail_worker(config: &Config, db: Db, issuer: &str) -> Result<(), StartE
 pub fn exit_after(grace: std::time::Duration) {
     std::thread::spawn(move || {
         std::thread::sleep(grace);
-        tracing::error!(grace_secs = grace.as_secs(), "requests still running after the shutdown grace period; exiting");
+        tracing::error!(
+            grace_secs = grace.as_secs(),
+            "requests still running after the shutdown grace period; exiting"
+        );
         std::process::exit(1);
     });
 }

@@ -127,7 +127,8 @@ pub async fn step_up(ctx: &Context<'_>, staff: Uuid, reauth: Option<&ReauthInput
     let config = context::config(ctx)?;
     let ip = caller.client;
     let master = config.keys.master()?;
-    login::reauthenticate(context::db(ctx)?, config.lockout, master, staff, &reauth.proof()?, ip).await
+    let session = current_session(caller);
+    login::reauthenticate(context::db(ctx)?, config.lockout, master, staff, &reauth.proof()?, ip, session).await
 }
 
 async fn audit_mfa(ctx: &Context<'_>, action: &str, staff: Uuid) -> Result<(), AppError> {

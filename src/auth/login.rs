@@ -126,8 +126,11 @@ pub enum Reauth {
     TotpCode(String),
 }
 
-/// Checks a step-up proof of `staff` under the same lockout as a sign-in. A wrong proof
-/// is BAD_USER_INPUT; too many are RATE_LIMITED.
+/// Checks a step-up proof of `staff` under the lockout. A proof made in a signed-in
+/// session counts against that session (its failures, and the address's), not the
+/// person's global counters: strangers failing at the person's email from elsewhere
+/// cannot stop them changing a compromised password. A wrong proof is BAD_USER_INPUT; too
+/// many are RATE_LIMITED.
 pub async fn reauthenticate(
     db: &Db,
     limits: LockoutLimits,
@@ -135,23 +138,34 @@ pub async fn reauthenticate(
     staff: Uuid,
     proof: &Reauth,
     ip: IpAddr,
+    session: Option<Uuid>,
 ) -> Result<(), AppError> {
+    let device = session.map(|grant| format!("session:{grant}"));
+    let device = device.as_deref();
     let checked = match proof {
         Reauth::Password(password) => {
             let email = email_of(db, staff).await?.ok_or(AppError::Forbidden)?;
-            let sign_in = PasswordSignIn { email: &email, password, ip, device: None };
+            let sign_in = PasswordSignIn { email: &email, password, ip, device };
             match sign_in_with_password(db, limits, sign_in).await? {
                 Checked::Passed(who) if who == staff => Checked::Passed(()),
                 Checked::Passed(_) | Checked::Wrong => Checked::Wrong,
                 Checked::Locked(wait) => Checked::Locked(wait),
             }
         }
-        Reauth::TotpCode(code) => second_factor(db, limits, master, staff, code, ip).await?,
+        Reauth::TotpCode(code) => {
+            let identifier = staff.to_string();
+            let attempt = Attempt { kind: SecretKind::Totp, identifiers: vec![&identifier], ip: Some(ip), device };
+            let verify = async { Ok(totp::verify(db, master, staff, code).await?.then_some(())) };
+            lockout::check(db, limits, attempt, verify).await?
+        }
     };
     match checked {
         Checked::Passed(()) => Ok(()),
         Checked::Wrong => Err(AppError::bad_input("the current password or authentication code is incorrect")),
-        Checked::Locked(wait) => Err(AppError::locked_out(wait)),
+        Checked::Locked(wait) => Err(AppError::RateLimited {
+            retry_after_secs: wait,
+            message: format!("too many failed step-up attempts in this session; try again in {wait} seconds"),
+        }),
     }
 }
 

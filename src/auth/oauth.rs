@@ -43,8 +43,16 @@ pub enum OAuthError {
     UnauthorizedClient(String),
     /// Unknown grant type.
     UnsupportedGrantType(String),
-    /// Too many failed client authentications: retry after this many seconds.
-    SlowDown(u32),
+    /// Too many failed secret checks (a client secret, a PIN): 429 with `error` (an RFC
+    /// 6749 code), `message` saying which secret, and Retry-After.
+    SlowDown {
+        /// Seconds until another attempt may be checked.
+        retry_after: u32,
+        /// `invalid_client` or `invalid_grant`.
+        error: &'static str,
+        /// What was locked, for people.
+        message: String,
+    },
     /// Anything else (logged; the body says only "server_error").
     Internal(AppError),
 }
@@ -233,11 +241,12 @@ pub async fn issue_code(
     Ok(code)
 }
 
-/// Creates a grant (session) at the transaction's venue with the client's ceiling and
-/// whether it proved a second factor; returns its id.
+/// Creates a grant (session) at the transaction's venue with `ceiling` (the client's, or
+/// lower) and whether it proved a second factor; returns its id.
 async fn create_grant(
     tx: &mut VenueTx,
     client: &Client,
+    ceiling: Permissions,
     staff: Option<Uuid>,
     grant_type: &str,
     mfa: bool,
@@ -250,7 +259,7 @@ async fn create_grant(
     .bind(&client.id)
     .bind(staff)
     .bind(grant_type)
-    .bind(client_ceiling(client).to_db())
+    .bind(ceiling.to_db())
     .bind(mfa)
     .fetch_one(tx.conn())
     .await?)
@@ -400,8 +409,13 @@ pub async fn exchange_code(
     if !redeemed {
         return Err(invalid());
     }
-    let session =
-        NewSession { staff: row.staff_id, grant_type: "authorization_code", mfa: row.mfa, with_refresh: true };
+    let session = NewSession {
+        staff: row.staff_id,
+        grant_type: "authorization_code",
+        mfa: row.mfa,
+        with_refresh: true,
+        cap: None,
+    };
     let (grant, response) = staff_grant(&mut tx, client, session, lifetimes).await?;
     sqlx::query("SELECT private.attach_code_grant($1, $2)").bind(&hash).bind(grant).execute(tx.conn()).await?;
     tx.commit().await?;
@@ -419,6 +433,9 @@ pub struct NewSession<'a> {
     pub mfa: bool,
     /// Whether it gets a refresh token (hosted login) or not (PIN).
     pub with_refresh: bool,
+    /// A cap below the client's ceiling for the session's whole life: a PIN set by
+    /// someone else yields no bit its setter did not hold (None: the client's ceiling).
+    pub cap: Option<Permissions>,
 }
 
 /// Starts a session for a person at the transaction's venue (audited as
@@ -435,12 +452,8 @@ pub async fn staff_grant(
     let (membership, venue_requires_mfa) = membership_and_rule(tx, session.staff).await?;
     let membership =
         membership.ok_or_else(|| OAuthError::InvalidGrant("the person no longer belongs to this venue".into()))?;
-    let facts = SessionFacts {
-        ceiling: client_ceiling(client),
-        membership: Some(membership),
-        venue_requires_mfa,
-        session_mfa: session.mfa,
-    };
+    let ceiling = session.cap.map_or(client_ceiling(client), |cap| client_ceiling(client) & cap);
+    let facts = SessionFacts { ceiling, membership: Some(membership), venue_requires_mfa, session_mfa: session.mfa };
     let permissions = facts.permissions();
     if permissions.is_empty() && !membership.is_empty() {
         return Err(OAuthError::InvalidGrant(
@@ -448,7 +461,7 @@ pub async fn staff_grant(
                 .into(),
         ));
     }
-    let grant = create_grant(tx, client, Some(session.staff), session.grant_type, session.mfa).await?;
+    let grant = create_grant(tx, client, ceiling, Some(session.staff), session.grant_type, session.mfa).await?;
     let who = Who::outside_http(crate::access::staff_actor(session.staff));
     let after = serde_json::json!({ "client_id": client.id, "grant_type": session.grant_type, "mfa": session.mfa,
         "permissions": permissions.names() });
@@ -536,7 +549,7 @@ pub async fn client_credentials(
     };
     let permissions = client_ceiling(client);
     let mut tx = db.venue_tx(venue).await?;
-    let grant = create_grant(&mut tx, client, None, "client_credentials", false).await?;
+    let grant = create_grant(&mut tx, client, client_ceiling(client), None, "client_credentials", false).await?;
     let response = issue_tokens(&mut tx, grant, permissions, lifetimes, lifetimes.session, false).await?;
     tx.commit().await?;
     Ok(response)

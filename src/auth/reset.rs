@@ -57,30 +57,57 @@ pub enum Requested {
     Locked(u32),
 }
 
-/// `POST /oauth/reset` with an email: every request counts against the email and the
-/// address, whether or not the account exists, so the answer reveals nothing.
+/// A request for a reset link.
+#[derive(Clone, Copy, Debug)]
+pub struct ResetRequest<'a> {
+    /// The email typed.
+    pub email: &'a str,
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The trusted-device id of the browser, when its cookie is genuine for this email.
+    pub device: Option<&'a str>,
+}
+
+/// `POST /oauth/reset` with an email. Every request counts against the address and the
+/// email (a browser holding a trusted-device cookie for the email counts only its own
+/// requests, so strangers asking for someone's link cannot block that person's own
+/// reset), whether or not the account exists. The answer comes before the work that
+/// differs: the link, its mail and the security event are made by a task after the
+/// answer, so neither the body nor the time says whether the account exists.
 pub async fn request(
     db: &Db,
     limits: LockoutLimits,
-    master: &MasterKeys,
-    email: &str,
-    ip: IpAddr,
+    master: &std::sync::Arc<MasterKeys>,
+    asked: ResetRequest<'_>,
 ) -> Result<Requested, AppError> {
-    let email = email.trim();
+    let email = asked.email.trim();
     if email.is_empty() || email.len() > 254 {
         return Err(AppError::bad_input("give the email address of your account"));
     }
-    let attempt = Attempt::new(SecretKind::ResetRequest, email, Some(ip));
+    let attempt =
+        Attempt { kind: SecretKind::ResetRequest, identifiers: vec![email], ip: Some(asked.ip), device: asked.device };
     if let lockout::Gate::Wait(wait) = lockout::begin(db, limits, attempt).await? {
         return Ok(Requested::Locked(wait));
     }
+    let (db, master, email, ip) = (db.clone(), master.clone(), email.to_string(), asked.ip);
+    tokio::spawn(async move {
+        if let Err(error) = send_link(&db, &master, &email, ip).await {
+            tracing::error!(error = %error.client_message(), "a requested reset link could not be made");
+        }
+    });
+    Ok(Requested::Accepted)
+}
+
+/// Makes the link and queues its mail when the account exists (the part of a reset
+/// request whose work depends on it).
+async fn send_link(db: &Db, master: &MasterKeys, email: &str, ip: IpAddr) -> Result<(), AppError> {
     let mut tx = db.resolving_tx().await?;
     let staff = create_link(tx.conn(), master, email).await?;
     tx.commit().await?;
     if let Some(staff) = staff {
         security_event(db, "password_reset_requested", staff, ip).await?;
     }
-    Ok(Requested::Accepted)
+    Ok(())
 }
 
 async fn security_event(db: &Db, kind: &str, staff: Uuid, ip: IpAddr) -> Result<(), AppError> {
@@ -171,7 +198,7 @@ pub async fn change_password(
     change: PasswordChange<'_>,
 ) -> Result<(), AppError> {
     let proof = Reauth::Password(change.current.to_string());
-    login::reauthenticate(db, limits, master, change.staff, &proof, change.ip).await?;
+    login::reauthenticate(db, limits, master, change.staff, &proof, change.ip, change.session).await?;
     if change.new == change.current {
         return Err(AppError::bad_input("the new password must differ from the current one"));
     }

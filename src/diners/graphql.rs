@@ -162,8 +162,9 @@ impl PublicDinerMutation {
         let config = crate::graphql::context::config(ctx)?;
         let keys = ctx.data::<KeyRing>()?;
         let db = crate::graphql::context::db(ctx)?;
+        let ip = crate::graphql::context::public(ctx)?.client;
         let mut tx = crate::graphql::context::public_tx(ctx).await?;
-        super::verification::request_code(db, &mut tx, keys, config.lockout, &email).await?;
+        super::verification::request_code(db, &mut tx, keys, config.lockout, &email, ip).await?;
         commit(tx).await?;
         Ok(true)
     }

@@ -32,22 +32,28 @@ fn identity_of(keys: &KeyRing, email: &str) -> Result<Vec<u8>, AppError> {
     Ok(identity::hash(keys.identity_key()?, &identity::email(email)?))
 }
 
-/// `requestDinerCode`: mails a code to `email` for the transaction's venue. The answer is
-/// the same whether or not the venue knows the diner; requests are limited per email.
+/// `requestDinerCode`: mails a code to `email` for the transaction's venue. The answer and
+/// the work are the same whether or not the venue knows the diner (a code is mailed
+/// either way); requests are limited per email (`LOCKOUT_IDENTIFIER_LIMIT` an hour) and
+/// per client address (`LOCKOUT_IP_LIMIT` an hour, IPv6 per /64), so one address cannot
+/// mail-bomb many inboxes.
 pub async fn request_code(
     db: &Db,
     tx: &mut VenueTx,
     keys: &KeyRing,
     limits: LockoutLimits,
     email: &str,
+    ip: IpAddr,
 ) -> Result<(), AppError> {
     let identity = identity_of(keys, email)?;
     let identifier = hex(&identity);
-    let gate = Attempt::new(SecretKind::DinerCodeRequest, &identifier, None);
+    let gate = Attempt::new(SecretKind::DinerCodeRequest, &identifier, Some(ip));
     if let lockout::Gate::Wait(wait) = lockout::begin(db, limits, gate).await? {
         return Err(AppError::RateLimited {
             retry_after_secs: wait,
-            message: format!("a code was asked for this email too often; try again in {wait} seconds"),
+            message: format!(
+                "codes were asked for this email or from this address too often; try again in {wait} seconds"
+            ),
         });
     }
     let code = six_digits();

@@ -65,11 +65,10 @@ fn oauth_error(error: OAuthError) -> Response {
         OAuthError::InvalidGrant(d) => (StatusCode::BAD_REQUEST, "invalid_grant", d),
         OAuthError::UnauthorizedClient(d) => (StatusCode::BAD_REQUEST, "unauthorized_client", d),
         OAuthError::UnsupportedGrantType(d) => (StatusCode::BAD_REQUEST, "unsupported_grant_type", d),
-        OAuthError::SlowDown(wait) => {
-            let description = format!("too many failed client authentications; retry after {wait} seconds");
-            let body = serde_json::json!({ "error": "invalid_client", "error_description": description });
+        OAuthError::SlowDown { retry_after, error, message } => {
+            let body = serde_json::json!({ "error": error, "error_description": message });
             let mut response = no_store((StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response());
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             return response;
         }
         OAuthError::Internal(error) => {
@@ -131,7 +130,8 @@ fn lifetimes(state: &AppState) -> TokenLifetimes {
 }
 
 /// Authenticates the client of a token, revocation or introspection request; a secret
-/// is checked under the lockout (per client id, per address).
+/// is checked under the lockout per (client, address) and per address: a 256-bit secret
+/// cannot be guessed, so failures from elsewhere must not lock the real client out.
 async fn authenticated_client(
     state: &AppState,
     headers: &HeaderMap,
@@ -152,12 +152,17 @@ async fn authenticated_client(
         let client = oauth::authenticate_client(&state.db, &credentials).await?.ok_or_else(failed)?;
         return Ok((form, client));
     };
-    let attempt = Attempt::new(SecretKind::ClientSecret, id, Some(client_addr));
+    let from_here = format!("{id}|{}", lockout::counted_address(client_addr));
+    let attempt = Attempt::new(SecretKind::ClientSecret, &from_here, Some(client_addr));
     let verify = oauth::authenticate_client(&state.db, &credentials);
     match lockout::check(&state.db, state.config.lockout, attempt, verify).await? {
         Checked::Passed(client) => Ok((form, client)),
         Checked::Wrong => Err(failed()),
-        Checked::Locked(wait) => Err(OAuthError::SlowDown(wait)),
+        Checked::Locked(wait) => Err(OAuthError::SlowDown {
+            retry_after: wait,
+            error: "invalid_client",
+            message: format!("too many failed client authentications from this address; retry after {wait} seconds"),
+        }),
     }
 }
 
@@ -788,13 +793,14 @@ async fn finish_login(
     }
 }
 
-const DEVICE_COOKIE: &str = "vq_device";
+/// The trusted-device cookie (sent to every hosted page under `/oauth`: sign-in and
+/// reset count only this browser's failures for the email it vouches for).
+pub(super) const DEVICE_COOKIE: &str = "vq_device";
 
 fn with_device_cookie(mut response: Response, state: &AppState, value: Option<&str>) -> Response {
     let Some(value) = value else { return response };
     let secure = if state.issuer.starts_with("https://") { "; Secure" } else { "" };
-    let cookie =
-        format!("{DEVICE_COOKIE}={value}; Path=/oauth/authorize; Max-Age=7776000; HttpOnly; SameSite=Strict{secure}");
+    let cookie = format!("{DEVICE_COOKIE}={value}; Path=/oauth; Max-Age=7776000; HttpOnly; SameSite=Strict{secure}");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

@@ -134,11 +134,21 @@ pub async fn reset_submit(
         return page(StatusCode::FORBIDDEN, "Cannot continue", &error_html(message));
     }
     if asking {
-        let master = match state.config.keys.master() {
-            Ok(master) => master,
-            Err(error) => return failed(error, json),
+        let Some(master) = state.config.keys.master.as_ref() else {
+            return failed(
+                AppError::Unavailable("password reset is not enabled on this server (APP_KEY is not set)".into()),
+                json,
+            );
         };
-        return match reset::request(&state.db, state.config.lockout, master, field("email"), client_addr).await {
+        let email = field("email");
+        let cookie = super::pages::cookie_value(&headers, super::oauth::DEVICE_COOKIE).unwrap_or_default();
+        let device = crate::auth::lockout::trusted_device(
+            secrecy::ExposeSecret::expose_secret(&*state.config.app_key),
+            &cookie,
+            email,
+        );
+        let asked = reset::ResetRequest { email, ip: client_addr, device };
+        return match reset::request(&state.db, state.config.lockout, master, asked).await {
             Ok(Requested::Accepted) if json => {
                 let body = serde_json::json!({ "status": "accepted",
                     "message": "if an account exists for this email, a reset link is on its way" });
