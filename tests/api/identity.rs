@@ -712,3 +712,241 @@ async fn a_staff_members_lockout_is_a_critical_event_in_each_of_their_venues_log
     assert_eq!(lockouts.len(), 2, "one alert per venue, the rest wait for the digest: {alerts:#?}");
     assert!(lockouts.iter().all(|a| a["digest"] == false && !a.to_string().contains(EMAIL)), "{lockouts:#?}");
 }
+
+// ───────────── issue 19: what strangers and lesser setters could do ─────────────
+
+/// A token answer's scope, sorted.
+fn scope(body: &Value) -> Vec<String> {
+    let mut bits: Vec<String> = body["scope"].as_str().unwrap_or_default().split(' ').map(str::to_string).collect();
+    bits.sort();
+    bits
+}
+
+#[tokio::test]
+async fn a_pin_never_yields_a_bit_its_setter_did_not_hold_however_far_the_member_is_raised() {
+    let s = setup().await;
+    let app = &s.app;
+    let cashier = app.join_as_new_person(&app.a.full, "cashier@alpha.test", &["ORDERS_QUEUE"], PASSWORD).await;
+    let manager = Permissions::STAFF_MANAGE | Permissions::STAFF_VIEW | Permissions::ORDERS_QUEUE;
+    let manager = venueql::admin::issue_token(&app.door, "operator:test", "alpha", "manager", manager).await.unwrap();
+    let set = "mutation($s: ID!) { setStaffPin(staffId: $s, pin: \"1357\") }";
+    assert_eq!(app.gql(&manager.token, set, json!({ "s": cashier })).await["data"]["setStaffPin"], true);
+    // The owner raises the cashier to bits the manager never held.
+    let raise = "mutation($s: ID!) { setStaffPermissions(staffId: $s, permissions: [ORDERS_QUEUE, ORDERS_REFUND, PAYMENTS_MANAGE, STAFF_MANAGE]) { id } }";
+    let raised = app.gql(&app.a.full, raise, json!({ "s": cashier })).await;
+    assert!(raised["errors"].is_null(), "{raised}");
+    let till = crate::helpers::create_client(
+        &app.door,
+        "operator:test",
+        "pos",
+        "Till",
+        Some("alpha"),
+        &[],
+        Permissions::all(),
+    )
+    .await
+    .unwrap();
+    let form = [("grant_type", venueql::auth::pins::PIN_GRANT), ("username", "cashier@alpha.test"), ("pin", "1357")];
+    let (status, body, _) =
+        token_request(app, &form, Some((&till.client_id, till.client_secret.as_deref().unwrap()))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(scope(&body), ["ORDERS_QUEUE", "STAFF_MANAGE"], "only bits the manager held: {body}");
+    let me = app.gql(body["access_token"].as_str().unwrap(), "{ me { permissions } }", json!({})).await;
+    let bits = me["data"]["me"]["permissions"].to_string();
+    assert!(!bits.contains("ORDERS_REFUND") && !bits.contains("PAYMENTS_MANAGE"), "{me}");
+    // The audit row says whose authority the PIN carries.
+    let log = app
+        .gql(
+            &app.a.full,
+            "{ auditEvents(filter: { actions: [\"staff.pin_set\"] }) { edges { node { after } } } }",
+            json!({}),
+        )
+        .await;
+    let after = log["data"]["auditEvents"]["edges"][0]["node"]["after"].to_string();
+    assert!(after.contains("another member") && after.contains("STAFF_MANAGE"), "{log}");
+    // The member's own PIN (with a fresh proof) is capped by their membership only.
+    let tokens = sign_in(&s, "cashier@alpha.test", PASSWORD, app.a.id).await;
+    let own = "mutation($p: String) { setStaffPin(pin: \"2468\", reauth: { password: $p }) }";
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(app.gql(access, own, json!({ "p": PASSWORD })).await["data"]["setStaffPin"], true);
+    let form = [("grant_type", venueql::auth::pins::PIN_GRANT), ("username", "cashier@alpha.test"), ("pin", "2468")];
+    let (_, body, _) = token_request(app, &form, Some((&till.client_id, till.client_secret.as_deref().unwrap()))).await;
+    assert_eq!(scope(&body), ["ORDERS_QUEUE", "ORDERS_REFUND", "PAYMENTS_MANAGE", "STAFF_MANAGE"], "{body}");
+}
+
+async fn reset_request(app: &TestApp, email: &str, forwarded: Option<&str>, cookie: Option<&str>) -> u16 {
+    let mut request = app
+        .client
+        .post(format!("{}/oauth/reset", app.base))
+        .header("accept", "application/json")
+        .form(&[("email", email)]);
+    if let Some(address) = forwarded {
+        request = request.header("x-forwarded-for", address);
+    }
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn strangers_failing_at_a_victims_email_cannot_lock_the_victim_out_of_fixing_it() {
+    let s = setup_with(|name| (name == "TRUSTED_PROXIES").then(|| "127.0.0.1/32".into())).await;
+    let app = &s.app;
+    // The victim signs in on their own browser (which becomes a trusted device).
+    let challenge = s256_challenge(&verifier());
+    let (status, location, body, device) =
+        crate::oauth::login_as_device(&s, EMAIL, PASSWORD, Some(app.a.id), &challenge, None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let device = device.expect("a trusted-device cookie");
+    let tokens = sign_in(&s, EMAIL, PASSWORD, app.a.id).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let _ = location;
+
+    // A stranger elsewhere fails 100 times at the victim's email, and asks for their reset.
+    let stranger = crate::oauth::Browser::open(&s, &challenge).await;
+    let mut statuses = Vec::new();
+    for _ in 0..100 {
+        statuses.push(stranger.password_from("203.0.113.9", EMAIL, "Wrong-Password-123").await.as_u16());
+    }
+    assert!(statuses.ends_with(&[429, 429]), "the email is locked for strangers: {statuses:?}");
+    let asked: Vec<u16> = join_all((0..6).map(|_| reset_request(app, EMAIL, Some("203.0.113.9"), None))).await;
+    assert!(asked.contains(&429), "strangers' reset requests stop at the limit: {asked:?}");
+
+    // The victim, signed in, steps up and changes the password at once.
+    let own_pin = "mutation($p: String) { setStaffPin(pin: \"8642\", reauth: { password: $p }) }";
+    let stepped = app.gql(access, own_pin, json!({ "p": PASSWORD })).await;
+    assert_eq!(stepped["data"]["setStaffPin"], true, "step-up counts against the session: {stepped}");
+    let change = "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }";
+    let changed = app.gql(access, change, json!({ "c": PASSWORD, "n": "Victim-Fixes-It-42" })).await;
+    assert_eq!(changed["data"]["changePassword"], true, "{changed}");
+    // And their own browser may still ask for a reset link, which arrives.
+    assert_eq!(reset_request(app, EMAIL, None, Some(&device)).await, 202);
+    app.mail.wait_for(EMAIL).await;
+
+    // A client's secret cannot be guessed: failures elsewhere do not lock the client out.
+    let (id, secret) = (&s.integration.0, &s.integration.1);
+    for _ in 0..8 {
+        let response = app
+            .client
+            .post(format!("{}/oauth/token", app.base))
+            .header("x-forwarded-for", "203.0.113.9")
+            .form(&[("grant_type", "client_credentials")])
+            .basic_auth(id, Some("vqcs_wrong"))
+            .send()
+            .await
+            .unwrap();
+        assert!([401, 429].contains(&response.status().as_u16()));
+    }
+    let (status, body, _) = token_request(app, &[("grant_type", "client_credentials")], Some((id, secret))).await;
+    assert_eq!(status, 200, "the real client from its own address: {body}");
+}
+
+#[tokio::test]
+async fn pin_failures_lock_a_person_at_the_till_that_failed_not_at_every_till() {
+    let s = setup().await;
+    let app = &s.app;
+    let chef = app.gql(&app.a.full, "{ staff { id email } }", json!({})).await["data"]["staff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == EMAIL)
+        .unwrap()["id"]
+        .clone();
+    let set = "mutation($s: ID!) { setStaffPin(staffId: $s, pin: \"5678\") }";
+    assert_eq!(app.gql(&app.a.full, set, json!({ "s": chef })).await["data"]["setStaffPin"], true);
+    let mut tills = Vec::new();
+    for name in ["Bar till", "Door till"] {
+        let till = crate::helpers::create_client(
+            &app.door,
+            "operator:test",
+            "pos",
+            name,
+            Some("alpha"),
+            &[],
+            Permissions::MENU_VIEW,
+        )
+        .await
+        .unwrap();
+        tills.push((till.client_id, till.client_secret.unwrap()));
+    }
+    let pin = |till: usize, pin: &'static str| {
+        let (id, secret) = tills[till].clone();
+        async move {
+            let form = [("grant_type", venueql::auth::pins::PIN_GRANT), ("username", EMAIL), ("pin", pin)];
+            token_request(app, &form, Some((&id, &secret))).await
+        }
+    };
+    let mut last = (StatusCode::OK, Value::Null);
+    for _ in 0..7 {
+        let (status, body, _) = pin(0, "0000").await;
+        last = (status, body);
+    }
+    assert_eq!(last.0, 429, "{}", last.1);
+    assert_eq!(last.1["error"], "invalid_grant");
+    assert!(last.1["error_description"].as_str().unwrap().contains("too many failed PIN attempts"), "{}", last.1);
+    let (status, body, _) = pin(1, "5678").await;
+    assert_eq!(status, 200, "another till is not locked: {body}");
+}
+
+#[tokio::test]
+async fn one_address_asking_diner_codes_for_many_emails_stops_at_the_limit() {
+    let app = TestApp::spawn_with(|name| (name == "LOCKOUT_IP_LIMIT").then(|| "10".into())).await;
+    let ask = "mutation($e: String!) { requestDinerCode(email: $e) }";
+    let mut sent = 0;
+    let mut refused = None;
+    for i in 0..60 {
+        let answer = app.public_gql("alpha", ask, json!({ "e": format!("diner{i}@example.com") })).await;
+        if answer["data"]["requestDinerCode"] == true {
+            sent += 1;
+        } else {
+            refused.get_or_insert(answer);
+        }
+    }
+    assert_eq!(sent, 10, "LOCKOUT_IP_LIMIT codes an hour from one address");
+    let refused = refused.expect("a refusal");
+    assert_eq!(error_code(&refused), "RATE_LIMITED", "{refused}");
+    assert!(refused.to_string().contains("from this address"), "{refused}");
+}
+
+/// The median of `times`.
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+#[tokio::test]
+async fn a_reset_request_takes_as_long_whether_or_not_the_account_exists() {
+    let app = TestApp::spawn_with(|name| match name {
+        "LOCKOUT_IDENTIFIER_LIMIT" | "LOCKOUT_IP_LIMIT" => Some("1000".into()),
+        _ => None,
+    })
+    .await;
+    venueql::admin::create_staff(&app.door, "operator:test", "known@alpha.test", PASSWORD, &BreachCheck::off())
+        .await
+        .unwrap();
+    // Interleaved in a fixed shuffled order, with pauses so nothing of one request
+    // overlaps the next; the attacker's classifier: the midpoint of the two medians.
+    let order: Vec<bool> = (0..80u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % 2 == 0).collect();
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for exists in order {
+        let email = if exists { "known@alpha.test" } else { "nobody@alpha.test" };
+        let started = std::time::Instant::now();
+        assert_eq!(reset_request(&app, email, None, None).await, 202);
+        let took = started.elapsed();
+        if exists {
+            known.push(took)
+        } else {
+            unknown.push(took)
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (known_median, unknown_median) = (median(known.clone()), median(unknown.clone()));
+    let threshold = (known_median + unknown_median) / 2;
+    let slower_is_known = known_median > unknown_median;
+    let right = known.iter().filter(|t| (**t > threshold) == slower_is_known).count()
+        + unknown.iter().filter(|t| (**t > threshold) != slower_is_known).count();
+    let accuracy = right as f64 / (known.len() + unknown.len()) as f64;
+    eprintln!("reset medians: account {known_median:?}, no account {unknown_median:?}; classified {accuracy:.2}");
+    assert!(accuracy < 0.8, "the answer's time tells whether an account exists ({accuracy:.2} classified right)");
+}

@@ -573,6 +573,16 @@ impl Browser {
     pub(crate) async fn password(&self, email: &str, password: &str) -> (StatusCode, String, String) {
         self.submit(&[("step", "password"), ("email", email), ("password", password)]).await
     }
+
+    /// As `password`, through a trusted proxy that says the browser is at `address`.
+    pub(crate) async fn password_from(&self, address: &str, email: &str, password: &str) -> StatusCode {
+        let mut form = self.fields.clone();
+        form.extend(
+            [("step", "password"), ("email", email), ("password", password)].map(|(k, v)| (k.into(), v.into())),
+        );
+        let request = self.client.post(&self.url).header(COOKIE, &self.cookie).header("x-forwarded-for", address);
+        request.form(&form).send().await.unwrap().status()
+    }
 }
 
 pub(crate) fn totp_code(secret: &str, offset: i64) -> String {
