@@ -366,9 +366,19 @@ pub struct SealReport {
     pub sealed: i64,
 }
 
+/// An unsealed row that comes after a sealed one: once a venue's rows are sealed, every
+/// later row is sealed in its own transaction, so a gap means seals were deleted (a
+/// superuser edited a row, recomputed the chain forward and removed the seals from there).
+fn unsealed_after_sealing_began(rows: &[CheckedRow]) -> Option<String> {
+    let first_sealed = rows.iter().find(|row| row.mac.is_some())?.seq;
+    let gap = rows.iter().find(|row| row.seq > first_sealed && row.mac.is_none())?;
+    Some(format!("event {} has no keyed seal although event {first_sealed} before it is sealed", gap.seq))
+}
+
 /// `venueql audit seal-existing`: seals the rows written before this version (which had
 /// no `AUDIT_HMAC_KEY`), once, after an upgrade. A venue whose plain chain does not verify
-/// is refused: sealing would bless whatever was done to it.
+/// is refused: sealing would bless whatever was done to it. So is a venue with an
+/// unsealed row after a sealed one: only rows from before sealing began may be sealed.
 pub async fn seal_existing(door: &crate::tenancy::CrossTenantDoor, actor: &str) -> Result<Vec<SealReport>, AppError> {
     let key = seal::installed()?;
     let mut tx = door.open_cross_tenant(actor, "audit seal-existing").await?;
@@ -386,6 +396,12 @@ pub async fn seal_existing(door: &crate::tenancy::CrossTenantDoor, actor: &str) 
             return Err(AppError::Refused(format!(
                 "{slug}: the audit chain does not verify at event {}; nothing was sealed there (run `venueql audit verify`)",
                 row.seq
+            )));
+        }
+        if let Some(problem) = unsealed_after_sealing_began(&rows) {
+            return Err(AppError::Refused(format!(
+                "{slug}: {problem}; rows written since sealing began never lack a seal, so this is tampering, not \
+                 history: nothing was sealed there (run `venueql audit verify`, compare with the WORM copy)"
             )));
         }
         let unsealed: Vec<&CheckedRow> = rows.iter().filter(|row| row.mac.is_none()).collect();

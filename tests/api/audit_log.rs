@@ -514,3 +514,32 @@ async fn rows_written_before_keyed_seals_are_sealed_once_by_seal_existing_unless
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("bravo: the audit chain does not verify at event 2"), "{err}");
 }
+
+#[tokio::test]
+async fn seal_existing_refuses_to_re_bless_a_rewrite_whose_seals_were_deleted_from_there() {
+    let app = TestApp::spawn().await;
+    let events = venueql::audit::verify_all(&app.door, "operator:test", None).await.unwrap();
+    let events = events.iter().find(|r| r.venue == "alpha").unwrap().events;
+    assert!(events >= 3, "{events}");
+    // A superuser edits row 2, recomputes the chain forward and deletes the seals from there.
+    tamper::edit_and_rechain(&app, app.a.id, 2).await;
+    let mut conn = tamper::superuser(&app).await;
+    sqlx::query("DELETE FROM audit_seals WHERE venue_id = $1 AND seq >= 2")
+        .bind(app.a.id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let sealed = std::process::Command::new(env!("CARGO_BIN_EXE_venueql"))
+        .args(["audit", "seal-existing"])
+        .env("DATABASE_PLATFORM_URL", &app.urls.platform)
+        .env("AUDIT_HMAC_KEY", crate::helpers::TEST_AUDIT_KEY)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!sealed.status.success(), "{sealed:?}");
+    let err = String::from_utf8_lossy(&sealed.stderr);
+    assert!(err.contains("alpha: event 2 has no keyed seal although event 1 before it is sealed"), "{err}");
+    let reports = venueql::audit::verify_all(&app.door, "operator:test", None).await.unwrap();
+    let problems = problems_of(&reports, "alpha");
+    assert_eq!(problems.len() as i64, events - 1, "still caught by verify: {problems:?}");
+}
