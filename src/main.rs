@@ -88,6 +88,16 @@ enum Command {
         /// At most this many of A's ids per argument.
         #[arg(long, default_value_t = 25)]
         ids_per_field: usize,
+        /// A person's access token at venue B: the fields only a person reaches are
+        /// attacked with it too.
+        #[arg(long)]
+        person_token_b: Option<String>,
+        /// A saved introspection result of the diner schema (/v/{slug}/graphql).
+        #[arg(long)]
+        public_schema: Option<PathBuf>,
+        /// Seconds to watch B's subscriptions for A's events (0: not watched).
+        #[arg(long, default_value_t = 5)]
+        watch_secs: u64,
     },
     /// Data-key tools (DATABASE_PLATFORM_URL, APP_KEY and APP_PREVIOUS_KEYS from the environment).
     Keys {
@@ -362,15 +372,32 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
             print_json(&serde_json::json!({ "venues": reports }));
         }
         Command::Stripe { command } => return run_stripe(command).await,
-        Command::VerifyIsolation { url, token_a, token_b, schema, ids_per_field } => {
+        Command::VerifyIsolation {
+            url,
+            token_a,
+            token_b,
+            schema,
+            ids_per_field,
+            person_token_b,
+            public_schema,
+            watch_secs,
+        } => {
             app::install_tls_provider();
-            let schema = match schema {
-                Some(path) => Some(
-                    serde_json::from_slice(&std::fs::read(&path)?).map_err(|e| format!("{}: {e}", path.display()))?,
-                ),
-                None => None,
+            let read = |path: Option<PathBuf>| -> Result<Option<serde_json::Value>, DynError> {
+                let Some(path) = path else { return Ok(None) };
+                let bytes = std::fs::read(&path)?;
+                Ok(Some(serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?))
             };
-            let options = venueql::isolation::Options { url, token_a, token_b, schema, ids_per_field };
+            let options = venueql::isolation::Options {
+                url,
+                token_a,
+                token_b,
+                schema: read(schema)?,
+                ids_per_field,
+                person_token_b,
+                public_schema: read(public_schema)?,
+                watch: std::time::Duration::from_secs(watch_secs),
+            };
             let report = venueql::isolation::run(options).await?;
             eprint!("{}", report.summary());
             print_json(&report);

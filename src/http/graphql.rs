@@ -98,13 +98,22 @@ pub(super) fn refusal(error: AppError) -> RequestError {
     }
 }
 
+/// The venue the `X-Venue` header names, if any. More than one `X-Venue` header is
+/// refused: a request names its venue once, and a second header must never be ignored.
+fn x_venue(headers: &HeaderMap) -> Result<Option<String>, RequestError> {
+    let mut values = headers.get_all("x-venue").iter();
+    let first = values.next().map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
+    if values.next().is_some() {
+        return Err(bad_request("BAD_REQUEST", "send at most one X-Venue header"));
+    }
+    Ok(first)
+}
+
 /// Refuses a request that names (by host name or `X-Venue`, slug or id) another venue
 /// than the token's. Says nothing about whether the named venue exists.
 async fn check_named_venue(state: &AppState, headers: &HeaderMap, staff: &RequestCtx) -> Result<(), RequestError> {
-    let named: Vec<String> = host_slug(headers, state.config.public_host_suffix.as_deref())
-        .into_iter()
-        .chain(headers.get("x-venue").map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase()))
-        .collect();
+    let named: Vec<String> =
+        host_slug(headers, state.config.public_host_suffix.as_deref()).into_iter().chain(x_venue(headers)?).collect();
     if named.is_empty() {
         return Ok(());
     }
@@ -260,6 +269,10 @@ pub async fn public(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let checked = async {
+        if x_venue(&headers)?.is_some() {
+            let message = "this endpoint's venue is the one in its path (/v/{slug}/graphql); do not send X-Venue";
+            return Err(bad_request("BAD_REQUEST", message));
+        }
         if let Some(token) = bearer_token(&headers) {
             let token = token.map_err(|()| unauthenticated("the Authorization header must be `Bearer <token>`"))?;
             let caller =

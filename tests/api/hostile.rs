@@ -156,3 +156,23 @@ async fn checkouts_hidden_in_nested_fragments_are_counted_and_at_most_one_runs()
     assert!(one["data"]["a0"]["checkoutId"].is_string(), "{one}");
     assert_eq!(payment_intents(&app), before + 1);
 }
+
+#[tokio::test]
+async fn a_second_x_venue_header_or_x_venue_on_the_diner_endpoint_is_refused() {
+    let app = TestApp::spawn().await;
+    let auth = format!("Bearer {}", app.a.full);
+    let body = r#"{"query":"{ me { actor } }"}"#;
+    for second in ["alpha", "bravo"] {
+        let headers = [("authorization", auth.as_str()), ("x-venue", "alpha"), ("x-venue", second)];
+        let (status, answer) = app.post("/graphql", &headers, body).await;
+        assert_eq!((status, error_code(&answer)), (StatusCode::BAD_REQUEST, "BAD_REQUEST"), "{answer}");
+        assert!(answer.to_string().contains("one X-Venue"), "{answer}");
+    }
+    let (status, answer) = app.post("/graphql", &[("authorization", auth.as_str()), ("x-venue", "alpha")], body).await;
+    assert_eq!(status, StatusCode::OK, "one header naming the token's venue: {answer}");
+    let menu = r#"{"query":"{ venue { slug } }"}"#;
+    for named in ["alpha", "bravo"] {
+        let (status, answer) = app.post("/v/alpha/graphql", &[("x-venue", named)], menu).await;
+        assert_eq!((status, error_code(&answer)), (StatusCode::BAD_REQUEST, "BAD_REQUEST"), "{answer}");
+    }
+}

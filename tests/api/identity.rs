@@ -22,7 +22,7 @@ use venueql::auth::oauth::s256_challenge;
 const ME: &str = "{ me { venue { slug } person { email } permissions } }";
 
 /// Signs `email` in through the hosted login at `venue` (no TOTP); returns the tokens.
-async fn sign_in(s: &OAuthSetup, email: &str, password: &str, venue: Uuid) -> Value {
+pub(crate) async fn sign_in(s: &OAuthSetup, email: &str, password: &str, venue: Uuid) -> Value {
     let v = verifier();
     let (status, location, body) = login(s, email, password, Some(venue), &s256_challenge(&v)).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
