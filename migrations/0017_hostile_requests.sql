@@ -39,3 +39,50 @@ CREATE FUNCTION private.staff_pin(p_email text) RETURNS TABLE (staff_id uuid, pi
 
 REVOKE ALL ON FUNCTION private.set_staff_pin(uuid, text, bigint), private.staff_pin(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION private.set_staff_pin(uuid, text, bigint), private.staff_pin(text) TO venueql_app;
+
+-- ───────────────────────────── Stripe events venueql cannot read ─────────────────────────────
+
+-- A verified event whose object does not have the shape venueql reads is never
+-- acknowledged as handled: its effects roll back (nothing stored in stripe_events, so
+-- Stripe's retry or `venueql stripe replay` applies it once the reader is fixed), the
+-- webhook is answered 500, and it is kept here for the operator with a critical alert.
+CREATE TABLE private.stripe_unreadable_events (
+    id            text PRIMARY KEY CONSTRAINT stripe_unreadable_events_id_format CHECK (id ~ '^evt_[A-Za-z0-9_]+$'),
+    endpoint      text NOT NULL CONSTRAINT stripe_unreadable_events_endpoint CHECK (endpoint IN ('platform', 'connect')),
+    type          text NOT NULL,
+    -- What did not fit (serde's words: a field name and the expected type).
+    reason        text NOT NULL,
+    -- The request body exactly as signed (removed once the event is applied).
+    raw_body      text NOT NULL,
+    first_seen_at timestamptz NOT NULL DEFAULT now(),
+    last_seen_at  timestamptz NOT NULL DEFAULT now(),
+    deliveries    integer NOT NULL DEFAULT 1
+);
+COMMENT ON TABLE private.stripe_unreadable_events IS
+    'Private, platform-level: verified Stripe events venueql could not read, kept until applied.';
+
+-- Records a delivery of an event that could not be read; true on its first delivery.
+CREATE FUNCTION private.record_unreadable_stripe_event(p_id text, p_endpoint text, p_type text, p_reason text,
+                                                       p_raw text) RETURNS boolean
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$
+    INSERT INTO private.stripe_unreadable_events AS u (id, endpoint, type, reason, raw_body)
+    VALUES (p_id, p_endpoint, p_type, left(p_reason, 1000), p_raw)
+    ON CONFLICT (id) DO UPDATE SET deliveries = u.deliveries + 1, last_seen_at = now(), reason = EXCLUDED.reason
+    RETURNING deliveries = 1 $$;
+
+-- The event was applied after all (a fixed reader, Stripe's retry or a replay).
+CREATE FUNCTION private.forget_unreadable_stripe_event(p_id text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS $$ DELETE FROM private.stripe_unreadable_events WHERE id = p_id $$;
+
+REVOKE ALL ON FUNCTION private.record_unreadable_stripe_event(text, text, text, text, text),
+    private.forget_unreadable_stripe_event(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION private.record_unreadable_stripe_event(text, text, text, text, text),
+    private.forget_unreadable_stripe_event(text) TO venueql_app;
+
+ALTER TABLE private.alert_events DROP CONSTRAINT alert_events_kind_known;
+ALTER TABLE private.alert_events ADD CONSTRAINT alert_events_kind_known CHECK (kind IN (
+    'refresh_token_reuse', 'lockout', 'cross_venue_refused', 'elevated_grant',
+    'signature_failure_burst', 'paid_without_order', 'payment_mismatch', 'dispute',
+    'key_rotation', 'venue_offboarded', 'large_refund', 'stripe_event_unreadable'));

@@ -31,10 +31,11 @@ OBJECTS = ["event", "payment_intent", "charge", "refund", "dispute", "account", 
            "transfer_data", "api_errors", "account_requirements"]
 
 
-def outline(prop, schemas):
-    """One property: its type, enum, nullability and the object it refers to (if any).
-    Values listed only in the description (e.g. a refund's status) are kept as `mentions`."""
-    out = {"nullable": bool(prop.get("nullable", False))}
+def outline(prop, schemas, required=False):
+    """One property: its type, enum, nullability, whether its object must carry it, and the
+    object it refers to (if any). Values listed only in the description (e.g. a refund's
+    status) are kept as `mentions`."""
+    out = {"nullable": bool(prop.get("nullable", False)), "required": required}
     refs = [prop] + prop.get("anyOf", [])
     for ref in refs:
         if "$ref" in ref:
@@ -46,7 +47,8 @@ def outline(prop, schemas):
     if "enum" in prop:
         out["enum"] = prop["enum"]
     if prop.get("type") == "object" and "properties" in prop:
-        out["properties"] = {k: outline(v, schemas) for k, v in prop["properties"].items()}
+        needed = prop.get("required", [])
+        out["properties"] = {k: outline(v, schemas, k in needed) for k, v in prop["properties"].items()}
     if prop.get("type") == "array" and "$ref" in prop.get("items", {}):
         out["items"] = prop["items"]["$ref"].split("/")[-1]
     if "description" in prop and prop.get("type") == "string" and "enum" not in prop:
@@ -79,7 +81,10 @@ def main(source):
         if body:
             out["form"] = resolve(body["schema"], schemas)
         paths.setdefault(path, {})[method] = out
-    objects = {name: {k: outline(v, schemas) for k, v in schemas[name]["properties"].items()} for name in OBJECTS}
+    objects = {
+        name: {k: outline(v, schemas, k in schemas[name].get("required", [])) for k, v in schemas[name]["properties"].items()}
+        for name in OBJECTS
+    }
     subset = {"info": {"version": spec["info"]["version"]}, "paths": paths, "objects": objects}
     json.dump(subset, open("stripe/api-subset.json", "w"), indent=None, separators=(",", ":"), sort_keys=True)
     fixtures = json.load(open(f"{source}/fixtures3.json"))["resources"]

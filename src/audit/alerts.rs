@@ -42,6 +42,8 @@ pub enum AlertKind {
     VenueOffboarded,
     /// A refund of a large share of an order was requested.
     LargeRefund,
+    /// A verified Stripe event could not be read (not acknowledged: Stripe retries).
+    StripeEventUnreadable,
 }
 
 impl AlertKind {
@@ -59,6 +61,7 @@ impl AlertKind {
             AlertKind::KeyRotation => "key_rotation",
             AlertKind::VenueOffboarded => "venue_offboarded",
             AlertKind::LargeRefund => "large_refund",
+            AlertKind::StripeEventUnreadable => "stripe_event_unreadable",
         }
     }
 }

@@ -70,6 +70,10 @@ async fn receive(
             AppError::Unavailable(message) => {
                 return RequestError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message.clone());
             }
+            // Not acknowledged: Stripe retries, the operator has the alert.
+            AppError::Unreadable(message) => {
+                return RequestError::new(StatusCode::INTERNAL_SERVER_ERROR, "EVENT_UNREADABLE", message.clone());
+            }
             _ => {}
         }
         RequestError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "the event could not be processed; retry")

@@ -125,7 +125,7 @@ async fn create_account(db: &Db, payments: &Payments, venue: VenueId, who: &Who)
     if inserted == 1 {
         sqlx::query("SELECT private.register_stripe_account($1)").bind(account_id).execute(tx.conn()).await?;
         // The state Stripe created the account with; any event about it is newer.
-        let created = DateTime::from_timestamp(account.created, 0).unwrap_or_default();
+        let created = account.created.and_then(|at| DateTime::from_timestamp(at, 0)).unwrap_or_default();
         store_state(&mut tx, &account, created, "").await?;
         let change = Change {
             action: "stripe_account.created",
@@ -142,11 +142,17 @@ async fn create_account(db: &Db, payments: &Payments, venue: VenueId, who: &Who)
 }
 
 /// Stores what an account object says, unless a newer state is stored; true if it was.
+/// A field the object leaves out (Stripe requires only `id`) keeps its stored value.
 async fn store_state(tx: &mut VenueTx, account: &Account, at: DateTime<Utc>, key: &str) -> Result<bool, AppError> {
-    let requirements = account.requirements.clone().unwrap_or_default();
+    let requirements = account.requirements.clone();
+    let said = requirements.is_some();
+    let requirements = requirements.unwrap_or_default();
     let changed = sqlx::query(
-        "UPDATE stripe_accounts SET charges_enabled = $2, payouts_enabled = $3, details_submitted = $4, \
-             requirements_due = $5, disabled_reason = $6, state_at = $7, state_event = $8, updated_at = now() \
+        "UPDATE stripe_accounts SET charges_enabled = COALESCE($2, charges_enabled), \
+             payouts_enabled = COALESCE($3, payouts_enabled), details_submitted = COALESCE($4, details_submitted), \
+             requirements_due = CASE WHEN $9 THEN $5 ELSE requirements_due END, \
+             disabled_reason = CASE WHEN $9 THEN $6 ELSE disabled_reason END, \
+             state_at = $7, state_event = $8, updated_at = now() \
          WHERE account_id = $1 AND (state_at, state_event) < ($7, $8)",
     )
     .bind(&account.id)
@@ -157,6 +163,7 @@ async fn store_state(tx: &mut VenueTx, account: &Account, at: DateTime<Utc>, key
     .bind(requirements.disabled_reason)
     .bind(at)
     .bind(key)
+    .bind(said)
     .execute(tx.conn())
     .await?
     .rows_affected();
@@ -183,5 +190,6 @@ pub(super) async fn apply_account(
             "details_submitted": account.details_submitted, "requirements_due": due })),
     };
     audit::record(tx, who, change).await?;
-    Ok(format!("account updated (charges enabled: {})", account.charges_enabled))
+    let charges = account.charges_enabled.map_or("not said".to_string(), |enabled| enabled.to_string());
+    Ok(format!("account updated (charges enabled: {charges})"))
 }

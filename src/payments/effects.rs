@@ -107,20 +107,25 @@ async fn finish(
     Ok(())
 }
 
+/// An object of a verified event that venueql cannot read: never acknowledged as handled
+/// (the intake keeps it, alerts, and Stripe retries).
+fn unreadable(why: String) -> AppError {
+    AppError::Unreadable(why)
+}
+
 /// The PaymentIntent an event's object names (its own id for `payment_intent.*`).
-fn payment_intent_of(handled: Handled, object: &Value) -> Option<String> {
-    let named = match handled {
+fn payment_intent_of(handled: Handled, object: &Value) -> Result<Option<String>, AppError> {
+    Ok(match handled {
         Handled::PaymentSucceeded | Handled::PaymentFailed | Handled::PaymentCanceled => {
-            objects::read::<PaymentIntent>("PaymentIntent", object).ok().map(|i| Some(i.id))
+            Some(objects::read::<PaymentIntent>("PaymentIntent", object).map_err(unreadable)?.id)
         }
-        Handled::ChargeRefunded => objects::read::<Charge>("charge", object).ok().map(|c| c.payment_intent),
-        Handled::RefundChanged => objects::read::<Refund>("refund", object).ok().map(|r| r.payment_intent),
+        Handled::ChargeRefunded => objects::read::<Charge>("charge", object).map_err(unreadable)?.payment_intent,
+        Handled::RefundChanged => objects::read::<Refund>("refund", object).map_err(unreadable)?.payment_intent,
         Handled::DisputeOpened | Handled::DisputeUpdated | Handled::DisputeClosed => {
-            objects::read::<Dispute>("dispute", object).ok().map(|d| d.payment_intent)
+            objects::read::<Dispute>("dispute", object).map_err(unreadable)?.payment_intent
         }
         Handled::AccountUpdated => None,
-    };
-    named.flatten()
+    })
 }
 
 async fn route(
@@ -143,10 +148,9 @@ async fn route(
         return Ok(Route::Nowhere(format!("ignored: {kind} is not expected on this endpoint")));
     }
     if handled == Handled::AccountUpdated {
-        let account = match (&event.account, objects::read::<objects::Account>("account", object)) {
-            (Some(account), _) => account.clone(),
-            (None, Ok(object)) => object.id,
-            (None, Err(why)) => return Ok(Route::Nowhere(format!("ignored: {why}"))),
+        let account = match &event.account {
+            Some(account) => account.clone(),
+            None => objects::read::<objects::Account>("account", object).map_err(unreadable)?.id,
         };
         let venue: Option<Uuid> =
             sqlx::query_scalar("SELECT private.stripe_account_venue($1)").bind(&account).fetch_one(tx.conn()).await?;
@@ -155,7 +159,7 @@ async fn route(
             None => Route::Nowhere("ignored: the account is not connected to any venue".into()),
         });
     }
-    let Some(payment_intent) = payment_intent_of(handled, object) else {
+    let Some(payment_intent) = payment_intent_of(handled, object)? else {
         return Ok(Route::Nowhere("ignored: the object names no PaymentIntent".into()));
     };
     let found: Option<(Uuid, Uuid)> =
@@ -198,51 +202,47 @@ async fn handle(
     let kind = event.event_type.as_str();
     let (Some(handled), Some(checkout)) = (Handled::of(kind), checkout) else {
         return match Handled::of(kind) {
-            Some(Handled::AccountUpdated) => match objects::read("account", object) {
-                Ok(account) => super::accounts::apply_account(tx, &who, &account, stamp).await,
-                Err(why) => Ok(format!("ignored: {why}")),
-            },
+            Some(Handled::AccountUpdated) => {
+                let account = objects::read("account", object).map_err(unreadable)?;
+                super::accounts::apply_account(tx, &who, &account, stamp).await
+            }
             _ => Ok(format!("ignored: {kind} could not be routed")),
         };
     };
     // Events of one checkout apply one after another (Stripe delivers related events at once).
     sqlx::query("SELECT 1 FROM checkouts WHERE id = $1 FOR UPDATE").bind(checkout).execute(tx.conn()).await?;
     match handled {
-        Handled::PaymentSucceeded => match objects::read("PaymentIntent", object) {
-            Ok(intent) => payment_succeeded(tx, &who, &intent, checkout, stamp).await,
-            Err(why) => Ok(format!("ignored: {why}")),
-        },
-        Handled::PaymentFailed | Handled::PaymentCanceled => match objects::read("PaymentIntent", object) {
-            Ok(intent) => {
-                let status =
-                    if handled == Handled::PaymentCanceled { CheckoutStatus::Canceled } else { CheckoutStatus::Failed };
-                payment_ended(tx, &intent, checkout, status, stamp).await
-            }
-            Err(why) => Ok(format!("ignored: {why}")),
-        },
-        Handled::ChargeRefunded => match objects::read("charge", object) {
-            Ok(charge) => charge_refunded(tx, &who, &charge, checkout, stamp).await,
-            Err(why) => Ok(format!("ignored: {why}")),
-        },
-        Handled::RefundChanged => match objects::read::<Refund>("refund", object) {
-            Ok(refund) => match reported_refund(&refund) {
+        Handled::PaymentSucceeded => {
+            let intent = objects::read("PaymentIntent", object).map_err(unreadable)?;
+            payment_succeeded(tx, &who, &intent, checkout, stamp).await
+        }
+        Handled::PaymentFailed | Handled::PaymentCanceled => {
+            let intent = objects::read("PaymentIntent", object).map_err(unreadable)?;
+            let status =
+                if handled == Handled::PaymentCanceled { CheckoutStatus::Canceled } else { CheckoutStatus::Failed };
+            payment_ended(tx, &intent, checkout, status, stamp).await
+        }
+        Handled::ChargeRefunded => {
+            let charge = objects::read("charge", object).map_err(unreadable)?;
+            charge_refunded(tx, &who, &charge, checkout, stamp).await
+        }
+        Handled::RefundChanged => {
+            let refund = objects::read::<Refund>("refund", object).map_err(unreadable)?;
+            match reported_refund(&refund) {
                 Some(reported) => money::refund_reported(tx, &who, checkout, &reported, stamp).await,
                 None => Ok(format!("ignored: refund {} in a state venueql does not know", refund.id)),
-            },
-            Err(why) => Ok(format!("ignored: {why}")),
-        },
+            }
+        }
         Handled::DisputeOpened | Handled::DisputeUpdated | Handled::DisputeClosed => {
             let report = match handled {
                 Handled::DisputeOpened => DisputeReport::Opened,
                 Handled::DisputeClosed => DisputeReport::Closed,
                 _ => DisputeReport::Updated,
             };
-            match objects::read::<Dispute>("dispute", object) {
-                Ok(dispute) => match reported_dispute(&dispute) {
-                    Some(reported) => money::dispute_reported(tx, &who, checkout, &reported, report, stamp).await,
-                    None => Ok(format!("ignored: dispute {} in a state venueql does not know", dispute.id)),
-                },
-                Err(why) => Ok(format!("ignored: {why}")),
+            let dispute = objects::read::<Dispute>("dispute", object).map_err(unreadable)?;
+            match reported_dispute(&dispute) {
+                Some(reported) => money::dispute_reported(tx, &who, checkout, &reported, report, stamp).await,
+                None => Ok(format!("ignored: dispute {} in a state venueql does not know", dispute.id)),
             }
         }
         Handled::AccountUpdated => Ok(format!("ignored: {kind} names a checkout")),

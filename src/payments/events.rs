@@ -17,7 +17,8 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    fn as_str(self) -> &'static str {
+    /// The endpoint's name, as stored with its events.
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Endpoint::Platform => "platform",
             Endpoint::Connect => "connect",

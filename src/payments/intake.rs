@@ -1,9 +1,12 @@
 //! Webhook intake: a verified event is stored by id and applied in one transaction (a
 //! duplicate id is acknowledged without effect; any failure rolls both back, so Stripe's
-//! retry finds nothing stored). The event store is [`super::events`], the translation of
-//! each event into state is [`super::effects`].
+//! retry finds nothing stored). An event whose object venueql cannot read is never
+//! acknowledged: it is kept aside with a critical alert and answered with an error, so
+//! Stripe retries. The event store is [`super::events`], the translation of each event
+//! into state is [`super::effects`].
 
 use super::events::{Endpoint, EventEnvelope, store};
+use crate::audit::alerts::AlertKind;
 use crate::error::AppError;
 use crate::orders::live::OrdersHub;
 use crate::tenancy::{Db, VenueId};
@@ -56,6 +59,48 @@ pub async fn ingest(
         tx.commit().await?;
         return Ok(Ingested::Applied { outcome, venue: None });
     }
-    let (outcome, venue) = super::effects::apply(tx, hub, endpoint, event).await?;
-    Ok(Ingested::Applied { outcome, venue })
+    match super::effects::apply(tx, hub, endpoint, event).await {
+        Ok((outcome, venue)) => {
+            sqlx::query("SELECT private.forget_unreadable_stripe_event($1)")
+                .bind(&event.id)
+                .execute(db.platform_level())
+                .await?;
+            Ok(Ingested::Applied { outcome, venue })
+        }
+        Err(AppError::Unreadable(why)) => Err(keep_unreadable(db, endpoint, event, raw, why).await),
+        Err(error) => Err(error),
+    }
+}
+
+/// An event whose object venueql cannot read (its effects rolled back, nothing stored as
+/// received): kept for the operator, a critical alert on its first delivery, and an error
+/// so that the webhook is answered 500 and Stripe delivers it again (a fixed reader, or
+/// `venueql stripe replay`, then applies it once).
+async fn keep_unreadable(db: &Db, endpoint: Endpoint, event: &EventEnvelope, raw: &str, why: String) -> AppError {
+    tracing::error!(event_id = %event.id, event_type = %event.event_type, alert = true, reason = %why,
+        "Stripe event could not be read; not acknowledged");
+    let first: Result<bool, sqlx::Error> =
+        sqlx::query_scalar("SELECT private.record_unreadable_stripe_event($1, $2, $3, $4, $5)")
+            .bind(&event.id)
+            .bind(endpoint.as_str())
+            .bind(&event.event_type)
+            .bind(&why)
+            .bind(raw)
+            .fetch_one(db.platform_level())
+            .await;
+    match first {
+        Ok(true) => {
+            let summary =
+                format!("Stripe event {} ({}) could not be read; Stripe will retry", event.id, event.event_type);
+            if let Err(error) = crate::audit::alerts::raise(db, AlertKind::StripeEventUnreadable, None, &summary).await
+            {
+                return error;
+            }
+        }
+        Ok(false) => {}
+        Err(error) => return error.into(),
+    }
+    AppError::Unreadable(format!(
+        "venueql could not read this event ({why}); it is kept, and applied when delivered again"
+    ))
 }

@@ -1,7 +1,9 @@
 //! The Stripe objects venueql reads, typed: only the fields it uses, each as Stripe's
-//! OpenAPI spec declares it (nullable fields are `Option`s; statuses are enums). The test
-//! below holds every struct and enum against the outline of Stripe's spec kept in
-//! `stripe/api-subset.json` (`scripts/trim-stripe-spec.py` writes it).
+//! OpenAPI spec declares it (nullable fields and fields the spec does not require are
+//! `Option`s or default; statuses are enums). The tests below hold every struct and enum
+//! against the outline of Stripe's spec kept in `stripe/api-subset.json`
+//! (`scripts/trim-stripe-spec.py` writes it), and read each object made of only the
+//! fields the spec requires.
 
 use std::collections::HashMap;
 
@@ -130,13 +132,14 @@ pub struct PaymentIntent {
     pub id: String,
     /// Amount asked, minor units.
     pub amount: i64,
-    /// Amount received, minor units.
-    pub amount_received: i64,
+    /// Amount received, minor units (not required by Stripe's spec).
+    pub amount_received: Option<i64>,
     /// Lower-case ISO 4217.
     pub currency: String,
     /// Where it stands.
     pub status: PaymentIntentStatus,
-    /// What venueql attached (`venue_id`, `checkout_id`).
+    /// What venueql attached (`venue_id`, `checkout_id`); not required by Stripe's spec.
+    #[serde(default)]
     pub metadata: Metadata,
     /// The destination of a destination charge.
     pub transfer_data: Option<TransferData>,
@@ -222,14 +225,15 @@ pub struct AccountRequirements {
 pub struct Account {
     /// `acct_…`
     pub id: String,
-    /// Unix seconds.
-    pub created: i64,
+    /// Unix seconds (Stripe's spec requires only `id` and `object` of an account: every
+    /// other field may be absent, and absent means "not said", never false).
+    pub created: Option<i64>,
     /// May take charges.
-    pub charges_enabled: bool,
+    pub charges_enabled: Option<bool>,
     /// May receive payouts.
-    pub payouts_enabled: bool,
+    pub payouts_enabled: Option<bool>,
     /// Onboarding submitted.
-    pub details_submitted: bool,
+    pub details_submitted: Option<bool>,
     /// What is still due.
     pub requirements: Option<AccountRequirements>,
 }
@@ -380,6 +384,60 @@ mod tests {
         for status in refunds {
             assert_eq!(json!(status.as_str().unwrap()), serde_json::to_value(status).unwrap());
         }
+    }
+
+    /// A value of the declared type; null where Stripe may send null (the strictest case).
+    fn sample(spec: &Value, declared: &Value) -> Value {
+        if declared["nullable"] == true {
+            return Value::Null;
+        }
+        if let Some(first) = declared["enum"].as_array().and_then(|values| values.first()) {
+            return first.clone();
+        }
+        match declared["type"].as_str() {
+            Some("string") => json!("x"),
+            Some("integer") | Some("number") => json!(0),
+            Some("boolean") => json!(false),
+            Some("array") => json!([]),
+            _ => match (declared["object"].as_str(), declared.get("properties")) {
+                (Some(object), _) if spec["objects"][object].is_object() => minimal(spec, &spec["objects"][object]),
+                (_, Some(properties)) => minimal(spec, properties),
+                _ => json!({}),
+            },
+        }
+    }
+
+    /// An object of this outline holding only the fields Stripe's spec requires.
+    fn minimal(spec: &Value, outline: &Value) -> Value {
+        let fields = outline.as_object().expect("an outline is an object");
+        let required = fields.iter().filter(|(_, declared)| declared["required"] == true);
+        Value::Object(required.map(|(name, declared)| (name.clone(), sample(spec, declared))).collect())
+    }
+
+    #[test]
+    fn every_typed_object_reads_an_object_with_only_the_fields_stripes_spec_requires() {
+        let spec = spec();
+        let mut problems = Vec::new();
+        let mut reads = |object: &str, read: &dyn Fn(&Value) -> Result<(), String>| {
+            let outline = &spec["objects"][object];
+            assert!(outline.is_object(), "the spec outline has no {object}");
+            assert!(outline.as_object().unwrap().values().any(|d| d["required"].is_boolean()), "no required flags");
+            if let Err(why) = read(&minimal(&spec, outline)) {
+                problems.push(format!("{object}: {why} (a field Stripe does not require must be optional)"));
+            }
+        };
+        reads("payment_intent", &|v| read::<PaymentIntent>("payment_intent", v).map(drop));
+        reads("charge", &|v| read::<Charge>("charge", v).map(drop));
+        reads("refund", &|v| read::<Refund>("refund", v).map(drop));
+        reads("dispute", &|v| read::<Dispute>("dispute", v).map(drop));
+        reads("account", &|v| read::<Account>("account", v).map(drop));
+        reads("account_link", &|v| read::<AccountLink>("account_link", v).map(drop));
+        reads("transfer_data", &|v| read::<TransferData>("transfer_data", v).map(drop));
+        reads("api_errors", &|v| read::<PaymentError>("api_errors", v).map(drop));
+        reads("account_requirements", &|v| read::<AccountRequirements>("account_requirements", v).map(drop));
+        assert!(problems.is_empty(), "typed Stripe objects demand more than Stripe's spec:\n{}", problems.join("\n"));
+        let account: Account = read("account", &json!({ "id": "acct_1", "object": "account" })).unwrap();
+        assert_eq!((account.created, account.charges_enabled), (None, None), "absent is not said, never false");
     }
 
     #[test]

@@ -176,3 +176,65 @@ async fn a_second_x_venue_header_or_x_venue_on_the_diner_endpoint_is_refused() {
         assert_eq!((status, error_code(&answer)), (StatusCode::BAD_REQUEST, "BAD_REQUEST"), "{answer}");
     }
 }
+
+#[tokio::test]
+async fn an_account_object_with_only_what_stripe_requires_is_applied_and_an_unreadable_event_is_never_acknowledged() {
+    use crate::helpers::{CONNECT_SECRET, PLATFORM_SECRET};
+    use venueql::payments::local_stripe;
+    let receiver = crate::audit_log::AlertReceiver::start().await;
+    let app = TestApp::spawn_with(receiver.settings(60)).await;
+    let account = app.onboard(&app.a).await;
+    // Stripe's spec requires only `id` and `object` of an account: no `created`, no flags.
+    let bare = json!({ "id": account, "object": "account" });
+    let event = local_stripe::event("account.updated", bare, Some(&account));
+    let (status, answer) = app.deliver_signed("/webhooks/stripe/connect", CONNECT_SECRET, &event).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(!answer["outcome"].as_str().unwrap().starts_with("ignored"), "{answer}");
+    let state = app.gql(&app.a.full, "{ stripeAccount { chargesEnabled payoutsEnabled } }", json!({})).await;
+    assert_eq!(state["data"]["stripeAccount"]["chargesEnabled"], true, "absent is not false: {state}");
+
+    // A payment_intent.succeeded whose object lacks what venueql reads (`amount`): not
+    // acknowledged (Stripe retries), not stored as received, kept aside, one alert.
+    let started = app.start_checkout("alpha", &[(app.a.item_ids[0], 1)]).await;
+    let mut paid = app.paid_event(&started);
+    paid["data"]["object"].as_object_mut().unwrap().remove("amount");
+    for _ in 0..2 {
+        let (status, answer) = app.deliver_signed("/webhooks/stripe", PLATFORM_SECRET, &paid).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
+        assert_eq!(error_code(&answer), "EVENT_UNREADABLE", "{answer}");
+    }
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&app.superuser_url()).await.unwrap();
+    let id = paid["id"].as_str().unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM private.stripe_events WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "not stored as received: Stripe's retry will apply it");
+    let (deliveries, reason): (i32, String) =
+        sqlx::query_as("SELECT deliveries, reason FROM private.stripe_unreadable_events WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(deliveries, 2);
+    assert!(reason.contains("amount"), "{reason}");
+    let alerts =
+        receiver.wait_for(Duration::from_secs(10), |a| a.iter().any(|a| a["kind"] == "stripe_event_unreadable")).await;
+    assert_eq!(alerts.iter().filter(|a| a["kind"] == "stripe_event_unreadable").count(), 1, "{alerts:#?}");
+    let orders = app.gql(&app.a.full, "{ ordersQueue { number } }", json!({})).await;
+    assert_eq!(orders["data"]["ordersQueue"], json!([]), "no order from an event that was not read");
+    // Delivered again whole (as after a fix), it is applied once and forgotten.
+    let whole = app.paid_event(&started);
+    let mut retried = whole.clone();
+    retried["id"] = json!(id);
+    app.deliver(&retried).await;
+    let orders = app.gql(&app.a.full, "{ ordersQueue { number } }", json!({})).await;
+    assert_eq!(orders["data"]["ordersQueue"].as_array().map(Vec::len), Some(1), "{orders}");
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM private.stripe_unreadable_events WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
+}
