@@ -23,9 +23,20 @@ async fn spawn() -> TestApp {
 }
 
 fn event(id: &str, event_type: &str) -> String {
-    // Stripe's own formatting (pretty-printed, with a trailing newline) must survive as is.
+    // An object with the fields Stripe's spec requires of its kind (a PaymentIntent nobody
+    // created here, so the event is routed nowhere), in Stripe's own formatting
+    // (pretty-printed, with a trailing newline), which must survive as is.
+    let object = match event_type.split('.').next() {
+        Some("charge") => {
+            r#"{ "id": "ch_123", "object": "charge", "amount": 100, "amount_refunded": 100, "currency": "eur", "payment_intent": "pi_123" }"#
+        }
+        Some("account") => r#"{ "id": "acct_123", "object": "account" }"#,
+        _ => {
+            r#"{ "id": "pi_123", "object": "payment_intent", "amount": 100, "currency": "eur", "status": "succeeded" }"#
+        }
+    };
     format!(
-        "{{\n  \"id\": \"{id}\",\n  \"object\": \"event\",\n  \"api_version\": \"2023-08-16\",\n  \"created\": 1700000000,\n  \"livemode\": false,\n  \"type\": \"{event_type}\",\n  \"data\": {{ \"object\": {{ \"id\": \"pi_123\", \"object\": \"payment_intent\" }} }}\n}}\n"
+        "{{\n  \"id\": \"{id}\",\n  \"object\": \"event\",\n  \"api_version\": \"2023-08-16\",\n  \"created\": 1700000000,\n  \"livemode\": false,\n  \"type\": \"{event_type}\",\n  \"data\": {{ \"object\": {object} }}\n}}\n"
     )
 }
 
