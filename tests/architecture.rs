@@ -180,6 +180,7 @@ const TABLE_OWNERS: &[(&str, &str)] = &[
     ("stripe_accounts", "payments"),
     ("private.stripe_account_venues", "payments"),
     ("private.stripe_events", "payments"),
+    ("private.stripe_unreadable_events", "payments"),
     ("private.stripe_payment_intents", "payments"),
 ];
 

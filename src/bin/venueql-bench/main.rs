@@ -8,8 +8,10 @@
 //! layer's: the menu and the queue are also read from a server with `RATE_LIMITS=off`
 //! (the measured server has limits on, set high enough that nothing is refused). Last,
 //! the worst `Stripe-Signature` an attacker can send (6,000 `v1=` entries, 1 MB body)
-//! is timed in the verifier and over HTTP.
+//! is timed in the verifier and over HTTP, 20 clients send fragment bombs in a loop while
+//! `/readyz` is timed, and the reset page is timed with and without an account.
 
+mod hostile;
 mod orders;
 mod signature;
 
@@ -42,9 +44,9 @@ pub struct BenchOptions {
     /// Connections in the server's pool (and in each raw-SQL pool beside it).
     #[arg(long, default_value_t = 16)]
     pub pool_size: u32,
-    /// Comma-separated measurements to run: menu, queue, checkout, webhooks, signature
-    /// (default all).
-    #[arg(long, value_delimiter = ',', default_value = "menu,queue,checkout,webhooks,signature")]
+    /// Comma-separated measurements to run: menu, queue, checkout, webhooks, signature,
+    /// hostile (default all).
+    #[arg(long, value_delimiter = ',', default_value = "menu,queue,checkout,webhooks,signature,hostile")]
     pub only: Vec<String>,
 }
 
@@ -319,6 +321,10 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     ] {
         server_env.push((name, unrefused.clone()));
     }
+    // The reset timing asks for one account's link many times: no lockout in the way.
+    for name in ["LOCKOUT_IDENTIFIER_LIMIT", "LOCKOUT_IP_LIMIT"] {
+        server_env.push((name, "1000000".into()));
+    }
     let (server, base) = ServerProcess::start(&server_env).await?;
     // The same server without the rate-limit layer.
     let mut unlimited_env = server_env.clone();
@@ -355,6 +361,17 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
         made = measure_all_webhooks(&door, &stripe, &base, &shop, &app_db, &mut samples, options).await?;
     }
     let signature = if options.runs("signature") { Some(signature::measure(&client, &base).await?) } else { None };
+    let mut hostile_figures = None;
+    if options.runs("hostile") {
+        let (bombs, ready, slowest) = hostile::measure_bombs(&base, &auth, "bench-a", 20, options.seconds).await?;
+        samples.extend([bombs, ready]);
+        let known = "known@bench.invalid";
+        let breach = venueql::auth::breach::BreachCheck::off();
+        admin::create_staff(&door, "operator:venueql-bench", known, "Bench-Known-Pass-1", &breach)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        hostile_figures = Some((slowest, hostile::measure_reset_timing(&base, known, 100).await?));
+    }
     println!(
         "{:<40} {:>5} {:>9} {:>7} {:>10} {:>9} {:>9}",
         "measurement", "conc", "requests", "errors", "req/s", "p50 ms", "p99 ms"
@@ -381,6 +398,10 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     }
     if let Some(signature) = signature {
         signature.print();
+    }
+    if let Some((slowest, reset)) = hostile_figures {
+        println!("/readyz while 20 clients sent fragment bombs: slowest {slowest:.2} ms");
+        reset.print();
     }
     let pid = server.pid();
     println!(
