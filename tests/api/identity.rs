@@ -927,7 +927,7 @@ async fn a_reset_request_takes_as_long_whether_or_not_the_account_exists() {
         .unwrap();
     // Interleaved in a fixed shuffled order, with pauses so nothing of one request
     // overlaps the next; the attacker's classifier: the midpoint of the two medians.
-    let order: Vec<bool> = (0..80u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % 2 == 0).collect();
+    let order: Vec<bool> = (0..160u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) % 2 == 0).collect();
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     for exists in order {
         let email = if exists { "known@alpha.test" } else { "nobody@alpha.test" };
@@ -948,5 +948,6 @@ async fn a_reset_request_takes_as_long_whether_or_not_the_account_exists() {
         + unknown.iter().filter(|t| (**t > threshold) != slower_is_known).count();
     let accuracy = right as f64 / (known.len() + unknown.len()) as f64;
     eprintln!("reset medians: account {known_median:?}, no account {unknown_median:?}; classified {accuracy:.2}");
-    assert!(accuracy < 0.8, "the answer's time tells whether an account exists ({accuracy:.2} classified right)");
+    // Chance is 0.5; before the link was made after the answer, this classified 0.8 right.
+    assert!(accuracy < 0.7, "the answer's time tells whether an account exists ({accuracy:.2} classified right)");
 }
