@@ -238,3 +238,34 @@ async fn an_account_object_with_only_what_stripe_requires_is_applied_and_an_unre
         .unwrap();
     assert_eq!(kept, 0);
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_server_within_its_grace_period_even_with_a_request_that_never_ends() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn().await;
+    let mut server = app.serve_process(&[("SHUTDOWN_GRACE_SECS", "1"), ("REQUEST_TIMEOUT_SECS", "120")]).await;
+    // A request whose body never finishes arriving: in flight until the request timeout.
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /v/alpha/graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"query\":"
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(server.child.0.id() as libc::pid_t, libc::SIGTERM) };
+    let exited = loop {
+        if let Some(status) = server.child.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let status = exited.expect("the server exits after SIGTERM within its grace period, not the request timeout");
+    eprintln!("exited {:?} after SIGTERM ({status})", started.elapsed());
+    assert!(!status.success(), "a forced exit says so with a failing status");
+    drop(stalled);
+}

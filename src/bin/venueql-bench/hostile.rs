@@ -141,3 +141,28 @@ impl ResetTiming {
         );
     }
 }
+
+/// The dearest document the budget admits: 1,999 selections in one 20 KB text (refused
+/// later by the complexity limit, after async-graphql's validation has walked all of
+/// it). Returns the median and the slowest answer of `runs` in milliseconds.
+pub(super) async fn measure_dearest_admitted(base: &str, auth: &str, runs: usize) -> Result<(f64, f64), DynError> {
+    let client = reqwest::Client::new();
+    let query = format!("{{ me {{ {} }} }}", vec!["actor"; 1998].join(" "));
+    let body = serde_json::json!({ "query": query }).to_string();
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let response = client
+            .post(format!("{base}/graphql"))
+            .header("authorization", auth)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        response.text().await?;
+        times.push(t.elapsed());
+    }
+    times.sort_unstable();
+    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    Ok((times.get(times.len() / 2).map_or(0.0, ms), times.last().map_or(0.0, ms)))
+}

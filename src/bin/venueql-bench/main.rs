@@ -370,7 +370,8 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
         admin::create_staff(&door, "operator:venueql-bench", known, "Bench-Known-Pass-1", &breach)
             .await
             .map_err(|e| format!("{e:?}"))?;
-        hostile_figures = Some((slowest, hostile::measure_reset_timing(&base, known, 100).await?));
+        let dearest = hostile::measure_dearest_admitted(&base, &auth, 200).await?;
+        hostile_figures = Some((slowest, dearest, hostile::measure_reset_timing(&base, known, 100).await?));
     }
     println!(
         "{:<40} {:>5} {:>9} {:>7} {:>10} {:>9} {:>9}",
@@ -399,8 +400,11 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     if let Some(signature) = signature {
         signature.print();
     }
-    if let Some((slowest, reset)) = hostile_figures {
+    if let Some((slowest, (dearest_median, dearest_max), reset)) = hostile_figures {
         println!("/readyz while 20 clients sent fragment bombs: slowest {slowest:.2} ms");
+        println!(
+            "the dearest document the budget admits (1,999 selections, validated then refused for complexity): median {dearest_median:.2} ms, slowest {dearest_max:.2} ms"
+        );
         reset.print();
     }
     let pid = server.pid();
