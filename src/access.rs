@@ -2,111 +2,120 @@
 //! (SPEC §3), and the authenticated caller behind a request. The vocabulary every room
 //! shares; `auth` verifies credentials into a [`Caller`], the GraphQL kernel's guards
 //! check [`Permissions`].
+//!
+//! Every permission is declared once, in the table of [`declare_permissions!`]: its bit,
+//! its name (the bitflag, and the GraphQL enum value in the same spelling), what it
+//! allows (the doc comment: Rust docs and the schema's description alike) and whether it
+//! is elevated (needs MFA where the venue requires it). The bitflags, the GraphQL enum,
+//! [`PERMISSION_TABLE`] and [`ELEVATED`] all come from it.
 
 use bitflags::bitflags;
 use uuid::Uuid;
 
 use crate::tenancy::VenueId;
 
-bitflags! {
-    /// Named permission bits; stored as `bigint` in the database.
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-    pub struct Permissions: u64 {
-        /// See and advance the live orders queue.
-        const ORDERS_QUEUE = 1 << 0;
-        /// See past orders and revenue.
-        const ORDERS_HISTORY = 1 << 1;
-        /// Refund orders.
-        const ORDERS_REFUND = 1 << 2;
-        /// Read the full menu, including unavailable items.
-        const MENU_VIEW = 1 << 3;
-        /// Create, change and delete menu categories and items.
-        const MENU_EDIT = 1 << 4;
-        /// See diners.
-        const DINERS_VIEW = 1 << 5;
-        /// See diners' allergens and dietary notes.
-        const DINER_ALLERGENS_VIEW = 1 << 6;
-        /// See the venue's staff.
-        const STAFF_VIEW = 1 << 7;
-        /// Add, change and remove staff.
-        const STAFF_MANAGE = 1 << 8;
-        /// See payment settings and payouts.
-        const PAYMENTS_VIEW = 1 << 9;
-        /// Change payment settings (Stripe onboarding).
-        const PAYMENTS_MANAGE = 1 << 10;
-        /// Change venue settings.
-        const VENUE_SETTINGS = 1 << 11;
-        /// Read the audit log.
-        const AUDIT_VIEW = 1 << 12;
-        /// Create and revoke API clients and tokens.
-        const API_CLIENTS_MANAGE = 1 << 13;
-        /// Export and erase diners' data (data-subject requests).
-        const DINERS_MANAGE = 1 << 14;
-    }
+/// One row of the permission table.
+#[derive(Clone, Copy, Debug)]
+pub struct PermissionEntry {
+    /// The GraphQL enum value.
+    pub permission: Permission,
+    /// The bit.
+    pub bit: Permissions,
+    /// The name (`ORDERS_QUEUE`), as stored in audit rows and shown in scopes.
+    pub name: &'static str,
+    /// Whether a venue that requires MFA for elevated permissions gives it only to
+    /// sessions that proved a second factor.
+    pub elevated: bool,
 }
 
-/// A permission bit as a GraphQL enum (same names as [`Permissions`]).
-#[derive(async_graphql::Enum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Permission {
-    /// See and advance the live orders queue.
-    OrdersQueue,
-    /// See past orders and revenue.
-    OrdersHistory,
-    /// Refund orders.
-    OrdersRefund,
-    /// Read the full menu.
-    MenuView,
-    /// Change the menu.
-    MenuEdit,
-    /// See diners.
-    DinersView,
-    /// See diners' allergens and dietary notes.
-    DinerAllergensView,
-    /// See the venue's staff.
-    StaffView,
-    /// Add, change and remove staff.
-    StaffManage,
-    /// See payment settings and payouts.
-    PaymentsView,
-    /// Change payment settings.
-    PaymentsManage,
-    /// Change venue settings.
-    VenueSettings,
-    /// Read the audit log.
-    AuditView,
-    /// Create and revoke API clients.
-    ApiClientsManage,
-    /// Export and erase diners' data.
-    DinersManage,
+/// Declares the permissions: `NAME = bit, EnumVariant, elevated;`, each with its doc
+/// comment. The one place a permission is added.
+macro_rules! declare_permissions {
+    ($( $(#[doc = $doc:literal])+ $name:ident = $bit:literal, $variant:ident, elevated: $elevated:literal; )+) => {
+        bitflags! {
+            /// Named permission bits; stored as `bigint` in the database.
+            #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+            pub struct Permissions: u64 {
+                $( $(#[doc = $doc])+ const $name = 1 << $bit; )+
+            }
+        }
+
+        /// A permission bit as a GraphQL enum (same names as [`Permissions`]).
+        #[derive(async_graphql::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Permission {
+            $( $(#[doc = $doc])+ $variant, )+
+        }
+
+        /// Every permission, in declaration order.
+        pub const PERMISSION_TABLE: &[PermissionEntry] = &[
+            $( PermissionEntry {
+                permission: Permission::$variant,
+                bit: Permissions::$name,
+                name: stringify!($name),
+                elevated: $elevated,
+            }, )+
+        ];
+    };
 }
+
+declare_permissions! {
+    /// See and advance the live orders queue.
+    ORDERS_QUEUE = 0, OrdersQueue, elevated: false;
+    /// See past orders and revenue.
+    ORDERS_HISTORY = 1, OrdersHistory, elevated: false;
+    /// Refund orders.
+    ORDERS_REFUND = 2, OrdersRefund, elevated: true;
+    /// Read the full menu, including unavailable items.
+    MENU_VIEW = 3, MenuView, elevated: false;
+    /// Create, change and delete menu categories and items.
+    MENU_EDIT = 4, MenuEdit, elevated: false;
+    /// See diners.
+    DINERS_VIEW = 5, DinersView, elevated: false;
+    /// See diners' allergens and dietary notes.
+    DINER_ALLERGENS_VIEW = 6, DinerAllergensView, elevated: false;
+    /// See the venue's staff.
+    STAFF_VIEW = 7, StaffView, elevated: false;
+    /// Add, change and remove staff.
+    STAFF_MANAGE = 8, StaffManage, elevated: true;
+    /// See payment settings and payouts.
+    PAYMENTS_VIEW = 9, PaymentsView, elevated: false;
+    /// Change payment settings (Stripe onboarding).
+    PAYMENTS_MANAGE = 10, PaymentsManage, elevated: true;
+    /// Change venue settings.
+    VENUE_SETTINGS = 11, VenueSettings, elevated: true;
+    /// Read the audit log.
+    AUDIT_VIEW = 12, AuditView, elevated: false;
+    /// Create and revoke API clients and tokens.
+    API_CLIENTS_MANAGE = 13, ApiClientsManage, elevated: true;
+    /// Export and erase diners' data (data-subject requests).
+    DINERS_MANAGE = 14, DinersManage, elevated: false;
+}
+
+/// The permissions a venue can insist be held only with MFA (the table's elevated rows).
+pub const ELEVATED: Permissions = {
+    let mut bits = 0u64;
+    let mut row = 0;
+    while row < PERMISSION_TABLE.len() {
+        if PERMISSION_TABLE[row].elevated {
+            bits |= PERMISSION_TABLE[row].bit.bits();
+        }
+        row += 1;
+    }
+    Permissions::from_bits_retain(bits)
+};
 
 impl Permission {
-    const ALL: [(Permission, Permissions); 15] = [
-        (Permission::OrdersQueue, Permissions::ORDERS_QUEUE),
-        (Permission::OrdersHistory, Permissions::ORDERS_HISTORY),
-        (Permission::OrdersRefund, Permissions::ORDERS_REFUND),
-        (Permission::MenuView, Permissions::MENU_VIEW),
-        (Permission::MenuEdit, Permissions::MENU_EDIT),
-        (Permission::DinersView, Permissions::DINERS_VIEW),
-        (Permission::DinerAllergensView, Permissions::DINER_ALLERGENS_VIEW),
-        (Permission::StaffView, Permissions::STAFF_VIEW),
-        (Permission::StaffManage, Permissions::STAFF_MANAGE),
-        (Permission::PaymentsView, Permissions::PAYMENTS_VIEW),
-        (Permission::PaymentsManage, Permissions::PAYMENTS_MANAGE),
-        (Permission::VenueSettings, Permissions::VENUE_SETTINGS),
-        (Permission::AuditView, Permissions::AUDIT_VIEW),
-        (Permission::ApiClientsManage, Permissions::API_CLIENTS_MANAGE),
-        (Permission::DinersManage, Permissions::DINERS_MANAGE),
-    ];
-
     /// The set of bits a list of enum values names.
     pub fn set(list: &[Permission]) -> Permissions {
-        Permission::ALL.iter().filter(|(p, _)| list.contains(p)).fold(Permissions::empty(), |acc, (_, bit)| acc | *bit)
+        PERMISSION_TABLE
+            .iter()
+            .filter(|e| list.contains(&e.permission))
+            .fold(Permissions::empty(), |acc, e| acc | e.bit)
     }
 
     /// The enum values of a set of bits, in declaration order.
     pub fn list(set: Permissions) -> Vec<Permission> {
-        Permission::ALL.iter().filter(|(_, bit)| set.contains(*bit)).map(|(p, _)| *p).collect()
+        PERMISSION_TABLE.iter().filter(|e| set.contains(e.bit)).map(|e| e.permission).collect()
     }
 }
 
@@ -193,6 +202,26 @@ mod tests {
             .is_ok()
         );
         assert_eq!(Permission::set(&Permission::list(Permissions::all())), Permissions::all());
+    }
+
+    #[test]
+    fn every_bit_has_exactly_one_row_in_the_table_and_no_two_rows_share_a_bit() {
+        let mut seen = Permissions::empty();
+        for entry in PERMISSION_TABLE {
+            assert_eq!(entry.bit.bits().count_ones(), 1, "{} is one bit", entry.name);
+            assert!(!seen.intersects(entry.bit), "{} shares its bit with another row", entry.name);
+            seen |= entry.bit;
+            assert_eq!(Permissions::from_name(entry.name), Some(entry.bit), "{}'s name is its flag's", entry.name);
+            assert_eq!(Permission::set(&[entry.permission]), entry.bit);
+        }
+        assert_eq!(seen, Permissions::all(), "every bit has a row");
+        assert_eq!(PERMISSION_TABLE.len(), Permissions::all().bits().count_ones() as usize);
+        let elevated = PERMISSION_TABLE.iter().filter(|e| e.elevated).fold(Permissions::empty(), |a, e| a | e.bit);
+        assert_eq!(ELEVATED, elevated);
+        assert_eq!(
+            ELEVATED.names(),
+            ["ORDERS_REFUND", "STAFF_MANAGE", "PAYMENTS_MANAGE", "VENUE_SETTINGS", "API_CLIENTS_MANAGE"]
+        );
     }
 
     #[test]

@@ -1,17 +1,26 @@
 //! venueql: a multi-tenant GraphQL payments-and-ordering API for hospitality venues.
 //!
-//! The modules, from the wiring down: `app`, `admin`, `dev`, `http`, `schema` → the
-//! features (`venues`, `menu`, `auth`, `staff`, `orders`, `diners`, `payments`,
-//! `retention`) → the GraphQL kernel (`graphql`) → shared vocabulary and services
-//! (`access`, `config`, `audit`, `keys`, `limits`, `mail`) → the kernel (`tenancy`, `db`,
-//! `crypto`, `origins`, `error`, `observability`) → PostgreSQL. `tests/architecture.rs` holds the
-//! table of allowed arrows and the owner of every table; CONTRIBUTING.md describes them.
+//! The modules, from the wiring down (the same layers as `ROOMS` in
+//! `tests/architecture.rs`, which holds the table of allowed arrows and the owner of every
+//! table; CONTRIBUTING.md describes them):
+//!
+//! - the wiring: `app` (start and stop), `http` (routes), `schema` (the two schemas
+//!   assembled), `admin` (operator commands), `dev` (`venueql dev`), `verify_isolation`
+//!   (the `venueql verify-isolation` command: a client of a deployment, using no module);
+//! - the features: `venues`, `menu`, `auth`, `staff`, `orders`, `diners`, `payments`,
+//!   `retention`, and `audit_graphql` (the audit log's GraphQL surface);
+//! - the GraphQL kernel: `graphql` (request context, permission guards, request
+//!   guardrails and the document budget, error conversion);
+//! - shared vocabulary and services: `access` (permissions, declared once), `config`,
+//!   `audit`, `keys`, `limits`, `mail`;
+//! - the kernel: `tenancy`, `db`, `crypto`, `origins`, `error`, `observability`;
+//! - and below them all, PostgreSQL.
 
 pub mod access;
 pub mod admin;
 pub mod app;
 pub mod audit;
-pub mod audit_log;
+pub mod audit_graphql;
 pub mod auth;
 pub mod config;
 pub mod crypto;
@@ -21,7 +30,6 @@ pub mod diners;
 pub mod error;
 pub mod graphql;
 pub mod http;
-pub mod isolation;
 pub mod keys;
 pub mod limits;
 pub mod mail;
@@ -35,3 +43,4 @@ pub mod schema;
 pub mod staff;
 pub mod tenancy;
 pub mod venues;
+pub mod verify_isolation;

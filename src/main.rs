@@ -388,7 +388,7 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
                 let bytes = std::fs::read(&path)?;
                 Ok(Some(serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?))
             };
-            let options = venueql::isolation::Options {
+            let options = venueql::verify_isolation::Options {
                 url,
                 token_a,
                 token_b,
@@ -398,7 +398,7 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
                 public_schema: read(public_schema)?,
                 watch: std::time::Duration::from_secs(watch_secs),
             };
-            let report = venueql::isolation::run(options).await?;
+            let report = venueql::verify_isolation::run(options).await?;
             eprint!("{}", report.summary());
             print_json(&report);
             if !report.leaks.is_empty() {

@@ -5,14 +5,14 @@
 
 use std::sync::Arc;
 
-use crate::graphql::guardrails::{Guarded, Rules};
+use crate::graphql::request_guardrails::{Guarded, Rules};
 use async_graphql::{
     EmptySubscription, MergedObject, MergedSubscription, ObjectType, Schema, SchemaBuilder, SubscriptionType,
 };
 
-use crate::audit_log::AuditLogQuery;
+use crate::audit_graphql::AuditLogQuery;
 use crate::auth::breach::BreachCheck;
-use crate::auth::graphql::{AccessMutation, AccessQuery, MeQuery, MfaMutation};
+use crate::auth::graphql::{AccessMutation, AccessQuery, MfaMutation};
 use crate::config::{Config, GraphqlLimits};
 use crate::crypto::KeyRing;
 use crate::diners::graphql::{DinersMutation, DinersQuery, PublicDinerMutation};
@@ -21,10 +21,10 @@ use crate::observability::Metrics;
 use crate::orders::DinerAllergens;
 use crate::orders::graphql::{OrdersMutation, OrdersQuery, OrdersSubscription};
 use crate::orders::live::OrdersHub;
-use crate::orders::money::RefundGateway;
+use crate::orders::refunds_and_disputes::RefundGateway;
 use crate::payments::Payments;
 use crate::payments::graphql::{PaymentsMutation, PaymentsQuery, PublicCheckoutMutation, PublicCheckoutQuery};
-use crate::staff::graphql::{StaffMembersMutation, StaffMembersQuery};
+use crate::staff::graphql::{MeQuery, StaffMembersMutation, StaffMembersQuery};
 use crate::tenancy::Db;
 use crate::venues::graphql::{PublicVenueQuery, VenueSettingsMutation, VenueSettingsQuery};
 

@@ -2,12 +2,15 @@
 //! under test beyond this file):
 //!
 //! - **Rooms.** One table ([`ROOMS`]) says which top-level modules of the library each
-//!   module may use. Every `crate::<module>` path in a module's files must be an arrow of
-//!   the table, there must be no cycle between modules, and a new module must be added
-//!   to the table before it compiles into a green suite.
+//!   module may use. Every path a module's files use to reach another top-level module
+//!   (read with `syn`: grouped and nested `use`, `pub use`, `crate::` paths in expressions
+//!   and types, `super::` that climbs to the crate root, `crate::x` inside macro calls)
+//!   must be an arrow of the table, there must be no cycle between modules, and a new
+//!   module must be added to the table before it compiles into a green suite.
 //! - **One owner per table.** Every table the migrations create has one owning module
 //!   ([`TABLE_OWNERS`]). No other module writes it (`INSERT INTO`, `UPDATE`, `DELETE
 //!   FROM`); another module reads it only where [`SHARED_READS`] says so, with the reason.
+//! - **One way to read request services:** `graphql::context`, never `ctx.data` elsewhere.
 //! - **No escape hatches.** A `VenueId` is made only by tenancy's named constructors, each
 //!   from the rooms that read its trusted source ([`VENUE_ID_SOURCES`]); no module but
 //!   `db`, `tenancy` and the wiring (`app`, `dev`) names a raw pool or takes a pooled
@@ -38,13 +41,13 @@ const ROOMS: &[(&str, &[&str])] = &[
     ("graphql", &["access", "audit", "config", "error", "observability", "tenancy"]),
     ("venues", &["access", "audit", "error", "graphql", "origins", "tenancy"]),
     ("menu", &["access", "audit", "error", "graphql", "tenancy"]),
-    ("audit_log", &["access", "audit", "error", "graphql"]),
-    ("isolation", &[]),
+    ("audit_graphql", &["access", "audit", "error", "graphql"]),
+    ("verify_isolation", &[]),
     (
         "auth",
         &["access", "audit", "config", "crypto", "error", "graphql", "keys", "mail", "origins", "tenancy", "venues"],
     ),
-    ("staff", &["access", "audit", "auth", "config", "crypto", "error", "graphql", "mail", "tenancy"]),
+    ("staff", &["access", "audit", "auth", "config", "crypto", "error", "graphql", "mail", "tenancy", "venues"]),
     ("orders", &["access", "audit", "auth", "error", "graphql", "menu", "tenancy"]),
     (
         "diners",
@@ -64,7 +67,7 @@ const ROOMS: &[(&str, &[&str])] = &[
     (
         "schema",
         &[
-            "audit_log",
+            "audit_graphql",
             "auth",
             "config",
             "crypto",
@@ -218,49 +221,139 @@ fn source_files(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
-/// The library's source files by module (`src/orders/money.rs` → `orders`), with their
-/// text minus comments (doc comments may name any path).
-fn modules() -> BTreeMap<String, Vec<(PathBuf, String)>> {
+/// The library's source files by module (`src/orders/refunds_and_disputes.rs` → `orders`): each with its
+/// module path (`["orders", "money"]`) and its text.
+fn modules() -> BTreeMap<String, Vec<(PathBuf, Vec<String>, String)>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     source_files(&src, &mut files);
-    let mut modules: BTreeMap<String, Vec<(PathBuf, String)>> = BTreeMap::new();
+    let mut modules: BTreeMap<String, Vec<(PathBuf, Vec<String>, String)>> = BTreeMap::new();
     for path in files {
         let relative = path.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
         if relative == "lib.rs" || relative == "main.rs" {
             continue;
         }
-        let module = relative.split('/').next().unwrap().trim_end_matches(".rs").to_string();
+        let module_path: Vec<String> =
+            relative.trim_end_matches(".rs").split('/').filter(|part| *part != "mod").map(str::to_string).collect();
         let text = std::fs::read_to_string(&path).unwrap();
-        let code: String = text
-            .lines()
-            .map(|line| if line.trim_start().starts_with("//") { "" } else { line })
-            .collect::<Vec<_>>()
-            .join("\n");
-        modules.entry(module).or_default().push((Path::new("src").join(relative), code));
+        modules.entry(module_path[0].clone()).or_default().push((Path::new("src").join(relative), module_path, text));
     }
     modules
 }
 
-/// The `crate::<module>` names in `code`.
-fn used_modules(code: &str) -> BTreeSet<String> {
-    let mut used = BTreeSet::new();
-    let mut rest = code;
-    while let Some(at) = rest.find("crate::") {
-        let name: String = rest[at + 7..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
-        if !name.is_empty() {
-            used.insert(name);
+/// `text` minus its comment lines (doc comments may name any table or constructor).
+fn without_comments(text: &str) -> String {
+    text.lines().map(|line| if line.trim_start().starts_with("//") { "" } else { line }).collect::<Vec<_>>().join("\n")
+}
+
+/// Collects the top-level modules a file reaches, from the module path it sits at.
+struct ModuleUses {
+    /// Where the walk is: the file's module path, plus inline `mod` blocks entered.
+    scope: Vec<String>,
+    used: BTreeSet<String>,
+}
+
+impl ModuleUses {
+    /// The top-level module a path starting with `segments` reaches, if another one
+    /// (`crate::x…`, or `super::` climbing to the crate root and then `x`).
+    fn reach(&mut self, segments: &[String]) {
+        let supers = segments.iter().take_while(|s| *s == "super").count();
+        let top = match segments.first().map(String::as_str) {
+            Some("crate") => segments.get(1),
+            Some("super") if supers >= self.scope.len() => segments.get(supers),
+            Some("super") => self.scope.first(),
+            _ => None,
+        };
+        if let Some(top) = top.filter(|t| t.chars().next().is_some_and(|c| c.is_ascii_lowercase())) {
+            self.used.insert(top.clone());
         }
-        rest = &rest[at + 7..];
     }
-    used
+
+    fn use_tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree) {
+        match tree {
+            syn::UseTree::Path(path) => {
+                prefix.push(path.ident.to_string());
+                self.use_tree(prefix, &path.tree);
+                prefix.pop();
+            }
+            syn::UseTree::Name(name) => self.reach_with(prefix, &name.ident),
+            syn::UseTree::Rename(rename) => self.reach_with(prefix, &rename.ident),
+            syn::UseTree::Glob(_) => self.reach(prefix),
+            syn::UseTree::Group(group) => group.items.iter().for_each(|item| self.use_tree(prefix, item)),
+        }
+    }
+
+    fn reach_with(&mut self, prefix: &[String], last: &proc_macro2::Ident) {
+        let mut full = prefix.to_vec();
+        full.push(last.to_string());
+        self.reach(&full);
+    }
+
+    /// `crate :: name` inside a macro's tokens (the parser does not read macro bodies).
+    fn tokens(&mut self, tokens: proc_macro2::TokenStream) {
+        let tokens: Vec<proc_macro2::TokenTree> = tokens.into_iter().collect();
+        for (at, token) in tokens.iter().enumerate() {
+            match token {
+                proc_macro2::TokenTree::Group(group) => self.tokens(group.stream()),
+                proc_macro2::TokenTree::Ident(ident) if ident == "crate" => {
+                    if let (
+                        Some(proc_macro2::TokenTree::Punct(a)),
+                        Some(proc_macro2::TokenTree::Punct(b)),
+                        Some(proc_macro2::TokenTree::Ident(name)),
+                    ) = (tokens.get(at + 1), tokens.get(at + 2), tokens.get(at + 3))
+                        && a.as_char() == ':'
+                        && b.as_char() == ':'
+                    {
+                        self.reach(&["crate".to_string(), name.to_string()]);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl<'ast> syn::visit::Visit<'ast> for ModuleUses {
+    fn visit_item_use(&mut self, item: &'ast syn::ItemUse) {
+        self.use_tree(&mut Vec::new(), &item.tree);
+    }
+
+    fn visit_path(&mut self, path: &'ast syn::Path) {
+        let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+        self.reach(&segments);
+        syn::visit::visit_path(self, path);
+    }
+
+    fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
+        self.scope.push(item.ident.to_string());
+        syn::visit::visit_item_mod(self, item);
+        self.scope.pop();
+    }
+
+    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+        self.tokens(mac.tokens.clone());
+        syn::visit::visit_macro(self, mac);
+    }
+}
+
+/// The top-level modules `code`, a file at `module_path`, reaches: every `use` form
+/// (grouped, nested, renamed, glob, `pub use`), `crate::` paths in expressions and types,
+/// `super::` that climbs to the crate root, and `crate::x` inside macro invocations.
+fn used_modules(code: &str, module_path: &[&str]) -> BTreeSet<String> {
+    let file = syn::parse_file(code).unwrap_or_else(|e| panic!("{module_path:?} does not parse: {e}"));
+    let mut uses = ModuleUses { scope: module_path.iter().map(|s| s.to_string()).collect(), used: BTreeSet::new() };
+    syn::visit::visit_file(&mut uses, &file);
+    uses.used
 }
 
 fn arrows() -> BTreeMap<String, BTreeSet<String>> {
     modules()
         .into_iter()
         .map(|(module, files)| {
-            let mut used: BTreeSet<String> = files.iter().flat_map(|(_, code)| used_modules(code)).collect();
+            let mut used: BTreeSet<String> = files
+                .iter()
+                .flat_map(|(_, path, code)| used_modules(code, &path.iter().map(String::as_str).collect::<Vec<_>>()))
+                .collect();
             used.remove(&module);
             (module, used)
         })
@@ -379,7 +472,8 @@ fn every_table_has_one_owner_and_no_module_writes_or_quietly_reads_another_modul
         }
     }
     for (module, files) in modules() {
-        for (path, code) in files {
+        for (path, _, text) in files {
+            let code = without_comments(&text);
             for (table, write) in table_uses(&code, &tables) {
                 let Some(owner) = owners.get(table.as_str()) else { continue };
                 if *owner == module {
@@ -403,8 +497,13 @@ fn every_table_has_one_owner_and_no_module_writes_or_quietly_reads_another_modul
 fn venue_ids_come_only_from_their_trusted_sources_and_no_feature_holds_a_raw_pool() {
     let mut problems = Vec::new();
     for (module, files) in modules() {
-        for (path, code) in files {
+        for (path, _, text) in files {
+            let code = without_comments(&text);
             let show = path.display();
+            let reads_data = [".data::<", ".data_opt::<", ".data_unchecked::<"].iter().any(|call| code.contains(call));
+            if module != "graphql" && reads_data {
+                problems.push(format!("{show} reads a request service with ctx.data: use graphql::context"));
+            }
             if module != "tenancy" && code.contains("VenueId(") && !code.contains("struct VenueId") {
                 problems.push(format!("{show} builds a VenueId by hand"));
             }
@@ -434,10 +533,21 @@ fn the_checks_themselves_see_what_they_look_for() {
         table_uses(code, &tables),
         [("orders".to_string(), true), ("checkouts".to_string(), false), ("orders".to_string(), true)]
     );
+    let at = ["auth", "graphql"];
+    let reached = |code: &str| used_modules(code, &at).into_iter().collect::<Vec<_>>();
     assert_eq!(
-        used_modules("use crate::orders::money; crate::payments::x"),
-        ["orders", "payments"].map(String::from).into()
+        reached("use crate::orders::refunds_and_disputes; fn f() { crate::payments::x(); }"),
+        ["orders", "payments"]
     );
+    assert_eq!(reached("use crate::{staff, venues};"), ["staff", "venues"], "a grouped import");
+    assert_eq!(reached("use crate::{a::{b, c::d}, e as f};"), ["a", "e"], "nested groups and renames");
+    assert_eq!(reached("pub use crate::menu::*;"), ["menu"], "a glob re-export");
+    assert_eq!(reached("fn f() { let _ = crate::staff::at_current_venue(1); }"), ["staff"], "an expression path");
+    assert_eq!(reached("fn f(x: crate::orders::Order) -> Vec<crate::diners::D> { todo!() }"), ["diners", "orders"]);
+    assert_eq!(reached("fn f() { super::super::orders::x(); }"), ["orders"], "super climbing to the root");
+    assert_eq!(reached("fn f() { super::login::x(); }"), ["auth"], "super within the module: its own room");
+    assert_eq!(reached("mod tests { use super::*; fn t() { super::super::x(); } }"), ["auth"], "inline mods");
+    assert_eq!(reached("fn f() { tracing::info!(x = ?crate::audit::y()); }"), ["audit"], "inside a macro");
     let circle: BTreeMap<String, BTreeSet<String>> =
         [("a", "b"), ("b", "a")].iter().map(|(x, y)| (x.to_string(), [y.to_string()].into())).collect();
     assert!(cycle(&circle).is_some());

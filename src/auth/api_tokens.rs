@@ -42,7 +42,7 @@ pub async fn issue(tx: &mut VenueTx, who: &Who, name: &str, permissions: Permiss
         .execute(tx.conn())
         .await?;
     let after = serde_json::json!({ "name": name, "permissions": permissions.names() });
-    let elevated = permissions.intersects(super::totp::ELEVATED).then_some(AlertKind::ElevatedGrant);
+    let elevated = permissions.intersects(crate::access::ELEVATED).then_some(AlertKind::ElevatedGrant);
     audit::record_as(
         tx,
         who,

@@ -1,4 +1,5 @@
-//! `me`: who the caller is, at which venue, with which permissions.
+//! The signed-in person's own credentials (TOTP, password, sessions) and the venue's API
+//! clients and tokens.
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use uuid::Uuid;
@@ -9,70 +10,8 @@ use crate::access::{Permission, Permissions};
 use crate::audit::{self, Change};
 use crate::error::AppError;
 use crate::graphql::context::{self, RequestCtx, commit, staff_tx};
-use crate::graphql::guard::Requires;
 use crate::graphql::parse_id;
-use crate::{staff, venues};
-
-/// The caller's venue.
-#[derive(SimpleObject)]
-pub struct MeVenue {
-    /// Venue id.
-    id: ID,
-    /// Slug.
-    slug: String,
-    /// Display name.
-    name: String,
-    /// Currency of every price.
-    currency: String,
-}
-
-/// A person (staff member).
-#[derive(SimpleObject)]
-pub struct Person {
-    /// Staff id.
-    id: ID,
-    /// Email.
-    email: String,
-    /// Display name (may be empty).
-    display_name: String,
-}
-
-/// The caller.
-#[derive(SimpleObject)]
-pub struct Me {
-    /// The one venue the credential is bound to.
-    venue: MeVenue,
-    /// The person, when the caller is one (null for API tokens and integrations).
-    person: Option<Person>,
-    /// Permission names the caller holds at this venue now.
-    permissions: Vec<String>,
-    /// How the caller appears in the audit log (`staff:…`, `api_token:…`, `oauth_client:…`).
-    actor: String,
-}
-
-/// The identity query.
-#[derive(Default)]
-pub struct MeQuery;
-
-#[Object]
-impl MeQuery {
-    /// Who is calling. Needs no permission: any valid credential may ask.
-    async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
-        let (caller, mut tx) = staff_tx(ctx).await?;
-        let venue = venues::current(&mut tx).await?;
-        let person = match caller.principal()?.staff_id() {
-            Some(id) => staff::at_current_venue(&mut tx, id).await?,
-            None => None,
-        };
-        commit(tx).await?;
-        Ok(Me {
-            venue: MeVenue { id: venue.id.into(), slug: venue.slug, name: venue.name, currency: venue.currency },
-            person: person.map(|p| Person { id: p.id.into(), email: p.email, display_name: p.display_name }),
-            permissions: caller.permissions.names().into_iter().map(String::from).collect(),
-            actor: caller.principal()?.actor(),
-        })
-    }
-}
+use crate::graphql::permission_guard::Requires;
 
 /// What an authenticator app needs to enrol.
 #[derive(SimpleObject)]

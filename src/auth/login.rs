@@ -229,7 +229,7 @@ pub async fn mfa_required(db: &Db, venue: VenueId, staff: Uuid) -> Result<bool, 
     .fetch_optional(tx.conn())
     .await?;
     tx.commit().await?;
-    Ok(row.is_some_and(|(required, bits)| required && Permissions::from_db(bits).intersects(totp::ELEVATED)))
+    Ok(row.is_some_and(|(required, bits)| required && Permissions::from_db(bits).intersects(crate::access::ELEVATED)))
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ impl SessionFacts {
         if let Some(member) = self.membership {
             permissions &= member;
             if self.venue_requires_mfa && !self.session_mfa {
-                permissions -= super::totp::ELEVATED;
+                permissions -= crate::access::ELEVATED;
             }
         }
         permissions

@@ -11,18 +11,10 @@ use sha1::Sha1;
 use uuid::Uuid;
 
 use super::secrets;
-use crate::access::Permissions;
 use crate::crypto::{self, MasterKeys, Place};
 use crate::error::AppError;
 use crate::keys;
 use crate::tenancy::Db;
-
-/// Permissions that a venue can insist be held only with MFA.
-pub const ELEVATED: Permissions = Permissions::STAFF_MANAGE
-    .union(Permissions::PAYMENTS_MANAGE)
-    .union(Permissions::VENUE_SETTINGS)
-    .union(Permissions::API_CLIENTS_MANAGE)
-    .union(Permissions::ORDERS_REFUND);
 
 const STEP_SECS: u64 = 30;
 const RECOVERY_CODES: usize = 10;

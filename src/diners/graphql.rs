@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use super::{HealthData, StoredDiner};
 use crate::access::Permissions;
 use crate::crypto::KeyRing;
-use crate::graphql::context::{commit, staff_tx};
-use crate::graphql::guard::Requires;
+use crate::graphql::context::{self, commit, staff_tx};
 use crate::graphql::parse_id;
+use crate::graphql::permission_guard::Requires;
 use crate::menu::Allergen;
 
 /// Allergens and dietary notes.
@@ -51,7 +51,7 @@ async fn present(ctx: &Context<'_>, diners: Vec<StoredDiner>) -> Result<Vec<Dine
     let (staff, mut tx) = staff_tx(ctx).await?;
     let may_read = staff.permissions.contains(Permissions::DINER_ALLERGENS_VIEW);
     let venue = tx.venue();
-    let master = if may_read { Some(ctx.data::<KeyRing>()?.master()?) } else { None };
+    let master = if may_read { Some(context::service::<KeyRing>(ctx)?.master()?) } else { None };
     let keys = match master {
         Some(master) if !diners.is_empty() => Some(crate::keys::venue_keys(&mut tx, master).await?),
         _ => None,
@@ -121,7 +121,7 @@ impl DinersMutation {
     #[graphql(guard = "Requires(Permissions::DINERS_MANAGE.union(Permissions::DINER_ALLERGENS_VIEW))")]
     async fn export_diner(&self, ctx: &Context<'_>, id: ID) -> Result<String> {
         let id = parse_id(&id, "id")?;
-        let master = ctx.data::<KeyRing>()?.master()?;
+        let master = context::service::<KeyRing>(ctx)?.master()?;
         let (staff, mut tx) = staff_tx(ctx).await?;
         let export = super::export(&mut tx, master, &staff.who(), id).await?;
         commit(tx).await?;
@@ -159,11 +159,11 @@ impl PublicDinerMutation {
     /// share or withdraw the diner's allergen profile with other venues. Always true when
     /// accepted; limited per email and per address.
     async fn request_diner_code(&self, ctx: &Context<'_>, email: String) -> Result<bool> {
-        let config = crate::graphql::context::config(ctx)?;
-        let keys = ctx.data::<KeyRing>()?;
-        let db = crate::graphql::context::db(ctx)?;
-        let ip = crate::graphql::context::public(ctx)?.client;
-        let mut tx = crate::graphql::context::public_tx(ctx).await?;
+        let config = context::config(ctx)?;
+        let keys = context::service::<KeyRing>(ctx)?;
+        let db = context::db(ctx)?;
+        let ip = context::public(ctx)?.client;
+        let mut tx = context::public_tx(ctx).await?;
         super::verification::request_code(db, &mut tx, keys, config.lockout, &email, ip).await?;
         commit(tx).await?;
         Ok(true)
@@ -172,12 +172,12 @@ impl PublicDinerMutation {
     /// Exchanges the mailed code for a proof (valid 30 minutes at this venue). Five tries
     /// per code; failures are limited per email and per address.
     async fn verify_diner_code(&self, ctx: &Context<'_>, email: String, code: String) -> Result<DinerProof> {
-        let config = crate::graphql::context::config(ctx)?;
-        let keys = ctx.data::<KeyRing>()?;
-        let db = crate::graphql::context::db(ctx)?;
-        let ip = crate::graphql::context::public(ctx)?.client;
+        let config = context::config(ctx)?;
+        let keys = context::service::<KeyRing>(ctx)?;
+        let db = context::db(ctx)?;
+        let ip = context::public(ctx)?.client;
         let app_key = secrecy::ExposeSecret::expose_secret(config.app_key.as_ref());
-        let mut tx = crate::graphql::context::public_tx(ctx).await?;
+        let mut tx = context::public_tx(ctx).await?;
         let attempt = super::verification::CodeAttempt { email: &email, code: &code, ip };
         let proof = super::verification::verify_code(db, &mut tx, keys, config.lockout, app_key, attempt).await?;
         commit(tx).await?;

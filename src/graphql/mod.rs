@@ -1,14 +1,14 @@
 //! The GraphQL kernel, below every feature: the one request context ([`context`]), the
-//! permission guards ([`guard`]), the one conversion of feature errors ([`error`]) and the
-//! guardrails every schema runs behind ([`guardrails`]), with the document budget they
+//! permission guards ([`permission_guard`]), the one conversion of feature errors ([`error`]) and the
+//! guardrails every schema runs behind ([`request_guardrails`]), with the document budget they
 //! apply first ([`budget`]). Schema assembly, which needs the
 //! features, is `crate::schema`.
 
 pub mod budget;
 pub mod context;
 pub mod error;
-pub mod guard;
-pub mod guardrails;
+pub mod permission_guard;
+pub mod request_guardrails;
 
 use async_graphql::{ID, SimpleObject};
 use uuid::Uuid;

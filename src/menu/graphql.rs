@@ -6,8 +6,8 @@ use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
 use super::{Allergen, CategoryFields, CategoryWithItems, Item, ItemFields, Visibility};
 use crate::access::Permissions;
 use crate::graphql::context::{commit, public_tx, staff_tx};
-use crate::graphql::guard::Requires;
 use crate::graphql::parse_id;
+use crate::graphql::permission_guard::Requires;
 
 /// A dish or drink.
 #[derive(SimpleObject, Clone)]

@@ -13,12 +13,12 @@ use futures_util::Stream;
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use super::money::{RefundGateway, refunds_of};
+use super::refunds_and_disputes::{RefundGateway, refunds_of};
 use super::{DinerAllergens, HistoryFilter, Order, OrderStatus, live::OrdersHub};
 use crate::access::Permissions;
 use crate::error::AppError;
-use crate::graphql::context::{commit, staff, staff_tx};
-use crate::graphql::guard::{Requires, RequiresAny};
+use crate::graphql::context::{self, commit, staff, staff_tx};
+use crate::graphql::permission_guard::{Requires, RequiresAny};
 use crate::graphql::{PageInfo, parse_id};
 use crate::menu::Allergen;
 use crate::tenancy::{Db, VenueId, VenueTx};
@@ -40,7 +40,7 @@ pub struct OrderObject {
 /// a list does not grow with its length.
 pub struct RefundBatch {
     checkouts: Vec<Uuid>,
-    loaded: tokio::sync::OnceCell<std::collections::HashMap<Uuid, Vec<super::money::Refund>>>,
+    loaded: tokio::sync::OnceCell<std::collections::HashMap<Uuid, Vec<super::refunds_and_disputes::Refund>>>,
 }
 
 impl RefundBatch {
@@ -51,7 +51,11 @@ impl RefundBatch {
         })
     }
 
-    async fn for_checkout(&self, ctx: &Context<'_>, checkout: Uuid) -> Result<Vec<super::money::Refund>, AppError> {
+    async fn for_checkout(
+        &self,
+        ctx: &Context<'_>,
+        checkout: Uuid,
+    ) -> Result<Vec<super::refunds_and_disputes::Refund>, AppError> {
         let all = self
             .loaded
             .get_or_try_init(|| async {
@@ -130,9 +134,7 @@ async fn present_in(
     orders: Vec<Arc<Order>>,
 ) -> Result<Vec<OrderObject>, AppError> {
     let permissions = staff(ctx)?.permissions;
-    let diners = ctx
-        .data::<Arc<dyn DinerAllergens>>()
-        .map_err(|_| AppError::internal("diners' allergens missing from the context"))?;
+    let diners = context::service::<Arc<dyn DinerAllergens>>(ctx)?;
     present(tx, permissions, diners.as_ref(), orders).await
 }
 
@@ -363,7 +365,7 @@ impl OrdersQuery {
     #[graphql(guard = "Requires(Permissions::ORDERS_QUEUE)")]
     async fn orders_queue(&self, ctx: &Context<'_>) -> Result<Vec<OrderObject>> {
         let staff = staff(ctx)?;
-        let orders = ctx.data::<OrdersHub>()?.queue(ctx.data::<Db>()?, staff.venue).await?;
+        let orders = context::service::<OrdersHub>(ctx)?.queue(context::db(ctx)?, staff.venue).await?;
         if !reads_diners(staff.permissions, &orders) {
             return Ok(without_diners(staff.permissions, orders));
         }
@@ -436,7 +438,7 @@ impl OrdersMutation {
         let id = parse_id(&id, "id")?;
         let (staff, mut tx) = staff_tx(ctx).await?;
         super::advance(&mut tx, &staff.who(), id, status).await?;
-        super::live::commit(tx, Some(ctx.data::<OrdersHub>()?)).await?;
+        super::live::commit(tx, Some(context::service::<OrdersHub>(ctx)?)).await?;
         reload(ctx, id).await
     }
 
@@ -452,12 +454,16 @@ impl OrdersMutation {
     ) -> Result<OrderObject> {
         let id = parse_id(&id, "id")?;
         let staff = staff(ctx)?;
-        let gateway = ctx.data::<Arc<dyn RefundGateway>>()?;
-        let hub = ctx.data::<OrdersHub>()?;
-        let ask =
-            super::money::RefundAsk { order_id: id, amount_minor: i64::from(amount_minor), reason: reason.as_deref() };
-        let db = ctx.data::<Db>()?;
-        super::money::request_refund(db, gateway.as_ref(), Some(hub), &staff.who(), staff.venue, ask).await?;
+        let gateway = context::service::<Arc<dyn RefundGateway>>(ctx)?;
+        let hub = context::service::<OrdersHub>(ctx)?;
+        let ask = super::refunds_and_disputes::RefundAsk {
+            order_id: id,
+            amount_minor: i64::from(amount_minor),
+            reason: reason.as_deref(),
+        };
+        let db = context::db(ctx)?;
+        super::refunds_and_disputes::request_refund(db, gateway.as_ref(), Some(hub), &staff.who(), staff.venue, ask)
+            .await?;
         reload(ctx, id).await
     }
 }
@@ -483,10 +489,10 @@ impl OrdersSubscription {
     #[graphql(guard = "Requires(Permissions::ORDERS_QUEUE)")]
     async fn orders_queue_changed(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Result<OrderObject>>> {
         let venue = staff(ctx)?.venue;
-        let db = ctx.data::<Db>()?.clone();
-        let token = ctx.data::<ConnectionToken>()?.clone();
-        let keys = ctx.data::<Arc<dyn DinerAllergens>>()?.clone();
-        let receiver = ctx.data::<OrdersHub>()?.subscribe(venue).await?;
+        let db = context::db(ctx)?.clone();
+        let token = context::service::<ConnectionToken>(ctx)?.clone();
+        let keys = context::service::<Arc<dyn DinerAllergens>>(ctx)?.clone();
+        let receiver = context::service::<OrdersHub>(ctx)?.subscribe(venue).await?;
         Ok(futures_util::stream::unfold(Some((receiver, db, token, keys)), move |state| async move {
             let (mut receiver, db, token, keys) = state?;
             loop {

@@ -5,13 +5,13 @@
 //!
 //! An order is placed only by [`place::place_paid_order`], which `payments` calls for a
 //! verified payment; staff advance orders through the kitchen ([`advance`]) and refund
-//! them ([`money::request_refund`], through the provider `payments` implements). Orders
+//! them ([`refunds_and_disputes::request_refund`], through the provider `payments` implements). Orders
 //! never call the payment provider themselves.
 
 pub mod graphql;
 pub mod live;
-pub mod money;
 pub mod place;
+pub mod refunds_and_disputes;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -156,7 +156,7 @@ impl Order {
 }
 
 /// The one SELECT every order read uses; `WHERE` and `ORDER BY` complete it. Everything
-/// but the payment comes from the order row itself (see `money::sync_money`), so the cost
+/// but the payment comes from the order row itself (see `refunds_and_disputes::sync_money`), so the cost
 /// does not depend on how many checkouts, lines or refunds the venue has. Public for the
 /// benchmark's isolation-free baseline only.
 pub const ORDER_SELECT: &str = "\

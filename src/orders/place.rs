@@ -92,7 +92,7 @@ pub async fn place_paid_order(tx: &mut VenueTx, who: &Who, paid: &PaidOrder<'_>)
     };
     audit::record(tx, who, change).await?;
     if money_seen {
-        super::money::sync_money(tx, who, paid.checkout_id).await?;
+        super::refunds_and_disputes::sync_money(tx, who, paid.checkout_id).await?;
     }
     Ok(number)
 }

@@ -11,7 +11,7 @@ use super::objects::{self, Account, AccountLink};
 use super::stripe::{Params, metadata};
 use crate::audit::{self, Change, Who};
 use crate::error::AppError;
-use crate::orders::money::Stamp;
+use crate::orders::refunds_and_disputes::Stamp;
 use crate::tenancy::{Db, VenueId, VenueTx};
 
 /// A venue's connected account and what Stripe last said about it.

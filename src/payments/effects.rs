@@ -25,8 +25,8 @@ use crate::audit::{self, Change, Who};
 use crate::error::AppError;
 use crate::orders::OrderLine;
 use crate::orders::live::OrdersHub;
-use crate::orders::money::{self, DisputeReport, ReportedDispute, ReportedRefund, Stamp};
 use crate::orders::place::{self, PaidOrder, PaymentRecord};
+use crate::orders::refunds_and_disputes::{self, DisputeReport, ReportedDispute, ReportedRefund, Stamp};
 use crate::tenancy::{ResolvingTx, VenueId, VenueTx};
 
 /// The event types with effects; everything else is stored and acknowledged.
@@ -229,7 +229,7 @@ async fn handle(
         Handled::RefundChanged => {
             let refund = objects::read::<Refund>("refund", object).map_err(unreadable)?;
             match reported_refund(&refund) {
-                Some(reported) => money::refund_reported(tx, &who, checkout, &reported, stamp).await,
+                Some(reported) => refunds_and_disputes::refund_reported(tx, &who, checkout, &reported, stamp).await,
                 None => Ok(format!("ignored: refund {} in a state venueql does not know", refund.id)),
             }
         }
@@ -241,7 +241,9 @@ async fn handle(
             };
             let dispute = objects::read::<Dispute>("dispute", object).map_err(unreadable)?;
             match reported_dispute(&dispute) {
-                Some(reported) => money::dispute_reported(tx, &who, checkout, &reported, report, stamp).await,
+                Some(reported) => {
+                    refunds_and_disputes::dispute_reported(tx, &who, checkout, &reported, report, stamp).await
+                }
                 None => Ok(format!("ignored: dispute {} in a state venueql does not know", dispute.id)),
             }
         }
@@ -421,11 +423,11 @@ async fn payment_ended(
 fn reported_refund(refund: &Refund) -> Option<ReportedRefund<'_>> {
     use objects::RefundStatus as Stripe;
     let status = match refund.status? {
-        Stripe::Pending => money::RefundStatus::Pending,
-        Stripe::RequiresAction => money::RefundStatus::RequiresAction,
-        Stripe::Succeeded => money::RefundStatus::Succeeded,
-        Stripe::Failed => money::RefundStatus::Failed,
-        Stripe::Canceled => money::RefundStatus::Canceled,
+        Stripe::Pending => refunds_and_disputes::RefundStatus::Pending,
+        Stripe::RequiresAction => refunds_and_disputes::RefundStatus::RequiresAction,
+        Stripe::Succeeded => refunds_and_disputes::RefundStatus::Succeeded,
+        Stripe::Failed => refunds_and_disputes::RefundStatus::Failed,
+        Stripe::Canceled => refunds_and_disputes::RefundStatus::Canceled,
         Stripe::Other => return None,
     };
     let ours = refund.metadata.as_ref().and_then(|m| m.get("refund_id")).and_then(|id| Uuid::parse_str(id).ok());
@@ -443,13 +445,13 @@ fn reported_refund(refund: &Refund) -> Option<ReportedRefund<'_>> {
 fn reported_dispute(dispute: &Dispute) -> Option<ReportedDispute<'_>> {
     use objects::DisputeStatus as Stripe;
     let status = match dispute.status {
-        Stripe::NeedsResponse => money::DisputeStatus::NeedsResponse,
-        Stripe::UnderReview => money::DisputeStatus::UnderReview,
-        Stripe::Won => money::DisputeStatus::Won,
-        Stripe::Lost => money::DisputeStatus::Lost,
-        Stripe::WarningNeedsResponse => money::DisputeStatus::WarningNeedsResponse,
-        Stripe::WarningUnderReview => money::DisputeStatus::WarningUnderReview,
-        Stripe::WarningClosed => money::DisputeStatus::WarningClosed,
+        Stripe::NeedsResponse => refunds_and_disputes::DisputeStatus::NeedsResponse,
+        Stripe::UnderReview => refunds_and_disputes::DisputeStatus::UnderReview,
+        Stripe::Won => refunds_and_disputes::DisputeStatus::Won,
+        Stripe::Lost => refunds_and_disputes::DisputeStatus::Lost,
+        Stripe::WarningNeedsResponse => refunds_and_disputes::DisputeStatus::WarningNeedsResponse,
+        Stripe::WarningUnderReview => refunds_and_disputes::DisputeStatus::WarningUnderReview,
+        Stripe::WarningClosed => refunds_and_disputes::DisputeStatus::WarningClosed,
         Stripe::Other => return None,
     };
     Some(ReportedDispute {
@@ -479,5 +481,5 @@ async fn charge_refunded(
     .await?;
     let refunds: Vec<ReportedRefund<'_>> =
         charge.refunds.iter().flat_map(|list| &list.data).filter_map(reported_refund).collect();
-    money::charge_refunded(tx, who, checkout_id, charge.amount_refunded, &refunds, stamp).await
+    refunds_and_disputes::charge_refunded(tx, who, checkout_id, charge.amount_refunded, &refunds, stamp).await
 }

@@ -11,10 +11,9 @@ use crate::crypto::KeyRing;
 use crate::diners::{DinerDetails, verification};
 use crate::error::AppError;
 use crate::graphql::context::{self, commit, public, staff, staff_tx};
-use crate::graphql::guard::Requires;
 use crate::graphql::parse_id;
+use crate::graphql::permission_guard::Requires;
 use crate::menu::Allergen;
-use crate::tenancy::Db;
 
 /// The venue's Stripe connected account.
 #[derive(SimpleObject)]
@@ -88,8 +87,8 @@ impl PaymentsMutation {
         refresh_url: String,
     ) -> Result<StripeOnboardingLink> {
         let staff = staff(ctx)?;
-        let db = ctx.data::<Db>()?;
-        let payments = ctx.data::<Payments>()?;
+        let db = context::db(ctx)?;
+        let payments = context::service::<Payments>(ctx)?;
         let link =
             accounts::start_onboarding(db, payments, staff.venue, &staff.who(), &return_url, &refresh_url).await?;
         Ok(StripeOnboardingLink { account_id: link.account_id, url: link.url })
@@ -180,7 +179,7 @@ impl PublicCheckoutQuery {
     async fn checkout(&self, ctx: &Context<'_>, id: ID, client_secret: String) -> Result<Checkout> {
         let id = parse_id(&id, "id")?;
         let venue = public(ctx)?.venue;
-        let status = checkout::status(ctx.data::<Db>()?, venue, id, &client_secret).await?;
+        let status = checkout::status(context::db(ctx)?, venue, id, &client_secret).await?;
         Ok(Checkout {
             id: status.id.into(),
             status: status.status.as_str().to_ascii_uppercase(),
@@ -210,8 +209,8 @@ impl PublicCheckoutMutation {
                 note: item.note.clone(),
             });
         }
-        let payments = ctx.data::<Payments>()?;
-        let keys = ctx.data::<KeyRing>()?;
+        let payments = context::service::<Payments>(ctx)?;
+        let keys = context::service::<KeyRing>(ctx)?;
         let app_key = secrecy::ExposeSecret::expose_secret(context::config(ctx)?.app_key.as_ref());
         let details = match input.diner {
             Some(d) => {
@@ -237,7 +236,7 @@ impl PublicCheckoutMutation {
             None => None,
         };
         let diner = details.as_ref().map(|d| (d, keys));
-        let db = ctx.data::<Db>()?;
+        let db = context::db(ctx)?;
         let started = checkout::start(db, payments, venue, &lines, input.table_ref.as_deref(), diner).await?;
         Ok(StartedCheckout {
             checkout_id: started.checkout_id.into(),

@@ -63,7 +63,7 @@ pub async fn run_once(db: &Db, payments: &Payments) -> Result<Report, AppError> 
     let mut report = Report { checked: candidates.len(), ..Report::default() };
     let venues = db.scan_venues("venueql:payment-jobs", "ask Stripe again for refunds it did not answer").await?;
     for venue in venues {
-        match crate::orders::money::retry_requested_refunds(db, payments, venue).await {
+        match crate::orders::refunds_and_disputes::retry_requested_refunds(db, payments, venue).await {
             Ok(accepted) => report.refunds_retried += accepted,
             Err(error) => tracing::warn!(error = ?error, "refund retry failed"),
         }

@@ -1,7 +1,7 @@
 //! Stripe payments: the API client and its typed objects, Connect Express onboarding
 //! (`stripe_accounts`), checkouts (`checkouts`, `checkout_items`), the verified webhook
 //! event store and the translation of each event into this room's state and into calls of
-//! `orders`, refunds at Stripe (orders' [`crate::orders::money::RefundGateway`]),
+//! `orders`, refunds at Stripe (orders' [`crate::orders::refunds_and_disputes::RefundGateway`]),
 //! reconciliation and replay. Payments depends on orders, never the reverse: an order is
 //! placed by `orders::place`, called from [`effects`] for a verified
 //! `payment_intent.succeeded`.

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use super::Payments;
 use super::stripe::{Params, StripeError, metadata};
 use crate::error::AppError;
-use crate::orders::money::{RefundAnswer, RefundGateway, RefundRequest};
+use crate::orders::refunds_and_disputes::{RefundAnswer, RefundGateway, RefundRequest};
 
 fn refund_params(request: &RefundRequest) -> Params {
     let mut params: Params = vec![

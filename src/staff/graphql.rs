@@ -1,6 +1,7 @@
 //! Staff management in GraphQL: list (STAFF_VIEW); invite, set permissions, remove,
-//! revoke an invitation (STAFF_MANAGE); cashier PINs. Nobody grants, removes or sets a
-//! credential for bits they do not hold, and no venue sets or learns a password.
+//! revoke an invitation (STAFF_MANAGE); cashier PINs; and `me` (who the caller is, at
+//! which venue, with which permissions). Nobody grants, removes or sets a credential for
+//! bits they do not hold, and no venue sets or learns a password.
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -11,8 +12,8 @@ use crate::auth::graphql::{ReauthInput, step_up};
 use crate::auth::pins::{self, PinTarget};
 use crate::error::AppError;
 use crate::graphql::context::{self, RequestCtx, commit, staff_tx};
-use crate::graphql::guard::Requires;
 use crate::graphql::parse_id;
+use crate::graphql::permission_guard::Requires;
 use crate::staff::invitations::{self, Invitation, NewInvitation};
 
 /// Where a person stands with the venue.
@@ -216,5 +217,66 @@ impl StaffMembersMutation {
         super::remove(&mut tx, &caller.who(), caller.permissions, staff).await?;
         commit(tx).await?;
         Ok(staff_id)
+    }
+}
+
+/// The caller's venue.
+#[derive(SimpleObject)]
+pub struct MeVenue {
+    /// Venue id.
+    id: ID,
+    /// Slug.
+    slug: String,
+    /// Display name.
+    name: String,
+    /// Currency of every price.
+    currency: String,
+}
+
+/// A person (staff member).
+#[derive(SimpleObject)]
+pub struct Person {
+    /// Staff id.
+    id: ID,
+    /// Email.
+    email: String,
+    /// Display name (may be empty).
+    display_name: String,
+}
+
+/// The caller.
+#[derive(SimpleObject)]
+pub struct Me {
+    /// The one venue the credential is bound to.
+    venue: MeVenue,
+    /// The person, when the caller is one (null for API tokens and integrations).
+    person: Option<Person>,
+    /// Permission names the caller holds at this venue now.
+    permissions: Vec<String>,
+    /// How the caller appears in the audit log (`staff:…`, `api_token:…`, `oauth_client:…`).
+    actor: String,
+}
+
+/// The identity query.
+#[derive(Default)]
+pub struct MeQuery;
+
+#[Object]
+impl MeQuery {
+    /// Who is calling. Needs no permission: any valid credential may ask.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
+        let (caller, mut tx) = staff_tx(ctx).await?;
+        let venue = crate::venues::current(&mut tx).await?;
+        let person = match caller.principal()?.staff_id() {
+            Some(id) => super::at_current_venue(&mut tx, id).await?,
+            None => None,
+        };
+        commit(tx).await?;
+        Ok(Me {
+            venue: MeVenue { id: venue.id.into(), slug: venue.slug, name: venue.name, currency: venue.currency },
+            person: person.map(|p| Person { id: p.id.into(), email: p.email, display_name: p.display_name }),
+            permissions: caller.permissions.names().into_iter().map(String::from).collect(),
+            actor: caller.principal()?.actor(),
+        })
     }
 }

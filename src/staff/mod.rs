@@ -191,7 +191,7 @@ pub async fn set_permissions(
 /// An elevated grant (critical, alerted): permissions that manage staff, money, settings
 /// or credentials which the person did not hold before.
 fn elevation(before: Permissions, after: Permissions) -> Option<AlertKind> {
-    let gained = (after & crate::auth::totp::ELEVATED).difference(before);
+    let gained = (after & crate::access::ELEVATED).difference(before);
     (!gained.is_empty()).then_some(AlertKind::ElevatedGrant)
 }
 

@@ -4,7 +4,7 @@ use async_graphql::{Context, InputObject, Object, Result, SimpleObject};
 
 use crate::access::Permissions;
 use crate::graphql::context::{commit, public_tx, staff_tx};
-use crate::graphql::guard::Requires;
+use crate::graphql::permission_guard::Requires;
 
 /// The venue's settings.
 #[derive(SimpleObject)]

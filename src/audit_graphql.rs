@@ -13,7 +13,7 @@ use crate::audit::{LogEntry, LogFilter, log_page};
 use crate::error::AppError;
 use crate::graphql::PageInfo;
 use crate::graphql::context::{commit, staff_tx};
-use crate::graphql::guard::Requires;
+use crate::graphql::permission_guard::Requires;
 
 /// Who caused an audited change, by kind.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
