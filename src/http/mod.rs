@@ -7,11 +7,11 @@
 pub mod client_addr;
 pub mod cors;
 pub mod graphql;
-pub mod invitation;
+pub mod login;
 pub mod oauth;
 pub mod ops;
 pub mod pages;
-pub mod reset;
+
 pub mod subscriptions;
 pub mod tls;
 pub mod webhooks;
@@ -102,7 +102,7 @@ pub fn router(state: AppState) -> Router {
                 .route_layer(middleware::from_fn_with_state(state.clone(), cors::public_door)),
         )
         .merge(oauth_routes(&state))
-        .route("/dev/callback", get(oauth::dev_callback))
+        .route("/dev/callback", get(login::dev_callback))
         .route(
             "/.well-known/oauth-authorization-server",
             get(oauth::metadata).route_layer(middleware::from_fn(cors::public_metadata)),
@@ -130,15 +130,15 @@ pub fn router(state: AppState) -> Router {
 /// The OAuth endpoints and hosted pages, limited per client address.
 fn oauth_routes(state: &AppState) -> Router<AppState> {
     Router::new()
-        .route("/oauth/authorize", get(oauth::authorize_page).post(oauth::authorize_submit))
+        .route("/oauth/authorize", get(login::authorize_page).post(login::authorize_submit))
         .route(
             "/oauth/token",
             post(oauth::token)
                 .options(preflight_only)
                 .route_layer(middleware::from_fn_with_state(state.clone(), cors::oauth_door)),
         )
-        .route("/oauth/invitation", get(invitation::invitation_page).post(invitation::invitation_submit))
-        .route("/oauth/reset", get(reset::reset_page).post(reset::reset_submit))
+        .route("/oauth/invitation", get(login::invitation::invitation_page).post(login::invitation::invitation_submit))
+        .route("/oauth/reset", get(login::reset::reset_page).post(login::reset::reset_submit))
         .route(
             "/oauth/revoke",
             post(oauth::revoke)

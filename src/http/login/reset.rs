@@ -12,12 +12,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::client_addr::ClientAddr;
-use super::oauth::report;
-use super::pages::{RESET_CSRF, csrf_matches, error_html, escape, hidden, new_csrf, page, with_csrf_cookie};
+use super::report;
 use crate::auth::reset::{self, Requested};
 use crate::error::AppError;
 use crate::http::AppState;
+use crate::http::client_addr::ClientAddr;
+use crate::http::pages::{RESET_CSRF, csrf_matches, error_html, escape, hidden, new_csrf, page, with_csrf_cookie};
 
 fn form(csrf: &str, step: &str, inner: &str, button: &str) -> String {
     format!(
@@ -141,7 +141,7 @@ pub async fn reset_submit(
             );
         };
         let email = field("email");
-        let cookie = super::pages::cookie_value(&headers, super::oauth::DEVICE_COOKIE).unwrap_or_default();
+        let cookie = crate::http::pages::cookie_value(&headers, super::DEVICE_COOKIE).unwrap_or_default();
         let device = crate::auth::lockout::trusted_device(
             secrecy::ExposeSecret::expose_secret(&*state.config.app_key),
             &cookie,

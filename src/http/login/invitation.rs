@@ -15,15 +15,15 @@ use base64::Engine;
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use super::RequestId;
-use super::client_addr::ClientAddr;
-use super::oauth::report;
-use super::pages::{INVITATION_CSRF, csrf_matches, error_html, escape, hidden, new_csrf, page, with_csrf_cookie};
+use super::report;
 use crate::auth::lockout::Checked;
 use crate::auth::login::{self, PasswordSignIn};
 use crate::auth::{secrets, totp};
 use crate::error::AppError;
 use crate::http::AppState;
+use crate::http::RequestId;
+use crate::http::client_addr::ClientAddr;
+use crate::http::pages::{INVITATION_CSRF, csrf_matches, error_html, escape, hidden, new_csrf, page, with_csrf_cookie};
 use crate::staff::invitations::{self, Opened, Through};
 
 /// What every step of the page needs.
