@@ -5,7 +5,7 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject
 use uuid::Uuid;
 
 use super::login::Reauth;
-use super::{clients, login, oauth, reset, totp};
+use super::{clients, login, reset, totp};
 use crate::access::{Permission, Permissions};
 use crate::audit::{self, Change};
 use crate::error::AppError;
@@ -282,7 +282,7 @@ impl AccessQuery {
         let (caller, mut tx) = staff_tx(ctx).await?;
         let staff = person(caller)?;
         let current = current_session(caller);
-        let sessions = oauth::sessions_of(&mut tx, staff, max_age).await?;
+        let sessions = crate::auth::sessions::sessions_of(&mut tx, staff, max_age).await?;
         commit(tx).await?;
         Ok(sessions
             .into_iter()
@@ -352,7 +352,7 @@ impl AccessMutation {
         let grant = parse_id(&id, "id")?;
         let (caller, mut tx) = staff_tx(ctx).await?;
         let staff = person(caller)?;
-        oauth::revoke_own_session(&mut tx, &caller.who(), staff, grant).await?;
+        crate::auth::sessions::revoke_own_session(&mut tx, &caller.who(), staff, grant).await?;
         commit(tx).await?;
         Ok(id)
     }

@@ -1,7 +1,7 @@
 //! The hosted login's logic as plain functions: a person's password and second factor
 //! checked under the lockout, re-authentication for credential changes, listing their
 //! venues, and the signed ticket that carries an authenticated person from one step of a
-//! hosted page to the next without server-side session state. `http::oauth` only parses
+//! hosted page to the next without server-side session state. `http::login` only parses
 //! forms and renders pages around these.
 
 use std::net::IpAddr;

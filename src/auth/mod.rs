@@ -5,16 +5,19 @@
 //! `crate::access`.
 
 pub mod api_tokens;
+pub mod authorization_code;
 pub mod breach;
 pub mod clients;
 pub mod graphql;
 pub mod lockout;
 pub mod login;
 pub mod oauth;
+pub mod oauth_tokens;
 pub mod passwords;
 pub mod pins;
 pub mod reset;
 pub mod secrets;
+pub mod sessions;
 pub mod totp;
 
 use crate::access::Caller;
@@ -35,7 +38,7 @@ pub async fn authenticate_bearer(
     if text.starts_with(api_tokens::TOKEN_PREFIX) {
         api_tokens::verify(db, text).await
     } else if text.starts_with(oauth::ACCESS_PREFIX) {
-        oauth::verify_access_token(db, text, session_max_age).await
+        oauth_tokens::verify_access_token(db, text, session_max_age).await
     } else {
         Err(INVALID_TOKEN)
     }

@@ -12,8 +12,9 @@ use std::net::IpAddr;
 use uuid::Uuid;
 
 use super::lockout::{self, Attempt, Checked, SecretKind};
-use super::oauth::{Client, NewSession, OAuthError, TokenLifetimes, TokenResponse};
+use super::oauth::{Client, OAuthError, TokenLifetimes, TokenResponse};
 use super::passwords;
+use super::sessions::NewSession;
 use crate::access::Permissions;
 use crate::audit::{self, Change, Who};
 use crate::config::LockoutLimits;
@@ -153,7 +154,7 @@ pub async fn grant(
     let mut tx = db.venue_tx(venue).await?;
     let cap = authority.map(Permissions::from_db);
     let session = NewSession { staff, grant_type: "pin", mfa: false, with_refresh: false, cap };
-    let (_, response) = super::oauth::staff_grant(&mut tx, client, session, lifetimes).await?;
+    let (_, response) = super::sessions::staff_grant(&mut tx, client, session, lifetimes).await?;
     tx.commit().await?;
     Ok(response)
 }

@@ -4,7 +4,7 @@
 //! answers the same whether or not the email has an account, and is limited per email
 //! and per address so nobody floods an inbox.
 //!
-//! Plain functions behind the hosted reset page (`http::reset`), the `changePassword`
+//! Plain functions behind the hosted reset page (`http::login::reset`), the `changePassword`
 //! mutation and `venueql admin reset-password`.
 
 use std::net::IpAddr;

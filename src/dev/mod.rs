@@ -338,7 +338,7 @@ async fn demo_login(
         .append_pair("response_type", "code")
         .append_pair("client_id", &client_id)
         .append_pair("redirect_uri", &redirect_uri)
-        .append_pair("code_challenge", &crate::auth::oauth::s256_challenge(&verifier))
+        .append_pair("code_challenge", &crate::auth::authorization_code::s256_challenge(&verifier))
         .append_pair("code_challenge_method", "S256")
         .append_pair("state", "dev");
     let exchange = format!(

@@ -1,7 +1,8 @@
 //! HTTP: routes and middleware (request id, client address, access log and metrics, body
 //! and time limits, panic catching, CORS doors, the `/oauth` rate limit). Handlers:
-//! `graphql` (the two GraphQL endpoints), `subscriptions` (`/graphql/ws`), `oauth`,
-//! `invitation` and `reset` (hosted pages, sharing `pages`), `webhooks` (Stripe), `ops`
+//! `graphql` (the two GraphQL endpoints), `subscriptions` (`/graphql/ws`), `oauth` (the
+//! token endpoint family), `login` (the hosted pages: sign-in, MFA, invitation, reset,
+//! sharing `pages`), `webhooks` (Stripe), `ops`
 //! (health, readiness, metrics, security.txt).
 
 pub mod client_addr;
@@ -11,7 +12,6 @@ pub mod login;
 pub mod oauth;
 pub mod ops;
 pub mod pages;
-
 pub mod subscriptions;
 pub mod tls;
 pub mod webhooks;

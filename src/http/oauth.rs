@@ -18,7 +18,7 @@ use super::client_addr::ClientAddr;
 use crate::access::Permissions;
 use crate::auth::lockout::{self, Attempt, Checked, SecretKind};
 use crate::auth::oauth::{self, Client, ClientCredentials, OAuthError, TokenLifetimes};
-use crate::auth::pins;
+use crate::auth::{authorization_code, oauth_tokens, pins, sessions};
 use crate::error::AppError;
 use crate::http::AppState;
 
@@ -208,7 +208,7 @@ pub async fn token(State(state): State<AppState>, request: AuthenticatedClient) 
     let result = async {
         match form.required("grant_type")? {
             "authorization_code" => {
-                oauth::exchange_code(
+                authorization_code::exchange_code(
                     &state.db,
                     lifetimes(&state),
                     &client,
@@ -219,9 +219,9 @@ pub async fn token(State(state): State<AppState>, request: AuthenticatedClient) 
                 .await
             }
             "refresh_token" => {
-                oauth::refresh(&state.db, lifetimes(&state), &client, form.required("refresh_token")?).await
+                sessions::refresh(&state.db, lifetimes(&state), &client, form.required("refresh_token")?).await
             }
-            "client_credentials" => oauth::client_credentials(&state.db, lifetimes(&state), &client).await,
+            "client_credentials" => sessions::client_credentials(&state.db, lifetimes(&state), &client).await,
             pins::PIN_GRANT => {
                 let (username, pin) = (form.required("username")?, form.required("pin")?);
                 pins::grant(&state.db, lifetimes(&state), state.config.lockout, &client, username, pin, client_addr)
@@ -237,7 +237,9 @@ pub async fn token(State(state): State<AppState>, request: AuthenticatedClient) 
 /// `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known.
 pub async fn revoke(State(state): State<AppState>, request: AuthenticatedClient) -> Response {
     let result = async {
-        oauth::revoke(&state.db, &request.client, request.form.required("token")?).await.map_err(OAuthError::from)
+        oauth_tokens::revoke(&state.db, &request.client, request.form.required("token")?)
+            .await
+            .map_err(OAuthError::from)
     }
     .await;
     match result {
@@ -253,7 +255,7 @@ pub async fn introspect(State(state): State<AppState>, request: AuthenticatedCli
             return Err(OAuthError::InvalidClient("introspection is for confidential clients".into()));
         }
         let token = request.form.required("token")?;
-        oauth::introspect(&state.db, &state.issuer, &request.client, token, state.config.session_max_age)
+        oauth_tokens::introspect(&state.db, &state.issuer, &request.client, token, state.config.session_max_age)
             .await
             .map_err(OAuthError::from)
     }

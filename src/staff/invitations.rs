@@ -5,7 +5,7 @@
 //! their own password, an existing one by signing in with theirs (and their second
 //! factor). Accepting, declining and revoking are audited at the venue.
 //!
-//! These are the plain functions behind the hosted invitation page (`http::invitation`)
+//! These are the plain functions behind the hosted invitation page (`http::login::invitation`)
 //! and the `addStaff` / `revokeInvitation` mutations.
 
 use std::net::IpAddr;

@@ -207,7 +207,7 @@ pub async fn remove(tx: &mut VenueTx, who: &Who, caller: Permissions, staff: Uui
         .bind(staff)
         .execute(tx.conn())
         .await?;
-    crate::auth::oauth::end_sessions_at_venue(tx, staff, "staff_removed").await?;
+    crate::auth::sessions::end_sessions_at_venue(tx, staff, "staff_removed").await?;
     crate::staff::invitations::revoke_sent_by(tx, who, &crate::access::staff_actor(staff), Permissions::empty())
         .await?;
     let change = Change {

@@ -9,7 +9,7 @@ use crate::helpers::TestApp;
 use crate::webdriver::Browser;
 use venueql::access::Permissions;
 use venueql::auth::breach::BreachCheck;
-use venueql::auth::oauth::s256_challenge;
+use venueql::auth::authorization_code::s256_challenge;
 use venueql::tenancy::Db;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

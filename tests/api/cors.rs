@@ -6,7 +6,7 @@
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use venueql::auth::oauth::s256_challenge;
+use venueql::auth::authorization_code::s256_challenge;
 
 use crate::oauth::{EMAIL, OAuthSetup, PASSWORD, REDIRECT, code_for, query_param, setup, verifier};
 

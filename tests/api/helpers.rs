@@ -230,7 +230,7 @@ async fn seed_venue(door: &CrossTenantDoor, app_db: &Db, slug: &str, menu: DemoM
         refresh: std::time::Duration::from_secs(900),
         session: std::time::Duration::from_secs(3600),
     };
-    venueql::auth::oauth::client_credentials(app_db, lifetimes, &found).await.unwrap();
+    venueql::auth::sessions::client_credentials(app_db, lifetimes, &found).await.unwrap();
     let mut tx = app_db.venue_tx(venue.venue_id()).await.unwrap();
     let grant_id: Uuid = sqlx::query_scalar("SELECT id FROM oauth_grants LIMIT 1").fetch_one(tx.conn()).await.unwrap();
     let category_id: Uuid = sqlx::query_scalar("SELECT id FROM menu_categories ORDER BY position LIMIT 1")

@@ -181,7 +181,7 @@ async fn a_second_x_venue_header_or_x_venue_on_the_diner_endpoint_is_refused() {
 async fn an_account_object_with_only_what_stripe_requires_is_applied_and_an_unreadable_event_is_never_acknowledged() {
     use crate::helpers::{CONNECT_SECRET, PLATFORM_SECRET};
     use venueql::payments::local_stripe;
-    let receiver = crate::audit_graphql::AlertReceiver::start().await;
+    let receiver = crate::audit_log::AlertReceiver::start().await;
     let app = TestApp::spawn_with(receiver.settings(60)).await;
     let account = app.onboard(&app.a).await;
     // Stripe's spec requires only `id` and `object` of an account: no `created`, no flags.

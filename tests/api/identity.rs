@@ -17,7 +17,7 @@ use crate::oauth::{
 };
 use venueql::access::Permissions;
 use venueql::auth::breach::BreachCheck;
-use venueql::auth::oauth::s256_challenge;
+use venueql::auth::authorization_code::s256_challenge;
 
 const ME: &str = "{ me { venue { slug } person { email } permissions } }";
 
@@ -687,7 +687,7 @@ async fn a_reset_also_clears_the_pins_and_demoting_an_inviter_revokes_their_invi
 
 #[tokio::test]
 async fn a_staff_members_lockout_is_a_critical_event_in_each_of_their_venues_logs_and_one_alert() {
-    let receiver = crate::audit_graphql::AlertReceiver::start().await;
+    let receiver = crate::audit_log::AlertReceiver::start().await;
     let s = setup_with(receiver.settings(60)).await;
     let app = &s.app;
     let challenge = s256_challenge(&verifier());

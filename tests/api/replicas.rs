@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use venueql::auth::oauth::s256_challenge;
+use venueql::auth::authorization_code::s256_challenge;
 
 use crate::helpers::{PLATFORM_SECRET, ServerProcess, TestApp, serve_on};
 use crate::oauth::{EMAIL, OAuthSetup, PASSWORD, REDIRECT, hidden, no_redirects, query_param, setup, verifier};

@@ -17,7 +17,7 @@ use rusty_s3::actions::{DeleteObject, GetObject, HeadObject, PutObject, S3Action
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::audit_graphql::tamper;
+use crate::audit_log::tamper;
 use crate::helpers::{KillOnDrop, TEST_AUDIT_KEY, TestApp, free_port};
 use venueql::audit::worm::{WormSettings, WormStore, shipped_rows};
 

@@ -411,7 +411,7 @@ async fn finish_login(
         Err(error) => return internal_page(context, error),
     }
     let request = &context.request;
-    let code = oauth::issue_code(
+    let code = crate::auth::authorization_code::issue_code(
         &state.db,
         venue,
         staff,
