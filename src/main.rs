@@ -424,7 +424,7 @@ async fn run(command: Command) -> Result<ExitCode, DynError> {
 /// The WORM copy named by the `AUDIT_S3_*` settings.
 fn worm_store() -> Result<audit::worm::WormStore, DynError> {
     app::install_tls_provider();
-    let settings = venueql::config::worm_settings(&|name| std::env::var(name).ok())?
+    let settings = venueql::config::WormSettings::read(venueql::config::Env::new(&|name| std::env::var(name).ok()))?
         .ok_or("--against-worm needs AUDIT_S3_BUCKET (and AUDIT_S3_ENDPOINT, AUDIT_S3_REGION, credentials)")?;
     Ok(audit::worm::WormStore::new(&settings)?)
 }
@@ -533,7 +533,8 @@ async fn run_admin(command: AdminCommand) -> Result<(), DynError> {
             print_json(&admin::create_venue(&door, &actor, &slug, &name, &currency).await.map_err(app_error)?)
         }
         AdminCommand::CreateStaff { email, password } => {
-            let settings = venueql::config::BreachSettings::from_lookup(&|name| std::env::var(name).ok())?;
+            let settings =
+                venueql::config::BreachSettings::read(venueql::config::Env::new(&|name| std::env::var(name).ok()))?;
             let breach = BreachCheck::new(&settings)?;
             print_json(&admin::create_staff(&door, &actor, &email, &password, &breach).await.map_err(app_error)?)
         }

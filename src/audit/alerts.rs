@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use sha2::Sha256;
 use uuid::Uuid;
 
+use crate::config::AlertSettings;
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId, VenueTx};
 
@@ -113,18 +114,6 @@ impl Burst {
         state.1 += 1;
         (state.1 == self.threshold).then_some(state.1)
     }
-}
-
-/// Where alerts go and how they are paced (`ALERT_WEBHOOK_URL`, `ALERT_WEBHOOK_SECRET`,
-/// `ALERT_DIGEST_SECS`).
-#[derive(Clone, Debug)]
-pub struct AlertSettings {
-    /// The receiver; without one, alerts are logged and reported to Sentry only.
-    pub webhook_url: Option<url::Url>,
-    /// Signs each delivery (`Venueql-Signature`), so the receiver can tell it is ours.
-    pub webhook_secret: Option<SecretString>,
-    /// The rate-limit window per (kind, venue): one digest per window.
-    pub digest: Duration,
 }
 
 /// One delivery as claimed from the outbox.

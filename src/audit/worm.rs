@@ -15,10 +15,11 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use rusty_s3::actions::{CreateBucket, GetObject, ListObjectsV2, PutObject, S3Action};
 use rusty_s3::{Bucket, Credentials, UrlStyle};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::config::WormSettings;
 use crate::error::AppError;
 use crate::tenancy::{Db, VenueId};
 
@@ -26,24 +27,6 @@ use crate::tenancy::{Db, VenueId};
 const BATCH_ROWS: i64 = 500;
 /// How long a presigned request stays valid.
 const SIGNED_FOR: Duration = Duration::from_secs(300);
-
-/// Where the WORM copy goes (`AUDIT_S3_BUCKET`, `AUDIT_S3_ENDPOINT`, `AUDIT_S3_REGION`,
-/// `AUDIT_S3_ACCESS_KEY_ID`, `AUDIT_S3_SECRET_ACCESS_KEY`, `AUDIT_RETENTION_DAYS`).
-#[derive(Clone, Debug)]
-pub struct WormSettings {
-    /// The S3 endpoint, e.g. `https://s3.eu-west-1.amazonaws.com`.
-    pub endpoint: url::Url,
-    /// A bucket created with Object Lock enabled.
-    pub bucket: String,
-    /// The bucket's region (part of every signature).
-    pub region: String,
-    /// The access key id of a principal that may put and read objects (not delete them).
-    pub access_key_id: String,
-    /// Its secret.
-    pub secret_access_key: SecretString,
-    /// Compliance-mode retention of every object, in days.
-    pub retention_days: u32,
-}
 
 /// What a PUT found.
 #[derive(Debug, PartialEq, Eq)]

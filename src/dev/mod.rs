@@ -177,7 +177,7 @@ pub async fn run(options: DevOptions) -> Result<(), DynError> {
 
 /// With `AUDIT_S3_*` pointing at a local S3 (loopback), creates the Object Lock bucket
 /// the WORM copy needs, so `venueql dev` ships the audit trail from its first row.
-async fn prepare_local_worm(worm: &crate::audit::worm::WormSettings) -> Result<(), DynError> {
+async fn prepare_local_worm(worm: &crate::config::WormSettings) -> Result<(), DynError> {
     let local = worm
         .endpoint
         .host_str()

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use crate::helpers::TestApp;
 use crate::webdriver::Browser;
 use venueql::access::Permissions;
-use venueql::auth::breach::BreachCheck;
 use venueql::auth::authorization_code::s256_challenge;
+use venueql::auth::breach::BreachCheck;
 use venueql::tenancy::Db;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

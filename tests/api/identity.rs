@@ -16,8 +16,8 @@ use crate::oauth::{
     verifier,
 };
 use venueql::access::Permissions;
-use venueql::auth::breach::BreachCheck;
 use venueql::auth::authorization_code::s256_challenge;
+use venueql::auth::breach::BreachCheck;
 
 const ME: &str = "{ me { venue { slug } person { email } permissions } }";
 

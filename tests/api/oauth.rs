@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, error_code};
 use venueql::access::Permissions;
-use venueql::auth::breach::BreachCheck;
 use venueql::auth::authorization_code::s256_challenge;
+use venueql::auth::breach::BreachCheck;
 
 pub(crate) const REDIRECT: &str = "http://localhost:5173/callback";
 pub(crate) const EMAIL: &str = "chef@alpha.test";

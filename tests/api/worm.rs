@@ -19,7 +19,8 @@ use uuid::Uuid;
 
 use crate::audit_log::tamper;
 use crate::helpers::{KillOnDrop, TEST_AUDIT_KEY, TestApp, free_port};
-use venueql::audit::worm::{WormSettings, WormStore, shipped_rows};
+use venueql::audit::worm::{WormStore, shipped_rows};
+use venueql::config::WormSettings;
 
 /// moto's S3 server on a loopback port of its own.
 pub struct Moto {
