@@ -156,12 +156,8 @@ pub async fn rotate_master(door: &CrossTenantDoor, actor: &str, master: &MasterK
             .await?;
     let mut rewrapped = 0;
     for (version, wrapped, master_id) in platform {
-        let (wrapped, master_id) = rewrap(master, &wrapped, &master_id, "platform", version)?;
-        sqlx::query("SELECT private.rewrap_platform_data_key($1, $2, $3)")
-            .bind(version)
-            .bind(wrapped)
-            .bind(master_id)
-            .execute(tx.conn())
+        let rewrapped_key = rewrap(master, &wrapped, &master_id, "platform", version)?;
+        store_rewrapped(tx.conn(), "SELECT private.rewrap_platform_data_key($1, $2, $3)", version, rewrapped_key)
             .await?;
         rewrapped += 1;
     }
@@ -176,18 +172,25 @@ pub async fn rotate_master(door: &CrossTenantDoor, actor: &str, master: &MasterK
         .await?;
         for key in stored {
             let wrapped = key.wrapped.as_deref().unwrap_or_default();
-            let (wrapped, master_id) = rewrap(master, wrapped, &key.master_key_id, &scope(venue), key.version)?;
-            sqlx::query("UPDATE venue_data_keys SET wrapped = $2, master_key_id = $3 WHERE version = $1")
-                .bind(key.version)
-                .bind(wrapped)
-                .bind(master_id)
-                .execute(tx.conn())
-                .await?;
+            let rewrapped_key = rewrap(master, wrapped, &key.master_key_id, &scope(venue), key.version)?;
+            let statement = "UPDATE venue_data_keys SET wrapped = $2, master_key_id = $3 WHERE version = $1";
+            store_rewrapped(tx.conn(), statement, key.version, rewrapped_key).await?;
             rewrapped += 1;
         }
         tx.commit().await?;
     }
     Ok(rewrapped)
+}
+
+/// Stores a rewrapped key with `statement` (`$1` version, `$2` wrapped key, `$3` master key id).
+async fn store_rewrapped(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    version: i32,
+    (wrapped, master_id): (Vec<u8>, String),
+) -> Result<(), AppError> {
+    sqlx::query(statement).bind(version).bind(wrapped).bind(master_id).execute(conn).await?;
+    Ok(())
 }
 
 /// Unwraps a data key with whichever master wrapped it and wraps it under the current one.

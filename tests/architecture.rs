@@ -53,7 +53,7 @@ const ROOMS: &[(&str, &[&str])] = &[
         "diners",
         &[
             "access", "audit", "auth", "config", "crypto", "error", "graphql", "keys", "mail", "menu", "orders",
-            "tenancy",
+            "tenancy", "venues",
         ],
     ),
     (

@@ -109,7 +109,13 @@ impl MfaMutation {
         let config = context::config(ctx)?;
         let ip = caller.client;
         let master = config.keys.master()?;
-        let codes = login::confirm_totp(context::db(ctx)?, config.lockout, master, staff, &code, ip).await?;
+        let codes = login::confirm_totp(
+            context::db(ctx)?,
+            config.lockout,
+            master,
+            login::CodeAttempt { staff, code: &code, ip },
+        )
+        .await?;
         audit_mfa(ctx, "mfa.enabled", staff).await?;
         Ok(codes)
     }

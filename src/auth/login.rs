@@ -81,18 +81,34 @@ pub async fn sign_in_with_password(
     lockout::check(db, limits, attempt, verify_password(db, sign_in.email, sign_in.password)).await
 }
 
-/// Checks a TOTP or recovery code of `staff` under the lockout (per person, per address).
+/// A code (TOTP or recovery) a person typed, from an address.
+#[derive(Clone, Copy, Debug)]
+pub struct CodeAttempt<'a> {
+    /// The person.
+    pub staff: Uuid,
+    /// The code typed.
+    pub code: &'a str,
+    /// The client's address.
+    pub ip: IpAddr,
+}
+
+impl CodeAttempt<'_> {
+    /// Counted per person and per address, like every code.
+    fn counted<'i>(&self, identifier: &'i str) -> Attempt<'i> {
+        Attempt::new(SecretKind::Totp, identifier, Some(self.ip))
+    }
+}
+
+/// Checks a TOTP or recovery code under the lockout (per person, per address).
 pub async fn second_factor(
     db: &Db,
     limits: LockoutLimits,
     master: &MasterKeys,
-    staff: Uuid,
-    code: &str,
-    ip: IpAddr,
+    typed: CodeAttempt<'_>,
 ) -> Result<Checked<()>, AppError> {
-    let identifier = staff.to_string();
-    let attempt = Attempt::new(SecretKind::Totp, &identifier, Some(ip));
-    lockout::check(db, limits, attempt, async { Ok(totp::verify(db, master, staff, code).await?.then_some(())) }).await
+    let identifier = typed.staff.to_string();
+    let verify = async { Ok(totp::verify(db, master, typed.staff, typed.code).await?.then_some(())) };
+    lockout::check(db, limits, typed.counted(&identifier), verify).await
 }
 
 /// Confirms a TOTP enrolment with a first code, under the lockout like any code; returns
@@ -101,13 +117,11 @@ pub async fn confirm_totp(
     db: &Db,
     limits: LockoutLimits,
     master: &MasterKeys,
-    staff: Uuid,
-    code: &str,
-    ip: IpAddr,
+    typed: CodeAttempt<'_>,
 ) -> Result<Vec<String>, AppError> {
-    let identifier = staff.to_string();
-    let attempt = Attempt::new(SecretKind::Totp, &identifier, Some(ip));
-    match lockout::check(db, limits, attempt, totp::confirm_enrollment(db, master, staff, code)).await? {
+    let identifier = typed.staff.to_string();
+    let confirm = totp::confirm_enrollment(db, master, typed.staff, typed.code);
+    match lockout::check(db, limits, typed.counted(&identifier), confirm).await? {
         Checked::Passed(codes) => Ok(codes),
         Checked::Wrong => Err(AppError::bad_input(
             "that code is not valid; check the authenticator app's clock and try the next code",

@@ -64,10 +64,7 @@ pub async fn request_code(
         .bind(ttl)
         .execute(tx.conn())
         .await?;
-    let venue_name: String = sqlx::query_scalar("SELECT name FROM venues WHERE id = $1")
-        .bind(tx.venue().as_uuid())
-        .fetch_one(tx.conn())
-        .await?;
+    let venue_name = crate::venues::current(tx).await?.name;
     let expires_at = Utc::now() + chrono::Duration::seconds(i64::from(ttl));
     let recipient = email.trim().to_lowercase();
     mail::enqueue(tx.conn(), keys.master()?, &recipient, &Mail::DinerCode { code, venue_name, expires_at }).await?;

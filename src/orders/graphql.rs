@@ -489,20 +489,23 @@ impl OrdersSubscription {
     #[graphql(guard = "Requires(Permissions::ORDERS_QUEUE)")]
     async fn orders_queue_changed(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Result<OrderObject>>> {
         let venue = staff(ctx)?.venue;
-        let db = context::db(ctx)?.clone();
-        let token = context::service::<ConnectionToken>(ctx)?.clone();
-        let keys = context::service::<Arc<dyn DinerAllergens>>(ctx)?.clone();
+        let feed = LiveFeed {
+            db: context::db(ctx)?.clone(),
+            token: context::service::<ConnectionToken>(ctx)?.clone(),
+            keys: context::service::<Arc<dyn DinerAllergens>>(ctx)?.clone(),
+            venue,
+        };
         let receiver = context::service::<OrdersHub>(ctx)?.subscribe(venue).await?;
-        Ok(futures_util::stream::unfold(Some((receiver, db, token, keys)), move |state| async move {
-            let (mut receiver, db, token, keys) = state?;
+        Ok(futures_util::stream::unfold(Some((receiver, feed)), move |state| async move {
+            let (mut receiver, feed) = state?;
             loop {
                 let order_id = match receiver.recv().await {
                     Ok(id) => id,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 };
-                match next_update_patiently(&db, &token, &keys, venue, order_id).await {
-                    Ok(Some(order)) => return Some((Ok(order), Some((receiver, db, token, keys)))),
+                match feed.next_update_patiently(order_id).await {
+                    Ok(Some(order)) => return Some((Ok(order), Some((receiver, feed)))),
                     Ok(None) => continue,
                     // Credential gone (or the database gone for good): send the error, then
                     // end the subscription.
@@ -516,46 +519,48 @@ impl OrdersSubscription {
 /// How long an update waits for the database to come back before the subscription ends.
 const DATABASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// [`next_update`], retried while the database is unreachable (a restart, a failover):
-/// the subscriber gets the update once it is back instead of losing the subscription.
-async fn next_update_patiently(
-    db: &Db,
-    token: &ConnectionToken,
-    keys: &Arc<dyn DinerAllergens>,
+/// What one live subscription needs to turn a changed order's id into its update.
+struct LiveFeed {
+    db: Db,
+    token: ConnectionToken,
+    keys: Arc<dyn DinerAllergens>,
     venue: VenueId,
-    id: Uuid,
-) -> Result<Option<OrderObject>, AppError> {
-    let deadline = tokio::time::Instant::now() + DATABASE_PATIENCE;
-    let mut wait = std::time::Duration::from_millis(100);
-    loop {
-        match next_update(db, token, keys, venue, id).await {
-            Err(error @ (AppError::Internal(_) | AppError::Unavailable(_)))
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tracing::warn!(?error, "live order update waits for the database");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(2));
-            }
-            outcome => return outcome,
-        }
-    }
 }
 
-async fn next_update(
-    db: &Db,
-    token: &ConnectionToken,
-    keys: &Arc<dyn DinerAllergens>,
-    venue: VenueId,
-    id: Uuid,
-) -> Result<Option<OrderObject>, AppError> {
-    let caller = crate::auth::authenticate_bearer(db, &token.token, token.session_max_age).await?;
-    if caller.venue != venue || !caller.permissions.contains(Permissions::ORDERS_QUEUE) {
-        return Err(AppError::Forbidden);
+impl LiveFeed {
+    /// [`LiveFeed::next_update`], retried while the database is unreachable (a restart, a
+    /// failover): the subscriber gets the update once it is back instead of losing the
+    /// subscription.
+    async fn next_update_patiently(&self, id: Uuid) -> Result<Option<OrderObject>, AppError> {
+        let deadline = tokio::time::Instant::now() + DATABASE_PATIENCE;
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            match self.next_update(id).await {
+                Err(error @ (AppError::Internal(_) | AppError::Unavailable(_)))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(?error, "live order update waits for the database");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+                outcome => return outcome,
+            }
+        }
     }
-    let mut tx = db.venue_tx(venue).await?;
-    let order = super::find(&mut tx, id).await?;
-    let object =
-        present(&mut tx, caller.permissions, keys.as_ref(), order.into_iter().map(Arc::new).collect()).await?.pop();
-    tx.commit().await?;
-    Ok(object)
+
+    /// The order as this subscriber may see it now (its token re-checked: revoked or
+    /// stripped of ORDERS_QUEUE ends the subscription), or None when it is not there.
+    async fn next_update(&self, id: Uuid) -> Result<Option<OrderObject>, AppError> {
+        let (db, token, keys, venue) = (&self.db, &self.token, &self.keys, self.venue);
+        let caller = crate::auth::authenticate_bearer(db, &token.token, token.session_max_age).await?;
+        if caller.venue != venue || !caller.permissions.contains(Permissions::ORDERS_QUEUE) {
+            return Err(AppError::Forbidden);
+        }
+        let mut tx = db.venue_tx(venue).await?;
+        let order = super::find(&mut tx, id).await?;
+        let orders = order.into_iter().map(Arc::new).collect();
+        let object = present(&mut tx, caller.permissions, keys.as_ref(), orders).await?.pop();
+        tx.commit().await?;
+        Ok(object)
+    }
 }

@@ -87,10 +87,13 @@ impl RefundStatus {
     }
 }
 
-/// Where a dispute stands (the provider's statuses).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a dispute stands: the provider's statuses, by their names (`needs_response`, …),
+/// which is also how the payment provider's events spell them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DisputeStatus {
     /// Opened: evidence is due.
+    #[default]
     NeedsResponse,
     /// Evidence submitted.
     UnderReview,
@@ -394,7 +397,7 @@ pub async fn refund_reported(
     refund: &ReportedRefund<'_>,
     stamp: &Stamp,
 ) -> Result<String, AppError> {
-    let outcome = upsert_refund(tx, who, checkout_id, refund, stamp).await?;
+    let outcome = refund.upsert(tx, who, checkout_id, stamp).await?;
     sync_money(tx, who, checkout_id).await?;
     Ok(outcome)
 }
@@ -411,7 +414,7 @@ pub async fn charge_refunded(
     stamp: &Stamp,
 ) -> Result<String, AppError> {
     for refund in refunds {
-        upsert_refund(tx, who, checkout_id, refund, stamp).await?;
+        refund.upsert(tx, who, checkout_id, stamp).await?;
     }
     sqlx::query(
         "WITH confirmed AS (SELECT coalesce(sum(amount_minor), 0) AS total FROM refunds WHERE checkout_id = $1 AND status = 'succeeded'), \
@@ -431,68 +434,66 @@ pub async fn charge_refunded(
     Ok(format!("charge refunded {total_refunded} in total"))
 }
 
-async fn upsert_refund(
-    tx: &mut VenueTx,
-    who: &Who,
-    checkout_id: Uuid,
-    refund: &ReportedRefund<'_>,
-    stamp: &Stamp,
-) -> Result<String, AppError> {
-    let (provider_id, status) = (refund.provider_id, refund.status.as_str());
-    if refund.amount_minor <= 0 || refund.status == RefundStatus::Requested {
-        return Ok(format!("ignored: refund state {status:?} or amount {} not understood", refund.amount_minor));
+impl ReportedRefund<'_> {
+    /// Writes this refund's state at `checkout_id`, unless a newer one is stored.
+    async fn upsert(&self, tx: &mut VenueTx, who: &Who, checkout_id: Uuid, stamp: &Stamp) -> Result<String, AppError> {
+        let refund = self;
+        let (provider_id, status) = (refund.provider_id, refund.status.as_str());
+        if refund.amount_minor <= 0 || refund.status == RefundStatus::Requested {
+            return Ok(format!("ignored: refund state {status:?} or amount {} not understood", refund.amount_minor));
+        }
+        let rank = refund.status.finality();
+        let updated: Option<Uuid> = match refund.ours {
+            Some(ours) => {
+                sqlx::query_scalar(
+                    "UPDATE refunds SET stripe_refund_id = $2, status = $3, state_at = $4, state_event = $5, updated_at = now() \
+                     WHERE id = $1 AND checkout_id = $6 AND (state_at, state_event) < ($4, $5) RETURNING id",
+                )
+                .bind(ours)
+                .bind(provider_id)
+                .bind(status)
+                .bind(stamp.at)
+                .bind(stamp.key(rank))
+                .bind(checkout_id)
+                .fetch_optional(tx.conn())
+                .await?
+            }
+            None => {
+                sqlx::query_scalar(
+                    "INSERT INTO refunds (venue_id, checkout_id, stripe_refund_id, amount_minor, currency, status, reason, \
+                                          requested_by, state_at, state_event) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'stripe', $8, $9) \
+                     ON CONFLICT (venue_id, stripe_refund_id) DO UPDATE \
+                       SET status = EXCLUDED.status, state_at = EXCLUDED.state_at, state_event = EXCLUDED.state_event, updated_at = now() \
+                       WHERE (refunds.state_at, refunds.state_event) < (EXCLUDED.state_at, EXCLUDED.state_event) \
+                     RETURNING id",
+                )
+                .bind(tx.venue().as_uuid())
+                .bind(checkout_id)
+                .bind(provider_id)
+                .bind(refund.amount_minor)
+                .bind(refund.currency.to_ascii_uppercase())
+                .bind(status)
+                .bind(refund.reason)
+                .bind(stamp.at)
+                .bind(stamp.key(rank))
+                .fetch_optional(tx.conn())
+                .await?
+            }
+        };
+        let Some(refund_id) = updated else {
+            return Ok(format!("refund {provider_id}: no change (a newer state is recorded)"));
+        };
+        let change = Change {
+            action: "refund.updated",
+            target_type: "refund",
+            target_id: refund_id.to_string(),
+            before: None,
+            after: Some(json!({ "stripe_refund": provider_id, "status": status, "amount_minor": refund.amount_minor })),
+        };
+        audit::record(tx, who, change).await?;
+        Ok(format!("refund {provider_id} {status}"))
     }
-    let rank = refund.status.finality();
-    let updated: Option<Uuid> = match refund.ours {
-        Some(ours) => {
-            sqlx::query_scalar(
-                "UPDATE refunds SET stripe_refund_id = $2, status = $3, state_at = $4, state_event = $5, updated_at = now() \
-                 WHERE id = $1 AND checkout_id = $6 AND (state_at, state_event) < ($4, $5) RETURNING id",
-            )
-            .bind(ours)
-            .bind(provider_id)
-            .bind(status)
-            .bind(stamp.at)
-            .bind(stamp.key(rank))
-            .bind(checkout_id)
-            .fetch_optional(tx.conn())
-            .await?
-        }
-        None => {
-            sqlx::query_scalar(
-                "INSERT INTO refunds (venue_id, checkout_id, stripe_refund_id, amount_minor, currency, status, reason, \
-                                      requested_by, state_at, state_event) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'stripe', $8, $9) \
-                 ON CONFLICT (venue_id, stripe_refund_id) DO UPDATE \
-                   SET status = EXCLUDED.status, state_at = EXCLUDED.state_at, state_event = EXCLUDED.state_event, updated_at = now() \
-                   WHERE (refunds.state_at, refunds.state_event) < (EXCLUDED.state_at, EXCLUDED.state_event) \
-                 RETURNING id",
-            )
-            .bind(tx.venue().as_uuid())
-            .bind(checkout_id)
-            .bind(provider_id)
-            .bind(refund.amount_minor)
-            .bind(refund.currency.to_ascii_uppercase())
-            .bind(status)
-            .bind(refund.reason)
-            .bind(stamp.at)
-            .bind(stamp.key(rank))
-            .fetch_optional(tx.conn())
-            .await?
-        }
-    };
-    let Some(refund_id) = updated else {
-        return Ok(format!("refund {provider_id}: no change (a newer state is recorded)"));
-    };
-    let change = Change {
-        action: "refund.updated",
-        target_type: "refund",
-        target_id: refund_id.to_string(),
-        before: None,
-        after: Some(json!({ "stripe_refund": provider_id, "status": status, "amount_minor": refund.amount_minor })),
-    };
-    audit::record(tx, who, change).await?;
-    Ok(format!("refund {provider_id} {status}"))
 }
 
 /// A dispute as the payment provider reports it.

@@ -443,17 +443,7 @@ fn reported_refund(refund: &Refund) -> Option<ReportedRefund<'_>> {
 
 /// A Stripe dispute as orders take it (None for a status venueql does not know).
 fn reported_dispute(dispute: &Dispute) -> Option<ReportedDispute<'_>> {
-    use objects::DisputeStatus as Stripe;
-    let status = match dispute.status {
-        Stripe::NeedsResponse => refunds_and_disputes::DisputeStatus::NeedsResponse,
-        Stripe::UnderReview => refunds_and_disputes::DisputeStatus::UnderReview,
-        Stripe::Won => refunds_and_disputes::DisputeStatus::Won,
-        Stripe::Lost => refunds_and_disputes::DisputeStatus::Lost,
-        Stripe::WarningNeedsResponse => refunds_and_disputes::DisputeStatus::WarningNeedsResponse,
-        Stripe::WarningUnderReview => refunds_and_disputes::DisputeStatus::WarningUnderReview,
-        Stripe::WarningClosed => refunds_and_disputes::DisputeStatus::WarningClosed,
-        Stripe::Other => return None,
-    };
+    let objects::DisputeStatusOnWire::Known(status) = dispute.status else { return None };
     Some(ReportedDispute {
         provider_id: &dispute.id,
         status,

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::orders::refunds_and_disputes::DisputeStatus;
+
 /// Key-value metadata venueql attaches to what it creates (`venue_id`, `checkout_id`,
 /// `refund_id`).
 pub type Metadata = HashMap<String, String>;
@@ -71,43 +73,20 @@ impl RefundStatus {
     }
 }
 
-/// The status of a dispute.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DisputeStatus {
-    /// Opened: evidence is due.
-    #[default]
-    NeedsResponse,
-    /// Evidence submitted.
-    UnderReview,
-    /// Decided for the venue.
-    Won,
-    /// Decided for the cardholder.
-    Lost,
-    /// An inquiry (no funds withdrawn yet) needing a response.
-    WarningNeedsResponse,
-    /// An inquiry under review.
-    WarningUnderReview,
-    /// An inquiry closed without a dispute.
-    WarningClosed,
-    /// A status this version of venueql does not know.
-    #[serde(other)]
-    Other,
+/// The status of a dispute as Stripe sends it: one of the statuses orders keep, or one
+/// this version of venueql does not know.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DisputeStatusOnWire {
+    /// A status venueql keeps.
+    Known(DisputeStatus),
+    /// A status Stripe added since.
+    Other(String),
 }
 
-impl DisputeStatus {
-    /// The name venueql stores (Stripe's).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DisputeStatus::NeedsResponse => "needs_response",
-            DisputeStatus::UnderReview => "under_review",
-            DisputeStatus::Won => "won",
-            DisputeStatus::Lost => "lost",
-            DisputeStatus::WarningNeedsResponse => "warning_needs_response",
-            DisputeStatus::WarningUnderReview => "warning_under_review",
-            DisputeStatus::WarningClosed => "warning_closed",
-            DisputeStatus::Other => "other",
-        }
+impl Default for DisputeStatusOnWire {
+    fn default() -> Self {
+        DisputeStatusOnWire::Known(DisputeStatus::default())
     }
 }
 
@@ -206,7 +185,7 @@ pub struct Dispute {
     /// The cardholder's reason.
     pub reason: String,
     /// Where it stands.
-    pub status: DisputeStatus,
+    pub status: DisputeStatusOnWire,
     /// The PaymentIntent disputed.
     pub payment_intent: Option<String>,
 }
@@ -445,6 +424,15 @@ mod tests {
         let refund: Refund =
             read("refund", &json!({ "id": "re_1", "amount": 5, "currency": "eur", "status": "new_thing" })).unwrap();
         assert_eq!(refund.status, Some(RefundStatus::Other));
+        let dispute =
+            json!({ "id": "dp_1", "amount": 5, "currency": "eur", "reason": "fraudulent", "status": "new_thing" });
+        let dispute: Dispute = read("dispute", &dispute).unwrap();
+        assert_eq!(dispute.status, DisputeStatusOnWire::Other("new_thing".into()));
+        let dispute = json!({ "id": "dp_1", "amount": 5, "currency": "eur", "reason": "fraudulent", "status": "won" });
+        assert_eq!(
+            read::<Dispute>("dispute", &dispute).unwrap().status,
+            DisputeStatusOnWire::Known(DisputeStatus::Won)
+        );
         assert!(read::<Refund>("refund", &json!({ "id": "re_1" })).unwrap_err().contains("refund"));
     }
 }

@@ -139,10 +139,7 @@ pub async fn invite(
         .bind(invitation.expires_at)
         .execute(tx.conn())
         .await?;
-    let venue_name: String = sqlx::query_scalar("SELECT name FROM venues WHERE id = $1")
-        .bind(tx.venue().as_uuid())
-        .fetch_one(tx.conn())
-        .await?;
+    let venue_name = crate::venues::current(tx).await?.name;
     let message = Mail::Invitation { token, venue_name, expires_at: invitation.expires_at };
     mail::enqueue(tx.conn(), master, &email, &message).await?;
     let after = json!({ "email": email, "permissions": new.permissions.names(), "expires_at": invitation.expires_at,

@@ -708,6 +708,7 @@ async fn unpaid_checkouts_expire_and_their_payment_intents_are_cancelled() {
     let config = venueql::config::StripeConfig {
         secret_key: Some("sk_test_venueql_suite".to_string().into()),
         api_base: app.stripe.base().to_string(),
+        checkout_expiry: std::time::Duration::ZERO,
         reconcile_after: std::time::Duration::from_secs(3600),
         ..Default::default()
     };

@@ -284,7 +284,14 @@ async fn second_factor(visit: &Visit<'_>, ticket: &str, code: &str) -> Result<Re
     };
     let state = visit.state;
     let master = state.config.keys.master()?;
-    match login::second_factor(&state.db, state.config.lockout, master, staff, code, visit.through.ip).await? {
+    match login::second_factor(
+        &state.db,
+        state.config.lockout,
+        master,
+        login::CodeAttempt { staff, code, ip: visit.through.ip },
+    )
+    .await?
+    {
         Checked::Passed(()) => {
             let opened = invitations::accept_as_member(&state.db, &visit.token, staff, &visit.through).await?;
             Ok(visit.accepted(&opened, None))
@@ -310,7 +317,14 @@ async fn totp_confirm(visit: &Visit<'_>, ticket: &str, code: &str) -> Result<Res
     };
     let state = visit.state;
     let master = state.config.keys.master()?;
-    match login::confirm_totp(&state.db, state.config.lockout, master, staff, code, visit.through.ip).await {
+    match login::confirm_totp(
+        &state.db,
+        state.config.lockout,
+        master,
+        login::CodeAttempt { staff, code, ip: visit.through.ip },
+    )
+    .await
+    {
         Ok(codes) => {
             let list: String = codes.iter().map(|c| format!("<li><code>{}</code></li>", escape(c))).collect();
             let body = format!(

@@ -74,7 +74,13 @@ pub(super) async fn totp_step(context: &LoginContext<'_>, ticket: &str, code: &s
     let state = context.state;
     let checked = match state.config.keys.master() {
         Ok(master) => {
-            login::second_factor(&state.db, state.config.lockout, master, staff, code, context.client_addr).await
+            login::second_factor(
+                &state.db,
+                state.config.lockout,
+                master,
+                login::CodeAttempt { staff, code, ip: context.client_addr },
+            )
+            .await
         }
         Err(error) => Err(error),
     };
@@ -104,7 +110,13 @@ pub(super) async fn enroll_step(
     let state = context.state;
     let confirmed = match state.config.keys.master() {
         Ok(master) => {
-            login::confirm_totp(&state.db, state.config.lockout, master, staff, code, context.client_addr).await
+            login::confirm_totp(
+                &state.db,
+                state.config.lockout,
+                master,
+                login::CodeAttempt { staff, code, ip: context.client_addr },
+            )
+            .await
         }
         Err(error) => Err(error),
     };
