@@ -361,18 +361,11 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
         made = measure_all_webhooks(&door, &stripe, &base, &shop, &app_db, &mut samples, options).await?;
     }
     let signature = if options.runs("signature") { Some(signature::measure(&client, &base).await?) } else { None };
-    let mut hostile_figures = None;
-    if options.runs("hostile") {
-        let (bombs, ready, slowest) = hostile::measure_bombs(&base, &auth, "bench-a", 20, options.seconds).await?;
-        samples.extend([bombs, ready]);
-        let known = "known@bench.invalid";
-        let breach = venueql::auth::breach::BreachCheck::off();
-        admin::create_staff(&door, "operator:venueql-bench", known, "Bench-Known-Pass-1", &breach)
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-        let dearest = hostile::measure_dearest_admitted(&base, &auth, 200).await?;
-        hostile_figures = Some((slowest, dearest, hostile::measure_reset_timing(&base, known, 100).await?));
-    }
+    let hostile_figures = if options.runs("hostile") {
+        Some(measure_hostile(&door, &base, &auth, options.seconds, &mut samples).await?)
+    } else {
+        None
+    };
     println!(
         "{:<40} {:>5} {:>9} {:>7} {:>10} {:>9} {:>9}",
         "measurement", "conc", "requests", "errors", "req/s", "p50 ms", "p99 ms"
@@ -417,6 +410,26 @@ async fn measure(cluster: &Cluster, options: &BenchOptions) -> Result<(), DynErr
     drop(unlimited_server);
     drop(fresh_server);
     Ok(())
+}
+
+/// The hostile measurements: fragment bombs with `/readyz` beside them (their samples go
+/// to `samples`), the dearest admitted document, and the reset page's timing both ways.
+async fn measure_hostile(
+    door: &CrossTenantDoor,
+    base: &str,
+    auth: &str,
+    seconds: u64,
+    samples: &mut Vec<Sample>,
+) -> Result<(f64, (f64, f64), hostile::ResetTiming), DynError> {
+    let (bombs, ready, slowest) = hostile::measure_bombs(base, auth, "bench-a", 20, seconds).await?;
+    samples.extend([bombs, ready]);
+    let known = "known@bench.invalid";
+    let breach = venueql::auth::breach::BreachCheck::off();
+    admin::create_staff(door, "operator:venueql-bench", known, "Bench-Known-Pass-1", &breach)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let dearest = hostile::measure_dearest_admitted(base, auth, 200).await?;
+    Ok((slowest, dearest, hostile::measure_reset_timing(base, known, 100).await?))
 }
 
 /// Base URLs of the servers under test, all on one database.
