@@ -3,6 +3,7 @@
 //! Every mutation writes its audit row in the same transaction.
 
 pub mod graphql;
+pub mod pricing;
 
 use serde::Serialize;
 use uuid::Uuid;
