@@ -133,6 +133,7 @@ const ROOMS: &[(&str, &[&str])] = &[
 
 /// The module that owns each table: the only one that writes it.
 const TABLE_OWNERS: &[(&str, &str)] = &[
+    ("tax_rates", "menu"),
     ("venues", "venues"),
     ("venue_settings", "venues"),
     ("platform_audit_events", "tenancy"),

@@ -119,6 +119,15 @@ impl MenuQuery {
         Ok(item.map(MenuItem::from))
     }
 
+    /// The venue's tax rates, by name. Requires MENU_VIEW.
+    #[graphql(guard = "Requires(Permissions::MENU_VIEW)")]
+    async fn tax_rates(&self, ctx: &Context<'_>) -> Result<Vec<TaxRate>> {
+        let (_, mut tx) = staff_tx(ctx).await?;
+        let rates = super::taxes::list(&mut tx).await?;
+        commit(tx).await?;
+        Ok(rates.into_iter().map(TaxRate::from).collect())
+    }
+
     /// Full-text search over item names and descriptions (prefix match, every word must
     /// match), best match first, at most 50. Requires MENU_VIEW.
     #[graphql(guard = "Requires(Permissions::MENU_VIEW)")]
@@ -127,6 +136,39 @@ impl MenuQuery {
         let found = super::search(&mut tx, &text, Visibility::All).await?;
         commit(tx).await?;
         Ok(items(found))
+    }
+}
+
+/// A tax rate of the venue.
+#[derive(SimpleObject)]
+pub struct TaxRate {
+    /// Its id.
+    id: ID,
+    /// Its name on receipts ("VAT 20%").
+    name: String,
+    /// The rate in parts per million (20% is 200000, 8.875% is 88750).
+    rate_ppm: i32,
+}
+
+impl From<super::taxes::TaxRate> for TaxRate {
+    fn from(rate: super::taxes::TaxRate) -> TaxRate {
+        TaxRate { id: rate.id.into(), name: rate.name, rate_ppm: rate.rate_ppm }
+    }
+}
+
+/// Input of `createTaxRate` (both fields required) and `updateTaxRate` (fields left out
+/// stay as they are).
+#[derive(InputObject)]
+pub struct TaxRateInput {
+    /// The name on receipts, 1 to 80 characters, unique at the venue.
+    name: Option<String>,
+    /// Parts per million, 0 to 1000000.
+    rate_ppm: Option<i32>,
+}
+
+impl From<TaxRateInput> for super::taxes::TaxRateFields {
+    fn from(input: TaxRateInput) -> super::taxes::TaxRateFields {
+        super::taxes::TaxRateFields { name: input.name, rate_ppm: input.rate_ppm }
     }
 }
 
@@ -225,6 +267,36 @@ impl MenuMutation {
         let uuid = parse_id(&id, "id")?;
         let (staff, mut tx) = staff_tx(ctx).await?;
         super::delete_category(&mut tx, &staff.who(), uuid).await?;
+        commit(tx).await?;
+        Ok(id)
+    }
+
+    /// Creates a tax rate (`ratePpm` in parts per million: 20% is 200000, 8.875% is
+    /// 88750). Requires MENU_EDIT.
+    #[graphql(guard = "Requires(Permissions::MENU_EDIT)")]
+    async fn create_tax_rate(&self, ctx: &Context<'_>, input: TaxRateInput) -> Result<TaxRate> {
+        let (staff, mut tx) = staff_tx(ctx).await?;
+        let created = super::taxes::create(&mut tx, &staff.who(), input.into()).await?;
+        commit(tx).await?;
+        Ok(created.into())
+    }
+
+    /// Renames a tax rate or changes it (fields left out stay). Requires MENU_EDIT.
+    #[graphql(guard = "Requires(Permissions::MENU_EDIT)")]
+    async fn update_tax_rate(&self, ctx: &Context<'_>, id: ID, input: TaxRateInput) -> Result<TaxRate> {
+        let id = parse_id(&id, "id")?;
+        let (staff, mut tx) = staff_tx(ctx).await?;
+        let updated = super::taxes::update(&mut tx, &staff.who(), id, input.into()).await?;
+        commit(tx).await?;
+        Ok(updated.into())
+    }
+
+    /// Deletes a tax rate and returns its id. Requires MENU_EDIT.
+    #[graphql(guard = "Requires(Permissions::MENU_EDIT)")]
+    async fn delete_tax_rate(&self, ctx: &Context<'_>, id: ID) -> Result<ID> {
+        let uuid = parse_id(&id, "id")?;
+        let (staff, mut tx) = staff_tx(ctx).await?;
+        super::taxes::delete(&mut tx, &staff.who(), uuid).await?;
         commit(tx).await?;
         Ok(id)
     }

@@ -4,6 +4,7 @@
 
 pub mod graphql;
 pub mod pricing;
+pub mod taxes;
 
 use serde::Serialize;
 use uuid::Uuid;

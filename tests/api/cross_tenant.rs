@@ -54,6 +54,10 @@ const STAFF_CASES: &[(&str, &str)] = &[
     ("menu", "query { menu { categories { id name items { id name } } } }"),
     ("menuItem", "query($item: ID!) { menuItem(id: $item) { id name } }"),
     ("searchMenu", "query { searchMenu(text: \"alpha\") { id name } }"),
+    ("taxRates", "query { taxRates { id name ratePpm } }"),
+    ("createTaxRate", "mutation { createTaxRate(input: { name: \"Alpha VAT\", ratePpm: 200000 }) { id } }"),
+    ("updateTaxRate", "mutation($taxRate: ID!) { updateTaxRate(id: $taxRate, input: { ratePpm: 0 }) { id ratePpm } }"),
+    ("deleteTaxRate", "mutation($taxRate: ID!) { deleteTaxRate(id: $taxRate) }"),
     ("createMenuCategory", "mutation { createMenuCategory(input: { name: \"Alpha Drinks\" }) { id } }"),
     (
         "updateMenuCategory",
@@ -184,7 +188,12 @@ struct AOrder {
     invitation: String,
     /// Venue A's own SPA client (its origin is [`A_APP_ORIGIN`]).
     spa: String,
+    /// Venue A's tax rate (named [`A_TAX_RATE`]).
+    tax_rate: String,
 }
+
+/// The name of venue A's tax rate: never shown to venue B.
+const A_TAX_RATE: &str = "Alpha-only VAT rate";
 
 /// The web origin of venue A's own app and diner page: never shown to venue B.
 const A_APP_ORIGIN: &str = "https://alpha-kitchen.example.com";
@@ -211,6 +220,8 @@ fn a_secrets(app: &TestApp, order: &AOrder) -> Vec<String> {
         A_INVITED.to_string(),
         order.spa.clone(),
         A_APP_ORIGIN.to_string(),
+        order.tax_rate.clone(),
+        A_TAX_RATE.to_string(),
     ]);
     secrets
 }
@@ -219,7 +230,7 @@ fn variables(app: &TestApp, order: &AOrder) -> Value {
     json!({ "item": app.a.item_ids[0], "category": app.a.category_id, "staff": app.a.staff_id,
         "client": app.a.client_id, "grant": app.a.grant_id, "order": order.order,
         "checkout": order.checkout, "secret": order.client_secret, "diner": order.diner,
-        "invitation": order.invitation, "spa": order.spa })
+        "invitation": order.invitation, "spa": order.spa, "taxRate": order.tax_rate })
 }
 
 /// Venue A, onboarded at Stripe, with one paid order.
@@ -250,7 +261,15 @@ async fn a_order_on(app: TestApp) -> (TestApp, AOrder) {
         )
         .await;
     assert_eq!(origins["data"]["updateVenueSettings"]["allowedOrigins"], json!([A_APP_ORIGIN]), "{origins}");
-    (app, AOrder { order, checkout, client_secret, payment_intent, account, diner, invitation, spa })
+    let rate = app
+        .gql(
+            &app.a.full,
+            "mutation($n: String!) { createTaxRate(input: { name: $n, ratePpm: 200000 }) { id } }",
+            json!({ "n": A_TAX_RATE }),
+        )
+        .await;
+    let tax_rate = rate["data"]["createTaxRate"]["id"].as_str().unwrap_or_else(|| panic!("{rate}")).to_string();
+    (app, AOrder { order, checkout, client_secret, payment_intent, account, diner, invitation, spa, tax_rate })
 }
 
 async fn a_state(app: &TestApp) -> Vec<Value> {
@@ -263,6 +282,7 @@ async fn a_state(app: &TestApp) -> Vec<Value> {
         "{ stripeAccount { accountId chargesEnabled } }",
         "{ diners { id allergenProfile { allergens dietaryNotes } sharedAllergenProfile { allergens } } }",
         "{ staff { id email status permissions } }",
+        "{ taxRates { id name ratePpm } }",
     ] {
         states.push(app.gql(&app.a.full, query, json!({})).await);
     }
@@ -313,6 +333,7 @@ async fn b_cannot_see_or_change_a(app: &TestApp, order: &AOrder) {
                 [
                     "createMenuCategory",
                     "createMenuItem",
+                    "createTaxRate",
                     "updateVenueSettings",
                     "addStaff",
                     "createApiClient",
@@ -357,6 +378,7 @@ async fn no_mutation_of_either_endpoint_creates_an_order() {
         diner: uuid::Uuid::new_v4().to_string(),
         invitation: uuid::Uuid::new_v4().to_string(),
         spa: "vqc_unknownunknownunknown".into(),
+        tax_rate: uuid::Uuid::new_v4().to_string(),
     };
     for (_, operation) in STAFF_CASES.iter().filter(|(_, op)| op.starts_with("mutation")) {
         app.gql(&app.a.full, operation, variables(&app, &order)).await;

@@ -183,3 +183,46 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(app.gql(&app.a.full, MENU, json!({})).await, before);
     assert_eq!(app.audit_count(&app.a, "menu_item.created").await, audit_before);
 }
+
+#[tokio::test]
+async fn tax_rates_are_created_changed_listed_and_deleted_with_audit_rows_and_clear_refusals() {
+    let app = TestApp::spawn().await;
+    let create =
+        "mutation($n: String, $r: Int) { createTaxRate(input: { name: $n, ratePpm: $r }) { id name ratePpm } }";
+    let standard = app.gql(&app.a.full, create, json!({ "n": "VAT 20%", "r": 200_000 })).await;
+    let standard = &standard["data"]["createTaxRate"];
+    assert_eq!((standard["name"].as_str(), standard["ratePpm"].as_i64()), (Some("VAT 20%"), Some(200_000)));
+    let reduced = app.gql(&app.a.full, create, json!({ "n": "Sales tax", "r": 88_750 })).await;
+    let reduced_id = reduced["data"]["createTaxRate"]["id"].as_str().unwrap().to_string();
+    for (vars, says) in [
+        (json!({ "n": "VAT 20%", "r": 100_000 }), "already has a tax rate with this name"),
+        (json!({ "n": "Odd", "r": 1_000_001 }), "ratePpm must be between 0 and 1000000"),
+        (json!({ "n": "Odd", "r": -1 }), "ratePpm must be between 0 and 1000000"),
+        (json!({ "n": "  ", "r": 5 }), "name must be 1 to 80 characters"),
+        (json!({ "n": "No rate" }), "ratePpm is required"),
+    ] {
+        let refused = app.gql(&app.a.full, create, vars).await;
+        assert_eq!(error_code(&refused), "BAD_USER_INPUT", "{refused}");
+        assert!(refused.to_string().contains(says), "{refused}");
+    }
+    let update =
+        "mutation($id: ID!) { updateTaxRate(id: $id, input: { name: \"NY sales tax 8.875%\" }) { name ratePpm } }";
+    let updated = app.gql(&app.a.full, update, json!({ "id": reduced_id })).await;
+    assert_eq!(updated["data"]["updateTaxRate"], json!({ "name": "NY sales tax 8.875%", "ratePpm": 88_750 }));
+    let listed = app.gql(&app.a.full, "{ taxRates { name ratePpm } }", json!({})).await;
+    assert_eq!(
+        listed["data"]["taxRates"],
+        json!([{ "name": "NY sales tax 8.875%", "ratePpm": 88_750 }, { "name": "VAT 20%", "ratePpm": 200_000 }])
+    );
+    let casual = app.gql(&app.a.casual, create, json!({ "n": "Sneaky", "r": 1 })).await;
+    assert_eq!(error_code(&casual), "FORBIDDEN", "{casual}");
+    let deleted =
+        app.gql(&app.a.full, "mutation($id: ID!) { deleteTaxRate(id: $id) }", json!({ "id": reduced_id })).await;
+    assert_eq!(deleted["data"]["deleteTaxRate"], reduced_id.as_str());
+    let again =
+        app.gql(&app.a.full, "mutation($id: ID!) { deleteTaxRate(id: $id) }", json!({ "id": reduced_id })).await;
+    assert_eq!(error_code(&again), "NOT_FOUND", "{again}");
+    for (action, count) in [("tax_rate.created", 2), ("tax_rate.updated", 1), ("tax_rate.deleted", 1)] {
+        assert_eq!(app.audit_count(&app.a, action).await, count, "{action}");
+    }
+}
