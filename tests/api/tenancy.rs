@@ -90,6 +90,10 @@ async fn a_venue_scope_sees_only_that_venues_rows() {
         let invite = "mutation { addStaff(input: { email: \"new@example.com\", permissions: [MENU_VIEW] }) { id } }";
         let invited = app.gql(&venue.full, invite, serde_json::json!({})).await;
         assert!(invited["errors"].is_null(), "{invited}");
+        // A tax rate.
+        let rate = "mutation { createTaxRate(input: { name: \"VAT 20%\", ratePpm: 200000 }) { id } }";
+        let created = app.gql(&venue.full, rate, serde_json::json!({})).await;
+        assert!(created["errors"].is_null(), "{created}");
     }
     let db = Db::new(app.app_pool.clone());
     let mut tx = db.venue_tx(app.a.venue_id()).await.unwrap();
