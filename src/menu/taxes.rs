@@ -117,13 +117,19 @@ pub async fn update(tx: &mut VenueTx, who: &Who, id: Uuid, fields: TaxRateFields
     Ok(after)
 }
 
-/// Deletes a rate (audited).
+/// Deletes a rate (audited); refused while it is in use (the venue's default rate).
 pub async fn delete(tx: &mut VenueTx, who: &Who, id: Uuid) -> Result<(), AppError> {
     let before = for_update(tx, id).await?;
     sqlx::query("DELETE FROM tax_rates WHERE venue_id = $1 AND id = $2")
         .bind(tx.venue().as_uuid())
         .bind(id)
         .execute(tx.conn())
-        .await?;
+        .await
+        .map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => AppError::bad_input(
+                "this tax rate is in use (it is the venue's default rate): choose another default first",
+            ),
+            _ => error.into(),
+        })?;
     audit_change(tx, who, "tax_rate.deleted", "tax_rate", id, Some(&before), None).await
 }

@@ -1,6 +1,6 @@
 //! Venue settings in GraphQL (VENUE_SETTINGS).
 
-use async_graphql::{Context, InputObject, Object, Result, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 
 use crate::access::Permissions;
 use crate::graphql::context::{commit, public_tx, staff_tx};
@@ -15,6 +15,31 @@ pub struct VenueSettings {
     /// Web origins of the venue's diner pages (e.g. `https://cafe.example.com`): browsers
     /// there may call the venue's public endpoint `/v/{slug}/graphql` (CORS). Empty: none.
     allowed_origins: Vec<String>,
+    /// Whether menu prices include tax (INCLUSIVE, the default) or tax is added at
+    /// checkout (EXCLUSIVE).
+    tax_mode: TaxMode,
+    /// The tax rate of items that name none (a rate of `taxRates`); null: untaxed.
+    default_tax_rate_id: Option<ID>,
+    /// The venue's VAT or tax number, printed on receipts.
+    tax_id: Option<String>,
+}
+
+/// Whether a venue's menu prices include tax.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaxMode {
+    /// Prices include tax (EU style): the tax is the part of each price that is tax.
+    Inclusive,
+    /// Tax is added at checkout (US style).
+    Exclusive,
+}
+
+impl TaxMode {
+    fn stored(self) -> &'static str {
+        match self {
+            TaxMode::Inclusive => "inclusive",
+            TaxMode::Exclusive => "exclusive",
+        }
+    }
 }
 
 impl From<super::Settings> for VenueSettings {
@@ -22,6 +47,9 @@ impl From<super::Settings> for VenueSettings {
         VenueSettings {
             require_mfa_for_elevated: settings.require_mfa_for_elevated,
             allowed_origins: settings.allowed_origins,
+            tax_mode: if settings.tax_mode == "exclusive" { TaxMode::Exclusive } else { TaxMode::Inclusive },
+            default_tax_rate_id: settings.default_tax_rate_id.map(ID::from),
+            tax_id: settings.tax_id,
         }
     }
 }
@@ -34,6 +62,14 @@ pub struct UpdateVenueSettingsInput {
     /// See `VenueSettings.allowedOrigins`; the whole list (https, or http on localhost;
     /// no wildcard; at most 20).
     allowed_origins: Option<Vec<String>>,
+    /// See `VenueSettings.taxMode`.
+    tax_mode: Option<TaxMode>,
+    /// See `VenueSettings.defaultTaxRateId`; `clearDefaultTaxRate: true` removes it.
+    default_tax_rate_id: Option<ID>,
+    /// Leaves items that name no rate untaxed.
+    clear_default_tax_rate: Option<bool>,
+    /// See `VenueSettings.taxId` (1 to 50 characters; an empty string removes it).
+    tax_id: Option<String>,
 }
 
 /// Venue settings query.
@@ -68,6 +104,18 @@ impl VenueSettingsMutation {
         }
         if let Some(origins) = input.allowed_origins {
             wanted.allowed_origins = crate::origins::normalize_all(&origins)?;
+        }
+        if let Some(mode) = input.tax_mode {
+            wanted.tax_mode = mode.stored().to_string();
+        }
+        if let Some(rate) = input.default_tax_rate_id {
+            wanted.default_tax_rate_id = Some(crate::graphql::parse_id(&rate, "defaultTaxRateId")?);
+        }
+        if input.clear_default_tax_rate == Some(true) {
+            wanted.default_tax_rate_id = None;
+        }
+        if let Some(tax_id) = input.tax_id {
+            wanted.tax_id = super::tax_id(&tax_id)?;
         }
         let saved = super::update_settings(&mut tx, &caller.who(), wanted).await?;
         commit(tx).await?;

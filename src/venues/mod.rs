@@ -137,22 +137,42 @@ pub async fn current(tx: &mut VenueTx) -> Result<Venue, AppError> {
 }
 
 /// Per-venue settings (defaults when the venue never changed them).
-#[derive(Clone, Debug, Default, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct Settings {
     /// Staff holding elevated permissions need TOTP to get a token here.
     pub require_mfa_for_elevated: bool,
     /// Web origins of the venue's diner pages: browsers there may call the venue's public
     /// endpoint (CORS). Empty: only pages on venueql's own origin.
     pub allowed_origins: Vec<String>,
+    /// `inclusive` (prices include tax) or `exclusive` (tax added at checkout).
+    pub tax_mode: String,
+    /// The tax rate of items that name none.
+    pub default_tax_rate_id: Option<Uuid>,
+    /// The venue's VAT or tax number, for receipts.
+    pub tax_id: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            require_mfa_for_elevated: false,
+            allowed_origins: Vec::new(),
+            tax_mode: "inclusive".into(),
+            default_tax_rate_id: None,
+            tax_id: None,
+        }
+    }
 }
 
 /// The transaction's venue settings.
 pub async fn settings(tx: &mut VenueTx) -> Result<Settings, AppError> {
-    let found: Option<Settings> =
-        sqlx::query_as("SELECT require_mfa_for_elevated, allowed_origins FROM venue_settings WHERE venue_id = $1")
-            .bind(tx.venue().as_uuid())
-            .fetch_optional(tx.conn())
-            .await?;
+    let found: Option<Settings> = sqlx::query_as(
+        "SELECT require_mfa_for_elevated, allowed_origins, tax_mode, default_tax_rate_id, tax_id \
+             FROM venue_settings WHERE venue_id = $1",
+    )
+    .bind(tx.venue().as_uuid())
+    .fetch_optional(tx.conn())
+    .await?;
     Ok(found.unwrap_or_default())
 }
 
@@ -164,6 +184,16 @@ pub async fn public_origins(db: &Db, venue: VenueId) -> Result<Vec<String>, AppE
     Ok(origins)
 }
 
+/// A VAT or tax number as given: trimmed, 1 to 50 characters (empty: none).
+pub fn tax_id(raw: &str) -> Result<Option<String>, AppError> {
+    let tax_id = raw.trim();
+    match tax_id.chars().count() {
+        0 => Ok(None),
+        1..=50 => Ok(Some(tax_id.to_string())),
+        _ => Err(AppError::bad_input("taxId must be at most 50 characters")),
+    }
+}
+
 /// Changes the transaction's venue settings, with an audit row.
 pub async fn update_settings(
     tx: &mut VenueTx,
@@ -172,15 +202,27 @@ pub async fn update_settings(
 ) -> Result<Settings, AppError> {
     let before = settings(tx).await?;
     sqlx::query(
-        "INSERT INTO venue_settings (venue_id, require_mfa_for_elevated, allowed_origins) VALUES ($1, $2, $3) \
+        "INSERT INTO venue_settings (venue_id, require_mfa_for_elevated, allowed_origins, tax_mode, \
+                                     default_tax_rate_id, tax_id) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (venue_id) DO UPDATE SET require_mfa_for_elevated = EXCLUDED.require_mfa_for_elevated, \
-             allowed_origins = EXCLUDED.allowed_origins, updated_at = now()",
+             allowed_origins = EXCLUDED.allowed_origins, tax_mode = EXCLUDED.tax_mode, \
+             default_tax_rate_id = EXCLUDED.default_tax_rate_id, tax_id = EXCLUDED.tax_id, updated_at = now()",
     )
     .bind(tx.venue().as_uuid())
     .bind(wanted.require_mfa_for_elevated)
     .bind(&wanted.allowed_origins)
+    .bind(&wanted.tax_mode)
+    .bind(wanted.default_tax_rate_id)
+    .bind(&wanted.tax_id)
     .execute(tx.conn())
-    .await?;
+    .await
+    .map_err(|error| match &error {
+        // Another venue's rate looks exactly like a rate that does not exist.
+        sqlx::Error::Database(db) if db.constraint() == Some("venue_settings_default_tax_rate_fkey") => {
+            AppError::NotFound("tax rate (defaultTaxRateId)")
+        }
+        _ => error.into(),
+    })?;
     let change = crate::audit::Change {
         action: "venue_settings.updated",
         target_type: "venue",

@@ -71,6 +71,9 @@ const APP_PRIVILEGES: &[&str] = &[
     "function private.spa_origin_registered(p_origin text) EXECUTE",
     "function private.valid_origins(p_origins text[]) EXECUTE",
     "table public.venue_settings(allowed_origins) UPDATE",
+    "table public.venue_settings(default_tax_rate_id) UPDATE",
+    "table public.venue_settings(tax_id) UPDATE",
+    "table public.venue_settings(tax_mode) UPDATE",
     // Verified diners and retention (migration 0013).
     "function private.check_diner_code(p_identity bytea, p_code_hash bytea) EXECUTE",
     "function private.diner_paid(p_identity bytea, p_verified boolean, p_consent boolean, p_allergens bytea, p_dietary_notes bytea) EXECUTE",

@@ -214,6 +214,29 @@ async fn tax_rates_are_created_changed_listed_and_deleted_with_audit_rows_and_cl
         listed["data"]["taxRates"],
         json!([{ "name": "NY sales tax 8.875%", "ratePpm": 88_750 }, { "name": "VAT 20%", "ratePpm": 200_000 }])
     );
+    // The venue's tax settings: mode, default rate (of this venue only), tax number.
+    let standard_id = standard["id"].as_str().unwrap().to_string();
+    let settings = "mutation($input: UpdateVenueSettingsInput!) { updateVenueSettings(input: $input) { taxMode defaultTaxRateId taxId } }";
+    let set = json!({ "input": { "taxMode": "EXCLUSIVE", "defaultTaxRateId": standard_id, "taxId": " GB123456789 " } });
+    let saved = app.gql(&app.a.full, settings, set).await;
+    assert_eq!(
+        saved["data"]["updateVenueSettings"],
+        json!({ "taxMode": "EXCLUSIVE", "defaultTaxRateId": standard_id, "taxId": "GB123456789" })
+    );
+    let in_use =
+        app.gql(&app.a.full, "mutation($id: ID!) { deleteTaxRate(id: $id) }", json!({ "id": standard_id })).await;
+    assert_eq!(error_code(&in_use), "BAD_USER_INPUT", "{in_use}");
+    assert!(in_use.to_string().contains("in use"), "{in_use}");
+    // Venue B naming A's rate gets the answer an unknown id gets, and changes nothing.
+    for id in [standard_id.clone(), uuid::Uuid::new_v4().to_string()] {
+        let foreign = app.gql(&app.b.full, settings, json!({ "input": { "defaultTaxRateId": id } })).await;
+        assert_eq!(error_code(&foreign), "NOT_FOUND", "{foreign}");
+        assert_eq!(foreign["errors"][0]["message"], "tax rate (defaultTaxRateId) not found");
+    }
+    let cleared =
+        app.gql(&app.a.full, settings, json!({ "input": { "clearDefaultTaxRate": true, "taxId": "" } })).await;
+    assert_eq!(cleared["data"]["updateVenueSettings"]["defaultTaxRateId"], serde_json::Value::Null, "{cleared}");
+    assert_eq!(cleared["data"]["updateVenueSettings"]["taxId"], serde_json::Value::Null, "{cleared}");
     let casual = app.gql(&app.a.casual, create, json!({ "n": "Sneaky", "r": 1 })).await;
     assert_eq!(error_code(&casual), "FORBIDDEN", "{casual}");
     let deleted =
