@@ -117,7 +117,8 @@ pub async fn update(tx: &mut VenueTx, who: &Who, id: Uuid, fields: TaxRateFields
     Ok(after)
 }
 
-/// Deletes a rate (audited); refused while it is in use (the venue's default rate).
+/// Deletes a rate (audited); refused while it is in use (the venue's default rate or its
+/// service charge's rate).
 pub async fn delete(tx: &mut VenueTx, who: &Who, id: Uuid) -> Result<(), AppError> {
     let before = for_update(tx, id).await?;
     sqlx::query("DELETE FROM tax_rates WHERE venue_id = $1 AND id = $2")
@@ -127,7 +128,7 @@ pub async fn delete(tx: &mut VenueTx, who: &Who, id: Uuid) -> Result<(), AppErro
         .await
         .map_err(|error| match &error {
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => AppError::bad_input(
-                "this tax rate is in use (it is the venue's default rate): choose another default first",
+                "this tax rate is in use (the venue's default rate or its service charge's rate): choose another first",
             ),
             _ => error.into(),
         })?;

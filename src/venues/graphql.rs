@@ -22,6 +22,16 @@ pub struct VenueSettings {
     default_tax_rate_id: Option<ID>,
     /// The venue's VAT or tax number, printed on receipts.
     tax_id: Option<String>,
+    /// The service charge in parts per million of the subtotal after discount (0: none;
+    /// 12.5% is 125000).
+    service_charge_ppm: i32,
+    /// The tax rate of the service charge; null: untaxed.
+    service_charge_tax_rate_id: Option<ID>,
+    /// Whether diners may add a tip (untaxed, and carrying no platform fee).
+    tips_enabled: bool,
+    /// The tips diners are offered, parts per million of the total before the tip (e.g.
+    /// 100000, 125000, 150000).
+    tip_presets_ppm: Vec<i32>,
 }
 
 /// Whether a venue's menu prices include tax.
@@ -50,6 +60,10 @@ impl From<super::Settings> for VenueSettings {
             tax_mode: if settings.tax_mode == "exclusive" { TaxMode::Exclusive } else { TaxMode::Inclusive },
             default_tax_rate_id: settings.default_tax_rate_id.map(ID::from),
             tax_id: settings.tax_id,
+            service_charge_ppm: settings.service_charge_ppm,
+            service_charge_tax_rate_id: settings.service_charge_tax_rate_id.map(ID::from),
+            tips_enabled: settings.tips_enabled,
+            tip_presets_ppm: settings.tip_presets_ppm,
         }
     }
 }
@@ -70,6 +84,16 @@ pub struct UpdateVenueSettingsInput {
     clear_default_tax_rate: Option<bool>,
     /// See `VenueSettings.taxId` (1 to 50 characters; an empty string removes it).
     tax_id: Option<String>,
+    /// See `VenueSettings.serviceChargePpm` (0 to 1000000).
+    service_charge_ppm: Option<i32>,
+    /// See `VenueSettings.serviceChargeTaxRateId`.
+    service_charge_tax_rate_id: Option<ID>,
+    /// Leaves the service charge untaxed.
+    clear_service_charge_tax_rate: Option<bool>,
+    /// See `VenueSettings.tipsEnabled`.
+    tips_enabled: Option<bool>,
+    /// See `VenueSettings.tipPresetsPpm` (the whole list: at most 5, each 1 to 1000000).
+    tip_presets_ppm: Option<Vec<i32>>,
 }
 
 /// Venue settings query.
@@ -116,6 +140,21 @@ impl VenueSettingsMutation {
         }
         if let Some(tax_id) = input.tax_id {
             wanted.tax_id = super::tax_id(&tax_id)?;
+        }
+        if let Some(share) = input.service_charge_ppm {
+            wanted.service_charge_ppm = super::ppm(share, "serviceChargePpm")?;
+        }
+        if let Some(rate) = input.service_charge_tax_rate_id {
+            wanted.service_charge_tax_rate_id = Some(crate::graphql::parse_id(&rate, "serviceChargeTaxRateId")?);
+        }
+        if input.clear_service_charge_tax_rate == Some(true) {
+            wanted.service_charge_tax_rate_id = None;
+        }
+        if let Some(enabled) = input.tips_enabled {
+            wanted.tips_enabled = enabled;
+        }
+        if let Some(presets) = input.tip_presets_ppm {
+            wanted.tip_presets_ppm = super::tip_presets(&presets)?;
         }
         let saved = super::update_settings(&mut tx, &caller.who(), wanted).await?;
         commit(tx).await?;

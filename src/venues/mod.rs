@@ -150,6 +150,14 @@ pub struct Settings {
     pub default_tax_rate_id: Option<Uuid>,
     /// The venue's VAT or tax number, for receipts.
     pub tax_id: Option<String>,
+    /// The service charge, parts per million of the subtotal after discount (0: none).
+    pub service_charge_ppm: i32,
+    /// The tax rate of the service charge (None: untaxed).
+    pub service_charge_tax_rate_id: Option<Uuid>,
+    /// Whether diners may add a tip.
+    pub tips_enabled: bool,
+    /// The tips diners are offered, parts per million of the total before the tip.
+    pub tip_presets_ppm: Vec<i32>,
 }
 
 impl Default for Settings {
@@ -160,6 +168,10 @@ impl Default for Settings {
             tax_mode: "inclusive".into(),
             default_tax_rate_id: None,
             tax_id: None,
+            service_charge_ppm: 0,
+            service_charge_tax_rate_id: None,
+            tips_enabled: false,
+            tip_presets_ppm: Vec::new(),
         }
     }
 }
@@ -167,8 +179,9 @@ impl Default for Settings {
 /// The transaction's venue settings.
 pub async fn settings(tx: &mut VenueTx) -> Result<Settings, AppError> {
     let found: Option<Settings> = sqlx::query_as(
-        "SELECT require_mfa_for_elevated, allowed_origins, tax_mode, default_tax_rate_id, tax_id \
-             FROM venue_settings WHERE venue_id = $1",
+        "SELECT require_mfa_for_elevated, allowed_origins, tax_mode, default_tax_rate_id, tax_id, \
+                service_charge_ppm, service_charge_tax_rate_id, tips_enabled, tip_presets_ppm \
+         FROM venue_settings WHERE venue_id = $1",
     )
     .bind(tx.venue().as_uuid())
     .fetch_optional(tx.conn())
@@ -194,6 +207,25 @@ pub fn tax_id(raw: &str) -> Result<Option<String>, AppError> {
     }
 }
 
+/// A share in parts per million, 0 to 1,000,000 (`what` names the field for the error).
+pub fn ppm(value: i32, what: &str) -> Result<i32, AppError> {
+    if (0..=1_000_000).contains(&value) {
+        Ok(value)
+    } else {
+        Err(AppError::bad_input(format!("{what} must be between 0 and 1000000 (parts per million: 12.5% is 125000)")))
+    }
+}
+
+/// Tip presets: at most 5, each above 0 and at most 1,000,000.
+pub fn tip_presets(presets: &[i32]) -> Result<Vec<i32>, AppError> {
+    if presets.len() > 5 || presets.iter().any(|p| !(1..=1_000_000).contains(p)) {
+        return Err(AppError::bad_input(
+            "tipPresetsPpm holds at most 5 presets, each 1 to 1000000 parts per million (10% is 100000)",
+        ));
+    }
+    Ok(presets.to_vec())
+}
+
 /// Changes the transaction's venue settings, with an audit row.
 pub async fn update_settings(
     tx: &mut VenueTx,
@@ -203,10 +235,15 @@ pub async fn update_settings(
     let before = settings(tx).await?;
     sqlx::query(
         "INSERT INTO venue_settings (venue_id, require_mfa_for_elevated, allowed_origins, tax_mode, \
-                                     default_tax_rate_id, tax_id) VALUES ($1, $2, $3, $4, $5, $6) \
+                                     default_tax_rate_id, tax_id, service_charge_ppm, service_charge_tax_rate_id, \
+                                     tips_enabled, tip_presets_ppm) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (venue_id) DO UPDATE SET require_mfa_for_elevated = EXCLUDED.require_mfa_for_elevated, \
              allowed_origins = EXCLUDED.allowed_origins, tax_mode = EXCLUDED.tax_mode, \
-             default_tax_rate_id = EXCLUDED.default_tax_rate_id, tax_id = EXCLUDED.tax_id, updated_at = now()",
+             default_tax_rate_id = EXCLUDED.default_tax_rate_id, tax_id = EXCLUDED.tax_id, \
+             service_charge_ppm = EXCLUDED.service_charge_ppm, \
+             service_charge_tax_rate_id = EXCLUDED.service_charge_tax_rate_id, \
+             tips_enabled = EXCLUDED.tips_enabled, tip_presets_ppm = EXCLUDED.tip_presets_ppm, updated_at = now()",
     )
     .bind(tx.venue().as_uuid())
     .bind(wanted.require_mfa_for_elevated)
@@ -214,12 +251,19 @@ pub async fn update_settings(
     .bind(&wanted.tax_mode)
     .bind(wanted.default_tax_rate_id)
     .bind(&wanted.tax_id)
+    .bind(wanted.service_charge_ppm)
+    .bind(wanted.service_charge_tax_rate_id)
+    .bind(wanted.tips_enabled)
+    .bind(&wanted.tip_presets_ppm)
     .execute(tx.conn())
     .await
     .map_err(|error| match &error {
         // Another venue's rate looks exactly like a rate that does not exist.
         sqlx::Error::Database(db) if db.constraint() == Some("venue_settings_default_tax_rate_fkey") => {
             AppError::NotFound("tax rate (defaultTaxRateId)")
+        }
+        sqlx::Error::Database(db) if db.constraint() == Some("venue_settings_service_charge_tax_rate_fkey") => {
+            AppError::NotFound("tax rate (serviceChargeTaxRateId)")
         }
         _ => error.into(),
     })?;

@@ -72,6 +72,10 @@ const APP_PRIVILEGES: &[&str] = &[
     "function private.valid_origins(p_origins text[]) EXECUTE",
     "table public.venue_settings(allowed_origins) UPDATE",
     "table public.venue_settings(default_tax_rate_id) UPDATE",
+    "table public.venue_settings(service_charge_ppm) UPDATE",
+    "table public.venue_settings(service_charge_tax_rate_id) UPDATE",
+    "table public.venue_settings(tip_presets_ppm) UPDATE",
+    "table public.venue_settings(tips_enabled) UPDATE",
     "table public.venue_settings(tax_id) UPDATE",
     "table public.venue_settings(tax_mode) UPDATE",
     // Verified diners and retention (migration 0013).

@@ -233,6 +233,33 @@ async fn tax_rates_are_created_changed_listed_and_deleted_with_audit_rows_and_cl
         assert_eq!(error_code(&foreign), "NOT_FOUND", "{foreign}");
         assert_eq!(foreign["errors"][0]["message"], "tax rate (defaultTaxRateId) not found");
     }
+    // Service charge (taxed at a rate of this venue) and tips.
+    let service = "mutation($input: UpdateVenueSettingsInput!) { updateVenueSettings(input: $input) { serviceChargePpm serviceChargeTaxRateId tipsEnabled tipPresetsPpm } }";
+    let set = json!({ "input": { "serviceChargePpm": 125_000, "serviceChargeTaxRateId": standard_id, "tipsEnabled": true,
+        "tipPresetsPpm": [100_000, 125_000, 150_000] } });
+    let saved = app.gql(&app.a.full, service, set).await;
+    assert_eq!(
+        saved["data"]["updateVenueSettings"],
+        json!({ "serviceChargePpm": 125_000, "serviceChargeTaxRateId": standard_id, "tipsEnabled": true,
+            "tipPresetsPpm": [100_000, 125_000, 150_000] }),
+        "{saved}"
+    );
+    for (input, says) in [
+        (json!({ "serviceChargePpm": 1_000_001 }), "serviceChargePpm must be between 0 and 1000000"),
+        (json!({ "tipPresetsPpm": [0] }), "tipPresetsPpm holds at most 5 presets"),
+        (json!({ "tipPresetsPpm": [1, 2, 3, 4, 5, 6] }), "tipPresetsPpm holds at most 5 presets"),
+    ] {
+        let refused = app.gql(&app.a.full, service, json!({ "input": input })).await;
+        assert_eq!(error_code(&refused), "BAD_USER_INPUT", "{refused}");
+        assert!(refused.to_string().contains(says), "{refused}");
+    }
+    let foreign = app.gql(&app.b.full, service, json!({ "input": { "serviceChargeTaxRateId": standard_id } })).await;
+    assert_eq!(error_code(&foreign), "NOT_FOUND", "{foreign}");
+    let untaxed = json!({ "input": { "clearServiceChargeTaxRate": true } });
+    assert_eq!(
+        app.gql(&app.a.full, service, untaxed).await["data"]["updateVenueSettings"]["serviceChargeTaxRateId"],
+        serde_json::Value::Null
+    );
     let cleared =
         app.gql(&app.a.full, settings, json!({ "input": { "clearDefaultTaxRate": true, "taxId": "" } })).await;
     assert_eq!(cleared["data"]["updateVenueSettings"]["defaultTaxRateId"], serde_json::Value::Null, "{cleared}");
