@@ -162,10 +162,8 @@ impl PublicDinerMutation {
         let config = context::config(ctx)?;
         let keys = context::service::<KeyRing>(ctx)?;
         let db = context::db(ctx)?;
-        let ip = context::public(ctx)?.client;
-        let mut tx = context::public_tx(ctx).await?;
-        super::verification::request_code(db, &mut tx, keys, config.lockout, &email, ip).await?;
-        commit(tx).await?;
+        let diner = context::public(ctx)?;
+        super::verification::request_code(db, diner.venue, keys, config.lockout, &email, diner.client).await?;
         Ok(true)
     }
 

@@ -32,14 +32,15 @@ fn identity_of(keys: &KeyRing, email: &str) -> Result<Vec<u8>, AppError> {
     Ok(identity::hash(keys.identity_key()?, &identity::email(email)?))
 }
 
-/// `requestDinerCode`: mails a code to `email` for the transaction's venue. The answer and
-/// the work are the same whether or not the venue knows the diner (a code is mailed
-/// either way); requests are limited per email (`LOCKOUT_IDENTIFIER_LIMIT` an hour) and
-/// per client address (`LOCKOUT_IP_LIMIT` an hour, IPv6 per /64), so one address cannot
-/// mail-bomb many inboxes.
+/// `requestDinerCode`: mails a code to `email` for `venue`. The answer and the work are
+/// the same whether or not the venue knows the diner (a code is mailed either way);
+/// requests are limited per email (`LOCKOUT_IDENTIFIER_LIMIT` an hour) and per client
+/// address (`LOCKOUT_IP_LIMIT` an hour, IPv6 per /64), so one address cannot mail-bomb
+/// many inboxes. The limit is taken before the venue's transaction opens, so a burst of
+/// requests never holds one pooled connection while waiting for another.
 pub async fn request_code(
     db: &Db,
-    tx: &mut VenueTx,
+    venue: VenueId,
     keys: &KeyRing,
     limits: LockoutLimits,
     email: &str,
@@ -58,17 +59,18 @@ pub async fn request_code(
     }
     let code = six_digits();
     let ttl = i32::try_from(CODE_TTL.as_secs()).unwrap_or(i32::MAX);
+    let mut tx = db.venue_tx(venue).await?;
     sqlx::query("SELECT private.store_diner_code($1, $2, $3)")
         .bind(&identity)
         .bind(secrets::hash(&code))
         .bind(ttl)
         .execute(tx.conn())
         .await?;
-    let venue_name = crate::venues::current(tx).await?.name;
+    let venue_name = crate::venues::current(&mut tx).await?.name;
     let expires_at = Utc::now() + chrono::Duration::seconds(i64::from(ttl));
     let recipient = email.trim().to_lowercase();
     mail::enqueue(tx.conn(), keys.master()?, &recipient, &Mail::DinerCode { code, venue_name, expires_at }).await?;
-    Ok(())
+    Ok(tx.commit().await?)
 }
 
 fn six_digits() -> String {

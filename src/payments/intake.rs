@@ -60,13 +60,7 @@ pub async fn ingest(
         return Ok(Ingested::Applied { outcome, venue: None });
     }
     match super::effects::apply(tx, hub, endpoint, event).await {
-        Ok((outcome, venue)) => {
-            sqlx::query("SELECT private.forget_unreadable_stripe_event($1)")
-                .bind(&event.id)
-                .execute(db.platform_level())
-                .await?;
-            Ok(Ingested::Applied { outcome, venue })
-        }
+        Ok((outcome, venue)) => Ok(Ingested::Applied { outcome, venue }),
         Err(AppError::Unreadable(why)) => Err(keep_unreadable(db, endpoint, event, raw, why).await),
         Err(error) => Err(error),
     }

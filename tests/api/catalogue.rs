@@ -193,7 +193,6 @@ const APP_PRIVILEGES: &[&str] = &[
     "function private.store_stripe_event(p_id text, p_endpoint text, p_type text, p_account text, p_livemode boolean, p_api_version text, p_created bigint, p_raw text) EXECUTE",
     "function private.set_staff_pin(p_staff uuid, p_hash text, p_authority bigint) EXECUTE",
     "function private.record_unreadable_stripe_event(p_id text, p_endpoint text, p_type text, p_reason text, p_raw text) EXECUTE",
-    "function private.forget_unreadable_stripe_event(p_id text) EXECUTE",
     "function private.staff_pin(p_email text) EXECUTE",
     "function private.clients_of_current_venue() EXECUTE",
     "function private.revoke_venue_client(p_id text) EXECUTE",

@@ -71,19 +71,9 @@ pub(super) async fn totp_step(context: &LoginContext<'_>, ticket: &str, code: &s
     let Some(staff) = context.check_ticket(ticket, "mfa-pending") else {
         return Progress::Page(context.retry(StatusCode::UNAUTHORIZED, "Your sign-in expired. Sign in again."));
     };
-    let state = context.state;
-    let checked = match state.config.keys.master() {
-        Ok(master) => {
-            login::second_factor(
-                &state.db,
-                state.config.lockout,
-                master,
-                login::CodeAttempt { staff, code, ip: context.client_addr },
-            )
-            .await
-        }
-        Err(error) => Err(error),
-    };
+    let (state, typed) = (context.state, login::CodeAttempt { staff, code, ip: context.client_addr });
+    let checked =
+        async { login::second_factor(&state.db, state.config.lockout, state.config.keys.master()?, typed).await }.await;
     match checked {
         Ok(Checked::Passed(())) => Progress::Authenticated { staff, mfa: true },
         Ok(Checked::Wrong) => {
@@ -107,19 +97,9 @@ pub(super) async fn enroll_step(
     let (Some(staff), Some(venue)) = (context.check_ticket(ticket, "enroll"), venue) else {
         return Progress::Page(context.retry(StatusCode::UNAUTHORIZED, "Your sign-in expired. Sign in again."));
     };
-    let state = context.state;
-    let confirmed = match state.config.keys.master() {
-        Ok(master) => {
-            login::confirm_totp(
-                &state.db,
-                state.config.lockout,
-                master,
-                login::CodeAttempt { staff, code, ip: context.client_addr },
-            )
-            .await
-        }
-        Err(error) => Err(error),
-    };
+    let (state, typed) = (context.state, login::CodeAttempt { staff, code, ip: context.client_addr });
+    let confirmed =
+        async { login::confirm_totp(&state.db, state.config.lockout, state.config.keys.master()?, typed).await }.await;
     match confirmed {
         Ok(codes) => Progress::Page(context.recovery_page(&context.ticket(staff, "mfa"), venue, &codes)),
         Err(AppError::RateLimited { retry_after_secs, message }) => {
